@@ -1,0 +1,50 @@
+/*
+ * Helpers shared by the built-in drivers (not public API): the conversions
+ * every hardware engine needs between its native formats and the DER that
+ * the driver API speaks.
+ */
+#ifndef ESTC_ENGINES_UTIL_H
+#define ESTC_ENGINES_UTIL_H
+
+#include <estc/engine.h>
+
+/* Length in bytes of a digest of @hash, 0 for an unknown value. */
+size_t estc__hash_len(estc_hash hash);
+
+/* OpenSSL digest name of @hash ("SHA256"), NULL for an unknown value. */
+const char *estc__hash_name(estc_hash hash);
+
+/* Curve size in bytes (32 for P-256, 48 for P-384), 0 for non-EC types. */
+size_t estc__ec_field_len(estc_key_type type);
+
+/*
+ * Raw ECDSA signature r||s (as PKCS#11, PSA and TPM give it; @len even) into
+ * a DER ECDSA-Sig-Value. ESTC_ERR_INVALID_ARG / ESTC_ERR_CRYPTO / NOMEM.
+ */
+estc_err estc__ecdsa_raw_to_der(const uint8_t *rs, size_t len, estc_buf *der);
+
+/*
+ * SubjectPublicKeyInfo DER of an EC key of @type from its uncompressed point
+ * (0x04 || X || Y). ESTC_ERR_FORMAT for a point not on the curve.
+ */
+estc_err estc__spki_from_ec_point(estc_key_type type, const uint8_t *point, size_t len,
+                                  estc_buf *spki);
+
+/* SubjectPublicKeyInfo DER of an RSA key from big-endian modulus and exponent. */
+estc_err estc__spki_from_rsa(const uint8_t *n, size_t n_len, const uint8_t *e, size_t e_len,
+                             estc_buf *spki);
+
+/*
+ * DER DigestInfo of @digest for RSASSA-PKCS1-v1_5 (for engines whose RSA
+ * mechanism signs a prepared DigestInfo, like CKM_RSA_PKCS).
+ */
+estc_err estc__digest_info(estc_hash hash, const uint8_t *digest, size_t len, estc_buf *out);
+
+/* Key type of a SubjectPublicKeyInfo (EC P-256/P-384, RSA 2048/3072). */
+estc_err estc__spki_key_type(const uint8_t *spki, size_t len, estc_key_type *type);
+
+/* Lower-case hex of the SHA-256 of @data, first @hex_len digits (<= 64) into
+ * @out (hex_len + 1 bytes). */
+estc_err estc__sha256_hex(const void *data, size_t len, char *out, size_t hex_len);
+
+#endif

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs every Debian 12 package that the build, the tests and the demo need.
+# Idempotent. As root it installs with apt-get; otherwise it prints the exact
+# missing packages and exits non-zero.
+set -euo pipefail
+
+packages=(
+  # build
+  build-essential pkg-config meson ninja-build clang
+  libssl-dev openssl libcoap3-dev libcoap3-bin
+  libp11-kit-dev libtss2-dev libmbedtls-dev
+  check
+  # test peers and tools
+  softhsm2 opensc p11-kit swtpm swtpm-tools tpm2-tools valgrind
+  python3 procps iproute2 ca-certificates
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+    missing+=("$p")
+  fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all ${#packages[@]} packages present"
+  exit 0
+fi
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "install-deps: missing packages (run as root to install them):" >&2
+  echo "  apt-get install ${missing[*]}" >&2
+  exit 1
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+echo "install-deps: installing ${missing[*]}"
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}"

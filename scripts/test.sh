@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Installs what is needed, configures, builds and runs the whole test suite:
+# a normal build, then an AddressSanitizer + UndefinedBehaviorSanitizer build,
+# then the library's unit and software-engine suites under valgrind.
+# Exits non-zero on any failure. Build folders: build/, build-asan/, build-vg/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/install-deps.sh
+
+passed=0
+failed=0
+
+# run_suite NAME BUILDDIR [meson setup args...] -- [meson test args...]
+run_suite() {
+  local name=$1 dir=$2; shift 2
+  local setup=() testargs=()
+  while [ $# -gt 0 ] && [ "$1" != "--" ]; do setup+=("$1"); shift; done
+  [ $# -gt 0 ] && shift
+  testargs=("$@")
+  echo "=== $name ==="
+  if [ -d "$dir" ]; then
+    meson setup --reconfigure "$dir" "${setup[@]}" >/dev/null
+  else
+    meson setup "$dir" "${setup[@]}" >/dev/null
+  fi
+  ninja -C "$dir"
+  local rc=0
+  meson test -C "$dir" --print-errorlogs --num-processes 2 "${testargs[@]}" || rc=$?
+  # Count from meson's own record of this run.
+  local counts
+  counts=$(python3 - "$dir/meson-logs/testlog.json" <<'PY'
+import json, sys
+ok = bad = 0
+for line in open(sys.argv[1]):
+    r = json.loads(line)
+    if r.get("result") in ("OK", "EXPECTEDFAIL", "SKIP"):
+        ok += 1
+    else:
+        bad += 1
+print(ok, bad)
+PY
+)
+  passed=$((passed + ${counts% *}))
+  failed=$((failed + ${counts#* }))
+  [ "$rc" -eq 0 ] || echo "$name: meson test failed (rc=$rc)"
+}
+
+run_suite "build" build -Dbuildtype=debugoptimized
+run_suite "asan+ubsan" build-asan -Dbuildtype=debug -Db_sanitize=address,undefined \
+  -Db_lundef=false -- --suite unit --suite conformance --suite software --suite server \
+  --suite provider --suite client
+run_suite "valgrind" build-vg -Dbuildtype=debug -- --suite unit --suite conformance \
+  --wrapper 'valgrind --quiet --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite --track-fds=no'
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
