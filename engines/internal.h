@@ -1,0 +1,37 @@
+/*
+ * The engine framework's private view of the library context.
+ */
+#ifndef ESTC_ENGINES_INTERNAL_H
+#define ESTC_ENGINES_INTERNAL_H
+
+#include <estc/engine.h>
+
+/* One registered driver with its private state. */
+struct estc__engine {
+    const struct estc_driver *driver;
+    void *state;
+    void *module;              /* dlopen() handle when loaded from a file */
+    estc_address_gen_fn gen;   /* NULL: the default generator */
+    void *gen_arg;
+};
+
+struct estc_ctx {
+    struct estc__engine *engines;
+    size_t n_engines;
+    size_t cap_engines;
+    estc_log_fn log_fn;
+    void *log_arg;
+    estc_log_level log_level;
+    char detail[512];
+};
+
+/* The engine for @addr, with the checks of estc_engine_find(). */
+estc_err estc__engine_for(estc_ctx *ctx, const char *addr, struct estc__engine **engine);
+
+/* Registers "mem", "file" and the optional drivers built in. */
+estc_err estc__register_builtin(estc_ctx *ctx);
+
+/* Whether @name is a valid object name for address_derive. */
+bool estc__valid_object_name(const char *name);
+
+#endif

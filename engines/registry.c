@@ -1,0 +1,184 @@
+/*
+ * The driver registry: drivers by scheme, built in, registered by the
+ * application, or loaded from a shared object.
+ */
+#include <ctype.h>
+#include <dlfcn.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+static bool valid_scheme(const char *s)
+{
+    size_t n = 0;
+    if (s == NULL || !islower((unsigned char)s[0]))
+        return false;
+    for (; s[n] != '\0'; n++) {
+        unsigned char c = (unsigned char)s[n];
+        if (!(islower(c) || isdigit(c) || c == '+' || c == '-' || c == '.'))
+            return false;
+    }
+    return n <= ESTC_SCHEME_MAX;
+}
+
+static estc_err check_driver(estc_ctx *ctx, const struct estc_driver *d)
+{
+    if (d->api_version != ESTC_DRIVER_API_VERSION)
+        return estc_error(ctx, ESTC_ERR_DRIVER, "driver API version %u, this library speaks %u",
+                          d->api_version, ESTC_DRIVER_API_VERSION);
+    if (!valid_scheme(d->scheme))
+        return estc_error(ctx, ESTC_ERR_DRIVER, "driver scheme \"%s\" is not a lower-case scheme",
+                          d->scheme != NULL ? d->scheme : "(null)");
+    const char *missing = NULL;
+    if (d->key_generate == NULL)
+        missing = "key_generate";
+    else if (d->key_public == NULL)
+        missing = "key_public";
+    else if (d->key_sign == NULL)
+        missing = "key_sign";
+    else if (d->key_remove == NULL)
+        missing = "key_remove";
+    else if (d->cert_store == NULL)
+        missing = "cert_store";
+    else if (d->cert_load == NULL)
+        missing = "cert_load";
+    else if (d->cert_remove == NULL)
+        missing = "cert_remove";
+    else if (d->list == NULL)
+        missing = "list";
+    else if (d->exists == NULL)
+        missing = "exists";
+    else if (d->address_derive == NULL)
+        missing = "address_derive";
+    if (missing != NULL)
+        return estc_error(ctx, ESTC_ERR_DRIVER, "driver \"%s\" lacks the required operation %s",
+                          d->scheme, missing);
+    return ESTC_OK;
+}
+
+static struct estc__engine *lookup(estc_ctx *ctx, const char *scheme)
+{
+    for (size_t i = 0; i < ctx->n_engines; i++) {
+        if (strcmp(ctx->engines[i].driver->scheme, scheme) == 0)
+            return &ctx->engines[i];
+    }
+    return NULL;
+}
+
+static estc_err add_engine(estc_ctx *ctx, const struct estc_driver *driver, void *module)
+{
+    if (ctx == NULL || driver == NULL)
+        return ESTC_ERR_INVALID_ARG;
+    estc_err err = check_driver(ctx, driver);
+    if (err != ESTC_OK)
+        return err;
+    if (lookup(ctx, driver->scheme) != NULL)
+        return estc_error(ctx, ESTC_ERR_EXISTS, "scheme \"%s\" is registered already",
+                          driver->scheme);
+    if (ctx->n_engines == ctx->cap_engines) {
+        size_t cap = ctx->cap_engines == 0 ? 8 : ctx->cap_engines * 2;
+        struct estc__engine *grown = realloc(ctx->engines, cap * sizeof(*grown));
+        if (grown == NULL)
+            return ESTC_ERR_NOMEM;
+        ctx->engines = grown;
+        ctx->cap_engines = cap;
+    }
+    void *state = NULL;
+    if (driver->state_size > 0) {
+        state = calloc(1, driver->state_size);
+        if (state == NULL)
+            return ESTC_ERR_NOMEM;
+    }
+    if (driver->init != NULL) {
+        err = driver->init(ctx, state);
+        if (err != ESTC_OK) {
+            free(state);
+            return err;
+        }
+    }
+    ctx->engines[ctx->n_engines++] = (struct estc__engine){
+        .driver = driver, .state = state, .module = module, .gen = NULL, .gen_arg = NULL};
+    estc_log(ctx, ESTC_LOG_DEBUG, "engine \"%s\" registered", driver->scheme);
+    return ESTC_OK;
+}
+
+estc_err estc_engine_register(estc_ctx *ctx, const struct estc_driver *driver)
+{
+    return add_engine(ctx, driver, NULL);
+}
+
+estc_err estc_engine_load_module(estc_ctx *ctx, const char *path)
+{
+    if (ctx == NULL || path == NULL || path[0] == '\0')
+        return ESTC_ERR_INVALID_ARG;
+    void *module = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    if (module == NULL)
+        return estc_error(ctx, ESTC_ERR_IO, "cannot load driver module: %s", dlerror());
+    estc_driver_entry_fn entry;
+    /* POSIX guarantees that a function pointer survives the round trip. */
+    *(void **)&entry = dlsym(module, ESTC_DRIVER_ENTRY);
+    const struct estc_driver *driver = entry != NULL ? entry() : NULL;
+    if (driver == NULL) {
+        dlclose(module);
+        return estc_error(ctx, ESTC_ERR_DRIVER, "%s: no %s() entry point or it returned NULL",
+                          path, ESTC_DRIVER_ENTRY);
+    }
+    estc_err err = add_engine(ctx, driver, module);
+    if (err != ESTC_OK)
+        dlclose(module);
+    return err;
+}
+
+estc_err estc__engine_for(estc_ctx *ctx, const char *addr, struct estc__engine **engine)
+{
+    char scheme[ESTC_SCHEME_MAX + 1];
+    if (ctx == NULL || addr == NULL || engine == NULL)
+        return ESTC_ERR_INVALID_ARG;
+    estc_err err = estc_address_scheme(addr, scheme);
+    if (err != ESTC_OK)
+        return estc_error(ctx, err, "bad address \"%.64s\": no valid scheme", addr);
+    struct estc__engine *e = lookup(ctx, scheme);
+    if (e == NULL)
+        return estc_error(ctx, ESTC_ERR_UNKNOWN_SCHEME, "no engine for scheme \"%s:\"", scheme);
+    *engine = e;
+    return ESTC_OK;
+}
+
+estc_err estc_engine_find(estc_ctx *ctx, const char *addr, const struct estc_driver **driver)
+{
+    struct estc__engine *e;
+    if (driver == NULL)
+        return ESTC_ERR_INVALID_ARG;
+    estc_err err = estc__engine_for(ctx, addr, &e);
+    if (err == ESTC_OK)
+        *driver = e->driver;
+    return err;
+}
+
+estc_err estc_engine_schemes(estc_ctx *ctx, void (*fn)(void *arg, const struct estc_driver *drv),
+                             void *arg)
+{
+    if (ctx == NULL || fn == NULL)
+        return ESTC_ERR_INVALID_ARG;
+    for (size_t i = 0; i < ctx->n_engines; i++)
+        fn(arg, ctx->engines[i].driver);
+    return ESTC_OK;
+}
+
+void estc_ctx_free(estc_ctx *ctx)
+{
+    if (ctx == NULL)
+        return;
+    /* Reverse order: a later driver may rely on an earlier one. */
+    for (size_t i = ctx->n_engines; i-- > 0;) {
+        struct estc__engine *e = &ctx->engines[i];
+        if (e->driver->cleanup != NULL)
+            e->driver->cleanup(ctx, e->state);
+        free(e->state);
+        if (e->module != NULL)
+            dlclose(e->module);
+    }
+    free(ctx->engines);
+    free(ctx);
+}

@@ -1,0 +1,437 @@
+/*
+ * The file: driver: keys and certificates as PEM files.
+ *
+ * Address: "file:PATH". Private keys are written 0600 as unencrypted PKCS#8
+ * PEM through a temporary file, fsync() and rename(), so a crash leaves the
+ * old file or the new one, never half of one. Derived addresses append
+ * "NAME.key.pem", "NAME.crt.pem" or "NAME.ca.pem" to the prefix (a folder
+ * ending in '/', or a file-name prefix), which is how list() tells the kinds
+ * apart.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+
+#include "keys.h"
+
+#define MAX_PEM_FILE (256 * 1024)
+
+static const char *kind_suffix(estc_obj_kind kind)
+{
+    switch (kind) {
+    case ESTC_OBJ_KEY:
+        return ".key.pem";
+    case ESTC_OBJ_CERT:
+        return ".crt.pem";
+    case ESTC_OBJ_TRUST:
+        return ".ca.pem";
+    }
+    return "";
+}
+
+static estc_err path_of(estc_ctx *ctx, const char *addr, const char **path)
+{
+    const char *p = addr + strlen("file:");
+    /* "file://host/..." URLs are not paths; a bare "file:" names nothing. */
+    if (*p == '\0' || strncmp(p, "//", 2) == 0 || p[strlen(p) - 1] == '/')
+        return estc_error(ctx, ESTC_ERR_BAD_ADDRESS, "\"%s\": file: needs a file path", addr);
+    *path = p;
+    return ESTC_OK;
+}
+
+static estc_err io_fail(estc_ctx *ctx, const char *addr, const char *what, int e)
+{
+    if (e == ENOENT)
+        return estc_error(ctx, ESTC_ERR_NOT_FOUND, "%s: %s: no such file", addr, what);
+    if (e == EACCES || e == EPERM)
+        return estc_error(ctx, ESTC_ERR_AUTH, "%s: %s: %s", addr, what, strerror(e));
+    return estc_error(ctx, ESTC_ERR_IO, "%s: %s: %s", addr, what, strerror(e));
+}
+
+/* Writes @len bytes to a new file at @path with @mode, atomically; refuses
+ * to replace an existing file. */
+static estc_err write_new(estc_ctx *ctx, const char *addr, const char *path, const void *data,
+                          size_t len, mode_t mode)
+{
+    if (access(path, F_OK) == 0)
+        return estc_error(ctx, ESTC_ERR_EXISTS, "%s: the file exists already", addr);
+    size_t tn = strlen(path) + 16;
+    char *tmp = malloc(tn);
+    if (tmp == NULL)
+        return ESTC_ERR_NOMEM;
+    snprintf(tmp, tn, "%s.tmpXXXXXX", path);
+    int fd = mkstemp(tmp);
+    if (fd < 0) {
+        estc_err err = io_fail(ctx, addr, "create", errno);
+        free(tmp);
+        return err;
+    }
+    estc_err err = ESTC_OK;
+    const uint8_t *p = data;
+    size_t left = len;
+    if (fchmod(fd, mode) != 0)
+        err = io_fail(ctx, addr, "chmod", errno);
+    while (err == ESTC_OK && left > 0) {
+        ssize_t n = write(fd, p, left);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            err = io_fail(ctx, addr, "write", errno);
+            break;
+        }
+        p += n;
+        left -= (size_t)n;
+    }
+    if (err == ESTC_OK && fsync(fd) != 0)
+        err = io_fail(ctx, addr, "fsync", errno);
+    if (close(fd) != 0 && err == ESTC_OK)
+        err = io_fail(ctx, addr, "close", errno);
+    /* link() fails if the target appeared meanwhile: no silent replace. */
+    if (err == ESTC_OK && link(tmp, path) != 0)
+        err = errno == EEXIST ? estc_error(ctx, ESTC_ERR_EXISTS, "%s: the file exists already", addr)
+                              : io_fail(ctx, addr, "link", errno);
+    unlink(tmp);
+    free(tmp);
+    if (err == ESTC_OK) {
+        /* Make the new directory entry durable too. */
+        char *dir = strdup(path);
+        if (dir != NULL) {
+            char *slash = strrchr(dir, '/');
+            const char *d = slash == NULL ? "." : (slash == dir ? "/" : (*slash = '\0', dir));
+            int dfd = open(d, O_RDONLY | O_DIRECTORY);
+            if (dfd >= 0) {
+                (void)fsync(dfd);
+                close(dfd);
+            }
+            free(dir);
+        }
+    }
+    return err;
+}
+
+static estc_err read_file(estc_ctx *ctx, const char *addr, const char *path, estc_buf *out)
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL)
+        return io_fail(ctx, addr, "open", errno);
+    uint8_t *buf = malloc(MAX_PEM_FILE + 1);
+    if (buf == NULL) {
+        fclose(f);
+        return ESTC_ERR_NOMEM;
+    }
+    size_t n = fread(buf, 1, MAX_PEM_FILE + 1, f);
+    bool bad = ferror(f) != 0;
+    fclose(f);
+    if (bad || n > MAX_PEM_FILE) {
+        free(buf);
+        return estc_error(ctx, bad ? ESTC_ERR_IO : ESTC_ERR_FORMAT, "%s: %s", addr,
+                          bad ? "read failed" : "file too large");
+    }
+    out->data = buf;
+    out->len = n;
+    return ESTC_OK;
+}
+
+static estc_err load_key(estc_ctx *ctx, const char *addr, EVP_PKEY **key)
+{
+    const char *path;
+    estc_buf pem = {0};
+    estc_err err = path_of(ctx, addr, &path);
+    if (err == ESTC_OK)
+        err = read_file(ctx, addr, path, &pem);
+    if (err != ESTC_OK)
+        return err;
+    BIO *bio = BIO_new_mem_buf(pem.data, (int)pem.len);
+    EVP_PKEY *k = bio != NULL ? PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL) : NULL;
+    BIO_free(bio);
+    estc_buf_free(&pem);
+    if (k == NULL)
+        return estc__sw_fail(ctx, ESTC_ERR_NOT_FOUND, addr, "no PEM private key in the file");
+    *key = k;
+    return ESTC_OK;
+}
+
+static estc_err load_cert(estc_ctx *ctx, const char *addr, X509 **cert)
+{
+    const char *path;
+    estc_buf pem = {0};
+    estc_err err = path_of(ctx, addr, &path);
+    if (err == ESTC_OK)
+        err = read_file(ctx, addr, path, &pem);
+    if (err != ESTC_OK)
+        return err;
+    BIO *bio = BIO_new_mem_buf(pem.data, (int)pem.len);
+    X509 *x = bio != NULL ? PEM_read_bio_X509(bio, NULL, NULL, NULL) : NULL;
+    BIO_free(bio);
+    estc_buf_free(&pem);
+    if (x == NULL)
+        return estc__sw_fail(ctx, ESTC_ERR_NOT_FOUND, addr, "no PEM certificate in the file");
+    *cert = x;
+    return ESTC_OK;
+}
+
+static estc_err store_key(estc_ctx *ctx, const char *addr, EVP_PKEY *key)
+{
+    const char *path;
+    estc_err err = path_of(ctx, addr, &path);
+    if (err != ESTC_OK)
+        return err;
+    BIO *bio = BIO_new(BIO_s_secmem());
+    char *data = NULL;
+    long n = 0;
+    if (bio == NULL || PEM_write_bio_PrivateKey(bio, key, NULL, NULL, 0, NULL, NULL) != 1 ||
+        (n = BIO_get_mem_data(bio, &data)) <= 0)
+        err = estc__sw_fail(ctx, ESTC_ERR_CRYPTO, addr, "PEM encoding");
+    else
+        err = write_new(ctx, addr, path, data, (size_t)n, 0600);
+    BIO_free(bio); /* secure memory BIO: wiped on free */
+    return err;
+}
+
+static estc_err file_key_generate(estc_ctx *ctx, void *state, const char *addr,
+                                  estc_key_type type)
+{
+    (void)state;
+    const char *path;
+    EVP_PKEY *key = NULL;
+    estc_err err = path_of(ctx, addr, &path);
+    if (err != ESTC_OK)
+        return err;
+    if (access(path, F_OK) == 0)
+        return estc_error(ctx, ESTC_ERR_EXISTS, "%s: the file exists already", addr);
+    err = estc__sw_generate(type, &key);
+    if (err != ESTC_OK)
+        return estc__sw_fail(ctx, err, addr, "key generation");
+    err = store_key(ctx, addr, key);
+    EVP_PKEY_free(key);
+    return err;
+}
+
+static estc_err file_key_import(estc_ctx *ctx, void *state, const char *addr, const uint8_t *der,
+                                size_t len)
+{
+    (void)state;
+    EVP_PKEY *key = NULL;
+    estc_err err = estc__sw_from_pkcs8(der, len, &key);
+    if (err != ESTC_OK)
+        return estc__sw_fail(ctx, err, addr, "PKCS#8 import");
+    err = store_key(ctx, addr, key);
+    EVP_PKEY_free(key);
+    return err;
+}
+
+static estc_err file_key_public(estc_ctx *ctx, void *state, const char *addr, estc_buf *spki)
+{
+    (void)state;
+    EVP_PKEY *key = NULL;
+    estc_err err = load_key(ctx, addr, &key);
+    if (err == ESTC_OK)
+        err = estc__sw_public(key, spki);
+    EVP_PKEY_free(key);
+    return err;
+}
+
+static estc_err file_key_sign(estc_ctx *ctx, void *state, const char *addr, estc_sig_alg alg,
+                              estc_hash hash, const uint8_t *digest, size_t len, estc_buf *sig)
+{
+    (void)state;
+    EVP_PKEY *key = NULL;
+    estc_err err = load_key(ctx, addr, &key);
+    if (err == ESTC_OK) {
+        err = estc__sw_sign(key, alg, hash, digest, len, sig);
+        if (err != ESTC_OK)
+            err = estc__sw_fail(ctx, err, addr, "sign");
+    }
+    EVP_PKEY_free(key);
+    return err;
+}
+
+/* Removes the file at @addr after checking that it holds the right kind. */
+static estc_err remove_file(estc_ctx *ctx, const char *addr, bool key)
+{
+    const char *path;
+    estc_err err = path_of(ctx, addr, &path);
+    if (err != ESTC_OK)
+        return err;
+    if (key) {
+        EVP_PKEY *k = NULL;
+        err = load_key(ctx, addr, &k);
+        EVP_PKEY_free(k);
+    } else {
+        X509 *x = NULL;
+        err = load_cert(ctx, addr, &x);
+        X509_free(x);
+    }
+    if (err != ESTC_OK)
+        return err;
+    if (unlink(path) != 0)
+        return io_fail(ctx, addr, "unlink", errno);
+    return ESTC_OK;
+}
+
+static estc_err file_key_remove(estc_ctx *ctx, void *state, const char *addr)
+{
+    (void)state;
+    return remove_file(ctx, addr, true);
+}
+
+static estc_err file_cert_store(estc_ctx *ctx, void *state, const char *addr, estc_obj_kind kind,
+                                const uint8_t *der, size_t len)
+{
+    (void)state;
+    (void)kind;
+    const char *path;
+    estc_err err = path_of(ctx, addr, &path);
+    if (err != ESTC_OK)
+        return err;
+    const unsigned char *p = der;
+    X509 *x = d2i_X509(NULL, &p, (long)len);
+    BIO *bio = BIO_new(BIO_s_mem());
+    char *data = NULL;
+    long n = 0;
+    if (x == NULL || bio == NULL || PEM_write_bio_X509(bio, x) != 1 ||
+        (n = BIO_get_mem_data(bio, &data)) <= 0)
+        err = estc__sw_fail(ctx, ESTC_ERR_FORMAT, addr, "PEM encoding");
+    else
+        err = write_new(ctx, addr, path, data, (size_t)n, 0644);
+    BIO_free(bio);
+    X509_free(x);
+    return err;
+}
+
+static estc_err file_cert_load(estc_ctx *ctx, void *state, const char *addr, estc_buf *der)
+{
+    (void)state;
+    X509 *x = NULL;
+    estc_err err = load_cert(ctx, addr, &x);
+    if (err != ESTC_OK)
+        return err;
+    unsigned char *out = NULL;
+    int n = i2d_X509(x, &out);
+    X509_free(x);
+    if (n <= 0)
+        return estc__sw_fail(ctx, ESTC_ERR_FORMAT, addr, "DER encoding");
+    err = estc_buf_set(der, out, (size_t)n);
+    OPENSSL_free(out);
+    return err;
+}
+
+static estc_err file_cert_remove(estc_ctx *ctx, void *state, const char *addr)
+{
+    (void)state;
+    return remove_file(ctx, addr, false);
+}
+
+static estc_err file_list(estc_ctx *ctx, void *state, const char *prefix, estc_obj_kind kind,
+                          estc_list_fn fn, void *arg)
+{
+    (void)state;
+    const char *p = prefix + strlen("file:");
+    if (*p == '\0' || strncmp(p, "//", 2) == 0)
+        return estc_error(ctx, ESTC_ERR_BAD_ADDRESS, "\"%s\": not a file: prefix", prefix);
+    const char *slash = strrchr(p, '/');
+    char *dir = slash == NULL ? strdup(".") : strndup(p, (size_t)(slash - p) + 1);
+    if (dir == NULL)
+        return ESTC_ERR_NOMEM;
+    const char *base = slash == NULL ? p : slash + 1;
+    const char *suffix = kind_suffix(kind);
+    size_t blen = strlen(base), slen = strlen(suffix);
+    DIR *d = opendir(dir);
+    if (d == NULL) {
+        estc_err err = errno == ENOENT ? ESTC_OK : io_fail(ctx, prefix, "opendir", errno);
+        free(dir);
+        return err;
+    }
+    estc_err err = ESTC_OK;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        size_t n = strlen(de->d_name);
+        if (n <= blen + slen || strncmp(de->d_name, base, blen) != 0 ||
+            strcmp(de->d_name + n - slen, suffix) != 0)
+            continue;
+        size_t an = strlen(prefix) + n + 1;
+        char *addr = malloc(an);
+        if (addr == NULL) {
+            err = ESTC_ERR_NOMEM;
+            break;
+        }
+        snprintf(addr, an, "%.*s%s", (int)(strlen(prefix) - blen), prefix, de->d_name);
+        bool go_on = fn(arg, addr, kind);
+        free(addr);
+        if (!go_on)
+            break;
+    }
+    closedir(d);
+    free(dir);
+    return err;
+}
+
+static estc_err file_exists(estc_ctx *ctx, void *state, const char *addr, estc_obj_kind kind,
+                            bool *found)
+{
+    (void)state;
+    const char *path;
+    estc_err err = path_of(ctx, addr, &path);
+    if (err != ESTC_OK)
+        return err;
+    if (access(path, F_OK) != 0) {
+        *found = false;
+        return ESTC_OK;
+    }
+    /* Present: check that it holds the asked kind (a CA or end-entity
+     * certificate file look alike; the derived name tells them apart). */
+    if (kind == ESTC_OBJ_KEY) {
+        EVP_PKEY *k = NULL;
+        *found = load_key(ctx, addr, &k) == ESTC_OK;
+        EVP_PKEY_free(k);
+    } else {
+        X509 *x = NULL;
+        *found = load_cert(ctx, addr, &x) == ESTC_OK;
+        X509_free(x);
+    }
+    estc_ctx_clear_error(ctx);
+    return ESTC_OK;
+}
+
+static estc_err file_address_derive(estc_ctx *ctx, void *state, const char *prefix,
+                                    estc_obj_kind kind, const char *name, char **addr)
+{
+    (void)state;
+    if (prefix[strlen("file:")] == '\0')
+        return estc_error(ctx, ESTC_ERR_BAD_ADDRESS, "\"%s\": file: prefix needs a folder",
+                          prefix);
+    const char *suffix = kind_suffix(kind);
+    size_t n = strlen(prefix) + strlen(name) + strlen(suffix) + 1;
+    char *out = malloc(n);
+    if (out == NULL)
+        return ESTC_ERR_NOMEM;
+    snprintf(out, n, "%s%s%s", prefix, name, suffix);
+    *addr = out;
+    return ESTC_OK;
+}
+
+const struct estc_driver estc__driver_file = {
+    .api_version = ESTC_DRIVER_API_VERSION,
+    .scheme = "file",
+    .description = "software keys and certificates in PEM files (keys 0600)",
+    .state_size = 0,
+    .key_generate = file_key_generate,
+    .key_import = file_key_import,
+    .key_public = file_key_public,
+    .key_sign = file_key_sign,
+    .key_remove = file_key_remove,
+    .cert_store = file_cert_store,
+    .cert_load = file_cert_load,
+    .cert_remove = file_cert_remove,
+    .list = file_list,
+    .exists = file_exists,
+    .address_derive = file_address_derive,
+};

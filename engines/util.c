@@ -1,0 +1,207 @@
+/*
+ * Format conversions shared by the built-in drivers.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include <openssl/bn.h>
+#include <openssl/core_names.h>
+#include <openssl/ec.h>
+#include <openssl/evp.h>
+#include <openssl/param_build.h>
+#include <openssl/x509.h>
+
+#include "util.h"
+
+size_t estc__hash_len(estc_hash hash)
+{
+    switch (hash) {
+    case ESTC_HASH_SHA256:
+        return 32;
+    case ESTC_HASH_SHA384:
+        return 48;
+    case ESTC_HASH_SHA512:
+        return 64;
+    }
+    return 0;
+}
+
+const char *estc__hash_name(estc_hash hash)
+{
+    switch (hash) {
+    case ESTC_HASH_SHA256:
+        return "SHA256";
+    case ESTC_HASH_SHA384:
+        return "SHA384";
+    case ESTC_HASH_SHA512:
+        return "SHA512";
+    }
+    return NULL;
+}
+
+size_t estc__ec_field_len(estc_key_type type)
+{
+    switch (type) {
+    case ESTC_KEY_EC_P256:
+        return 32;
+    case ESTC_KEY_EC_P384:
+        return 48;
+    default:
+        return 0;
+    }
+}
+
+/* Takes a malloc()ed copy of what i2d wrote, so callers own plain heap bytes. */
+static estc_err take_der(unsigned char *der, int len, estc_buf *out)
+{
+    if (der == NULL || len <= 0)
+        return ESTC_ERR_CRYPTO;
+    estc_err err = estc_buf_set(out, der, (size_t)len);
+    OPENSSL_free(der);
+    return err;
+}
+
+estc_err estc__ecdsa_raw_to_der(const uint8_t *rs, size_t len, estc_buf *der)
+{
+    if (rs == NULL || der == NULL || len == 0 || len % 2 != 0 || len > 132)
+        return ESTC_ERR_INVALID_ARG;
+    ECDSA_SIG *sig = ECDSA_SIG_new();
+    BIGNUM *r = BN_bin2bn(rs, (int)(len / 2), NULL);
+    BIGNUM *s = BN_bin2bn(rs + len / 2, (int)(len / 2), NULL);
+    if (sig == NULL || r == NULL || s == NULL || ECDSA_SIG_set0(sig, r, s) != 1) {
+        ECDSA_SIG_free(sig);
+        BN_free(r);
+        BN_free(s);
+        return ESTC_ERR_NOMEM;
+    }
+    unsigned char *out = NULL;
+    int n = i2d_ECDSA_SIG(sig, &out);
+    ECDSA_SIG_free(sig);
+    return take_der(out, n, der);
+}
+
+static estc_err spki_from_params(const char *alg, OSSL_PARAM *params, estc_buf *spki)
+{
+    EVP_PKEY_CTX *pctx = EVP_PKEY_CTX_new_from_name(NULL, alg, NULL);
+    EVP_PKEY *pkey = NULL;
+    estc_err err = ESTC_ERR_FORMAT;
+    if (pctx != NULL && EVP_PKEY_fromdata_init(pctx) == 1 &&
+        EVP_PKEY_fromdata(pctx, &pkey, EVP_PKEY_PUBLIC_KEY, params) == 1) {
+        unsigned char *der = NULL;
+        int n = i2d_PUBKEY(pkey, &der);
+        err = take_der(der, n, spki);
+    }
+    EVP_PKEY_free(pkey);
+    EVP_PKEY_CTX_free(pctx);
+    return err;
+}
+
+estc_err estc__spki_from_ec_point(estc_key_type type, const uint8_t *point, size_t len,
+                                  estc_buf *spki)
+{
+    size_t field = estc__ec_field_len(type);
+    if (point == NULL || spki == NULL || field == 0)
+        return ESTC_ERR_INVALID_ARG;
+    if (len != 1 + 2 * field || point[0] != 0x04)
+        return ESTC_ERR_FORMAT;
+    char group[16];
+    snprintf(group, sizeof(group), "%s", type == ESTC_KEY_EC_P256 ? "P-256" : "P-384");
+    OSSL_PARAM params[] = {
+        OSSL_PARAM_construct_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME, group, 0),
+        OSSL_PARAM_construct_octet_string(OSSL_PKEY_PARAM_PUB_KEY, (void *)point, len),
+        OSSL_PARAM_construct_end(),
+    };
+    /* fromdata checks that the point lies on the curve. */
+    return spki_from_params("EC", params, spki);
+}
+
+estc_err estc__spki_from_rsa(const uint8_t *n, size_t n_len, const uint8_t *e, size_t e_len,
+                             estc_buf *spki)
+{
+    if (n == NULL || e == NULL || spki == NULL || n_len == 0 || e_len == 0)
+        return ESTC_ERR_INVALID_ARG;
+    estc_err err = ESTC_ERR_NOMEM;
+    BIGNUM *bn_n = BN_bin2bn(n, (int)n_len, NULL);
+    BIGNUM *bn_e = BN_bin2bn(e, (int)e_len, NULL);
+    OSSL_PARAM_BLD *bld = OSSL_PARAM_BLD_new();
+    OSSL_PARAM *params = NULL;
+    if (bn_n != NULL && bn_e != NULL && bld != NULL &&
+        OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_N, bn_n) == 1 &&
+        OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_E, bn_e) == 1 &&
+        (params = OSSL_PARAM_BLD_to_param(bld)) != NULL)
+        err = spki_from_params("RSA", params, spki);
+    OSSL_PARAM_free(params);
+    OSSL_PARAM_BLD_free(bld);
+    BN_free(bn_n);
+    BN_free(bn_e);
+    return err;
+}
+
+/* DER DigestInfo headers (RFC 8017 §9.2, note 1); the digest follows. */
+static const uint8_t di_sha256[] = {0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01,
+                                    0x65, 0x03, 0x04, 0x02, 0x01, 0x05, 0x00, 0x04, 0x20};
+static const uint8_t di_sha384[] = {0x30, 0x41, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01,
+                                    0x65, 0x03, 0x04, 0x02, 0x02, 0x05, 0x00, 0x04, 0x30};
+static const uint8_t di_sha512[] = {0x30, 0x51, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01,
+                                    0x65, 0x03, 0x04, 0x02, 0x03, 0x05, 0x00, 0x04, 0x40};
+
+estc_err estc__digest_info(estc_hash hash, const uint8_t *digest, size_t len, estc_buf *out)
+{
+    const uint8_t *head = hash == ESTC_HASH_SHA256   ? di_sha256
+                          : hash == ESTC_HASH_SHA384 ? di_sha384
+                          : hash == ESTC_HASH_SHA512 ? di_sha512
+                                                     : NULL;
+    if (head == NULL || digest == NULL || out == NULL || len != estc__hash_len(hash))
+        return ESTC_ERR_INVALID_ARG;
+    uint8_t buf[sizeof(di_sha512) + 64];
+    memcpy(buf, head, sizeof(di_sha256));
+    memcpy(buf + sizeof(di_sha256), digest, len);
+    return estc_buf_set(out, buf, sizeof(di_sha256) + len);
+}
+
+estc_err estc__spki_key_type(const uint8_t *spki, size_t len, estc_key_type *type)
+{
+    if (spki == NULL || type == NULL || len == 0)
+        return ESTC_ERR_INVALID_ARG;
+    const unsigned char *p = spki;
+    EVP_PKEY *pkey = d2i_PUBKEY(NULL, &p, (long)len);
+    estc_err err = ESTC_ERR_FORMAT;
+    if (pkey != NULL && p == spki + len) {
+        char group[32] = "";
+        int bits = EVP_PKEY_get_bits(pkey);
+        if (EVP_PKEY_is_a(pkey, "EC") &&
+            EVP_PKEY_get_utf8_string_param(pkey, OSSL_PKEY_PARAM_GROUP_NAME, group,
+                                           sizeof(group), NULL) == 1) {
+            if (strcmp(group, "prime256v1") == 0 || strcmp(group, "P-256") == 0) {
+                *type = ESTC_KEY_EC_P256;
+                err = ESTC_OK;
+            } else if (strcmp(group, "secp384r1") == 0 || strcmp(group, "P-384") == 0) {
+                *type = ESTC_KEY_EC_P384;
+                err = ESTC_OK;
+            } else {
+                err = ESTC_ERR_UNSUPPORTED;
+            }
+        } else if (EVP_PKEY_is_a(pkey, "RSA") && (bits == 2048 || bits == 3072)) {
+            *type = bits == 2048 ? ESTC_KEY_RSA_2048 : ESTC_KEY_RSA_3072;
+            err = ESTC_OK;
+        } else {
+            err = ESTC_ERR_UNSUPPORTED;
+        }
+    }
+    EVP_PKEY_free(pkey);
+    return err;
+}
+
+estc_err estc__sha256_hex(const void *data, size_t len, char *out, size_t hex_len)
+{
+    unsigned char md[32];
+    if ((data == NULL && len > 0) || out == NULL || hex_len > 64)
+        return ESTC_ERR_INVALID_ARG;
+    if (EVP_Digest(data, len, md, NULL, EVP_sha256(), NULL) != 1)
+        return ESTC_ERR_CRYPTO;
+    static const char digits[] = "0123456789abcdef";
+    for (size_t i = 0; i < hex_len; i++)
+        out[i] = digits[(md[i / 2] >> (i % 2 == 0 ? 4 : 0)) & 0xf];
+    out[hex_len] = '\0';
+    return ESTC_OK;
+}
