@@ -1453,13 +1453,6 @@ static estc_err cert_id(struct p11_op *op, X509 *x, uint8_t id[64], CK_ULONG *id
     return ESTC_OK;
 }
 
-static bool attr_refused(CK_RV rv)
-{
-    return rv == CKR_ATTRIBUTE_READ_ONLY || rv == CKR_ATTRIBUTE_TYPE_INVALID ||
-           rv == CKR_ATTRIBUTE_VALUE_INVALID || rv == CKR_TEMPLATE_INCONSISTENT ||
-           rv == CKR_ACTION_PROHIBITED;
-}
-
 static estc_err do_cert_store(struct p11_op *op, estc_obj_kind kind, const uint8_t *der,
                               size_t der_len)
 {
