@@ -876,9 +876,11 @@ static estc_err psa_drv_exists(estc_ctx *ctx, void *state, const char *addr, est
         psa_key_attributes_t a = PSA_KEY_ATTRIBUTES_INIT;
         psa_status_t s = psa_get_key_attributes(id, &a);
         psa_reset_key_attributes(&a);
+        /* DATA_INVALID: the uid holds an ITS entry that is not a key. */
         if (s == PSA_SUCCESS)
             *found = true;
-        else if (s != PSA_ERROR_DOES_NOT_EXIST && s != PSA_ERROR_INVALID_HANDLE)
+        else if (s != PSA_ERROR_DOES_NOT_EXIST && s != PSA_ERROR_INVALID_HANDLE &&
+                 s != PSA_ERROR_DATA_INVALID)
             return psa_fail(ctx, addr, "psa_get_key_attributes", s);
         return ESTC_OK;
     }
