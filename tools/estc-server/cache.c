@@ -1,0 +1,155 @@
+/*
+ * Per-client bookkeeping: the delay-mode counters and the answers kept for
+ * retransmitted enrollment requests. libcoap 4.3.1 hands a retransmitted CON
+ * POST to the handler again, so both must recognise a repeat.
+ */
+#include "server.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/crypto.h>
+
+#define CACHE_MAX_ENTRIES 1024
+
+struct delay_entry {
+    uint8_t id[32];
+    int count;
+    coap_session_t *last_session; /* compared, never dereferenced */
+    coap_mid_t last_mid;
+    struct delay_entry *next;
+};
+
+struct answer_entry {
+    uint8_t key[32];
+    time_t when;
+    unsigned cf;
+    uint8_t *body;
+    size_t len;
+    struct answer_entry *next;
+};
+
+struct srv_cache {
+    struct delay_entry *delays;
+    struct answer_entry *answers;
+    size_t n_answers;
+};
+
+struct srv_cache *srv_cache_new(void)
+{
+    return calloc(1, sizeof(struct srv_cache));
+}
+
+void srv_cache_free(struct srv_cache *c)
+{
+    if (c == NULL)
+        return;
+    while (c->delays != NULL) {
+        struct delay_entry *d = c->delays;
+        c->delays = d->next;
+        free(d);
+    }
+    while (c->answers != NULL) {
+        struct answer_entry *a = c->answers;
+        c->answers = a->next;
+        OPENSSL_cleanse(a->body, a->len); /* may hold a generated private key */
+        free(a->body);
+        free(a);
+    }
+    free(c);
+}
+
+int srv_cache_should_delay(struct srv_cache *c, const uint8_t id[32], coap_session_t *session,
+                           coap_mid_t mid, int delay_first)
+{
+    struct delay_entry *d;
+
+    if (delay_first <= 0)
+        return 0;
+    for (d = c->delays; d != NULL; d = d->next) {
+        if (memcmp(d->id, id, 32) == 0)
+            break;
+    }
+    if (d == NULL) {
+        d = calloc(1, sizeof(*d));
+        if (d == NULL)
+            return 1; /* out of memory: "try later" is the safe answer */
+        memcpy(d->id, id, 32);
+        d->last_mid = -1;
+        d->next = c->delays;
+        c->delays = d;
+    }
+    /* A retransmission of the request just delayed is delayed again, uncounted. */
+    if (d->last_session == session && d->last_mid == mid)
+        return d->count <= delay_first;
+    d->last_session = session;
+    d->last_mid = mid;
+    d->count++;
+    return d->count <= delay_first;
+}
+
+static void expire(struct srv_cache *c, long window)
+{
+    struct answer_entry **pp = &c->answers;
+    time_t now = time(NULL);
+    size_t pos = 0;
+
+    while (*pp != NULL) {
+        struct answer_entry *a = *pp;
+        if (now - a->when > window || pos >= CACHE_MAX_ENTRIES) {
+            *pp = a->next;
+            OPENSSL_cleanse(a->body, a->len);
+            free(a->body);
+            free(a);
+            c->n_answers--;
+        } else {
+            pp = &a->next;
+            pos++;
+        }
+    }
+}
+
+int srv_cache_lookup(struct srv_cache *c, const uint8_t key[32], long window, unsigned *cf,
+                     uint8_t **body, size_t *len)
+{
+    struct answer_entry *a;
+
+    expire(c, window);
+    for (a = c->answers; a != NULL; a = a->next) {
+        if (memcmp(a->key, key, 32) == 0) {
+            uint8_t *copy = malloc(a->len ? a->len : 1);
+            if (copy == NULL)
+                return 0;
+            memcpy(copy, a->body, a->len);
+            *cf = a->cf;
+            *body = copy;
+            *len = a->len;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+int srv_cache_store(struct srv_cache *c, const uint8_t key[32], unsigned cf, const uint8_t *body,
+                    size_t len)
+{
+    struct answer_entry *a = calloc(1, sizeof(*a));
+
+    if (a == NULL)
+        return -1;
+    a->body = malloc(len ? len : 1);
+    if (a->body == NULL) {
+        free(a);
+        return -1;
+    }
+    memcpy(a->body, body, len);
+    memcpy(a->key, key, 32);
+    a->len = len;
+    a->cf = cf;
+    a->when = time(NULL);
+    /* Newest first: the list is bounded by expire() from the old end. */
+    a->next = c->answers;
+    c->answers = a;
+    c->n_answers++;
+    return 0;
+}

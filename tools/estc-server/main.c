@@ -1,0 +1,519 @@
+/*
+ * estc-server: command line, start-up, the CoAP loop and clean shutdown.
+ */
+#include "server.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <netdb.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/err.h>
+
+int srv_verbosity;
+
+static volatile sig_atomic_t stop_requested;
+
+/* Default CSR attributes (CF 285): challengePassword, EC P-256, ECDSA with SHA-256. */
+static const uint8_t default_csr_attrs[] = {
+    0x30, 0x2c, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x07, 0x30, 0x15, 0x06,
+    0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x31, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce,
+    0x3d, 0x03, 0x01, 0x07, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02};
+
+void srv_log(int level, const char *fmt, ...)
+{
+    va_list ap;
+    if (level > srv_verbosity)
+        return;
+    fputs("estc-server: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+}
+
+void srv_log_ssl_errors(const char *what)
+{
+    unsigned long e;
+    char buf[256];
+    while ((e = ERR_get_error()) != 0) {
+        ERR_error_string_n(e, buf, sizeof(buf));
+        srv_log(SRV_LOG_ERR, "%s: %s", what, buf);
+    }
+}
+
+/* libcoap logs to stdout by default; keep stdout for the start-up lines. */
+static void coap_log_to_stderr(coap_log_t level, const char *message)
+{
+    (void)level;
+    fprintf(stderr, "libcoap: %s", message);
+}
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    stop_requested = 1;
+}
+
+static void usage(FILE *f)
+{
+    fputs("Usage: estc-server [OPTIONS]\n"
+          "A reference EST-coaps (RFC 9148) server with a small test CA.\n"
+          "\n"
+          "  --listen ADDR:PORT   coaps address to serve, repeatable; IPv6 as [ADDR]:PORT\n"
+          "                       (default [::]:5684 and 0.0.0.0:5684 where free)\n"
+          "  --state-dir DIR      CA key (0600) and certificate, issued-certificate index,\n"
+          "                       server credentials; the CA is created on first start\n"
+          "  --ca-cert FILE       use this CA certificate (PEM) instead of the state folder's\n"
+          "  --ca-key FILE        and this CA key (PEM)\n"
+          "  --cert FILE          server certificate chain (PEM); default: issued by the CA\n"
+          "  --key FILE           server private key (PEM), with --cert\n"
+          "                       for localhost, 127.0.0.1, ::1 and the listen addresses\n"
+          "  --client-ca FILE     CA bundle (PEM) whose clients may enroll, repeatable;\n"
+          "                       certificates of this CA are always accepted\n"
+          "  --extra-ca FILE      extra CA certificates (PEM) sent by crts with CF 281\n"
+          "  --csr-attrs FILE     DER CSR attributes served by att (default: P-256 set)\n"
+          "  --validity SECONDS   validity of issued certificates (default 2592000)\n"
+          "  --block-size N       Block2 size: 16, 32, ..., 1024 (default: libcoap's)\n"
+          "  --delay-first N      answer the first N enrollment requests of each client\n"
+          "                       with 5.03 Service Unavailable (default 0)\n"
+          "  --max-age SECONDS    Max-Age of those 5.03 answers (default 5)\n"
+          "  --root PATH          path of the EST resources (default /est)\n"
+          "  --pop                require challengePassword = base64(tls-unique)\n"
+          "  --dedup-window SECONDS  a repeated CSR from the same client gets the same\n"
+          "                       answer within this time (default 60)\n"
+          "  --max-runtime SECONDS  stop by itself after this time (default: never)\n"
+          "  -v                   more log output on stderr (repeat for debug)\n"
+          "  -h, --help           this text\n"
+          "\n"
+          "The CA certificate's path is printed on stdout at start. SIGTERM stops the\n"
+          "server cleanly.\n",
+          f);
+}
+
+static int parse_long(const char *s, long min, long max, long *out)
+{
+    char *end;
+    long v;
+    errno = 0;
+    v = strtol(s, &end, 10);
+    if (errno != 0 || end == s || *end != '\0' || v < min || v > max)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+enum {
+    OPT_LISTEN = 256,
+    OPT_STATE_DIR,
+    OPT_CERT,
+    OPT_KEY,
+    OPT_CA_CERT,
+    OPT_CA_KEY,
+    OPT_CLIENT_CA,
+    OPT_EXTRA_CA,
+    OPT_CSR_ATTRS,
+    OPT_VALIDITY,
+    OPT_BLOCK_SIZE,
+    OPT_DELAY_FIRST,
+    OPT_MAX_AGE,
+    OPT_ROOT,
+    OPT_POP,
+    OPT_DEDUP,
+    OPT_MAX_RUNTIME,
+};
+
+static int parse_args(struct srv_options *o, int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"listen", required_argument, NULL, OPT_LISTEN},
+        {"state-dir", required_argument, NULL, OPT_STATE_DIR},
+        {"cert", required_argument, NULL, OPT_CERT},
+        {"key", required_argument, NULL, OPT_KEY},
+        {"ca-cert", required_argument, NULL, OPT_CA_CERT},
+        {"ca-key", required_argument, NULL, OPT_CA_KEY},
+        {"client-ca", required_argument, NULL, OPT_CLIENT_CA},
+        {"extra-ca", required_argument, NULL, OPT_EXTRA_CA},
+        {"csr-attrs", required_argument, NULL, OPT_CSR_ATTRS},
+        {"validity", required_argument, NULL, OPT_VALIDITY},
+        {"block-size", required_argument, NULL, OPT_BLOCK_SIZE},
+        {"delay-first", required_argument, NULL, OPT_DELAY_FIRST},
+        {"max-age", required_argument, NULL, OPT_MAX_AGE},
+        {"root", required_argument, NULL, OPT_ROOT},
+        {"pop", no_argument, NULL, OPT_POP},
+        {"dedup-window", required_argument, NULL, OPT_DEDUP},
+        {"max-runtime", required_argument, NULL, OPT_MAX_RUNTIME},
+        {"verbose", no_argument, NULL, 'v'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    int c;
+    long v;
+
+    o->validity = 30L * 24 * 3600;
+    o->block_szx = -1;
+    o->max_age = 5;
+    o->root = "/est";
+    o->dedup_window = 60;
+    while ((c = getopt_long(argc, argv, "vh", longopts, NULL)) != -1) {
+        switch (c) {
+        case OPT_LISTEN:
+            if (o->n_listen == SRV_MAX_LISTEN) {
+                fprintf(stderr, "estc-server: at most %d --listen\n", SRV_MAX_LISTEN);
+                return -1;
+            }
+            o->listen[o->n_listen++] = optarg;
+            break;
+        case OPT_STATE_DIR:
+            o->state_dir = optarg;
+            break;
+        case OPT_CERT:
+            o->cert_file = optarg;
+            break;
+        case OPT_KEY:
+            o->key_file = optarg;
+            break;
+        case OPT_CA_CERT:
+            o->ca_cert_file = optarg;
+            break;
+        case OPT_CA_KEY:
+            o->ca_key_file = optarg;
+            break;
+        case OPT_CLIENT_CA:
+            if (o->n_client_ca == SRV_MAX_CLIENT_CA) {
+                fprintf(stderr, "estc-server: at most %d --client-ca\n", SRV_MAX_CLIENT_CA);
+                return -1;
+            }
+            o->client_ca[o->n_client_ca++] = optarg;
+            break;
+        case OPT_EXTRA_CA:
+            o->extra_ca = optarg;
+            break;
+        case OPT_CSR_ATTRS:
+            o->csr_attrs_file = optarg;
+            break;
+        case OPT_VALIDITY:
+            if (parse_long(optarg, 1, 100L * 365 * 24 * 3600, &o->validity) != 0) {
+                fprintf(stderr, "estc-server: --validity wants seconds, 1 or more\n");
+                return -1;
+            }
+            break;
+        case OPT_BLOCK_SIZE:
+            if (parse_long(optarg, 16, 1024, &v) != 0 || (v & (v - 1)) != 0) {
+                fprintf(stderr, "estc-server: --block-size is one of 16 32 64 ... 1024\n");
+                return -1;
+            }
+            o->block_szx = 0;
+            while ((16L << o->block_szx) < v)
+                o->block_szx++;
+            break;
+        case OPT_DELAY_FIRST:
+            if (parse_long(optarg, 0, 1000000, &v) != 0) {
+                fprintf(stderr, "estc-server: --delay-first wants a count\n");
+                return -1;
+            }
+            o->delay_first = (int)v;
+            break;
+        case OPT_MAX_AGE:
+            if (parse_long(optarg, 0, 0xffffffffL, &v) != 0) {
+                fprintf(stderr, "estc-server: --max-age wants seconds\n");
+                return -1;
+            }
+            o->max_age = (int)v;
+            break;
+        case OPT_ROOT:
+            o->root = optarg;
+            break;
+        case OPT_POP:
+            o->pop = 1;
+            break;
+        case OPT_DEDUP:
+            if (parse_long(optarg, 0, 86400, &o->dedup_window) != 0) {
+                fprintf(stderr, "estc-server: --dedup-window wants seconds\n");
+                return -1;
+            }
+            break;
+        case OPT_MAX_RUNTIME:
+            if (parse_long(optarg, 1, 10L * 365 * 24 * 3600, &o->max_runtime) != 0) {
+                fprintf(stderr, "estc-server: --max-runtime wants seconds\n");
+                return -1;
+            }
+            break;
+        case 'v':
+            o->verbose++;
+            break;
+        case 'h':
+            usage(stdout);
+            exit(0);
+        default:
+            usage(stderr);
+            return -1;
+        }
+    }
+    if (optind != argc) {
+        fprintf(stderr, "estc-server: unexpected argument '%s'\n", argv[optind]);
+        return -1;
+    }
+    return 0;
+}
+
+/* "/est/", "est" -> "est"; "/" alone is refused. */
+static char *normalize_root(const char *root)
+{
+    size_t n;
+    char *r;
+
+    while (*root == '/')
+        root++;
+    n = strlen(root);
+    while (n > 0 && root[n - 1] == '/')
+        n--;
+    if (n == 0 || n > 200 || memchr(root, '?', n) != NULL)
+        return NULL;
+    r = malloc(n + 1);
+    if (r != NULL) {
+        memcpy(r, root, n);
+        r[n] = '\0';
+    }
+    return r;
+}
+
+/* ADDR:PORT or [ADDR]:PORT into a socket address. */
+static int parse_listen(const char *spec, coap_address_t *out)
+{
+    char host[256];
+    const char *port;
+    struct addrinfo hints, *res = NULL;
+    size_t n;
+
+    if (spec[0] == '[') {
+        const char *end = strchr(spec, ']');
+        if (end == NULL || end[1] != ':')
+            return -1;
+        n = (size_t)(end - spec - 1);
+        port = end + 2;
+        spec++;
+    } else {
+        const char *colon = strrchr(spec, ':');
+        if (colon == NULL)
+            return -1;
+        n = (size_t)(colon - spec);
+        port = colon + 1;
+    }
+    if (n == 0 || n >= sizeof(host) || *port == '\0')
+        return -1;
+    memcpy(host, spec, n);
+    host[n] = '\0';
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_DGRAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    if (getaddrinfo(host, port, &hints, &res) != 0 || res == NULL)
+        return -1;
+    coap_address_init(out);
+    if (res->ai_addrlen > sizeof(out->addr)) {
+        freeaddrinfo(res);
+        return -1;
+    }
+    memcpy(&out->addr, res->ai_addr, res->ai_addrlen);
+    out->size = res->ai_addrlen;
+    freeaddrinfo(res);
+    return 0;
+}
+
+/* libcoap binds with SO_REUSEADDR, so a busy port would not be noticed. */
+static int port_free(const coap_address_t *a)
+{
+    int fd = socket(a->addr.sa.sa_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    int ok;
+    if (fd < 0)
+        return 0;
+    ok = bind(fd, &a->addr.sa, a->size) == 0;
+    close(fd);
+    return ok;
+}
+
+static int load_csr_attrs(struct srv *s)
+{
+    if (s->opt.csr_attrs_file != NULL) {
+        const unsigned char *p;
+        ASN1_TYPE *t;
+        if (srv_read_file(s->opt.csr_attrs_file, &s->csr_attrs, &s->csr_attrs_len) != 0) {
+            srv_log(SRV_LOG_ERR, "cannot read --csr-attrs %s", s->opt.csr_attrs_file);
+            return -1;
+        }
+        /* One DER SEQUENCE, nothing after it. */
+        p = s->csr_attrs;
+        t = d2i_ASN1_TYPE(NULL, &p, (long)s->csr_attrs_len);
+        if (t == NULL || t->type != V_ASN1_SEQUENCE || p != s->csr_attrs + s->csr_attrs_len) {
+            ASN1_TYPE_free(t);
+            srv_log(SRV_LOG_ERR, "--csr-attrs %s is not one DER SEQUENCE", s->opt.csr_attrs_file);
+            return -1;
+        }
+        ASN1_TYPE_free(t);
+        return 0;
+    }
+    s->csr_attrs = malloc(sizeof(default_csr_attrs));
+    if (s->csr_attrs == NULL)
+        return -1;
+    memcpy(s->csr_attrs, default_csr_attrs, sizeof(default_csr_attrs));
+    s->csr_attrs_len = sizeof(default_csr_attrs);
+    return 0;
+}
+
+static int setup_stores(struct srv *s)
+{
+    int i;
+    s->client_store = X509_STORE_new();
+    s->own_store = X509_STORE_new();
+    if (s->client_store == NULL || s->own_store == NULL ||
+        X509_STORE_add_cert(s->client_store, s->ca.cert) != 1 ||
+        X509_STORE_add_cert(s->own_store, s->ca.cert) != 1)
+        return -1;
+    for (i = 0; i < s->opt.n_client_ca; i++) {
+        if (srv_store_add_pem_file(s->client_store, s->opt.client_ca[i]) != 0) {
+            srv_log(SRV_LOG_ERR, "cannot read certificates from --client-ca %s",
+                    s->opt.client_ca[i]);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void srv_free(struct srv *s)
+{
+    srv_ca_free(&s->ca);
+    X509_STORE_free(s->client_store);
+    X509_STORE_free(s->own_store);
+    free(s->server_cert_path);
+    free(s->server_key_path);
+    free(s->csr_attrs);
+    srv_cache_free(s->cache);
+    free(s->root);
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+int main(int argc, char **argv)
+{
+    struct srv s;
+    coap_context_t *ctx = NULL;
+    coap_dtls_pki_t pki;
+    struct sigaction sa;
+    const char *default_listen[] = {"[::]:5684", "0.0.0.0:5684"};
+    int rc = 1, i, n_bound = 0;
+    double start;
+
+    memset(&s, 0, sizeof(s));
+    if (parse_args(&s.opt, argc, argv) != 0)
+        return 2;
+    srv_verbosity = s.opt.verbose;
+    s.root = normalize_root(s.opt.root);
+    if (s.root == NULL) {
+        fprintf(stderr, "estc-server: --root must be a path like /est\n");
+        return 2;
+    }
+    if (!coap_dtls_is_supported()) {
+        fprintf(stderr, "estc-server: libcoap has no DTLS support\n");
+        goto out;
+    }
+    s.cache = srv_cache_new();
+    if (s.cache == NULL || srv_ca_setup(&s) != 0 || load_csr_attrs(&s) != 0 ||
+        setup_stores(&s) != 0 || srv_ca_make_server_creds(&s) != 0)
+        goto out;
+
+    coap_startup();
+    coap_set_log_handler(coap_log_to_stderr);
+    coap_set_log_level(s.opt.verbose >= 2 ? LOG_DEBUG : s.opt.verbose ? LOG_WARNING : LOG_ERR);
+    coap_dtls_set_log_level(s.opt.verbose >= 2 ? LOG_DEBUG : LOG_ERR);
+
+    ctx = coap_new_context(NULL);
+    if (ctx == NULL)
+        goto out;
+    coap_set_app_data(ctx, &s);
+    coap_context_set_block_mode(ctx, COAP_BLOCK_USE_LIBCOAP | COAP_BLOCK_SINGLE_BODY);
+
+    memset(&pki, 0, sizeof(pki));
+    pki.version = COAP_DTLS_PKI_SETUP_VERSION;
+    pki.verify_peer_cert = 1; /* ask for a client certificate; tls.c decides */
+    pki.allow_self_signed = 0;
+    pki.cert_chain_validation = 1;
+    pki.cert_chain_verify_depth = 4;
+    pki.additional_tls_setup_call_back = srv_tls_setup_cb;
+    pki.cn_call_back_arg = &s; /* no CN callback: carries our state to the setup callback */
+    pki.pki_key.key_type = COAP_PKI_KEY_PEM;
+    pki.pki_key.key.pem.public_cert = s.server_cert_path;
+    pki.pki_key.key.pem.private_key = s.server_key_path;
+    if (!coap_context_set_pki(ctx, &pki)) {
+        srv_log(SRV_LOG_ERR, "cannot use the server credentials %s", s.server_cert_path);
+        goto out;
+    }
+    if (srv_est_register(&s, ctx) != 0) {
+        srv_log(SRV_LOG_ERR, "cannot create the resources");
+        goto out;
+    }
+
+    {
+        int n = s.opt.n_listen ? s.opt.n_listen : 2;
+        for (i = 0; i < n; i++) {
+            const char *spec = s.opt.n_listen ? s.opt.listen[i] : default_listen[i];
+            coap_address_t addr;
+            if (parse_listen(spec, &addr) != 0) {
+                srv_log(SRV_LOG_ERR, "bad --listen '%s' (ADDR:PORT or [ADDR]:PORT)", spec);
+                goto out;
+            }
+            if (!port_free(&addr)) {
+                if (s.opt.n_listen == 0 && n_bound > 0)
+                    continue; /* [::] already took IPv4 too */
+                srv_log(SRV_LOG_ERR, "cannot listen on %s: address in use or not available", spec);
+                goto out;
+            }
+            if (coap_new_endpoint(ctx, &addr, COAP_PROTO_DTLS) == NULL) {
+                srv_log(SRV_LOG_ERR, "cannot listen on %s", spec);
+                goto out;
+            }
+            printf("estc-server: listening on coaps://%s/%s\n", spec, s.root);
+            n_bound++;
+        }
+    }
+    printf("estc-server: CA certificate: %s\n", s.ca.cert_path);
+    fflush(stdout);
+
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+
+    start = now_s();
+    while (!stop_requested) {
+        if (coap_io_process(ctx, 250) < 0 && errno != EINTR) {
+            srv_log(SRV_LOG_ERR, "CoAP processing failed");
+            goto out;
+        }
+        if (s.opt.max_runtime > 0 && now_s() - start >= (double)s.opt.max_runtime) {
+            srv_log(SRV_LOG_INFO, "--max-runtime reached");
+            break;
+        }
+    }
+    srv_log(SRV_LOG_INFO, "stopping");
+    rc = 0;
+out:
+    if (ctx != NULL)
+        coap_free_context(ctx);
+    coap_cleanup();
+    srv_free(&s);
+    return rc;
+}

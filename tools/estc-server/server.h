@@ -1,0 +1,148 @@
+/*
+ * estc-server — a reference EST-coaps (RFC 9148) server with a small test CA.
+ *
+ * Internal declarations shared by the server's source files. Nothing here is
+ * public API; every name is static or prefixed srv_.
+ */
+#ifndef ESTC_SERVER_H
+#define ESTC_SERVER_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#include <openssl/evp.h>
+#include <openssl/x509.h>
+
+#include <coap3/coap.h>
+
+/* CoAP Content-Format numbers used by EST-coaps (RFC 9148 §8.3). */
+#define SRV_CF_LINK_FORMAT 40
+#define SRV_CF_MULTIPART 62
+#define SRV_CF_PKCS7_CERTS 281
+#define SRV_CF_PKCS8 284
+#define SRV_CF_CSRATTRS 285
+#define SRV_CF_PKCS10 286
+#define SRV_CF_PKIX_CERT 287
+#define SRV_CF_NONE (-1)
+
+#define SRV_MAX_LISTEN 16
+#define SRV_MAX_CLIENT_CA 16
+
+/* Log levels: errors always, -v adds info, -vv adds debug. */
+enum srv_loglevel { SRV_LOG_ERR = 0, SRV_LOG_INFO = 1, SRV_LOG_DEBUG = 2 };
+
+struct srv_options {
+    const char *listen[SRV_MAX_LISTEN];
+    int n_listen;
+    const char *state_dir;
+    const char *cert_file;
+    const char *key_file;
+    const char *ca_cert_file;
+    const char *ca_key_file;
+    const char *client_ca[SRV_MAX_CLIENT_CA];
+    int n_client_ca;
+    const char *extra_ca;
+    const char *csr_attrs_file;
+    const char *root;
+    long validity;     /* seconds */
+    int block_szx;     /* -1: let libcoap choose */
+    int delay_first;   /* 5.03 for the first N enrollment requests per client */
+    int max_age;       /* Max-Age of those 5.03 answers */
+    int pop;           /* require the tls-unique challengePassword */
+    long dedup_window; /* seconds a repeated CSR gets the same answer */
+    long max_runtime;  /* 0: run until SIGTERM */
+    int verbose;
+};
+
+/* The test CA: key and certificate, plus what was issued. */
+struct srv_ca {
+    EVP_PKEY *key;
+    X509 *cert;
+    STACK_OF(X509) * extra; /* rollover / extra CA certificates for /crts */
+    char *cert_path;        /* where clients find the CA certificate */
+    char *index_path;       /* NULL: no index kept */
+    /* Serial numbers issued so far (hex, upper case), to keep them unique. */
+    char **serials;
+    size_t n_serials, cap_serials;
+};
+
+struct srv_cache; /* retransmission and delay bookkeeping, see cache.c */
+
+struct srv {
+    struct srv_options opt;
+    struct srv_ca ca;
+    X509_STORE *client_store; /* client CAs + own CA: who may enroll */
+    X509_STORE *own_store;    /* own CA only: who may re-enroll */
+    char *server_cert_path;   /* chain file sent in the handshake */
+    char *server_key_path;
+    uint8_t *csr_attrs;
+    size_t csr_attrs_len;
+    struct srv_cache *cache;
+    char *root; /* path root without leading or trailing '/' */
+};
+
+/* log.c-style helpers (main.c) */
+void srv_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void srv_log_ssl_errors(const char *what);
+extern int srv_verbosity;
+
+/* ca.c */
+int srv_ca_setup(struct srv *s);
+void srv_ca_free(struct srv_ca *ca);
+/* Issue a certificate for `pub` with the subject and SAN of `req`. */
+X509 *srv_ca_issue(struct srv *s, const X509_REQ *req, EVP_PKEY *pub);
+int srv_ca_make_server_creds(struct srv *s);
+/* Certs-only PKCS#7 (DER) holding `leaf` (may be NULL) and, when with_ca, the CA(s). */
+int srv_pkcs7_certs(X509 *leaf, struct srv_ca *ca, int with_ca, uint8_t **out, size_t *out_len);
+int srv_x509_der(X509 *x, uint8_t **out, size_t *out_len);
+int srv_write_file(const char *path, const void *data, size_t len, int mode);
+int srv_read_file(const char *path, uint8_t **out, size_t *out_len);
+
+/* tls.c */
+int srv_tls_setup_cb(void *tls_session, coap_dtls_pki_t *setup_data);
+/* Peer certificate of the DTLS session (new reference) or NULL. */
+X509 *srv_tls_peer_cert(coap_session_t *session);
+/* 1 when the peer's chain verifies against `store`. */
+int srv_tls_peer_verified(coap_session_t *session, X509_STORE *store);
+/* tls-unique of the session (RFC 5929), base64; caller frees. NULL if unknown. */
+char *srv_tls_unique_b64(coap_session_t *session);
+/* Stable identity of a client: SHA-256 of its certificate, else its address. */
+void srv_tls_client_id(coap_session_t *session, uint8_t id[32]);
+X509_STORE *srv_store_new(void);
+int srv_store_add_pem_file(X509_STORE *st, const char *path);
+
+/* cbor.c: multipart-core (RFC 8710) array of (content-format, bytes) pairs. */
+struct srv_part {
+    unsigned cf;
+    const uint8_t *data;
+    size_t len;
+};
+int srv_cbor_multipart(const struct srv_part *parts, size_t n, uint8_t **out, size_t *out_len);
+
+/* block.c: responses */
+/* Send `data` (taken over, freed by libcoap or here) with the configured block size. */
+void srv_respond_body(struct srv *s, coap_resource_t *r, coap_session_t *session,
+                      const coap_pdu_t *request, const coap_string_t *query, coap_pdu_t *response,
+                      coap_pdu_code_t code, unsigned cf, uint8_t *data, size_t len);
+/* An error code with a short diagnostic payload (no Content-Format). */
+void srv_respond_error(coap_pdu_t *response, coap_pdu_code_t code, const char *diag);
+/* Content-Format / Accept of a request, SRV_CF_NONE when absent. */
+int srv_opt_uint(const coap_pdu_t *pdu, coap_option_num_t num);
+
+/* cache.c */
+struct srv_cache *srv_cache_new(void);
+void srv_cache_free(struct srv_cache *c);
+/* Delay mode: 1 when this request must be answered 5.03. */
+int srv_cache_should_delay(struct srv_cache *c, const uint8_t id[32], coap_session_t *session,
+                           coap_mid_t mid, int delay_first);
+/* Retransmission safety: a stored answer for (client, path, CSR, accept). */
+int srv_cache_lookup(struct srv_cache *c, const uint8_t key[32], long window, unsigned *cf,
+                     uint8_t **body, size_t *len);
+int srv_cache_store(struct srv_cache *c, const uint8_t key[32], unsigned cf, const uint8_t *body,
+                    size_t len);
+
+/* est.c */
+int srv_est_register(struct srv *s, coap_context_t *ctx);
+
+#endif
