@@ -162,6 +162,8 @@ static bool name_is(const char *item, size_t len, const char *name)
 /* Checks that every attribute in [s, end) separated by @sep is one of @names. */
 static bool attrs_known(const char *s, const char *end, char sep, const char *const *names)
 {
+    if (end > s && end[-1] == sep)
+        return false; /* an empty last attribute */
     while (s < end) {
         const char *e = memchr(s, sep, (size_t)(end - s));
         if (e == NULL)
@@ -465,6 +467,13 @@ static estc_err handle_present(estc_ctx *ctx, struct tpm2_conn *c, const char *a
 static estc_err tr_from(estc_ctx *ctx, struct tpm2_conn *c, const char *addr, uint32_t h,
                         ESYS_TR *tr)
 {
+    /* Asking first keeps ESYS from logging an error for a missing handle. */
+    bool present = false;
+    estc_err err = handle_present(ctx, c, addr, h, &present);
+    if (err != ESTC_OK)
+        return err;
+    if (!present)
+        return estc_error(ctx, ESTC_ERR_NOT_FOUND, "%s: no object at 0x%08x", addr, (unsigned)h);
     TSS2_RC rc = Esys_TR_FromTPMPublic(c->esys, h, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, tr);
     if (rc == TSS2_RC_SUCCESS)
         return ESTC_OK;
@@ -530,12 +539,10 @@ static void srk_template(TPM2B_PUBLIC *pub)
 static estc_err srk_get(estc_ctx *ctx, struct tpm2_conn *c, const char *addr,
                         const struct tpm2_addr *a, ESYS_TR *srk)
 {
-    TSS2_RC rc =
-        Esys_TR_FromTPMPublic(c->esys, a->srk, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, srk);
-    if (rc == TSS2_RC_SUCCESS)
-        return ESTC_OK;
-    if (!rc_is_handle(rc))
-        return tss_err(ctx, addr, "Esys_TR_FromTPMPublic(srk)", rc);
+    estc_err err = tr_from(ctx, c, addr, a->srk, srk);
+    if (err != ESTC_ERR_NOT_FOUND)
+        return err;
+    TSS2_RC rc;
 
     TPM2B_SENSITIVE_CREATE sens = {0};
     TPM2B_PUBLIC tmpl;
