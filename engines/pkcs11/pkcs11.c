@@ -1637,7 +1637,8 @@ static bool attr_named(const char *a, size_t len, const char *name)
 
 /* @prefix with object=<@name> in its path part instead of any object=, id=
  * or type= (the prefix names the token; the name names the object). @name
- * is percent-encoded where RFC 7512 requires it. */
+ * is percent-encoded where RFC 7512 requires it, the same way every time, so
+ * that listed and derived addresses compare equal as strings. */
 static estc_err derive(const char *prefix, const char *name, size_t name_len, char **out)
 {
     static const char scheme[] = "pkcs11:";
@@ -1910,11 +1911,27 @@ static estc_err p11_address_derive(estc_ctx *ctx, void *state, const char *prefi
     (void)kind;
     struct p11_op op;
     estc_err err = op_parse(&op, ctx, state, prefix);
-    op_end(&op);
     if (err != ESTC_OK) {
+        op_end(&op);
         return err;
     }
-    err = derive(prefix, name, strlen(name), addr);
+    /* An object= in the prefix is a label prefix: the namespace of the
+     * objects made under it, and what list() filters on. */
+    CK_ATTRIBUTE *ns = p11_kit_uri_get_attribute(op.uri, CKA_LABEL);
+    size_t ns_len = ns != NULL ? ns->ulValueLen : 0;
+    size_t name_len = strlen(name);
+    char *label = malloc(ns_len + name_len + 1);
+    if (label == NULL) {
+        op_end(&op);
+        return estc_error(ctx, ESTC_ERR_NOMEM, "%s: out of memory", op.shown);
+    }
+    if (ns_len > 0) {
+        memcpy(label, ns->pValue, ns_len);
+    }
+    memcpy(label + ns_len, name, name_len + 1);
+    op_end(&op);
+    err = derive(prefix, label, ns_len + name_len, addr);
+    free(label);
     if (err == ESTC_ERR_NOMEM) {
         return estc_error(ctx, err, "%s: out of memory", op.shown);
     }

@@ -1,0 +1,787 @@
+/*
+ * PKCS#11 driver tests against real SoftHSM2 tokens (see run-tests.sh): key
+ * attributes read back natively, wrong PINs, purges counted on the token, two
+ * tokens and two module loads in one process, fork(), re-login, module
+ * selection, RSA signatures, listing and error paths.
+ *
+ * Environment: ESTC_P11_MODULE (module path), ESTC_P11_TOKEN1 and
+ * ESTC_P11_TOKEN2 (labels of two fresh tokens, user PIN 1234).
+ *
+ * Helper modes for the shell script (no Check):
+ *   pkcs11-test --make-key ADDR     create a P-256 key pair and leave it
+ *   pkcs11-test --remove-key ADDR   remove it again
+ */
+#include <estc/engine.h>
+
+#include <check.h>
+#include <p11-kit/p11-kit.h>
+
+#include <openssl/core_names.h>
+#include <openssl/evp.h>
+#include <openssl/rsa.h>
+#include <openssl/x509.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static const char *module_path;
+static const char *token1;
+static const char *token2;
+
+/* ------------------------------------------------------------------------ */
+/* Helpers                                                                   */
+/* ------------------------------------------------------------------------ */
+
+static char *addr_for(const char *token, const char *object, const char *pin)
+{
+    static char bufs[8][1024];
+    static int next;
+    char *b = bufs[next++ % 8];
+    snprintf(b, sizeof(bufs[0]), "pkcs11:token=%s;object=%s;pin-value=%s?module-path=%s", token,
+             object, pin, module_path);
+    return b;
+}
+
+static estc_ctx *new_ctx(void)
+{
+    estc_ctx *ctx = NULL;
+    ck_assert_int_eq(estc_ctx_new(&ctx), ESTC_OK);
+    return ctx;
+}
+
+/* A direct PKCS#11 connection to a token, logged in, to check what the
+ * driver did from the outside. */
+struct native {
+    CK_FUNCTION_LIST *fn;
+    CK_SESSION_HANDLE s;
+};
+
+static void native_open(struct native *n, const char *label)
+{
+    n->fn = p11_kit_module_load(module_path, 0);
+    ck_assert_ptr_nonnull(n->fn);
+    ck_assert_int_eq(p11_kit_module_initialize(n->fn), CKR_OK);
+    CK_SLOT_ID slots[16];
+    CK_ULONG ns = 16;
+    ck_assert_int_eq(n->fn->C_GetSlotList(CK_TRUE, slots, &ns), CKR_OK);
+    bool found = false;
+    for (CK_ULONG i = 0; i < ns && !found; i++) {
+        CK_TOKEN_INFO ti;
+        ck_assert_int_eq(n->fn->C_GetTokenInfo(slots[i], &ti), CKR_OK);
+        size_t len = strlen(label);
+        if (memcmp(ti.label, label, len) == 0 && (len == 32 || ti.label[len] == ' ')) {
+            ck_assert_int_eq(n->fn->C_OpenSession(slots[i], CKF_SERIAL_SESSION | CKF_RW_SESSION,
+                                                  NULL, NULL, &n->s),
+                             CKR_OK);
+            found = true;
+        }
+    }
+    ck_assert(found);
+    CK_RV rv = n->fn->C_Login(n->s, CKU_USER, (CK_UTF8CHAR *)"1234", 4);
+    ck_assert(rv == CKR_OK || rv == CKR_USER_ALREADY_LOGGED_IN);
+}
+
+static void native_close(struct native *n)
+{
+    n->fn->C_CloseSession(n->s);
+    p11_kit_module_finalize(n->fn);
+    p11_kit_module_release(n->fn);
+}
+
+/* Objects of @cls (or every object when @cls is -1) labelled @label (or any). */
+static CK_ULONG native_find(struct native *n, long cls, const char *label, CK_OBJECT_HANDLE *out,
+                            CK_ULONG max)
+{
+    CK_OBJECT_CLASS c = (CK_OBJECT_CLASS)cls;
+    CK_ATTRIBUTE t[2];
+    CK_ULONG nt = 0, found = 0;
+    CK_OBJECT_HANDLE dummy[64];
+    if (cls >= 0) {
+        t[nt++] = (CK_ATTRIBUTE){CKA_CLASS, &c, sizeof(c)};
+    }
+    if (label != NULL) {
+        t[nt++] = (CK_ATTRIBUTE){CKA_LABEL, (void *)label, strlen(label)};
+    }
+    if (out == NULL) {
+        out = dummy;
+        max = 64;
+    }
+    ck_assert_int_eq(n->fn->C_FindObjectsInit(n->s, t, nt), CKR_OK);
+    ck_assert_int_eq(n->fn->C_FindObjects(n->s, out, max, &found), CKR_OK);
+    ck_assert_int_eq(n->fn->C_FindObjectsFinal(n->s), CKR_OK);
+    return found;
+}
+
+static CK_ULONG count_objects(const char *label)
+{
+    struct native n;
+    native_open(&n, label);
+    CK_ULONG c = native_find(&n, -1, NULL, NULL, 0);
+    native_close(&n);
+    return c;
+}
+
+static CK_BBOOL native_bool(struct native *n, CK_OBJECT_HANDLE h, CK_ATTRIBUTE_TYPE type)
+{
+    CK_BBOOL b = 0xff;
+    CK_ATTRIBUTE a = {type, &b, sizeof(b)};
+    ck_assert_int_eq(n->fn->C_GetAttributeValue(n->s, h, &a, 1), CKR_OK);
+    return b;
+}
+
+static size_t native_bytes(struct native *n, CK_OBJECT_HANDLE h, CK_ATTRIBUTE_TYPE type,
+                           uint8_t *buf, size_t max)
+{
+    CK_ATTRIBUTE a = {type, buf, max};
+    ck_assert_int_eq(n->fn->C_GetAttributeValue(n->s, h, &a, 1), CKR_OK);
+    return a.ulValueLen;
+}
+
+/* A self-signed P-256 certificate with common name @cn, as DER. */
+static void make_cert(const char *cn, long serial, estc_buf *der)
+{
+    EVP_PKEY *k = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    ck_assert_ptr_nonnull(k);
+    X509 *x = X509_new();
+    ck_assert_ptr_nonnull(x);
+    ck_assert_int_eq(X509_set_version(x, 2), 1);
+    ck_assert_int_eq(ASN1_INTEGER_set(X509_get_serialNumber(x), serial), 1);
+    X509_NAME *name = X509_get_subject_name(x);
+    ck_assert_int_eq(
+        X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)cn, -1, -1, 0),
+        1);
+    ck_assert_int_eq(X509_set_issuer_name(x, name), 1);
+    ck_assert_ptr_nonnull(X509_gmtime_adj(X509_getm_notBefore(x), 0));
+    ck_assert_ptr_nonnull(X509_gmtime_adj(X509_getm_notAfter(x), 86400));
+    ck_assert_int_eq(X509_set_pubkey(x, k), 1);
+    ck_assert_int_gt(X509_sign(x, k, EVP_sha256()), 0);
+    uint8_t *p = NULL;
+    int len = i2d_X509(x, &p);
+    ck_assert_int_gt(len, 0);
+    ck_assert_int_eq(estc_buf_set(der, p, (size_t)len), ESTC_OK);
+    OPENSSL_free(p);
+    X509_free(x);
+    EVP_PKEY_free(k);
+}
+
+static void digest_of(const char *md, const char *msg, uint8_t *out, size_t *len)
+{
+    unsigned int n = 0;
+    ck_assert_int_eq(EVP_Digest(msg, strlen(msg), out, &n, EVP_get_digestbyname(md), NULL), 1);
+    *len = n;
+}
+
+/* Sign a digest at @addr and verify the signature with its public key. */
+static void sign_verify(estc_ctx *ctx, const char *addr, estc_sig_alg alg, estc_hash hash)
+{
+    static const char *const mds[] = {"", "SHA256", "SHA384", "SHA512"};
+    uint8_t dg[64];
+    size_t dlen = 0;
+    digest_of(mds[hash], "to be signed", dg, &dlen);
+    estc_buf sig = {0}, spki = {0};
+    ck_assert_msg(estc_key_sign(ctx, addr, alg, hash, dg, dlen, &sig) == ESTC_OK, "%s",
+                  estc_ctx_error_detail(ctx));
+    ck_assert_int_eq(estc_key_public(ctx, addr, &spki), ESTC_OK);
+    const unsigned char *p = spki.data;
+    EVP_PKEY *pk = d2i_PUBKEY(NULL, &p, (long)spki.len);
+    ck_assert_ptr_nonnull(pk);
+    EVP_PKEY_CTX *pc = EVP_PKEY_CTX_new(pk, NULL);
+    ck_assert_ptr_nonnull(pc);
+    ck_assert_int_eq(EVP_PKEY_verify_init(pc), 1);
+    if (alg != ESTC_SIG_ECDSA) {
+        ck_assert_int_eq(EVP_PKEY_CTX_set_signature_md(pc, EVP_get_digestbyname(mds[hash])), 1);
+        ck_assert_int_eq(EVP_PKEY_CTX_set_rsa_padding(pc, alg == ESTC_SIG_RSA_PSS
+                                                              ? RSA_PKCS1_PSS_PADDING
+                                                              : RSA_PKCS1_PADDING),
+                         1);
+        if (alg == ESTC_SIG_RSA_PSS) {
+            ck_assert_int_eq(EVP_PKEY_CTX_set_rsa_pss_saltlen(pc, RSA_PSS_SALTLEN_DIGEST), 1);
+        }
+    }
+    ck_assert_int_eq(EVP_PKEY_verify(pc, sig.data, sig.len, dg, dlen), 1);
+    EVP_PKEY_CTX_free(pc);
+    EVP_PKEY_free(pk);
+    estc_buf_free(&sig);
+    estc_buf_free(&spki);
+}
+
+static bool count_cb(void *arg, const char *addr, estc_obj_kind kind)
+{
+    (void)addr;
+    (void)kind;
+    (*(int *)arg)++;
+    return true;
+}
+
+static int list_count(estc_ctx *ctx, const char *prefix, estc_obj_kind kind)
+{
+    int n = 0;
+    ck_assert_msg(estc_object_list(ctx, prefix, kind, count_cb, &n) == ESTC_OK, "%s",
+                  estc_ctx_error_detail(ctx));
+    return n;
+}
+
+static void assert_private_key_protected(struct native *n, const char *label)
+{
+    CK_OBJECT_HANDLE h[2], hp[2];
+    ck_assert_uint_eq(native_find(n, CKO_PRIVATE_KEY, label, h, 2), 1);
+    ck_assert_uint_eq(native_find(n, CKO_PUBLIC_KEY, label, hp, 2), 1);
+    ck_assert_int_eq(native_bool(n, h[0], CKA_SENSITIVE), CK_TRUE);
+    ck_assert_int_eq(native_bool(n, h[0], CKA_EXTRACTABLE), CK_FALSE);
+    ck_assert_int_eq(native_bool(n, h[0], CKA_TOKEN), CK_TRUE);
+    ck_assert_int_eq(native_bool(n, h[0], CKA_PRIVATE), CK_TRUE);
+    ck_assert_int_eq(native_bool(n, h[0], CKA_SIGN), CK_TRUE);
+    ck_assert_int_eq(native_bool(n, h[0], CKA_DECRYPT), CK_FALSE);
+    ck_assert_int_eq(native_bool(n, h[0], CKA_DERIVE), CK_FALSE);
+    ck_assert_int_eq(native_bool(n, hp[0], CKA_TOKEN), CK_TRUE);
+    /* Private key and public key share their CKA_ID. */
+    uint8_t id1[64], id2[64];
+    size_t l1 = native_bytes(n, h[0], CKA_ID, id1, sizeof(id1));
+    size_t l2 = native_bytes(n, hp[0], CKA_ID, id2, sizeof(id2));
+    ck_assert_uint_gt(l1, 0);
+    ck_assert_uint_eq(l1, l2);
+    ck_assert_mem_eq(id1, id2, l1);
+    /* The private value cannot be read. */
+    uint8_t val[1024];
+    CK_ULONG kt = 0;
+    CK_ATTRIBUTE t = {CKA_KEY_TYPE, &kt, sizeof(kt)};
+    ck_assert_int_eq(n->fn->C_GetAttributeValue(n->s, h[0], &t, 1), CKR_OK);
+    CK_ATTRIBUTE a = {kt == CKK_EC ? CKA_VALUE : CKA_PRIVATE_EXPONENT, val, sizeof(val)};
+    ck_assert_int_eq(n->fn->C_GetAttributeValue(n->s, h[0], &a, 1), CKR_ATTRIBUTE_SENSITIVE);
+    if (kt == CKK_RSA) {
+        CK_ATTRIBUTE b = {CKA_PRIME_1, val, sizeof(val)};
+        ck_assert_int_eq(n->fn->C_GetAttributeValue(n->s, h[0], &b, 1), CKR_ATTRIBUTE_SENSITIVE);
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Tests                                                                     */
+/* ------------------------------------------------------------------------ */
+
+START_TEST(test_key_attributes)
+{
+    estc_ctx *ctx = new_ctx();
+    CK_ULONG before = count_objects(token1);
+    const char *a = addr_for(token1, "attr-ec", "1234");
+    const char *b = addr_for(token1, "attr-rsa", "1234");
+    const char *c = addr_for(token1, "attr-imported", "1234");
+    ck_assert_int_eq(estc_key_generate(ctx, a, ESTC_KEY_EC_P256), ESTC_OK);
+    ck_assert_int_eq(estc_key_generate(ctx, b, ESTC_KEY_RSA_2048), ESTC_OK);
+
+    /* An imported PKCS#8 key is just as protected. */
+    EVP_PKEY *k = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-384");
+    ck_assert_ptr_nonnull(k);
+    uint8_t *der = NULL;
+    int len = i2d_PrivateKey(k, &der);
+    ck_assert_int_gt(len, 0);
+    ck_assert_int_eq(estc_key_import(ctx, c, der, (size_t)len), ESTC_OK);
+    OPENSSL_clear_free(der, (size_t)len);
+    EVP_PKEY_free(k);
+    sign_verify(ctx, c, ESTC_SIG_ECDSA, ESTC_HASH_SHA384);
+
+    struct native n;
+    native_open(&n, token1);
+    assert_private_key_protected(&n, "attr-ec");
+    assert_private_key_protected(&n, "attr-rsa");
+    assert_private_key_protected(&n, "attr-imported");
+    native_close(&n);
+
+    ck_assert_int_eq(estc_key_remove(ctx, a), ESTC_OK);
+    ck_assert_int_eq(estc_key_remove(ctx, b), ESTC_OK);
+    ck_assert_int_eq(estc_key_remove(ctx, c), ESTC_OK);
+    ck_assert_uint_eq(count_objects(token1), before);
+    estc_ctx_free(ctx);
+}
+END_TEST
+
+START_TEST(test_wrong_pin)
+{
+    estc_ctx *ctx = new_ctx();
+    CK_ULONG before = count_objects(token1);
+    const char *a = addr_for(token1, "wrong-pin", "98765");
+    ck_assert_int_eq(estc_key_generate(ctx, a, ESTC_KEY_EC_P256), ESTC_ERR_AUTH);
+    const char *detail = estc_ctx_error_detail(ctx);
+    ck_assert_ptr_nonnull(strstr(detail, "CKR_PIN_INCORRECT"));
+    ck_assert_ptr_nonnull(strstr(detail, "C_Login"));
+    ck_assert_ptr_null(strstr(detail, "98765"));
+    ck_assert_ptr_nonnull(strstr(detail, "token="));
+
+    /* The same through a pin-source file. */
+    char dir[] = "/tmp/estc-p11pin.XXXXXX";
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    char path[256], src[1024];
+    snprintf(path, sizeof(path), "%s/pin", dir);
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs("55555\n", f);
+    fclose(f);
+    snprintf(src, sizeof(src), "pkcs11:token=%s;object=wrong-pin?pin-source=file:%s&module-path=%s",
+             token1, path, module_path);
+    ck_assert_int_eq(estc_key_generate(ctx, src, ESTC_KEY_EC_P256), ESTC_ERR_AUTH);
+    ck_assert_ptr_nonnull(strstr(estc_ctx_error_detail(ctx), "CKR_PIN_INCORRECT"));
+    ck_assert_ptr_null(strstr(estc_ctx_error_detail(ctx), "55555"));
+    unlink(path);
+    rmdir(dir);
+    /* A missing PIN leaves private keys out of reach. */
+    char nopin[1024];
+    snprintf(nopin, sizeof(nopin), "pkcs11:token=%s;object=no-pin?module-path=%s", token1,
+             module_path);
+    ck_assert_int_eq(estc_key_generate(ctx, nopin, ESTC_KEY_EC_P256), ESTC_ERR_AUTH);
+    ck_assert_ptr_nonnull(strstr(estc_ctx_error_detail(ctx), "CKR_USER_NOT_LOGGED_IN"));
+
+    ck_assert_uint_eq(count_objects(token1), before);
+    estc_ctx_free(ctx);
+}
+END_TEST
+
+START_TEST(test_purge_counts)
+{
+    estc_ctx *ctx = new_ctx();
+    CK_ULONG before = count_objects(token1);
+    estc_lifecycle *lc = NULL;
+    ck_assert_int_eq(estc_lifecycle_new(ctx, &lc), ESTC_OK);
+    estc_buf c1 = {0}, c2 = {0};
+    make_cert("purge client", 7, &c1);
+    make_cert("purge ca", 8, &c2);
+
+    ck_assert_int_eq(
+        estc_lifecycle_key_generate(lc, addr_for(token1, "purge-key", "1234"), ESTC_KEY_EC_P256),
+        ESTC_OK);
+    ck_assert_int_eq(estc_lifecycle_cert_store(lc, addr_for(token1, "purge-cert", "1234"),
+                                               ESTC_OBJ_CERT, c1.data, c1.len),
+                     ESTC_OK);
+    ck_assert_int_eq(estc_lifecycle_cert_store(lc, addr_for(token1, "purge-ca", "1234"),
+                                               ESTC_OBJ_TRUST, c2.data, c2.len),
+                     ESTC_OK);
+    ck_assert_uint_eq(count_objects(token1), before + 4);
+    ck_assert_int_eq(estc_lifecycle_rollback(lc), ESTC_OK);
+    ck_assert_uint_eq(count_objects(token1), before);
+
+    /* Committed, then cleaned up without a persist: removed as well. */
+    ck_assert_int_eq(
+        estc_lifecycle_key_generate(lc, addr_for(token1, "purge-key", "1234"), ESTC_KEY_EC_P256),
+        ESTC_OK);
+    ck_assert_int_eq(estc_lifecycle_cert_store(lc, addr_for(token1, "purge-ca", "1234"),
+                                               ESTC_OBJ_TRUST, c2.data, c2.len),
+                     ESTC_OK);
+    ck_assert_int_eq(estc_lifecycle_commit(lc), ESTC_OK);
+    ck_assert_uint_eq(count_objects(token1), before + 3);
+    ck_assert_int_eq(estc_lifecycle_cleanup(lc), ESTC_OK);
+    ck_assert_uint_eq(count_objects(token1), before);
+
+    estc_lifecycle_free(lc);
+    estc_buf_free(&c1);
+    estc_buf_free(&c2);
+    estc_ctx_free(ctx);
+}
+END_TEST
+
+START_TEST(test_two_tokens)
+{
+    estc_ctx *ctx = new_ctx();
+    CK_ULONG b1 = count_objects(token1), b2 = count_objects(token2);
+    const char *a1 = addr_for(token1, "twin", "1234");
+    /* The second token through p11-kit's registered module: two loads at once. */
+    char a2[1024], p2[1024];
+    snprintf(a2, sizeof(a2), "pkcs11:token=%s;object=twin;pin-value=1234?module-name=softhsm2",
+             token2);
+    snprintf(p2, sizeof(p2), "pkcs11:token=%s;pin-value=1234?module-name=softhsm2", token2);
+    ck_assert_msg(estc_key_generate(ctx, a1, ESTC_KEY_EC_P256) == ESTC_OK, "%s",
+                  estc_ctx_error_detail(ctx));
+    ck_assert_msg(estc_key_generate(ctx, a2, ESTC_KEY_EC_P256) == ESTC_OK, "%s",
+                  estc_ctx_error_detail(ctx));
+    estc_buf s1 = {0}, s2 = {0};
+    ck_assert_int_eq(estc_key_public(ctx, a1, &s1), ESTC_OK);
+    ck_assert_int_eq(estc_key_public(ctx, a2, &s2), ESTC_OK);
+    ck_assert(s1.len != s2.len || memcmp(s1.data, s2.data, s1.len) != 0);
+    sign_verify(ctx, a1, ESTC_SIG_ECDSA, ESTC_HASH_SHA256);
+    sign_verify(ctx, a2, ESTC_SIG_ECDSA, ESTC_HASH_SHA256);
+    ck_assert_int_eq(list_count(ctx, p2, ESTC_OBJ_KEY), 1);
+    ck_assert_uint_eq(count_objects(token1), b1 + 2);
+    ck_assert_uint_eq(count_objects(token2), b2 + 2);
+
+    ck_assert_int_eq(estc_key_remove(ctx, a1), ESTC_OK);
+    bool found = false;
+    ck_assert_int_eq(estc_object_exists(ctx, a2, ESTC_OBJ_KEY, &found), ESTC_OK);
+    ck_assert(found);
+    sign_verify(ctx, a2, ESTC_SIG_ECDSA, ESTC_HASH_SHA256);
+    ck_assert_int_eq(estc_key_remove(ctx, a2), ESTC_OK);
+    ck_assert_uint_eq(count_objects(token1), b1);
+    ck_assert_uint_eq(count_objects(token2), b2);
+    estc_buf_free(&s1);
+    estc_buf_free(&s2);
+    estc_ctx_free(ctx);
+}
+END_TEST
+
+START_TEST(test_fork)
+{
+    estc_ctx *ctx = new_ctx();
+    CK_ULONG before = count_objects(token1);
+    const char *a = addr_for(token1, "forky", "1234");
+    const char *b = addr_for(token1, "forky-child", "1234");
+    ck_assert_int_eq(estc_key_generate(ctx, a, ESTC_KEY_EC_P256), ESTC_OK);
+    sign_verify(ctx, a, ESTC_SIG_ECDSA, ESTC_HASH_SHA256);
+
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        /* The child uses the parent's context: the driver must notice. */
+        uint8_t dg[32] = {1};
+        estc_buf sig = {0};
+        int rc = 0;
+        if (estc_key_sign(ctx, a, ESTC_SIG_ECDSA, ESTC_HASH_SHA256, dg, 32, &sig) != ESTC_OK) {
+            fprintf(stderr, "child sign: %s\n", estc_ctx_error_detail(ctx));
+            rc = 1;
+        }
+        estc_buf_free(&sig);
+        if (rc == 0 && estc_key_generate(ctx, b, ESTC_KEY_EC_P256) != ESTC_OK) {
+            fprintf(stderr, "child keygen: %s\n", estc_ctx_error_detail(ctx));
+            rc = 2;
+        }
+        if (rc == 0 && estc_key_remove(ctx, b) != ESTC_OK) {
+            rc = 3;
+        }
+        estc_ctx_free(ctx);
+        _exit(rc);
+    }
+    int status = 0;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert(WIFEXITED(status));
+    ck_assert_int_eq(WEXITSTATUS(status), 0);
+
+    /* The parent's sessions still work. */
+    sign_verify(ctx, a, ESTC_SIG_ECDSA, ESTC_HASH_SHA256);
+    ck_assert_int_eq(estc_key_remove(ctx, a), ESTC_OK);
+    ck_assert_uint_eq(count_objects(token1), before);
+    estc_ctx_free(ctx);
+}
+END_TEST
+
+START_TEST(test_relogin)
+{
+    estc_ctx *ctx = new_ctx();
+    const char *a = addr_for(token1, "relogin", "1234");
+    ck_assert_int_eq(estc_key_generate(ctx, a, ESTC_KEY_EC_P256), ESTC_OK);
+    /* Another user of the module in this process logs the token out. */
+    struct native n;
+    native_open(&n, token1);
+    ck_assert_int_eq(n.fn->C_Logout(n.s), CKR_OK);
+    sign_verify(ctx, a, ESTC_SIG_ECDSA, ESTC_HASH_SHA256);
+    native_close(&n);
+    ck_assert_int_eq(estc_key_remove(ctx, a), ESTC_OK);
+    estc_ctx_free(ctx);
+}
+END_TEST
+
+START_TEST(test_rsa_signatures)
+{
+    estc_ctx *ctx = new_ctx();
+    const char *a = addr_for(token1, "rsa-sigs", "1234");
+    ck_assert_int_eq(estc_key_generate(ctx, a, ESTC_KEY_RSA_2048), ESTC_OK);
+    sign_verify(ctx, a, ESTC_SIG_RSA_PKCS1, ESTC_HASH_SHA256);
+    sign_verify(ctx, a, ESTC_SIG_RSA_PKCS1, ESTC_HASH_SHA384);
+    sign_verify(ctx, a, ESTC_SIG_RSA_PSS, ESTC_HASH_SHA256);
+    sign_verify(ctx, a, ESTC_SIG_RSA_PSS, ESTC_HASH_SHA512);
+    /* ECDSA with an RSA key is refused, not attempted. */
+    uint8_t dg[32] = {0};
+    estc_buf sig = {0};
+    ck_assert_int_eq(estc_key_sign(ctx, a, ESTC_SIG_ECDSA, ESTC_HASH_SHA256, dg, 32, &sig),
+                     ESTC_ERR_UNSUPPORTED);
+    ck_assert_ptr_null(sig.data);
+    ck_assert_int_eq(estc_key_remove(ctx, a), ESTC_OK);
+    estc_ctx_free(ctx);
+}
+END_TEST
+
+START_TEST(test_certificates)
+{
+    estc_ctx *ctx = new_ctx();
+    CK_ULONG before = count_objects(token1);
+    const char *k = addr_for(token1, "cert-pair", "1234");
+    const char *t = addr_for(token1, "cert-ca", "1234");
+    char prefix[1024];
+    snprintf(prefix, sizeof(prefix), "pkcs11:token=%s;pin-value=1234?module-path=%s", token1,
+             module_path);
+    estc_buf ee = {0}, ca = {0}, back = {0};
+    make_cert("cert client", 1234567, &ee);
+    make_cert("cert ca", 42, &ca);
+    ck_assert_int_eq(estc_key_generate(ctx, k, ESTC_KEY_EC_P256), ESTC_OK);
+    ck_assert_int_eq(estc_cert_store(ctx, k, ee.data, ee.len), ESTC_OK);
+    ck_assert_int_eq(estc_trust_store(ctx, t, ca.data, ca.len), ESTC_OK);
+    ck_assert_int_eq(estc_cert_store(ctx, k, ee.data, ee.len), ESTC_ERR_EXISTS);
+    ck_assert_int_eq(estc_trust_store(ctx, t, ca.data, ca.len), ESTC_ERR_EXISTS);
+    ck_assert_uint_eq(count_objects(token1), before + 4);
+
+    ck_assert_int_eq(estc_cert_load(ctx, t, &back), ESTC_OK);
+    ck_assert_uint_eq(back.len, ca.len);
+    ck_assert_mem_eq(back.data, ca.data, ca.len);
+
+    bool found = true;
+    ck_assert_int_eq(estc_object_exists(ctx, t, ESTC_OBJ_TRUST, &found), ESTC_OK);
+    ck_assert(found);
+    ck_assert_int_eq(estc_object_exists(ctx, t, ESTC_OBJ_CERT, &found), ESTC_OK);
+    ck_assert(!found);
+    ck_assert_int_eq(estc_object_exists(ctx, k, ESTC_OBJ_CERT, &found), ESTC_OK);
+    ck_assert(found);
+    ck_assert_int_eq(list_count(ctx, prefix, ESTC_OBJ_TRUST), 1);
+    ck_assert_int_eq(list_count(ctx, prefix, ESTC_OBJ_CERT), 1);
+
+    /* The attributes other PKCS#11 users rely on. */
+    struct native n;
+    native_open(&n, token1);
+    CK_OBJECT_HANDLE hc[2], hk[2];
+    ck_assert_uint_eq(native_find(&n, CKO_CERTIFICATE, "cert-pair", hc, 2), 1);
+    ck_assert_uint_eq(native_find(&n, CKO_PRIVATE_KEY, "cert-pair", hk, 2), 1);
+    uint8_t b1[2048], b2[2048];
+    size_t l1 = native_bytes(&n, hc[0], CKA_ID, b1, sizeof(b1));
+    size_t l2 = native_bytes(&n, hk[0], CKA_ID, b2, sizeof(b2));
+    ck_assert_uint_eq(l1, l2);
+    ck_assert_mem_eq(b1, b2, l1);
+    const unsigned char *p = ee.data;
+    X509 *x = d2i_X509(NULL, &p, (long)ee.len);
+    ck_assert_ptr_nonnull(x);
+    uint8_t *d = NULL;
+    int dl = i2d_X509_NAME(X509_get_subject_name(x), &d);
+    l1 = native_bytes(&n, hc[0], CKA_SUBJECT, b1, sizeof(b1));
+    ck_assert_uint_eq(l1, (size_t)dl);
+    ck_assert_mem_eq(b1, d, l1);
+    OPENSSL_free(d);
+    d = NULL;
+    dl = i2d_ASN1_INTEGER(X509_get0_serialNumber(x), &d);
+    l1 = native_bytes(&n, hc[0], CKA_SERIAL_NUMBER, b1, sizeof(b1));
+    ck_assert_uint_eq(l1, (size_t)dl);
+    ck_assert_mem_eq(b1, d, l1);
+    OPENSSL_free(d);
+    X509_free(x);
+    native_close(&n);
+
+    /* A certificate removal leaves the key alone. */
+    ck_assert_int_eq(estc_cert_remove(ctx, k), ESTC_OK);
+    ck_assert_int_eq(estc_cert_remove(ctx, k), ESTC_ERR_NOT_FOUND);
+    ck_assert_int_eq(estc_object_exists(ctx, k, ESTC_OBJ_KEY, &found), ESTC_OK);
+    ck_assert(found);
+    ck_assert_int_eq(estc_trust_remove(ctx, t), ESTC_OK);
+    ck_assert_int_eq(estc_key_remove(ctx, k), ESTC_OK);
+    ck_assert_uint_eq(count_objects(token1), before);
+    estc_buf_free(&ee);
+    estc_buf_free(&ca);
+    estc_buf_free(&back);
+    estc_ctx_free(ctx);
+}
+END_TEST
+
+START_TEST(test_list_and_derive)
+{
+    estc_ctx *ctx = new_ctx();
+    char prefix[1024], narrow[1024];
+    snprintf(prefix, sizeof(prefix), "pkcs11:token=%s;pin-value=1234?module-path=%s", token1,
+             module_path);
+    snprintf(narrow, sizeof(narrow), "pkcs11:token=%s;object=estc-;pin-value=1234?module-path=%s",
+             token1, module_path);
+    int all0 = list_count(ctx, prefix, ESTC_OBJ_KEY);
+    const char *names[] = {"estc-a", "estc-b", "other"};
+    for (int i = 0; i < 3; i++) {
+        ck_assert_int_eq(
+            estc_key_generate(ctx, addr_for(token1, names[i], "1234"), ESTC_KEY_EC_P256), ESTC_OK);
+    }
+    ck_assert_int_eq(list_count(ctx, prefix, ESTC_OBJ_KEY), all0 + 3);
+    ck_assert_int_eq(list_count(ctx, narrow, ESTC_OBJ_KEY), 2);
+
+    char *d = NULL;
+    ck_assert_int_eq(estc_address_derive(ctx, narrow, ESTC_OBJ_KEY, "a", &d), ESTC_OK);
+    char want[1024];
+    snprintf(want, sizeof(want), "pkcs11:token=%s;pin-value=1234;object=estc-a?module-path=%s",
+             token1, module_path);
+    ck_assert_str_eq(d, want);
+    bool found = false;
+    ck_assert_int_eq(estc_object_exists(ctx, d, ESTC_OBJ_KEY, &found), ESTC_OK);
+    ck_assert(found);
+    free(d);
+    ck_assert_int_eq(estc_address_derive(ctx,
+                                         "pkcs11:token=T;object=x;id=%01;type=cert;pin-value=1?"
+                                         "module-path=/m.so",
+                                         ESTC_OBJ_KEY, "n_1", &d),
+                     ESTC_OK);
+    ck_assert_str_eq(d, "pkcs11:token=T;pin-value=1;object=xn_1?module-path=/m.so");
+    free(d);
+
+    for (int i = 0; i < 3; i++) {
+        ck_assert_int_eq(estc_key_remove(ctx, addr_for(token1, names[i], "1234")), ESTC_OK);
+    }
+    ck_assert_int_eq(list_count(ctx, prefix, ESTC_OBJ_KEY), all0);
+    estc_ctx_free(ctx);
+}
+END_TEST
+
+START_TEST(test_module_selection)
+{
+    estc_ctx *ctx = new_ctx();
+    char a[1024];
+    /* PKCS11_MODULE_PATH when the address names no module. */
+    ck_assert_int_eq(setenv("PKCS11_MODULE_PATH", module_path, 1), 0);
+    snprintf(a, sizeof(a), "pkcs11:token=%s;object=by-env;pin-value=1234", token1);
+    ck_assert_msg(estc_key_generate(ctx, a, ESTC_KEY_EC_P256) == ESTC_OK, "%s",
+                  estc_ctx_error_detail(ctx));
+    sign_verify(ctx, a, ESTC_SIG_ECDSA, ESTC_HASH_SHA256);
+    ck_assert_int_eq(estc_key_remove(ctx, a), ESTC_OK);
+    ck_assert_int_eq(unsetenv("PKCS11_MODULE_PATH"), 0);
+    estc_ctx_free(ctx);
+
+    /* p11-kit's registered modules when nothing names one. */
+    ctx = new_ctx();
+    snprintf(a, sizeof(a), "pkcs11:token=%s;object=by-registry;pin-value=1234", token1);
+    ck_assert_msg(estc_key_generate(ctx, a, ESTC_KEY_EC_P384) == ESTC_OK, "%s",
+                  estc_ctx_error_detail(ctx));
+    sign_verify(ctx, a, ESTC_SIG_ECDSA, ESTC_HASH_SHA384);
+    ck_assert_int_eq(estc_key_remove(ctx, a), ESTC_OK);
+
+    /* pin-source, and selection by serial and manufacturer. */
+    char dir[] = "/tmp/estc-p11pin.XXXXXX";
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    char path[256];
+    snprintf(path, sizeof(path), "%s/pin", dir);
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs("1234\n", f);
+    fclose(f);
+    chmod(path, 0600);
+    snprintf(a, sizeof(a),
+             "pkcs11:manufacturer=SoftHSM%%20project;token=%s;object=by-source?pin-source=%s&"
+             "module-path=%s",
+             token1, path, module_path);
+    ck_assert_msg(estc_key_generate(ctx, a, ESTC_KEY_EC_P256) == ESTC_OK, "%s",
+                  estc_ctx_error_detail(ctx));
+    ck_assert_int_eq(estc_key_remove(ctx, a), ESTC_OK);
+    unlink(path);
+    rmdir(dir);
+    estc_ctx_free(ctx);
+}
+END_TEST
+
+START_TEST(test_error_paths)
+{
+    estc_ctx *ctx = new_ctx();
+    CK_ULONG before = count_objects(token1);
+    const char *a = addr_for(token1, "errors", "1234");
+    uint8_t dg[32] = {0};
+    estc_buf sig = {0}, spki = {0};
+
+    ck_assert_int_eq(estc_key_sign(ctx, a, ESTC_SIG_ECDSA, ESTC_HASH_SHA256, dg, 32, &sig),
+                     ESTC_ERR_NOT_FOUND);
+    ck_assert_int_eq(estc_key_public(ctx, a, &spki), ESTC_ERR_NOT_FOUND);
+    ck_assert_int_eq(estc_key_remove(ctx, a), ESTC_ERR_NOT_FOUND);
+
+    ck_assert_int_eq(estc_key_generate(ctx, a, ESTC_KEY_EC_P256), ESTC_OK);
+    ck_assert_int_eq(estc_key_public(ctx, a, &spki), ESTC_OK);
+    CK_ULONG with_key = count_objects(token1);
+    ck_assert_int_eq(estc_key_generate(ctx, a, ESTC_KEY_RSA_2048), ESTC_ERR_EXISTS);
+    uint8_t junk[40] = {0x30, 0x03, 0x02, 0x01, 0x00};
+    ck_assert_int_ne(estc_key_import(ctx, addr_for(token1, "junk", "1234"), junk, sizeof(junk)),
+                     ESTC_OK);
+    ck_assert_uint_eq(count_objects(token1), with_key);
+    /* The key is unchanged by the refused calls. */
+    estc_buf spki2 = {0};
+    ck_assert_int_eq(estc_key_public(ctx, a, &spki2), ESTC_OK);
+    ck_assert_uint_eq(spki.len, spki2.len);
+    ck_assert_mem_eq(spki.data, spki2.data, spki.len);
+
+    /* Malformed addresses. */
+    char bad[1024];
+    snprintf(bad, sizeof(bad), "pkcs11:token=%s;object=%%zz;pin-value=1234?module-path=%s", token1,
+             module_path);
+    ck_assert_int_eq(estc_key_sign(ctx, bad, ESTC_SIG_ECDSA, ESTC_HASH_SHA256, dg, 32, &sig),
+                     ESTC_ERR_BAD_ADDRESS);
+    snprintf(bad, sizeof(bad), "pkcs11:token=%s;bogus=1;object=errors?module-path=%s", token1,
+             module_path);
+    ck_assert_int_eq(estc_key_sign(ctx, bad, ESTC_SIG_ECDSA, ESTC_HASH_SHA256, dg, 32, &sig),
+                     ESTC_ERR_BAD_ADDRESS);
+    snprintf(bad, sizeof(bad), "pkcs11:token=%s;pin-value=1234?module-path=%s", token1,
+             module_path);
+    ck_assert_int_eq(estc_key_generate(ctx, bad, ESTC_KEY_EC_P256), ESTC_ERR_BAD_ADDRESS);
+    snprintf(bad, sizeof(bad),
+             "pkcs11:token=%s;object=errors;type=cert;pin-value=1234?"
+             "module-path=%s",
+             token1, module_path);
+    ck_assert_int_eq(estc_key_sign(ctx, bad, ESTC_SIG_ECDSA, ESTC_HASH_SHA256, dg, 32, &sig),
+                     ESTC_ERR_BAD_ADDRESS);
+
+    /* An absent token, an absent module. */
+    const char *absent = addr_for("NoSuchToken", "errors", "1234");
+    ck_assert_int_eq(estc_key_sign(ctx, absent, ESTC_SIG_ECDSA, ESTC_HASH_SHA256, dg, 32, &sig),
+                     ESTC_ERR_NOT_FOUND);
+    ck_assert_ptr_nonnull(strstr(estc_ctx_error_detail(ctx), "CKR_TOKEN_NOT_PRESENT"));
+    snprintf(bad, sizeof(bad),
+             "pkcs11:token=%s;object=errors;pin-value=1234?module-path=/nonexistent/libnone.so",
+             token1);
+    ck_assert_int_eq(estc_key_sign(ctx, bad, ESTC_SIG_ECDSA, ESTC_HASH_SHA256, dg, 32, &sig),
+                     ESTC_ERR_ENGINE);
+    ck_assert_ptr_null(sig.data);
+
+    ck_assert_int_eq(estc_key_remove(ctx, a), ESTC_OK);
+    ck_assert_uint_eq(count_objects(token1), before);
+    estc_buf_free(&spki);
+    estc_buf_free(&spki2);
+    estc_ctx_free(ctx);
+}
+END_TEST
+
+/* ------------------------------------------------------------------------ */
+
+static int helper_mode(const char *mode, const char *addr)
+{
+    estc_ctx *ctx = NULL;
+    if (estc_ctx_new(&ctx) != ESTC_OK) {
+        return 2;
+    }
+    estc_err err = ESTC_ERR_INVALID_ARG;
+    if (strcmp(mode, "--make-key") == 0) {
+        err = estc_key_generate(ctx, addr, ESTC_KEY_EC_P256);
+    } else if (strcmp(mode, "--remove-key") == 0) {
+        err = estc_key_remove(ctx, addr);
+    }
+    if (err != ESTC_OK) {
+        fprintf(stderr, "%s: %s\n", estc_err_name(err), estc_ctx_error_detail(ctx));
+    }
+    estc_ctx_free(ctx);
+    return err == ESTC_OK ? 0 : 1;
+}
+
+int main(int argc, char **argv)
+{
+    module_path = getenv("ESTC_P11_MODULE");
+    token1 = getenv("ESTC_P11_TOKEN1");
+    token2 = getenv("ESTC_P11_TOKEN2");
+    if (module_path == NULL || token1 == NULL || token2 == NULL) {
+        fprintf(stderr,
+                "set ESTC_P11_MODULE, ESTC_P11_TOKEN1 and ESTC_P11_TOKEN2 (run-tests.sh)\n");
+        return 2;
+    }
+    if (argc == 3) {
+        return helper_mode(argv[1], argv[2]);
+    }
+    Suite *s = suite_create("pkcs11");
+    TCase *tc = tcase_create("softhsm");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, test_key_attributes);
+    tcase_add_test(tc, test_wrong_pin);
+    tcase_add_test(tc, test_purge_counts);
+    tcase_add_test(tc, test_two_tokens);
+    tcase_add_test(tc, test_fork);
+    tcase_add_test(tc, test_relogin);
+    tcase_add_test(tc, test_rsa_signatures);
+    tcase_add_test(tc, test_certificates);
+    tcase_add_test(tc, test_list_and_derive);
+    tcase_add_test(tc, test_module_selection);
+    tcase_add_test(tc, test_error_paths);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_VERBOSE);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? 0 : 1;
+}
