@@ -5,12 +5,15 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <estc/engine.h>
+
 #include "conformance.h"
 
 static void usage(FILE *to, const char *argv0)
 {
     fprintf(to,
             "usage: %s ADDRESS_PREFIX [--driver MODULE.so]\n"
+            "       %s --list [--driver MODULE.so]\n"
             "\n"
             "Runs the estc engine conformance suite. Every object the suite makes is\n"
             "derived from ADDRESS_PREFIX (for example mem:, file:/tmp/dir/,\n"
@@ -20,19 +23,43 @@ static void usage(FILE *to, const char *argv0)
             "\n"
             "Prints one line per case and \"N passed, N failed\"; exits 0 only when all\n"
             "cases pass, 1 when one fails, 2 on a usage error or when the suite cannot\n"
-            "start.\n",
-            argv0);
+            "start. --list prints the registered engines instead.\n",
+            argv0, argv0);
+}
+
+static void print_engine(void *arg, const struct estc_driver *drv)
+{
+    (void)arg;
+    printf("%-10s %s\n", drv->scheme, drv->description);
+}
+
+static int list_engines(const char *driver)
+{
+    estc_ctx *ctx = NULL;
+    estc_err err = estc_ctx_new(&ctx);
+    if (err == ESTC_OK && driver != NULL)
+        err = estc_engine_load_module(ctx, driver);
+    if (err == ESTC_OK)
+        err = estc_engine_schemes(ctx, print_engine, NULL);
+    if (err != ESTC_OK)
+        fprintf(stderr, "estc-engine-test: %s: %s\n", estc_strerror(err),
+                estc_ctx_error_detail(ctx));
+    estc_ctx_free(ctx);
+    return err == ESTC_OK ? 0 : 2;
 }
 
 int main(int argc, char **argv)
 {
     const char *prefix = NULL, *driver = NULL;
+    int list = 0;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             usage(stdout, argv[0]);
             return 0;
         }
-        if (strcmp(argv[i], "--driver") == 0) {
+        if (strcmp(argv[i], "--list") == 0) {
+            list = 1;
+        } else if (strcmp(argv[i], "--driver") == 0) {
             if (i + 1 >= argc) {
                 fprintf(stderr, "estc-engine-test: --driver needs a module path\n");
                 return 2;
@@ -46,6 +73,8 @@ int main(int argc, char **argv)
             prefix = argv[i];
         }
     }
+    if (list)
+        return prefix == NULL ? list_engines(driver) : 2;
     if (prefix == NULL) {
         usage(stderr, argv[0]);
         return 2;
