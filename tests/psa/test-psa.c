@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <check.h>
 #include <openssl/evp.h>
@@ -575,6 +576,44 @@ START_TEST(bad_addresses)
 }
 END_TEST
 
+static void count_folder_warnings(void *arg, estc_log_level level, const char *msg)
+{
+    if (level == ESTC_LOG_WARNING && strstr(msg, "0700") != NULL)
+        (*(int *)arg)++;
+}
+
+/* mbed TLS writes key files into the current folder: a folder other users
+ * can enter gets a warning (once per context); a private one none. */
+START_TEST(open_folder_is_warned)
+{
+    char home[4096];
+    ck_assert_ptr_nonnull(getcwd(home, sizeof(home)));
+    int warnings = 0;
+    bool found = true;
+    OK(estc_ctx_set_log(ctx, ESTC_LOG_WARNING, count_folder_warnings, &warnings));
+    OK(estc_object_exists(ctx, "psa:key-id=0x10001", ESTC_OBJ_KEY, &found));
+    ck_assert_int_eq(warnings, 0);
+
+    ck_assert_int_eq(mkdir("open", 0755), 0);
+    ck_assert_int_eq(chmod("open", 0755), 0);
+    ck_assert_int_eq(chdir("open"), 0);
+    estc_ctx *other = NULL;
+    int other_warnings = 0;
+    ck_assert_int_eq(estc_ctx_new(&other), ESTC_OK);
+    ck_assert_int_eq(
+        estc_ctx_set_log(other, ESTC_LOG_WARNING, count_folder_warnings, &other_warnings), ESTC_OK);
+    ck_assert_int_eq(estc_object_exists(other, "psa:key-id=0x10001", ESTC_OBJ_KEY, &found),
+                     ESTC_OK);
+    ck_assert(!found);
+    ck_assert_int_eq(estc_object_exists(other, "psa:uid=0x20001", ESTC_OBJ_CERT, &found), ESTC_OK);
+    ck_assert_int_eq(other_warnings, 1);
+    estc_ctx_free(other);
+    ck_assert_int_eq(chdir(home), 0);
+    ck_assert_int_eq(rmdir("open"), 0);
+    assert_no_files_left();
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("psa");
@@ -592,6 +631,7 @@ int main(void)
     tcase_add_test(tc, list_finds_exactly_its_range);
     tcase_add_test(tc, derive_is_deterministic_and_in_range);
     tcase_add_test(tc, bad_addresses);
+    tcase_add_test(tc, open_folder_is_warned);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
