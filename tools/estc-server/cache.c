@@ -23,11 +23,29 @@ struct delay_entry {
 struct answer_entry {
     uint8_t key[32];
     time_t when;
-    unsigned cf;
-    uint8_t *body;
-    size_t len;
+    uint8_t *cert; /* DER */
+    size_t cert_len;
+    uint8_t *pkey; /* PKCS#8 DER of a server-generated key, or NULL */
+    size_t pkey_len;
     struct answer_entry *next;
 };
+
+static void answer_free(struct answer_entry *a)
+{
+    free(a->cert);
+    if (a->pkey != NULL)
+        OPENSSL_cleanse(a->pkey, a->pkey_len); /* a generated private key */
+    free(a->pkey);
+    free(a);
+}
+
+static uint8_t *dup_bytes(const uint8_t *p, size_t n)
+{
+    uint8_t *d = malloc(n ? n : 1);
+    if (d != NULL && n > 0)
+        memcpy(d, p, n);
+    return d;
+}
 
 struct srv_cache {
     struct delay_entry *delays;
@@ -52,9 +70,7 @@ void srv_cache_free(struct srv_cache *c)
     while (c->answers != NULL) {
         struct answer_entry *a = c->answers;
         c->answers = a->next;
-        OPENSSL_cleanse(a->body, a->len); /* may hold a generated private key */
-        free(a->body);
-        free(a);
+        answer_free(a);
     }
     free(c);
 }
@@ -98,9 +114,7 @@ static void expire(struct srv_cache *c, long window)
         struct answer_entry *a = *pp;
         if (now - a->when > window || pos >= CACHE_MAX_ENTRIES) {
             *pp = a->next;
-            OPENSSL_cleanse(a->body, a->len);
-            free(a->body);
-            free(a);
+            answer_free(a);
             c->n_answers--;
         } else {
             pp = &a->next;
@@ -109,45 +123,59 @@ static void expire(struct srv_cache *c, long window)
     }
 }
 
-int srv_cache_lookup(struct srv_cache *c, const uint8_t key[32], long window, unsigned *cf,
-                     uint8_t **body, size_t *len)
+int srv_cache_lookup(struct srv_cache *c, const uint8_t key[32], long window,
+                     struct srv_answer *out)
 {
     struct answer_entry *a;
 
+    memset(out, 0, sizeof(*out));
     expire(c, window);
     for (a = c->answers; a != NULL; a = a->next) {
-        if (memcmp(a->key, key, 32) == 0) {
-            uint8_t *copy = malloc(a->len ? a->len : 1);
-            if (copy == NULL)
-                return 0;
-            memcpy(copy, a->body, a->len);
-            *cf = a->cf;
-            *body = copy;
-            *len = a->len;
-            return 1;
+        if (memcmp(a->key, key, 32) != 0)
+            continue;
+        out->cert = dup_bytes(a->cert, a->cert_len);
+        out->cert_len = a->cert_len;
+        if (a->pkey != NULL) {
+            out->pkey = dup_bytes(a->pkey, a->pkey_len);
+            out->pkey_len = a->pkey_len;
         }
+        if (out->cert == NULL || (a->pkey != NULL && out->pkey == NULL)) {
+            srv_answer_clear(out);
+            return 0;
+        }
+        return 1;
     }
     return 0;
 }
 
-int srv_cache_store(struct srv_cache *c, const uint8_t key[32], unsigned cf, const uint8_t *body,
-                    size_t len)
+void srv_answer_clear(struct srv_answer *a)
+{
+    free(a->cert);
+    if (a->pkey != NULL)
+        OPENSSL_cleanse(a->pkey, a->pkey_len);
+    free(a->pkey);
+    memset(a, 0, sizeof(*a));
+}
+
+int srv_cache_store(struct srv_cache *c, const uint8_t key[32], const struct srv_answer *ans)
 {
     struct answer_entry *a = calloc(1, sizeof(*a));
 
     if (a == NULL)
         return -1;
-    a->body = malloc(len ? len : 1);
-    if (a->body == NULL) {
-        free(a);
+    a->cert = dup_bytes(ans->cert, ans->cert_len);
+    a->cert_len = ans->cert_len;
+    if (ans->pkey != NULL) {
+        a->pkey = dup_bytes(ans->pkey, ans->pkey_len);
+        a->pkey_len = ans->pkey_len;
+    }
+    if (a->cert == NULL || (ans->pkey != NULL && a->pkey == NULL)) {
+        answer_free(a);
         return -1;
     }
-    memcpy(a->body, body, len);
     memcpy(a->key, key, 32);
-    a->len = len;
-    a->cf = cf;
     a->when = time(NULL);
-    /* Newest first: the list is bounded by expire() from the old end. */
+    /* Newest first: expire() trims the old end. */
     a->next = c->answers;
     c->answers = a;
     c->n_answers++;

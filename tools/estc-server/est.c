@@ -265,15 +265,13 @@ static int pkcs8_der(EVP_PKEY *key, uint8_t **out, size_t *out_len)
     return 0;
 }
 
-/* Builds the answer body for a valid CSR. Returns a CoAP code and sets diag. */
-static coap_pdu_code_t enroll(struct srv *s, coap_session_t *session, enum est_op op, int accept,
-                              X509_REQ *req, uint8_t **body, size_t *len, const char **diag)
+/* Issues the certificate (and for skg/skc the key) for a valid CSR. */
+static coap_pdu_code_t issue(struct srv *s, enum est_op op, X509_REQ *req, struct srv_answer *ans,
+                             const char **diag)
 {
     EVP_PKEY *pub = X509_REQ_get0_pubkey(req);
     EVP_PKEY *gen = NULL;
     X509 *cert = NULL;
-    uint8_t *key_der = NULL, *cert_der = NULL;
-    size_t key_len = 0, cert_len = 0;
     coap_pdu_code_t code = COAP_RESPONSE_CODE_INTERNAL_ERROR;
     char subject[256];
 
@@ -286,41 +284,63 @@ static coap_pdu_code_t enroll(struct srv *s, coap_session_t *session, enum est_o
             goto out;
         }
         pub = gen;
+        if (pkcs8_der(gen, &ans->pkey, &ans->pkey_len) != 0)
+            goto out;
     }
     cert = srv_ca_issue(s, req, pub);
-    if (cert == NULL)
+    if (cert == NULL || srv_x509_der(cert, &ans->cert, &ans->cert_len) != 0)
         goto out;
     X509_NAME_oneline(X509_get_subject_name(cert), subject, sizeof(subject));
     srv_log(SRV_LOG_INFO, "issued a certificate to %s", subject);
-
-    if (op == OP_SEN || op == OP_SREN) {
-        int rc = accept == SRV_CF_PKIX_CERT ? srv_x509_der(cert, body, len)
-                                            : srv_pkcs7_certs(cert, &s->ca, 0, body, len);
-        if (rc != 0)
-            goto out;
-    } else {
-        struct srv_part parts[2];
-        int rc = op == OP_SKC ? srv_x509_der(cert, &cert_der, &cert_len)
-                              : srv_pkcs7_certs(cert, &s->ca, 0, &cert_der, &cert_len);
-        if (rc != 0 || pkcs8_der(gen, &key_der, &key_len) != 0)
-            goto out;
-        parts[0] = (struct srv_part){SRV_CF_PKCS8, key_der, key_len};
-        parts[1] = (struct srv_part){op == OP_SKC ? SRV_CF_PKIX_CERT : SRV_CF_PKCS7_CERTS, cert_der,
-                                     cert_len};
-        if (srv_cbor_multipart(parts, 2, body, len) != 0)
-            goto out;
-    }
-    (void)session;
     *diag = NULL;
     code = COAP_RESPONSE_CODE_CHANGED;
 out:
-    if (key_der != NULL)
-        OPENSSL_cleanse(key_der, key_len);
-    free(key_der);
-    free(cert_der);
+    if (code != COAP_RESPONSE_CODE_CHANGED)
+        srv_answer_clear(ans);
     X509_free(cert);
     EVP_PKEY_free(gen);
     return code;
+}
+
+/* The response body for an answer in the negotiated format. */
+static int encode(struct srv *s, enum est_op op, int accept, const struct srv_answer *ans,
+                  uint8_t **body, size_t *len)
+{
+    const unsigned char *p = ans->cert;
+    X509 *cert = NULL;
+    uint8_t *certs = NULL;
+    size_t certs_len = 0;
+    int rc = -1;
+    int want_pkix =
+        (op == OP_SKC) || ((op == OP_SEN || op == OP_SREN) && accept == SRV_CF_PKIX_CERT);
+
+    if (want_pkix) {
+        certs = malloc(ans->cert_len);
+        if (certs == NULL)
+            return -1;
+        memcpy(certs, ans->cert, ans->cert_len);
+        certs_len = ans->cert_len;
+    } else {
+        cert = d2i_X509(NULL, &p, (long)ans->cert_len);
+        if (cert == NULL || srv_pkcs7_certs(cert, &s->ca, 0, &certs, &certs_len) != 0)
+            goto out;
+    }
+    if (op == OP_SEN || op == OP_SREN) {
+        *body = certs;
+        *len = certs_len;
+        certs = NULL;
+        rc = 0;
+    } else {
+        struct srv_part parts[2] = {
+            {SRV_CF_PKCS8, ans->pkey, ans->pkey_len},
+            {want_pkix ? SRV_CF_PKIX_CERT : SRV_CF_PKCS7_CERTS, certs, certs_len},
+        };
+        rc = srv_cbor_multipart(parts, 2, body, len);
+    }
+out:
+    free(certs);
+    X509_free(cert);
+    return rc;
 }
 
 static void handle_enroll(coap_resource_t *r, coap_session_t *session, const coap_pdu_t *request,
@@ -338,9 +358,10 @@ static void handle_enroll(coap_resource_t *r, coap_session_t *session, const coa
     uint8_t id[32], key[32];
     uint8_t *body = NULL;
     size_t body_len = 0;
-    unsigned cached_cf;
+    struct srv_answer ans = {NULL, 0, NULL, 0};
     const char *diag = NULL;
     coap_pdu_code_t code;
+    unsigned out_cf = keygen ? SRV_CF_MULTIPART : 0;
 
     /* Who is asking: enrollment needs a client certificate we trust. */
     peer = srv_tls_peer_cert(session);
@@ -383,7 +404,7 @@ static void handle_enroll(coap_resource_t *r, coap_session_t *session, const coa
     {
         EVP_MD_CTX *md = EVP_MD_CTX_new();
         unsigned int kl = 32;
-        uint8_t tag[2] = {(uint8_t)op, (uint8_t)(accept & 0xff)};
+        uint8_t tag[1] = {(uint8_t)op};
         int ok = md != NULL && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1 &&
                  EVP_DigestUpdate(md, id, sizeof(id)) == 1 &&
                  EVP_DigestUpdate(md, tag, sizeof(tag)) == 1 &&
@@ -394,11 +415,11 @@ static void handle_enroll(coap_resource_t *r, coap_session_t *session, const coa
             goto out;
         }
     }
-    if (srv_cache_lookup(s->cache, key, s->opt.dedup_window, &cached_cf, &body, &body_len)) {
-        srv_log(SRV_LOG_INFO, "repeated request: same answer as before");
-        srv_respond_body(s, r, session, request, query, response, COAP_RESPONSE_CODE_CHANGED,
-                         cached_cf, body, body_len);
-        goto out;
+    if (!keygen)
+        out_cf = (unsigned)accept;
+    if (srv_cache_lookup(s->cache, key, s->opt.dedup_window, &ans)) {
+        srv_log(SRV_LOG_INFO, "repeated request: same certificate as before");
+        goto respond;
     }
 
     if (srv_cache_should_delay(s->cache, id, session, coap_pdu_get_mid(request),
@@ -433,19 +454,22 @@ static void handle_enroll(coap_resource_t *r, coap_session_t *session, const coa
         goto out;
     }
 
-    code = enroll(s, session, op, accept, req, &body, &body_len, &diag);
+    code = issue(s, op, req, &ans, &diag);
     if (code != COAP_RESPONSE_CODE_CHANGED) {
         srv_respond_error(response, code, diag);
         goto out;
     }
-    {
-        unsigned out_cf = keygen ? SRV_CF_MULTIPART : (unsigned)accept;
-        if (srv_cache_store(s->cache, key, out_cf, body, body_len) != 0)
-            srv_log(SRV_LOG_ERR, "cannot remember the answer for retransmissions");
-        srv_respond_body(s, r, session, request, query, response, COAP_RESPONSE_CODE_CHANGED,
-                         out_cf, body, body_len);
+    if (srv_cache_store(s->cache, key, &ans) != 0)
+        srv_log(SRV_LOG_ERR, "cannot remember the answer for retransmissions");
+respond:
+    if (encode(s, op, accept, &ans, &body, &body_len) != 0) {
+        srv_respond_error(response, COAP_RESPONSE_CODE_INTERNAL_ERROR, "encoding failed");
+        goto out;
     }
+    srv_respond_body(s, r, session, request, query, response, COAP_RESPONSE_CODE_CHANGED, out_cf,
+                     body, body_len);
 out:
+    srv_answer_clear(&ans);
     ERR_clear_error();
     X509_REQ_free(req);
     X509_free(peer);

@@ -136,11 +136,17 @@ void srv_cache_free(struct srv_cache *c);
 /* Delay mode: 1 when this request must be answered 5.03. */
 int srv_cache_should_delay(struct srv_cache *c, const uint8_t id[32], coap_session_t *session,
                            coap_mid_t mid, int delay_first);
-/* Retransmission safety: a stored answer for (client, path, CSR, accept). */
-int srv_cache_lookup(struct srv_cache *c, const uint8_t key[32], long window, unsigned *cf,
-                     uint8_t **body, size_t *len);
-int srv_cache_store(struct srv_cache *c, const uint8_t key[32], unsigned cf, const uint8_t *body,
-                    size_t len);
+/* Retransmission safety: what was issued for (client, resource, CSR). */
+struct srv_answer {
+    uint8_t *cert; /* DER */
+    size_t cert_len;
+    uint8_t *pkey; /* PKCS#8 DER for skg/skc, else NULL */
+    size_t pkey_len;
+};
+int srv_cache_lookup(struct srv_cache *c, const uint8_t key[32], long window,
+                     struct srv_answer *out);
+int srv_cache_store(struct srv_cache *c, const uint8_t key[32], const struct srv_answer *ans);
+void srv_answer_clear(struct srv_answer *a);
 
 /* est.c */
 int srv_est_register(struct srv *s, coap_context_t *ctx);

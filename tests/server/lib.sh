@@ -1,0 +1,102 @@
+# Helpers shared by the estc-server tests: a real coap-client-openssl against a
+# real estc-server on loopback, certificates made by the openssl command.
+set -u
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+VECTORS=$HERE/vectors
+. "$HERE/../fixtures/estc-server.sh"
+
+command -v coap-client-openssl >/dev/null || { echo "SKIP: coap-client-openssl missing"; exit 77; }
+command -v openssl >/dev/null || { echo "FAIL: openssl missing"; exit 1; }
+
+T=$(mktemp -d)
+FAILED=0
+PASSED=0
+
+cleanup() {
+  estc_server_stop
+  rm -rf "$T"
+}
+trap cleanup EXIT
+
+pass() { PASSED=$((PASSED + 1)); echo "ok   - $*"; }
+fail() { FAILED=$((FAILED + 1)); echo "FAIL - $*"; }
+# check DESCRIPTION COMMAND...: passes when the command succeeds
+check() {
+  local what=$1; shift
+  if "$@"; then pass "$what"; else fail "$what"; fi
+}
+
+finish() {
+  echo "$PASSED passed, $FAILED failed"
+  [ "$FAILED" -eq 0 ]
+}
+
+# A manufacturer CA (the IDevID issuer the server trusts) and a device certificate.
+make_pki() {
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+    -keyout "$T/mca.key" -out "$T/mca.crt" -subj "/CN=Test Manufacturer CA" -days 2 \
+    -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign \
+    2>/dev/null || return 1
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$T/dev.key" \
+    -out "$T/dev.csr" -subj "/CN=device-1" 2>/dev/null || return 1
+  openssl x509 -req -in "$T/dev.csr" -CA "$T/mca.crt" -CAkey "$T/mca.key" -CAcreateserial \
+    -out "$T/dev.crt" -days 1 2>/dev/null || return 1
+  # A client nobody vouches for.
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+    -keyout "$T/rogue.key" -out "$T/rogue.crt" -subj "/CN=rogue" -days 1 2>/dev/null
+}
+
+# new_csr NAME SUBJECT [openssl req args...]: key $T/NAME.key, DER CSR $T/NAME.csr
+new_csr() {
+  local name=$1 subj=$2; shift 2
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$T/$name.key" \
+    -outform DER -out "$T/$name.csr" -subj "$subj" "$@" 2>/dev/null
+}
+
+# coap [coap-client args...] PATH: runs coap-client-openssl against the
+# server with the device credentials unless CERT/KEY say otherwise
+# (CERT=none: no client certificate). The payload goes to $T/out; CODE is the
+# last response code of the -v trace (coap-client exits 0 even on errors),
+# RCF its Content-Format, TRACE the trace file.
+coap() {
+  local path=${!#}
+  local args=("${@:1:$#-1}")
+  local cert=${CERT:-$T/dev.crt} key=${KEY:-$T/dev.key}
+  local creds=()
+  [ "$cert" = none ] || creds=(-c "$cert" -j "$key")
+  rm -f "$T/out"
+  TRACE=$T/trace
+  coap-client-openssl -v 7 -B 10 -C "$ESTC_SERVER_CA" "${creds[@]}" -o "$T/out" "${args[@]}" \
+    "$ESTC_SERVER_URI$path" >"$TRACE" 2>&1
+  CODE=$(grep -oE '^v:1 t:(ACK|CON|NON) c:[2-5]\.[0-9]{2}' "$TRACE" | tail -1 | sed 's/.*c://')
+  RCF=$(grep -E '^v:1 t:(ACK|CON|NON) c:[2-5]\.[0-9]{2}' "$TRACE" | tail -1 |
+    grep -oE 'Content-Format:[^ ,]+' | sed 's/Content-Format://')
+  [ -f "$T/out" ] || : >"$T/out"
+}
+
+# expect_code WANT DESCRIPTION
+expect_code() {
+  if [ "${CODE:-none}" = "$1" ]; then pass "$2 -> $1"; else
+    fail "$2: wanted $1, got ${CODE:-none}"
+    sed 's/^/     | /' "$TRACE" | grep -E 'c:|WARN|ERR' | tail -5
+  fi
+}
+
+# The diagnostic text of the last response.
+diag() {
+  grep -E '^v:1 t:(ACK|CON|NON) c:[45]\.[0-9]{2}' "$TRACE" | tail -1 | sed -n "s/.*:: '\(.*\)'$/\1/p"
+}
+
+index_lines() {
+  wc -l <"$ESTC_SERVER_STATE/state/index.txt"
+}
+
+fingerprint() { # FILE FORM
+  openssl x509 -inform "$2" -in "$1" -noout -fingerprint -sha256 2>/dev/null
+}
+
+# verifies [openssl verify options...] PEM: chains to the server's CA
+verifies() {
+  openssl verify -CAfile "$ESTC_SERVER_CA" "$@" >/dev/null 2>&1
+}
