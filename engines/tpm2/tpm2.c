@@ -30,6 +30,7 @@
 #define NV_LAST 0x01FFFFFFu
 
 #define DEFAULT_SRK 0x81000001u
+#define KEY_CACHE 8
 /* Default ranges for derived addresses (see docs/engines/tpm2.md). */
 #define DEFAULT_KEY_LO 0x81020000u
 #define DEFAULT_KEY_HI 0x8102FFFFu
@@ -44,6 +45,17 @@ struct tpm2_conn {
     ESYS_CONTEXT *esys;
     uint32_t nv_buffer_max; /* 0 until asked */
     uint32_t nv_index_max;
+    /* Open handles kept across operations to save TPM round trips. Each use
+     * of a cached key re-reads its public area, so a key replaced behind our
+     * back is seen as it is now. */
+    uint32_t srk_handle;
+    ESYS_TR srk_tr;
+    struct {
+        uint32_t handle;
+        ESYS_TR tr;
+    } keys[KEY_CACHE];
+    size_t n_keys;
+    unsigned tested_types; /* bit per estc_key_type that TestParms accepted */
 };
 
 struct tpm2_state {
@@ -367,6 +379,7 @@ static estc_err conn_get(estc_ctx *ctx, struct tpm2_state *st, const char *addr,
         }
     }
     struct tpm2_conn c = {0};
+    c.srk_tr = ESYS_TR_NONE;
     c.tcti = strdup(conf);
     if (c.tcti == NULL)
         return ESTC_ERR_NOMEM;
@@ -497,6 +510,29 @@ static void flush(struct tpm2_conn *c, ESYS_TR *tr)
     *tr = ESYS_TR_NONE;
 }
 
+static void key_forget(struct tpm2_conn *c, uint32_t handle)
+{
+    for (size_t i = 0; i < c->n_keys; i++) {
+        if (c->keys[i].handle == handle) {
+            tr_close(c, &c->keys[i].tr);
+            c->keys[i] = c->keys[--c->n_keys];
+            return;
+        }
+    }
+}
+
+static void key_remember(struct tpm2_conn *c, uint32_t handle, ESYS_TR tr)
+{
+    if (c->n_keys == KEY_CACHE) {
+        /* Full: drop the oldest entry. */
+        tr_close(c, &c->keys[0].tr);
+        memmove(&c->keys[0], &c->keys[1], (KEY_CACHE - 1) * sizeof(c->keys[0]));
+        c->n_keys--;
+    }
+    c->keys[c->n_keys].handle = handle;
+    c->keys[c->n_keys++].tr = tr;
+}
+
 /* Common start of an operation: parse, check the kind, connect. */
 static estc_err op_begin(estc_ctx *ctx, void *state, const char *addr, enum addr_type want,
                          struct tpm2_addr *a, struct tpm2_conn **c)
@@ -539,7 +575,16 @@ static void srk_template(TPM2B_PUBLIC *pub)
 static estc_err srk_get(estc_ctx *ctx, struct tpm2_conn *c, const char *addr,
                         const struct tpm2_addr *a, ESYS_TR *srk)
 {
+    if (c->srk_tr != ESYS_TR_NONE && c->srk_handle == a->srk) {
+        *srk = c->srk_tr;
+        return ESTC_OK;
+    }
+    tr_close(c, &c->srk_tr);
     estc_err err = tr_from(ctx, c, addr, a->srk, srk);
+    if (err == ESTC_OK) {
+        c->srk_tr = *srk;
+        c->srk_handle = a->srk;
+    }
     if (err != ESTC_ERR_NOT_FOUND)
         return err;
     TSS2_RC rc;
@@ -561,6 +606,8 @@ static estc_err srk_get(estc_ctx *ctx, struct tpm2_conn *c, const char *addr,
         return tss_err(ctx, addr, "Esys_EvictControl(srk)", rc);
     estc_log(ctx, ESTC_LOG_INFO, "%s: created the storage primary key at 0x%08x", addr,
              (unsigned)a->srk);
+    c->srk_tr = *srk;
+    c->srk_handle = a->srk;
     return ESTC_OK;
 }
 
@@ -568,11 +615,20 @@ static estc_err srk_get(estc_ctx *ctx, struct tpm2_conn *c, const char *addr,
 /* Keys                                                                      */
 /* ------------------------------------------------------------------------ */
 
+/* The cached SRK is dropped when a command using it failed: it may have been
+ * evicted by someone else, and the next operation opens it afresh. */
+static void srk_check(struct tpm2_conn *c, estc_err err)
+{
+    if (err == ESTC_ERR_NOT_FOUND || err == ESTC_ERR_ENGINE)
+        tr_close(c, &c->srk_tr);
+}
+
 /* Persists transient @key at @a->handle and flushes it. */
 static estc_err persist_key(estc_ctx *ctx, struct tpm2_conn *c, const char *addr,
                             const struct tpm2_addr *a, ESYS_TR *key)
 {
     ESYS_TR pers = ESYS_TR_NONE;
+    key_forget(c, a->handle); /* a stale cache entry from an earlier key there */
     TSS2_RC rc = Esys_EvictControl(c->esys, ESYS_TR_RH_OWNER, *key, ESYS_TR_PASSWORD, ESYS_TR_NONE,
                                    ESYS_TR_NONE, a->handle, &pers);
     flush(c, key);
@@ -672,7 +728,11 @@ static estc_err tpm2_key_generate(estc_ctx *ctx, void *state, const char *addr, 
     ESYS_TR srk = ESYS_TR_NONE, key = ESYS_TR_NONE;
     TPM2B_PRIVATE *priv = NULL;
     TPM2B_PUBLIC *pub = NULL;
-    err = check_params(ctx, c, addr, &tmpl, key_type_name(type));
+    if (!(c->tested_types & (1u << type))) {
+        err = check_params(ctx, c, addr, &tmpl, key_type_name(type));
+        if (err == ESTC_OK)
+            c->tested_types |= 1u << type;
+    }
     if (err == ESTC_OK)
         err = check_free(ctx, c, addr, &a);
     if (err == ESTC_OK)
@@ -697,7 +757,7 @@ static estc_err tpm2_key_generate(estc_ctx *ctx, void *state, const char *addr, 
     err = persist_key(ctx, c, addr, &a, &key);
 out:
     flush(c, &key);
-    tr_close(c, &srk);
+    srk_check(c, err);
     Esys_Free(priv);
     Esys_Free(pub);
     addr_clear(&a);
@@ -860,29 +920,46 @@ out:
     OPENSSL_cleanse(&dup, sizeof(dup));
     EVP_PKEY_free(pk);
     flush(c, &key);
-    tr_close(c, &srk);
+    srk_check(c, err);
     Esys_Free(priv);
     addr_clear(&a);
     return err;
 }
 
-/* Opens the key at @a->handle and reads its public area. */
+/* Opens the key at @a->handle (the ESYS_TR stays owned by the connection's
+ * cache) and reads its public area, which also proves it is still there. */
 static estc_err key_open(estc_ctx *ctx, struct tpm2_conn *c, const char *addr,
                          const struct tpm2_addr *a, ESYS_TR *tr, TPM2B_PUBLIC **pub)
 {
-    estc_err err = tr_from(ctx, c, addr, a->handle, tr);
-    if (err != ESTC_OK)
-        return err;
-    TSS2_RC rc =
-        Esys_ReadPublic(c->esys, *tr, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, pub, NULL, NULL);
-    if (rc != TSS2_RC_SUCCESS) {
-        tr_close(c, tr);
-        return tss_err(ctx, addr, "Esys_ReadPublic", rc);
+    *tr = ESYS_TR_NONE;
+    for (size_t i = 0; i < c->n_keys; i++) {
+        if (c->keys[i].handle == a->handle) {
+            TSS2_RC rc = Esys_ReadPublic(c->esys, c->keys[i].tr, ESYS_TR_NONE, ESYS_TR_NONE,
+                                         ESYS_TR_NONE, pub, NULL, NULL);
+            if (rc == TSS2_RC_SUCCESS)
+                *tr = c->keys[i].tr;
+            else
+                key_forget(c, a->handle); /* gone or replaced: open it afresh */
+            break;
+        }
+    }
+    if (*tr == ESYS_TR_NONE) {
+        estc_err err = tr_from(ctx, c, addr, a->handle, tr);
+        if (err != ESTC_OK)
+            return err;
+        TSS2_RC rc = Esys_ReadPublic(c->esys, *tr, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, pub,
+                                     NULL, NULL);
+        if (rc != TSS2_RC_SUCCESS) {
+            tr_close(c, tr);
+            return tss_err(ctx, addr, "Esys_ReadPublic", rc);
+        }
+        key_remember(c, a->handle, *tr);
     }
     TPMA_OBJECT attrs = (*pub)->publicArea.objectAttributes;
     if (!(attrs & TPMA_OBJECT_SIGN_ENCRYPT) || (attrs & TPMA_OBJECT_RESTRICTED) ||
         ((*pub)->publicArea.type != TPM2_ALG_ECC && (*pub)->publicArea.type != TPM2_ALG_RSA)) {
-        tr_close(c, tr);
+        key_forget(c, a->handle);
+        *tr = ESYS_TR_NONE;
         Esys_Free(*pub);
         *pub = NULL;
         return estc_error(ctx, ESTC_ERR_UNSUPPORTED,
@@ -938,7 +1015,6 @@ static estc_err tpm2_key_public(estc_ctx *ctx, void *state, const char *addr, es
         err = estc_error(ctx, err, "%s: cannot encode the public key", addr);
 out:
     Esys_Free(pub);
-    tr_close(c, &tr);
     addr_clear(&a);
     return err;
 }
@@ -1021,7 +1097,6 @@ static estc_err tpm2_key_sign(estc_ctx *ctx, void *state, const char *addr, estc
 out:
     Esys_Free(s);
     Esys_Free(pub);
-    tr_close(c, &tr);
     addr_clear(&a);
     return err;
 }
@@ -1045,7 +1120,9 @@ static estc_err tpm2_key_remove(estc_ctx *ctx, void *state, const char *addr)
         err = tss_err(ctx, addr, "Esys_EvictControl", rc);
 out:
     Esys_Free(pub);
-    tr_close(c, &tr); /* may already be gone: a failed lookup is harmless */
+    /* ESYS may have dropped the handle already: closing again is harmless. */
+    if (tr != ESYS_TR_NONE)
+        key_forget(c, a.handle);
     tr_close(c, &out_tr);
     addr_clear(&a);
     return err;

@@ -141,6 +141,22 @@ START_TEST(ec_p384_sign_verify)
 }
 END_TEST
 
+START_TEST(replaced_key)
+{
+    /* Open handles are cached: a key replaced at the same handle must be
+     * used as it is now. */
+    expect(estc_key_generate(ctx, KEY_A, ESTC_KEY_EC_P256), ESTC_OK, "keygen p256");
+    sign_verify(KEY_A, ESTC_SIG_ECDSA, ESTC_HASH_SHA256);
+    expect(estc_key_remove(ctx, KEY_A), ESTC_OK, "remove");
+    expect(estc_key_generate(ctx, KEY_A, ESTC_KEY_EC_P384), ESTC_OK, "keygen p384");
+    sign_verify(KEY_A, ESTC_SIG_ECDSA, ESTC_HASH_SHA256);
+    EVP_PKEY *pk = spki_key(KEY_A);
+    ck_assert_int_eq(EVP_PKEY_get_bits(pk), 384);
+    EVP_PKEY_free(pk);
+    expect(estc_key_remove(ctx, KEY_A), ESTC_OK, "remove");
+}
+END_TEST
+
 START_TEST(rsa2048_sign_verify)
 {
     expect(estc_key_generate(ctx, KEY_A, ESTC_KEY_RSA_2048), ESTC_OK, "keygen");
@@ -517,6 +533,7 @@ int main(int argc, char **argv)
     tcase_add_test(tc, missing_objects);
     tcase_add_test(tc, ec_p256_sign_verify);
     tcase_add_test(tc, ec_p384_sign_verify);
+    tcase_add_test(tc, replaced_key);
     tcase_add_test(tc, rsa2048_sign_verify);
     tcase_add_test(tc, import_pkcs8);
     tcase_add_test(tc, nv_chunks_and_limits);
