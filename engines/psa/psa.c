@@ -221,12 +221,9 @@ static bool key_id_allowed(uint64_t id)
     return id >= PSA_KEY_ID_USER_MIN && id <= PSA_KEY_ID_USER_MAX;
 }
 
-/*
- * Parses "psa:name=value;name=value" strictly: only the attributes in
- * @allowed, each at most once, no query part, nothing percent-encoded (the
- * values are numbers).
- */
-static estc_err parse_addr(estc_ctx *ctx, const char *addr, unsigned allowed, struct psa_addr *out)
+/* One "name=value" attribute (percent-encoded) of @addr into @out. */
+static estc_err parse_attr(estc_ctx *ctx, const char *addr, const char *seg, size_t seg_len,
+                           unsigned allowed, struct psa_addr *out)
 {
     static const struct {
         const char *name;
@@ -238,32 +235,31 @@ static estc_err parse_addr(estc_ctx *ctx, const char *addr, unsigned allowed, st
         {"cert-uid-range", ATTR_CERT_RANGE},
         {"trust-uid-range", ATTR_TRUST_RANGE},
     };
-    memset(out, 0, sizeof(*out));
-    const char *p = strchr(addr, ':');
-    if (p == NULL)
-        return estc_error(ctx, ESTC_ERR_BAD_ADDRESS, "%s: no scheme", addr);
-    p++;
-    while (*p != '\0') {
-        size_t seg = strcspn(p, ";");
-        const char *eq = memchr(p, '=', seg);
-        if (eq == NULL || eq == p)
-            return estc_error(ctx, ESTC_ERR_BAD_ADDRESS, "%s: expected name=value", addr);
-        size_t name_len = (size_t)(eq - p);
-        const char *val = eq + 1;
-        size_t val_len = seg - name_len - 1;
-        unsigned bit = 0;
-        for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
-            if (strlen(names[i].name) == name_len && memcmp(names[i].name, p, name_len) == 0)
-                bit = names[i].bit;
-        }
-        if (bit == 0 || (bit & allowed) == 0)
-            return estc_error(ctx, ESTC_ERR_BAD_ADDRESS, "%s: attribute '%.*s' not valid here",
-                              addr, (int)name_len, p);
-        if (out->seen & bit)
-            return estc_error(ctx, ESTC_ERR_BAD_ADDRESS, "%s: attribute '%.*s' given twice", addr,
-                              (int)name_len, p);
+    const char *eq = memchr(seg, '=', seg_len);
+    if (eq == NULL || eq == seg)
+        return estc_error(ctx, ESTC_ERR_BAD_ADDRESS, "%s: expected name=value", addr);
+    char *name = NULL, *val = NULL;
+    size_t name_len = 0, val_len = 0;
+    estc_err err = estc_pct_decode(seg, (size_t)(eq - seg), &name, &name_len);
+    if (err == ESTC_OK)
+        err = estc_pct_decode(eq + 1, seg_len - (size_t)(eq - seg) - 1, &val, &val_len);
+    if (err != ESTC_OK) {
+        free(name);
+        return estc_error(ctx, err, "%s: bad percent-encoding", addr);
+    }
+    unsigned bit = 0;
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        if (strlen(names[i].name) == name_len && strcmp(names[i].name, name) == 0)
+            bit = names[i].bit;
+    }
+    bool ok = false;
+    if (bit == 0 || (bit & allowed) == 0) {
+        err = estc_error(ctx, ESTC_ERR_BAD_ADDRESS, "%s: attribute '%.40s' not valid here", addr,
+                         name);
+    } else if (out->seen & bit) {
+        err = estc_error(ctx, ESTC_ERR_BAD_ADDRESS, "%s: attribute '%s' given twice", addr, name);
+    } else {
         out->seen |= bit;
-        bool ok;
         switch (bit) {
         case ATTR_KEY_ID:
             ok = parse_u64(val, val_len, &out->key_id) && key_id_allowed(out->key_id);
@@ -282,13 +278,47 @@ static estc_err parse_addr(estc_ctx *ctx, const char *addr, unsigned allowed, st
             break;
         }
         if (!ok)
-            return estc_error(ctx, ESTC_ERR_BAD_ADDRESS, "%s: bad value of '%.*s'", addr,
-                              (int)name_len, p);
-        p += seg;
-        if (*p == ';') {
-            p++;
-            if (*p == '\0')
-                return estc_error(ctx, ESTC_ERR_BAD_ADDRESS, "%s: trailing ';'", addr);
+            err = estc_error(ctx, ESTC_ERR_BAD_ADDRESS, "%s: bad value of '%s'", addr, name);
+    }
+    free(name);
+    free(val);
+    return err;
+}
+
+/*
+ * Parses the RFC 7512-style "psa:a=1;b=2?c=3&d=4" strictly: only the
+ * attributes in @allowed, each at most once, no empty attribute.
+ */
+static estc_err parse_addr(estc_ctx *ctx, const char *addr, unsigned allowed, struct psa_addr *out)
+{
+    memset(out, 0, sizeof(*out));
+    const char *p = strchr(addr, ':');
+    if (p == NULL)
+        return estc_error(ctx, ESTC_ERR_BAD_ADDRESS, "%s: no scheme", addr);
+    p++;
+    const char *query = strchr(p, '?');
+    const char *path_end = query != NULL ? query : p + strlen(p);
+    /* The path part, then the query part, each a list of attributes. */
+    for (int part = 0; part < 2; part++) {
+        const char *end = part == 0 ? path_end : (query != NULL ? query + strlen(query) : NULL);
+        char sep = part == 0 ? ';' : '&';
+        if (part == 1) {
+            if (query == NULL)
+                break;
+            p = query + 1;
+            if (p == end)
+                return estc_error(ctx, ESTC_ERR_BAD_ADDRESS, "%s: empty query", addr);
+        }
+        while (p < end) {
+            const char *stop = memchr(p, sep, (size_t)(end - p));
+            if (stop == NULL)
+                stop = end;
+            estc_err err = parse_attr(ctx, addr, p, (size_t)(stop - p), allowed, out);
+            if (err != ESTC_OK)
+                return err;
+            p = stop;
+            if (p < end && ++p == end)
+                return estc_error(ctx, ESTC_ERR_BAD_ADDRESS, "%s: trailing '%c'", addr, sep);
         }
     }
     return ESTC_OK;

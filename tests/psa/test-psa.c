@@ -522,6 +522,12 @@ START_TEST(derive_is_deterministic_and_in_range)
     char *one = NULL;
     OK(estc_address_derive(ctx, "psa:key-id-range=0x100-0x100", ESTC_OBJ_KEY, "any", &one));
     ck_assert_str_eq(one, "psa:key-id=0x100");
+    free(one);
+    one = NULL;
+    /* RFC 7512 syntax: a query part and percent-encoding are understood. */
+    OK(estc_address_derive(ctx, "psa:key-id-range=0x100-0x100?trust-uid-range=0x300-0x3%30%30",
+                           ESTC_OBJ_TRUST, "any", &one));
+    ck_assert_str_eq(one, "psa:uid=0x300");
     free(a);
     free(b);
     free(t);
@@ -533,13 +539,24 @@ END_TEST
 START_TEST(bad_addresses)
 {
     const char *bad_keys[] = {
-        "psa:",           "psa:key-id=",
-        "psa:key-id=0",   "psa:key-id=0x40000000",
-        "psa:key-id=zz",  "psa:key-id=1;key-id=2",
-        "psa:foo=1",      "psa:uid=0x20001",
-        "psa:key-id=1;",  "psa:key-id=0x",
-        "psa:key-id=-1",  "psa:key-id=1?x=2",
-        "psa:key-id=%31", "psa:key-id=99999999999999999999999",
+        "psa:",
+        "psa:key-id=",
+        "psa:key-id=0",
+        "psa:key-id=0x40000000",
+        "psa:key-id=zz",
+        "psa:key-id=1;key-id=2",
+        "psa:foo=1",
+        "psa:uid=0x20001",
+        "psa:key-id=1;",
+        "psa:key-id=0x",
+        "psa:key-id=-1",
+        "psa:key-id=1?x=2",
+        "psa:key-id=1?",
+        "psa:key-id=%zz",
+        "psa:key-id=1&uid=2",
+        "psa:key-id=%31;key-id=1",
+        "psa:key-id=1?key-id=1",
+        "psa:key-id=99999999999999999999999",
         "psa:=1",
     };
     for (size_t i = 0; i < sizeof(bad_keys) / sizeof(bad_keys[0]); i++) {
