@@ -10,6 +10,10 @@ bash scripts/install-deps.sh
 
 passed=0
 failed=0
+skipped=0
+# Sanitizer findings must fail the run, not scroll by.
+export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0
 
 # run_suite NAME BUILDDIR [meson setup args...] -- [meson test args...]
 run_suite() {
@@ -29,20 +33,25 @@ run_suite() {
   meson test -C "$dir" --print-errorlogs --num-processes 2 "${testargs[@]}" || rc=$?
   # Count from meson's own record of this run.
   local counts
-  counts=$(python3 - "$dir/meson-logs/testlog.json" <<'PY'
+  counts=$(python3 - "$(ls -t "$dir"/meson-logs/testlog*.json | head -1)" <<'PY'
 import json, sys
-ok = bad = 0
+ok = bad = skip = 0
 for line in open(sys.argv[1]):
     r = json.loads(line)
-    if r.get("result") in ("OK", "EXPECTEDFAIL", "SKIP"):
+    if r.get("result") in ("OK", "EXPECTEDFAIL"):
         ok += 1
+    elif r.get("result") == "SKIP":
+        skip += 1
     else:
         bad += 1
-print(ok, bad)
+print(ok, bad, skip)
 PY
 )
-  passed=$((passed + ${counts% *}))
-  failed=$((failed + ${counts#* }))
+  local ok bad skip
+  read -r ok bad skip <<<"$counts"
+  passed=$((passed + ok))
+  failed=$((failed + bad))
+  skipped=$((skipped + skip))
   [ "$rc" -eq 0 ] || echo "$name: meson test failed (rc=$rc)"
 }
 
@@ -51,7 +60,8 @@ run_suite "asan+ubsan" build-asan -Dbuildtype=debug -Db_sanitize=address,undefin
   -Db_lundef=false -- --suite unit --suite conformance --suite software --suite server \
   --suite provider --suite client
 run_suite "valgrind" build-vg -Dbuildtype=debug -- --suite unit --suite conformance \
-  --wrapper 'valgrind --quiet --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite --track-fds=no'
+  --suite software \
+  --wrapper 'valgrind --quiet --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite'
 
-echo "$passed passed, $failed failed"
+echo "$passed passed, $failed failed, $skipped skipped"
 [ "$failed" -eq 0 ]
