@@ -1,0 +1,82 @@
+/*
+ * The transport object: argument checks and error detail around one
+ * implementation's operations.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include <estc/transport.h>
+
+struct estc_transport {
+    const estc_transport_ops *ops;
+    void *impl;
+    char detail[512];
+};
+
+void estc_response_clear(estc_response *resp)
+{
+    if (resp == NULL)
+        return;
+    estc_buf_free(&resp->payload);
+    resp->code = 0;
+    resp->content_format = ESTC_CF_NONE;
+    resp->max_age = 60;
+    resp->has_max_age = false;
+}
+
+estc_err estc_transport_new(const estc_transport_ops *ops, void *impl, estc_transport **out)
+{
+    if (ops == NULL || ops->request == NULL || out == NULL)
+        return ESTC_ERR_INVALID_ARG;
+    if (ops->api_version != ESTC_TRANSPORT_API_VERSION)
+        return ESTC_ERR_DRIVER;
+    estc_transport *t = calloc(1, sizeof(*t));
+    if (t == NULL) {
+        if (ops->free != NULL)
+            ops->free(impl);
+        return ESTC_ERR_NOMEM;
+    }
+    t->ops = ops;
+    t->impl = impl;
+    *out = t;
+    return ESTC_OK;
+}
+
+void estc_transport_free(estc_transport *t)
+{
+    if (t == NULL)
+        return;
+    if (t->ops->free != NULL)
+        t->ops->free(t->impl);
+    free(t);
+}
+
+void estc_transport_reset(estc_transport *t)
+{
+    if (t != NULL && t->ops->reset != NULL)
+        t->ops->reset(t->impl);
+}
+
+const char *estc_transport_error_detail(const estc_transport *t)
+{
+    return t == NULL ? "" : t->detail;
+}
+
+estc_err estc_transport_request(estc_transport *t, const estc_request *req, estc_response *resp)
+{
+    estc_response_clear(resp);
+    if (t == NULL || req == NULL || resp == NULL)
+        return ESTC_ERR_INVALID_ARG;
+    t->detail[0] = '\0';
+    if (req->path == NULL || req->path[0] != '/' || req->method < ESTC_COAP_GET ||
+        req->method > ESTC_COAP_DELETE || req->content_format < ESTC_CF_NONE ||
+        req->content_format > 65535 || req->accept < ESTC_CF_NONE || req->accept > 65535 ||
+        (req->payload == NULL && req->payload_len != 0)) {
+        strcpy(t->detail, "invalid request");
+        return ESTC_ERR_INVALID_ARG;
+    }
+    estc_err err = t->ops->request(t->impl, req, resp, t->detail, sizeof(t->detail));
+    if (err != ESTC_OK)
+        estc_response_clear(resp);
+    return err;
+}

@@ -1,0 +1,702 @@
+/*
+ * The default transport: CoAP over DTLS 1.2 (certificate mode) with libcoap
+ * 4.3 and its OpenSSL backend.
+ *
+ * One libcoap context and one client session per transport; the session is
+ * kept between requests and dropped after any failure. Responses are taken
+ * block by block (libcoap asks for the next block itself) so that the size
+ * cap holds before anything big is stored.
+ */
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <coap3/coap.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+
+#include <estc/transport.h>
+
+#define DEFAULT_TIMEOUT_MS 30000u
+#define DEFAULT_MAX_RESPONSE (256u * 1024u)
+#define DEFAULT_PORT 5684
+
+struct coap_impl {
+    /* configuration */
+    char *host;
+    char port[8];
+    char *trust_file;
+    char *identity;
+    char *cert_file;
+    char *key_file;
+    unsigned timeout_ms;
+    unsigned szx;
+    size_t max_response;
+    estc_log_fn log_fn;
+    void *log_arg;
+
+    coap_context_t *ctx;
+    coap_session_t *session;
+
+    /* the exchange in progress */
+    bool busy;
+    bool done;
+    estc_err err;
+    uint8_t token[8];
+    size_t token_len;
+    estc_response *resp;
+    size_t cap; /* bytes allocated in resp->payload */
+    char *detail;
+    size_t detail_len;
+    bool identity_failed;
+};
+
+static void say(struct coap_impl *impl, estc_log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void say(struct coap_impl *impl, estc_log_level level, const char *fmt, ...)
+{
+    if (impl->log_fn == NULL)
+        return;
+    char line[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+    impl->log_fn(impl->log_arg, level, line);
+}
+
+/* End the exchange with @err and a detail text (the first one wins). */
+static void fail(struct coap_impl *impl, estc_err err, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void fail(struct coap_impl *impl, estc_err err, const char *fmt, ...)
+{
+    if (!impl->busy || impl->done)
+        return;
+    impl->done = true;
+    impl->err = err;
+    if (impl->detail != NULL && impl->detail_len > 0) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(impl->detail, impl->detail_len, fmt, ap);
+        va_end(ap);
+        say(impl, ESTC_LOG_ERROR, "%s", impl->detail);
+    }
+}
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static struct coap_impl *impl_of(const coap_session_t *session)
+{
+    return session == NULL ? NULL : coap_session_get_app_data(session);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Server identity                                                           */
+/* ------------------------------------------------------------------------ */
+
+static bool is_ip_literal(const char *s)
+{
+    unsigned char buf[16];
+    return inet_pton(AF_INET, s, buf) == 1 || inet_pton(AF_INET6, s, buf) == 1;
+}
+
+/* The leaf certificate must name our server in its subjectAltName. */
+static int check_identity(const char *cn, const uint8_t *der, size_t der_len,
+                          coap_session_t *session, unsigned depth, int validated, void *arg)
+{
+    (void)cn;
+    (void)session;
+    struct coap_impl *impl = arg;
+    if (!validated) {
+        impl->identity_failed = true;
+        fail(impl, ESTC_ERR_VALIDATION, "server certificate chain (depth %u) not trusted", depth);
+        return 0;
+    }
+    if (depth != 0)
+        return 1;
+    const unsigned char *p = der;
+    X509 *x = d2i_X509(NULL, &p, (long)der_len);
+    if (x == NULL) {
+        impl->identity_failed = true;
+        fail(impl, ESTC_ERR_VALIDATION, "server certificate unreadable");
+        return 0;
+    }
+    int ok;
+    if (is_ip_literal(impl->identity))
+        ok = X509_check_ip_asc(x, impl->identity, 0);
+    else
+        ok = X509_check_host(x, impl->identity, 0, X509_CHECK_FLAG_NEVER_CHECK_SUBJECT, NULL);
+    X509_free(x);
+    if (ok != 1) {
+        impl->identity_failed = true;
+        fail(impl, ESTC_ERR_VALIDATION,
+             "server certificate does not name '%s' in its subjectAltName", impl->identity);
+        return 0;
+    }
+    return 1;
+}
+
+/* ------------------------------------------------------------------------ */
+/* libcoap callbacks                                                         */
+/* ------------------------------------------------------------------------ */
+
+static unsigned opt_uint(const coap_pdu_t *pdu, coap_option_num_t num, bool *present)
+{
+    coap_opt_iterator_t it;
+    coap_opt_t *opt = coap_check_option(pdu, num, &it);
+    *present = opt != NULL;
+    if (opt == NULL)
+        return 0;
+    return coap_decode_var_bytes(coap_opt_value(opt), coap_opt_length(opt));
+}
+
+static bool append(struct coap_impl *impl, const uint8_t *data, size_t len)
+{
+    estc_buf *b = &impl->resp->payload;
+    if (len == 0)
+        return true;
+    if (b->len + len > impl->cap) {
+        size_t cap = impl->cap == 0 ? 1024 : impl->cap;
+        while (cap < b->len + len)
+            cap *= 2;
+        if (cap > impl->max_response)
+            cap = impl->max_response;
+        uint8_t *n = realloc(b->data, cap);
+        if (n == NULL)
+            return false;
+        b->data = n;
+        impl->cap = cap;
+    }
+    memcpy(b->data + b->len, data, len);
+    b->len += len;
+    return true;
+}
+
+static coap_response_t on_response(coap_session_t *session, const coap_pdu_t *sent,
+                                   const coap_pdu_t *rcvd, const coap_mid_t mid)
+{
+    (void)sent;
+    (void)mid;
+    struct coap_impl *impl = impl_of(session);
+    if (impl == NULL || session != impl->session || !impl->busy || impl->done)
+        return COAP_RESPONSE_OK;
+    coap_bin_const_t tok = coap_pdu_get_token(rcvd);
+    if (tok.length != impl->token_len || memcmp(tok.s, impl->token, tok.length) != 0)
+        return COAP_RESPONSE_OK; /* not ours (a late answer to an old request) */
+
+    estc_response *resp = impl->resp;
+    coap_pdu_code_t code = coap_pdu_get_code(rcvd);
+    resp->code = (int)(code >> 5) * 100 + (int)(code & 0x1f);
+    bool present;
+    unsigned cf = opt_uint(rcvd, COAP_OPTION_CONTENT_FORMAT, &present);
+    resp->content_format = present ? (int)cf : ESTC_CF_NONE;
+    unsigned age = opt_uint(rcvd, COAP_OPTION_MAXAGE, &present);
+    resp->has_max_age = present;
+    resp->max_age = present ? age : 60;
+
+    size_t len = 0, offset = 0, total = 0;
+    const uint8_t *data = NULL;
+    if (coap_get_data_large(rcvd, &len, &data, &offset, &total)) {
+        say(impl, ESTC_LOG_DEBUG, "response %d.%02d: %zu bytes at %zu of %zu", resp->code / 100,
+            resp->code % 100, len, offset, total);
+        if (total > impl->max_response || offset + len > impl->max_response) {
+            fail(impl, ESTC_ERR_LIMIT, "response body over the limit of %zu bytes",
+                 impl->max_response);
+            return COAP_RESPONSE_OK;
+        }
+        if (offset != resp->payload.len) {
+            fail(impl, ESTC_ERR_PROTOCOL, "block at offset %zu, expected %zu", offset,
+                 resp->payload.len);
+            return COAP_RESPONSE_OK;
+        }
+        if (!append(impl, data, len)) {
+            fail(impl, ESTC_ERR_NOMEM, "out of memory for the response");
+            return COAP_RESPONSE_OK;
+        }
+    }
+    coap_block_b_t block;
+    if (coap_get_block_b(session, rcvd, COAP_OPTION_BLOCK2, &block) && block.m)
+        return COAP_RESPONSE_OK; /* libcoap asks for the next block */
+    impl->done = true;
+    impl->err = ESTC_OK;
+    return COAP_RESPONSE_OK;
+}
+
+/* Tell apart a chain the server could not get verified from other failures. */
+static void handshake_failed(struct coap_impl *impl, coap_session_t *session)
+{
+    coap_tls_library_t lib;
+    SSL *ssl = coap_session_get_tls(session, &lib);
+    if (ssl != NULL && lib == COAP_TLS_LIBRARY_OPENSSL) {
+        long v = SSL_get_verify_result(ssl);
+        if (v != X509_V_OK) {
+            fail(impl, ESTC_ERR_VALIDATION, "server certificate rejected: %s",
+                 X509_verify_cert_error_string(v));
+            return;
+        }
+    }
+    fail(impl, ESTC_ERR_TRANSPORT, "DTLS handshake with %s port %s failed", impl->host, impl->port);
+}
+
+static void on_nack(coap_session_t *session, const coap_pdu_t *sent,
+                    const coap_nack_reason_t reason, const coap_mid_t mid)
+{
+    (void)sent;
+    (void)mid;
+    struct coap_impl *impl = impl_of(session);
+    if (impl == NULL)
+        return;
+    switch (reason) {
+    case COAP_NACK_TOO_MANY_RETRIES:
+        fail(impl, ESTC_ERR_TIMEOUT, "no answer from %s port %s after retransmissions", impl->host,
+             impl->port);
+        break;
+    case COAP_NACK_RST:
+        fail(impl, ESTC_ERR_PROTOCOL, "the server reset the request");
+        break;
+    case COAP_NACK_TLS_FAILED:
+        handshake_failed(impl, session);
+        break;
+    default:
+        fail(impl, ESTC_ERR_TRANSPORT, "request to %s port %s not delivered", impl->host,
+             impl->port);
+        break;
+    }
+}
+
+static int on_event(coap_session_t *session, const coap_event_t event)
+{
+    struct coap_impl *impl = impl_of(session);
+    if (impl == NULL || session != impl->session)
+        return 0;
+    switch (event) {
+    case COAP_EVENT_DTLS_ERROR:
+        handshake_failed(impl, session);
+        break;
+    case COAP_EVENT_DTLS_CLOSED:
+    case COAP_EVENT_SESSION_FAILED:
+        fail(impl, ESTC_ERR_TRANSPORT, "DTLS session with %s port %s closed", impl->host,
+             impl->port);
+        break;
+    default:
+        break;
+    }
+    return 0;
+}
+
+/* libcoap prints to stdout by default; the library is silent instead. */
+static void coap_quiet(coap_log_t level, const char *message)
+{
+    (void)level;
+    (void)message;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Sessions                                                                  */
+/* ------------------------------------------------------------------------ */
+
+/* Drop the session and its context: freeing the context is what stops
+ * libcoap from going on with a transfer we abandoned (a block-wise bomb). */
+static void drop_session(struct coap_impl *impl)
+{
+    if (impl->session != NULL) {
+        coap_session_set_app_data(impl->session, NULL);
+        coap_session_release(impl->session);
+        impl->session = NULL;
+    }
+    if (impl->ctx != NULL) {
+        coap_free_context(impl->ctx);
+        impl->ctx = NULL;
+    }
+}
+
+static estc_err open_context(struct coap_impl *impl)
+{
+    impl->ctx = coap_new_context(NULL);
+    if (impl->ctx == NULL)
+        return ESTC_ERR_NOMEM;
+    coap_context_set_block_mode(impl->ctx, COAP_BLOCK_USE_LIBCOAP);
+    coap_register_response_handler(impl->ctx, on_response);
+    coap_register_nack_handler(impl->ctx, on_nack);
+    coap_register_event_handler(impl->ctx, on_event);
+    return ESTC_OK;
+}
+
+static estc_err open_session(struct coap_impl *impl)
+{
+    if (impl->ctx == NULL && open_context(impl) != ESTC_OK)
+        return ESTC_ERR_NOMEM;
+    struct addrinfo hints, *res = NULL;
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_DGRAM;
+    hints.ai_protocol = IPPROTO_UDP;
+    int rc = getaddrinfo(impl->host, impl->port, &hints, &res);
+    if (rc != 0 || res == NULL) {
+        snprintf(impl->detail, impl->detail_len, "cannot resolve %s: %s", impl->host,
+                 gai_strerror(rc));
+        return ESTC_ERR_TRANSPORT;
+    }
+    coap_address_t dst;
+    coap_address_init(&dst);
+    if (res->ai_addrlen > sizeof(dst.addr)) {
+        freeaddrinfo(res);
+        return ESTC_ERR_TRANSPORT;
+    }
+    dst.size = res->ai_addrlen;
+    memcpy(&dst.addr, res->ai_addr, res->ai_addrlen);
+    freeaddrinfo(res);
+
+    coap_dtls_pki_t pki;
+    memset(&pki, 0, sizeof(pki));
+    pki.version = COAP_DTLS_PKI_SETUP_VERSION;
+    pki.verify_peer_cert = 1;
+    pki.check_common_ca = 1; /* the chain must end at our trust file */
+    pki.allow_self_signed = 0;
+    pki.allow_expired_certs = 0;
+    pki.cert_chain_validation = 1;
+    pki.cert_chain_verify_depth = 5;
+    pki.validate_cn_call_back = check_identity;
+    pki.cn_call_back_arg = impl;
+    pki.client_sni = is_ip_literal(impl->host) ? NULL : impl->host;
+    pki.pki_key.key_type = COAP_PKI_KEY_PEM;
+    pki.pki_key.key.pem.ca_file = impl->trust_file;
+    pki.pki_key.key.pem.public_cert = impl->cert_file;
+    pki.pki_key.key.pem.private_key = impl->key_file;
+
+    impl->session = coap_new_client_session_pki(impl->ctx, NULL, &dst, COAP_PROTO_DTLS, &pki);
+    if (impl->session == NULL) {
+        snprintf(impl->detail, impl->detail_len,
+                 "cannot set up a DTLS session to %s port %s (credentials unreadable?)", impl->host,
+                 impl->port);
+        return ESTC_ERR_TRANSPORT;
+    }
+    coap_session_set_app_data(impl->session, impl);
+    return ESTC_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Requests                                                                  */
+/* ------------------------------------------------------------------------ */
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* Add one percent-decoded option from @s[0..len). */
+static estc_err add_text_option(coap_optlist_t **list, coap_option_num_t num, const char *s,
+                                size_t len)
+{
+    uint8_t buf[256];
+    size_t out = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (out >= sizeof(buf))
+            return ESTC_ERR_INVALID_ARG;
+        if (s[i] == '%') {
+            if (len - i < 3)
+                return ESTC_ERR_INVALID_ARG;
+            int hi, lo;
+            hi = hexval(s[i + 1]);
+            lo = hexval(s[i + 2]);
+            if (hi < 0 || lo < 0)
+                return ESTC_ERR_INVALID_ARG;
+            buf[out++] = (uint8_t)(hi * 16 + lo);
+            i += 2;
+        } else {
+            buf[out++] = (uint8_t)s[i];
+        }
+    }
+    coap_optlist_t *o = coap_new_optlist(num, out, buf);
+    if (o == NULL || !coap_insert_optlist(list, o))
+        return ESTC_ERR_NOMEM;
+    return ESTC_OK;
+}
+
+static estc_err add_uint_option(coap_optlist_t **list, coap_option_num_t num, unsigned v)
+{
+    uint8_t buf[4];
+    coap_optlist_t *o = coap_new_optlist(num, coap_encode_var_safe(buf, sizeof(buf), v), buf);
+    if (o == NULL || !coap_insert_optlist(list, o))
+        return ESTC_ERR_NOMEM;
+    return ESTC_OK;
+}
+
+static estc_err build_options(struct coap_impl *impl, const estc_request *req, size_t payload_len,
+                              coap_optlist_t **list)
+{
+    estc_err err = ESTC_OK;
+    const char *p = req->path + 1;
+    const char *q = strchr(p, '?');
+    const char *end = q != NULL ? q : p + strlen(p);
+    /* "/" alone is the root: no Uri-Path option. */
+    while (err == ESTC_OK && p < end) {
+        const char *slash = memchr(p, '/', (size_t)(end - p));
+        const char *seg_end = slash != NULL ? slash : end;
+        err = add_text_option(list, COAP_OPTION_URI_PATH, p, (size_t)(seg_end - p));
+        p = slash != NULL ? slash + 1 : end;
+    }
+    if (q != NULL) {
+        p = q + 1;
+        end = p + strlen(p);
+        while (err == ESTC_OK && p < end) {
+            const char *amp = memchr(p, '&', (size_t)(end - p));
+            const char *item_end = amp != NULL ? amp : end;
+            err = add_text_option(list, COAP_OPTION_URI_QUERY, p, (size_t)(item_end - p));
+            p = amp != NULL ? amp + 1 : end;
+        }
+    }
+    if (err == ESTC_OK && req->content_format != ESTC_CF_NONE)
+        err = add_uint_option(list, COAP_OPTION_CONTENT_FORMAT, (unsigned)req->content_format);
+    if (err == ESTC_OK && req->accept != ESTC_CF_NONE)
+        err = add_uint_option(list, COAP_OPTION_ACCEPT, (unsigned)req->accept);
+    /* Ask for our block size early (RFC 7959 §2.4) and fix the Block1 size. */
+    if (err == ESTC_OK && impl->szx < 6)
+        err = add_uint_option(list, COAP_OPTION_BLOCK2, impl->szx);
+    if (err == ESTC_OK && payload_len > (1u << (impl->szx + 4)))
+        err = add_uint_option(list, COAP_OPTION_BLOCK1, (1u << 3) | impl->szx);
+    return err;
+}
+
+static void release_copy(coap_session_t *session, void *app_ptr)
+{
+    (void)session;
+    free(app_ptr);
+}
+
+static estc_err coap_request(void *arg, const estc_request *req, estc_response *resp, char *detail,
+                             size_t detail_len)
+{
+    struct coap_impl *impl = arg;
+    impl->detail = detail;
+    impl->detail_len = detail_len;
+    impl->resp = resp;
+    impl->cap = 0;
+    impl->identity_failed = false;
+
+    estc_err err = ESTC_OK;
+    if (impl->session == NULL)
+        err = open_session(impl);
+    if (err != ESTC_OK)
+        return err;
+
+    coap_pdu_t *pdu = coap_new_pdu(COAP_MESSAGE_CON, (coap_pdu_code_t)req->method, impl->session);
+    if (pdu == NULL)
+        return ESTC_ERR_NOMEM;
+    coap_session_new_token(impl->session, &impl->token_len, impl->token);
+    if (!coap_add_token(pdu, impl->token_len, impl->token)) {
+        coap_delete_pdu(pdu);
+        return ESTC_ERR_NOMEM;
+    }
+    coap_optlist_t *opts = NULL;
+    err = build_options(impl, req, req->payload_len, &opts);
+    if (err == ESTC_OK && opts != NULL && !coap_add_optlist_pdu(pdu, &opts))
+        err = ESTC_ERR_NOMEM;
+    coap_delete_optlist(opts);
+    if (err != ESTC_OK) {
+        coap_delete_pdu(pdu);
+        snprintf(detail, detail_len, "cannot encode the request options for %s", req->path);
+        return err;
+    }
+    if (req->payload_len > 0) {
+        /* libcoap keeps the body until the last block is acknowledged. */
+        uint8_t *copy = malloc(req->payload_len);
+        if (copy == NULL) {
+            coap_delete_pdu(pdu);
+            return ESTC_ERR_NOMEM;
+        }
+        memcpy(copy, req->payload, req->payload_len);
+        if (!coap_add_data_large_request(impl->session, pdu, req->payload_len, copy, release_copy,
+                                         copy)) {
+            /* Only on a malformed PDU; libcoap then owns neither pointer reliably, so
+             * they are not freed here. */
+            snprintf(detail, detail_len, "cannot attach a %zu-byte payload", req->payload_len);
+            drop_session(impl);
+            return ESTC_ERR_TRANSPORT;
+        }
+    }
+
+    impl->busy = true;
+    impl->done = false;
+    impl->err = ESTC_ERR_TIMEOUT;
+    static const char *const names[] = {"", "GET", "POST", "PUT", "DELETE"};
+    say(impl, ESTC_LOG_DEBUG, "%s %s", names[req->method], req->path);
+    if (coap_send(impl->session, pdu) == COAP_INVALID_MID) {
+        fail(impl, ESTC_ERR_TRANSPORT, "cannot send the request to %s port %s", impl->host,
+             impl->port);
+    }
+    uint64_t deadline = now_ms() + impl->timeout_ms;
+    while (!impl->done) {
+        uint64_t now = now_ms();
+        if (now >= deadline) {
+            fail(impl, ESTC_ERR_TIMEOUT, "no complete answer from %s port %s within %u ms",
+                 impl->host, impl->port, impl->timeout_ms);
+            break;
+        }
+        uint64_t wait = deadline - now;
+        if (coap_io_process(impl->ctx, (uint32_t)(wait < 100 ? wait : 100)) < 0) {
+            fail(impl, ESTC_ERR_TRANSPORT, "CoAP I/O failed");
+            break;
+        }
+    }
+    impl->busy = false;
+    err = impl->err;
+    if (err != ESTC_OK) {
+        /* Whatever was half done (handshake, blocks) goes with the session. */
+        drop_session(impl);
+    } else if (resp->payload.len == 0) {
+        free(resp->payload.data);
+        resp->payload.data = NULL;
+    }
+    impl->resp = NULL;
+    impl->detail = NULL;
+    return err;
+}
+
+static void coap_reset(void *arg)
+{
+    drop_session(arg);
+}
+
+static void coap_impl_free(void *arg)
+{
+    struct coap_impl *impl = arg;
+    if (impl == NULL)
+        return;
+    drop_session(impl);
+    free(impl->host);
+    free(impl->trust_file);
+    free(impl->identity);
+    free(impl->cert_file);
+    free(impl->key_file);
+    free(impl);
+}
+
+static const estc_transport_ops coap_ops = {
+    .api_version = ESTC_TRANSPORT_API_VERSION,
+    .name = "coap",
+    .request = coap_request,
+    .reset = coap_reset,
+    .free = coap_impl_free,
+};
+
+/* ------------------------------------------------------------------------ */
+/* Construction                                                              */
+/* ------------------------------------------------------------------------ */
+
+/* Split "coaps://host[:port][/...]" into @impl->host and @impl->port. */
+static estc_err parse_server(struct coap_impl *impl, const char *uri)
+{
+    static const char scheme[] = "coaps://";
+    if (strncasecmp(uri, scheme, sizeof(scheme) - 1) != 0)
+        return ESTC_ERR_INVALID_ARG;
+    const char *a = uri + sizeof(scheme) - 1;
+    const char *host = a, *host_end;
+    const char *after;
+    if (*a == '[') {
+        host = a + 1;
+        host_end = strchr(host, ']');
+        if (host_end == NULL)
+            return ESTC_ERR_INVALID_ARG;
+        after = host_end + 1;
+    } else {
+        host_end = a + strcspn(a, ":/?#");
+        after = host_end;
+    }
+    if (host_end == host || memchr(host, '@', (size_t)(host_end - host)) != NULL)
+        return ESTC_ERR_INVALID_ARG;
+    unsigned long port = DEFAULT_PORT;
+    if (*after == ':') {
+        char *end;
+        after++;
+        if (*after < '0' || *after > '9')
+            return ESTC_ERR_INVALID_ARG;
+        port = strtoul(after, &end, 10);
+        if (port == 0 || port > 65535 || (*end != '\0' && *end != '/'))
+            return ESTC_ERR_INVALID_ARG;
+    } else if (*after != '\0' && *after != '/') {
+        return ESTC_ERR_INVALID_ARG;
+    }
+    impl->host = strndup(host, (size_t)(host_end - host));
+    if (impl->host == NULL)
+        return ESTC_ERR_NOMEM;
+    snprintf(impl->port, sizeof(impl->port), "%lu", port);
+    return ESTC_OK;
+}
+
+static bool readable(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return false;
+    fclose(f);
+    return true;
+}
+
+static estc_err dup_opt(const char *in, char **out)
+{
+    *out = NULL;
+    if (in == NULL)
+        return ESTC_OK;
+    *out = strdup(in);
+    return *out == NULL ? ESTC_ERR_NOMEM : ESTC_OK;
+}
+
+estc_err estc_transport_coap_new(const estc_coap_config *cfg, estc_transport **out)
+{
+    if (cfg == NULL || out == NULL || cfg->server == NULL || cfg->trust_file == NULL ||
+        (cfg->cert_file == NULL) != (cfg->key_file == NULL))
+        return ESTC_ERR_INVALID_ARG;
+    if (!coap_dtls_is_supported())
+        return ESTC_ERR_UNSUPPORTED;
+    struct coap_impl *impl = calloc(1, sizeof(*impl));
+    if (impl == NULL)
+        return ESTC_ERR_NOMEM;
+    estc_err err = parse_server(impl, cfg->server);
+    if (err == ESTC_OK)
+        err = dup_opt(cfg->trust_file, &impl->trust_file);
+    if (err == ESTC_OK)
+        err = dup_opt(cfg->identity != NULL ? cfg->identity : impl->host, &impl->identity);
+    if (err == ESTC_OK)
+        err = dup_opt(cfg->cert_file, &impl->cert_file);
+    if (err == ESTC_OK)
+        err = dup_opt(cfg->key_file, &impl->key_file);
+    if (err == ESTC_OK && (impl->identity[0] == '\0'))
+        err = ESTC_ERR_INVALID_ARG;
+    if (err == ESTC_OK &&
+        (!readable(impl->trust_file) || (impl->cert_file != NULL && !readable(impl->cert_file)) ||
+         (impl->key_file != NULL && !readable(impl->key_file))))
+        err = ESTC_ERR_IO;
+    if (err != ESTC_OK) {
+        coap_impl_free(impl);
+        return err;
+    }
+    impl->timeout_ms = cfg->timeout_ms != 0 ? cfg->timeout_ms : DEFAULT_TIMEOUT_MS;
+    impl->szx = cfg->block_szx > 6 ? 6 : cfg->block_szx;
+    impl->max_response = cfg->max_response != 0 ? cfg->max_response : DEFAULT_MAX_RESPONSE;
+    impl->log_fn = cfg->log_fn;
+    impl->log_arg = cfg->log_arg;
+
+    coap_startup();
+    coap_set_log_handler(coap_quiet);
+    coap_dtls_set_log_level(LOG_EMERG);
+    return estc_transport_new(&coap_ops, impl, out);
+}

@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Runs a transport test against libcoap's own coap-server-openssl on loopback.
+# Makes a test CA, a server certificate for 127.0.0.1 / localhost and a client
+# certificate in a temporary folder, starts the server on a free port, runs
+# the test binary (argument 1) with ESTC_TEST_DIR and ESTC_TEST_PORT set, and
+# stops the server by its PID.
+set -euo pipefail
+
+test_bin=$(realpath "$1")
+server=$(command -v coap-server-openssl || true)
+if [ -z "$server" ]; then
+  echo "coap-server-openssl not installed (package libcoap3-bin)" >&2
+  exit 77
+fi
+
+dir=$(mktemp -d)
+server_pids=()
+cleanup() {
+  for pid in "${server_pids[@]}"; do
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  rm -rf "$dir"
+}
+trap cleanup EXIT
+
+cd "$dir"
+mkcert() { # name subject issuer-name ext
+  openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$1.key" \
+    -subj "$2" -out "$1.csr" 2>/dev/null
+  openssl x509 -req -in "$1.csr" -CA "$3.pem" -CAkey "$3.key" -CAcreateserial -days 2 \
+    -extfile <(printf '%s\n' "$4") -out "$1.pem" 2>/dev/null
+  chmod 600 "$1.key"
+}
+mkca() {
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$1.key" \
+    -subj "/CN=$1" -days 2 -out "$1.pem" \
+    -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign 2>/dev/null
+  chmod 600 "$1.key"
+}
+mkca ca
+mkca otherca
+mkcert server "/CN=estc test server" ca \
+  "subjectAltName=IP:127.0.0.1,IP:::1,DNS:localhost
+extendedKeyUsage=serverAuth"
+mkcert client "/CN=estc test client" ca "extendedKeyUsage=clientAuth"
+# A server certificate that names another host only (CN says localhost).
+mkcert wrongname "/CN=localhost" ca "subjectAltName=DNS:other.example"
+
+# A free UDP port pair: a server uses P for CoAP and P+1 for DTLS. Servers
+# bind with SO_REUSEADDR, so a busy port must be seen before starting.
+free_port() {
+  for _ in $(seq 1 50); do
+    local p=$((20000 + RANDOM % 30000))
+    if ! ss -Hluan | awk '{print $4}' | grep -Eq "[:.]($p|$((p + 1)))\$"; then
+      echo "$p"
+      return 0
+    fi
+  done
+  echo "no free UDP port" >&2
+  exit 1
+}
+
+start_server() { # cert key port
+  "$server" -A 127.0.0.1 -p "$3" -c "$1" -j "$2" -C ca.pem -v 0 >"server-$3.log" 2>&1 &
+  server_pids+=($!)
+  for _ in $(seq 1 50); do
+    if ss -Hluan | awk '{print $4}' | grep -Eq "[:.]$(($3 + 1))\$"; then
+      return 0
+    fi
+    sleep 0.1
+  done
+  echo "coap-server-openssl did not start" >&2
+  cat "server-$3.log" >&2
+  exit 1
+}
+port=$(free_port)
+start_server server.pem server.key "$port"
+port2=$(free_port)
+start_server wrongname.pem wrongname.key "$port2"
+
+export ESTC_TEST_DIR=$dir ESTC_TEST_PORT=$((port + 1)) ESTC_TEST_PORT_WRONGNAME=$((port2 + 1))
+rc=0
+"$test_bin" || rc=$?
+exit $rc
