@@ -164,6 +164,26 @@ static void free_stores(struct estc__prov *prov)
     prov->n_stores = 0;
 }
 
+/*
+ * A provider that owns its estc_ctx is torn down by OPENSSL_cleanup() at
+ * exit, after the token libraries it loaded (SoftHSM2) have run their own
+ * destructors: closing their sessions then crashes. This atexit handler,
+ * registered after OpenSSL's and so run before it, marks that moment; the
+ * context is then left to the exiting process.
+ */
+static pthread_once_t exit_once = PTHREAD_ONCE_INIT;
+static volatile bool exiting;
+
+static void mark_exiting(void)
+{
+    exiting = true;
+}
+
+static void register_exit_mark(void)
+{
+    (void)atexit(mark_exiting);
+}
+
 static void prov_teardown(void *provctx)
 {
     struct estc__prov *prov = provctx;
@@ -172,7 +192,7 @@ static void prov_teardown(void *provctx)
         return;
     free_stores(prov);
     OSSL_LIB_CTX_free(prov->libctx);
-    if (prov->own_ectx)
+    if (prov->own_ectx && !exiting)
         estc_ctx_free(prov->ectx);
     pthread_mutex_destroy(&prov->lock);
     free(prov);
@@ -234,6 +254,8 @@ int estc__provider_init(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in,
             estc_ctx_free(ectx);
         return 0;
     }
+    if (own_ectx)
+        pthread_once(&exit_once, register_exit_mark);
     prov->handle = handle;
     prov->ectx = ectx;
     prov->own_ectx = own_ectx;
