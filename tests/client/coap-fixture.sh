@@ -2,11 +2,15 @@
 # Runs a transport test against libcoap's own coap-server-openssl on loopback.
 # Makes a test CA, a server certificate for 127.0.0.1 / localhost and a client
 # certificate in a temporary folder, starts the server on a free port, runs
-# the test binary (argument 1) with ESTC_TEST_DIR and ESTC_TEST_PORT set, and
+# the test command (the arguments) with ESTC_TEST_DIR and ESTC_TEST_PORT set, and
 # stops the server by its PID.
 set -euo pipefail
 
-test_bin=$(realpath "$1")
+# The test command; relative paths are resolved before changing folder.
+cmd=()
+for a in "$@"; do
+  if [ -e "$a" ]; then cmd+=("$(realpath "$a")"); else cmd+=("$a"); fi
+done
 server=$(command -v coap-server-openssl || true)
 if [ -z "$server" ]; then
   echo "coap-server-openssl not installed (package libcoap3-bin)" >&2
@@ -75,11 +79,13 @@ start_server() { # cert key port
   exit 1
 }
 port=$(free_port)
+[ -n "$port" ] || exit 1
 start_server server.pem server.key "$port"
 port2=$(free_port)
+[ -n "$port2" ] || exit 1
 start_server wrongname.pem wrongname.key "$port2"
 
 export ESTC_TEST_DIR=$dir ESTC_TEST_PORT=$((port + 1)) ESTC_TEST_PORT_WRONGNAME=$((port2 + 1))
 rc=0
-"$test_bin" || rc=$?
+"${cmd[@]}" || rc=$?
 exit $rc
