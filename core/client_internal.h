@@ -1,0 +1,121 @@
+/*
+ * The EST client's private structure, shared by the files of core/.
+ */
+#ifndef ESTC_CORE_CLIENT_INTERNAL_H
+#define ESTC_CORE_CLIENT_INTERNAL_H
+
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+
+#include <estc/client.h>
+#include <estc/provider.h>
+
+#include "codec.h"
+
+/* One trust anchor as configured: its certificates, and whether it is an
+ * implicit anchor (dropped once /crts gives the explicit set). */
+struct estc__anchor {
+    estc__der_list certs;
+    bool implicit;
+};
+
+/* Which credentials a DTLS session authenticates with. */
+enum estc__creds {
+    ESTC__CREDS_NONE = 0,
+    ESTC__CREDS_BOOTSTRAP, /* the configured certificate and key (/sen, /skg) */
+    ESTC__CREDS_ENROLLED,  /* the enrolled certificate and key (/sren) */
+};
+
+struct estc_client {
+    estc_ctx *ctx;
+    estc_provider *provider;
+
+    /* server */
+    char *host;     /* DNS name or IP literal (IPv6 without brackets) */
+    uint16_t port;
+    char *root;     /* "/est"; NULL: discover */
+    char *identity; /* NULL: the host */
+    char *paths[ESTC__EST_COUNT]; /* resource paths once known */
+
+    /* trust */
+    struct estc__anchor *anchors;
+    size_t n_anchors;
+    estc__der_list explicit_certs; /* from /crts */
+    char **ca_addrs;               /* their engine addresses */
+    size_t n_ca_addrs;
+    bool have_explicit;
+
+    /* credentials */
+    char *boot_cert; /* engine address or PEM file */
+    char *boot_key;
+    char *key_addr;  /* the enrolled key now */
+    char *cert_addr; /* the enrolled certificate now */
+    char *key_base;  /* the configured addresses: used when free, else the */
+    char *cert_base; /* prefix for a generated one */
+    char *ca_prefix;
+
+    /* request */
+    char *subject;
+    char **sans;
+    size_t n_sans;
+    estc_key_type key_type;
+    estc__csr_hints hints;
+    int accept;
+    unsigned timeout_ms;
+    unsigned max_retries;
+    unsigned max_wait_s;
+    unsigned block_szx;
+
+    /* transport */
+    estc_transport *transport;
+    bool custom_transport;
+    enum estc__creds transport_creds;
+    char *tmpdir; /* 0700 folder for the PEM files libcoap reads */
+
+    estc_lifecycle *lc;
+    bool own_lc;
+};
+
+/* ---- client.c ---------------------------------------------------------- */
+
+/* Sends one request on the right session, waiting out 5.03 answers, and
+ * turns CoAP errors into ESTC_ERR_SERVER. @resp holds the 2.xx answer. */
+estc_err estc__client_exchange(estc_client *c, enum estc__creds creds, estc__est_resource res,
+                               estc_coap_method method, int cf, int accept,
+                               const uint8_t *payload, size_t len, estc_response *resp);
+/* Drops the DTLS session, so the next exchange handshakes anew (new trust
+ * store, other credentials). */
+void estc__client_reset_transport(estc_client *c);
+/* Whether @s names an engine object (else it is a file path). */
+bool estc__is_engine_address(estc_client *c, const char *s);
+/* Reads a PEM file of certificates into @out. */
+estc_err estc__read_pem_certs(estc_client *c, const char *path, estc__der_list *out);
+/* Appends a copy of @der to @list. */
+estc_err estc__der_list_add(estc__der_list *list, const uint8_t *der, size_t len);
+
+/* ---- csr.c -------------------------------------------------------------- */
+
+/* A DER PKCS#10 request for the key at @key_addr with @subject and @sans
+ * (and the CSR-attribute hints), signed through the provider. */
+estc_err estc__csr_build(estc_client *c, const char *key_addr, const X509_NAME *subject,
+                         const GENERAL_NAMES *sans, estc_buf *der);
+/* Parses "/CN=a/O=b" into a name. */
+estc_err estc__parse_subject(estc_client *c, const char *text, X509_NAME **out);
+/* The configured subjectAltName entries as GENERAL_NAMES (NULL when none). */
+estc_err estc__parse_sans(estc_client *c, GENERAL_NAMES **out);
+
+/* ---- validate.c --------------------------------------------------------- */
+
+/* The trust store for chains: the explicit set when /crts succeeded, else
+ * every configured anchor; configured explicit anchors always. */
+estc_err estc__trust_store(estc_client *c, X509_STORE **out);
+/*
+ * Finds the certificate for @spki among @certs and checks it: it chains to
+ * the trust store (the other certificates as intermediates), its validity
+ * has begun and not ended; with @old, Subject and subjectAltName equal
+ * @old's. *@leaf receives the index of the issued certificate.
+ */
+estc_err estc__validate_issued(estc_client *c, const estc__der_list *certs, const estc_buf *spki,
+                               X509 *old, size_t *leaf);
+
+#endif

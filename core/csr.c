@@ -1,0 +1,194 @@
+/*
+ * PKCS#10 requests: subject and subjectAltName from the configuration (or
+ * the current certificate for /sren), what /att asked for, and a signature
+ * made through the estc provider, so the key never leaves its engine.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/store.h>
+#include <openssl/x509v3.h>
+
+#include "client_internal.h"
+
+static estc_err openssl_fail(estc_client *c, estc_err err, const char *what)
+{
+    char reason[200] = "no OpenSSL detail";
+    unsigned long e = ERR_peek_last_error();
+    if (e != 0)
+        ERR_error_string_n(e, reason, sizeof(reason));
+    ERR_clear_error();
+    return estc_error(c->ctx, err, "%s: %s", what, reason);
+}
+
+estc_err estc__parse_subject(estc_client *c, const char *text, X509_NAME **out)
+{
+    if (text[0] != '/')
+        return estc_error(c->ctx, ESTC_ERR_INVALID_ARG,
+                          "subject \"%s\": write it as /CN=name/O=organisation", text);
+    X509_NAME *name = X509_NAME_new();
+    char *copy = strdup(text + 1);
+    if (name == NULL || copy == NULL) {
+        X509_NAME_free(name);
+        free(copy);
+        return ESTC_ERR_NOMEM;
+    }
+    estc_err err = ESTC_OK;
+    char *save = NULL;
+    for (char *rdn = strtok_r(copy, "/", &save); rdn != NULL && err == ESTC_OK;
+         rdn = strtok_r(NULL, "/", &save)) {
+        char *eq = strchr(rdn, '=');
+        if (eq == NULL || eq == rdn || eq[1] == '\0') {
+            err = estc_error(c->ctx, ESTC_ERR_INVALID_ARG, "subject: \"%s\" is not type=value",
+                             rdn);
+            break;
+        }
+        *eq = '\0';
+        if (X509_NAME_add_entry_by_txt(name, rdn, MBSTRING_UTF8, (unsigned char *)eq + 1, -1, -1,
+                                       0) != 1)
+            err = openssl_fail(c, ESTC_ERR_INVALID_ARG, "subject attribute");
+    }
+    free(copy);
+    if (err == ESTC_OK && X509_NAME_entry_count(name) == 0)
+        err = estc_error(c->ctx, ESTC_ERR_INVALID_ARG, "subject is empty");
+    if (err != ESTC_OK) {
+        X509_NAME_free(name);
+        return err;
+    }
+    *out = name;
+    return ESTC_OK;
+}
+
+estc_err estc__parse_sans(estc_client *c, GENERAL_NAMES **out)
+{
+    *out = NULL;
+    if (c->n_sans == 0)
+        return ESTC_OK;
+    size_t n = 1;
+    for (size_t i = 0; i < c->n_sans; i++)
+        n += strlen(c->sans[i]) + 1;
+    char *joined = malloc(n);
+    if (joined == NULL)
+        return ESTC_ERR_NOMEM;
+    joined[0] = '\0';
+    for (size_t i = 0; i < c->n_sans; i++) {
+        if (i > 0)
+            strcat(joined, ",");
+        strcat(joined, c->sans[i]);
+    }
+    X509_EXTENSION *ext = X509V3_EXT_nconf_nid(NULL, NULL, NID_subject_alt_name, joined);
+    free(joined);
+    if (ext == NULL)
+        return openssl_fail(c, ESTC_ERR_INVALID_ARG,
+                            "subjectAltName (use DNS:, IP:, URI: or email: entries)");
+    GENERAL_NAMES *gens = X509V3_EXT_d2i(ext);
+    X509_EXTENSION_free(ext);
+    if (gens == NULL)
+        return openssl_fail(c, ESTC_ERR_INVALID_ARG, "subjectAltName");
+    *out = gens;
+    return ESTC_OK;
+}
+
+/* The key at @addr as an EVP_PKEY: OpenSSL's own loader for file:, the
+ * estc provider's STORE for every other engine. */
+static estc_err load_pkey(estc_client *c, const char *addr, EVP_PKEY **out)
+{
+    OSSL_STORE_CTX *store = OSSL_STORE_open(addr, NULL, NULL, NULL, NULL);
+    if (store == NULL)
+        return openssl_fail(c, ESTC_ERR_NOT_FOUND, addr);
+    OSSL_STORE_expect(store, OSSL_STORE_INFO_PKEY);
+    EVP_PKEY *pkey = NULL;
+    while (pkey == NULL && !OSSL_STORE_eof(store)) {
+        OSSL_STORE_INFO *info = OSSL_STORE_load(store);
+        if (info == NULL)
+            break;
+        if (OSSL_STORE_INFO_get_type(info) == OSSL_STORE_INFO_PKEY)
+            pkey = OSSL_STORE_INFO_get1_PKEY(info);
+        OSSL_STORE_INFO_free(info);
+    }
+    OSSL_STORE_close(store);
+    if (pkey == NULL)
+        return openssl_fail(c, ESTC_ERR_NOT_FOUND, addr);
+    ERR_clear_error();
+    *out = pkey;
+    return ESTC_OK;
+}
+
+/* Adds the extensions /att asked for, except those we set ourselves. */
+static estc_err add_requested(estc_client *c, STACK_OF(X509_EXTENSION) **exts)
+{
+    if (c->hints.extension_request.len == 0)
+        return ESTC_OK;
+    const unsigned char *p = c->hints.extension_request.data;
+    STACK_OF(X509_EXTENSION) *asked =
+        d2i_X509_EXTENSIONS(NULL, &p, (long)c->hints.extension_request.len);
+    if (asked == NULL)
+        return openssl_fail(c, ESTC_ERR_FORMAT, "CSR attributes: extensionRequest");
+    estc_err err = ESTC_OK;
+    for (int i = 0; i < sk_X509_EXTENSION_num(asked) && err == ESTC_OK; i++) {
+        X509_EXTENSION *e = sk_X509_EXTENSION_value(asked, i);
+        int nid = OBJ_obj2nid(X509_EXTENSION_get_object(e));
+        if (nid == NID_subject_alt_name && *exts != NULL &&
+            X509v3_get_ext_by_NID(*exts, nid, -1) >= 0)
+            continue; /* our own subjectAltName wins */
+        if (X509v3_add_ext(exts, e, -1) == NULL)
+            err = ESTC_ERR_NOMEM;
+    }
+    sk_X509_EXTENSION_pop_free(asked, X509_EXTENSION_free);
+    return err;
+}
+
+estc_err estc__csr_build(estc_client *c, const char *key_addr, const X509_NAME *subject,
+                         const GENERAL_NAMES *sans, estc_buf *der)
+{
+    EVP_PKEY *pkey = NULL;
+    estc_err err = load_pkey(c, key_addr, &pkey);
+    if (err != ESTC_OK)
+        return err;
+    X509_REQ *req = X509_REQ_new();
+    STACK_OF(X509_EXTENSION) *exts = NULL;
+    if (req == NULL || X509_REQ_set_version(req, 0) != 1 ||
+        X509_REQ_set_subject_name(req, subject) != 1 || X509_REQ_set_pubkey(req, pkey) != 1) {
+        err = openssl_fail(c, ESTC_ERR_CRYPTO, "building the CSR");
+        goto done;
+    }
+    if (sans != NULL &&
+        X509V3_add1_i2d(&exts, NID_subject_alt_name, (void *)sans, 0, X509V3_ADD_DEFAULT) != 1) {
+        err = openssl_fail(c, ESTC_ERR_CRYPTO, "subjectAltName");
+        goto done;
+    }
+    err = add_requested(c, &exts);
+    if (err != ESTC_OK)
+        goto done;
+    if (exts != NULL && X509_REQ_add_extensions(req, exts) != 1) {
+        err = openssl_fail(c, ESTC_ERR_CRYPTO, "CSR extensions");
+        goto done;
+    }
+    /* The hash /att asked for; otherwise one that matches the key size. */
+    const EVP_MD *md = EVP_sha256();
+    if (c->hints.hash == ESTC_HASH_SHA384 ||
+        (c->hints.hash == 0 && EVP_PKEY_get_bits(pkey) == 384))
+        md = EVP_sha384();
+    else if (c->hints.hash == ESTC_HASH_SHA512)
+        md = EVP_sha512();
+    if (X509_REQ_sign(req, pkey, md) <= 0) {
+        err = openssl_fail(c, ESTC_ERR_CRYPTO, "signing the CSR through the engine");
+        goto done;
+    }
+    unsigned char *out = NULL;
+    int n = i2d_X509_REQ(req, &out);
+    if (n <= 0) {
+        err = openssl_fail(c, ESTC_ERR_CRYPTO, "encoding the CSR");
+        goto done;
+    }
+    err = estc_buf_set(der, out, (size_t)n);
+    OPENSSL_free(out);
+done:
+    sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
+    X509_REQ_free(req);
+    EVP_PKEY_free(pkey);
+    return err;
+}

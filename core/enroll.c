@@ -1,0 +1,433 @@
+/*
+ * The EST operations: /crts, /sen, /sren, /skg and /att. Each follows one
+ * pattern: create what is new as PENDING in the lifecycle record, talk to
+ * the server, validate everything it sent, then commit (which removes what
+ * the new objects supersede) — or roll back, leaving the engines as they
+ * were.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/x509v3.h>
+
+#include "client_internal.h"
+
+static bool recorded(estc_client *c, const char *addr)
+{
+    for (size_t i = 0; i < estc_lifecycle_count(c->lc); i++) {
+        const char *a;
+        estc_obj_state st;
+        if (estc_lifecycle_get(c->lc, i, &a, NULL, &st, NULL) == ESTC_OK && strcmp(a, addr) == 0)
+            return st == ESTC_OBJ_COMMITTED;
+    }
+    return false;
+}
+
+static estc_err exists(estc_client *c, const char *addr, estc_obj_kind kind, bool *found)
+{
+    return estc_object_exists(c->ctx, addr, kind, found);
+}
+
+/* @base when nothing is there, else a generated address under @base. */
+static estc_err free_address(estc_client *c, const char *base, estc_obj_kind kind,
+                             const estc_buf *der, char **out)
+{
+    bool taken = false;
+    estc_err err = exists(c, base, kind, &taken);
+    if (err != ESTC_OK)
+        return err;
+    if (!taken) {
+        *out = strdup(base);
+        return *out != NULL ? ESTC_OK : ESTC_ERR_NOMEM;
+    }
+    return estc_address_generate(c->ctx, base, kind, der != NULL ? der->data : NULL,
+                                 der != NULL ? der->len : 0, out);
+}
+
+static enum estc__creds best_creds(estc_client *c)
+{
+    bool have = false;
+    if (c->boot_cert != NULL)
+        return ESTC__CREDS_BOOTSTRAP;
+    if (exists(c, c->cert_addr, ESTC_OBJ_CERT, &have) == ESTC_OK && have)
+        return ESTC__CREDS_ENROLLED;
+    estc_ctx_clear_error(c->ctx);
+    return ESTC__CREDS_BOOTSTRAP;
+}
+
+static estc_err replace_str(char **slot, const char *value)
+{
+    char *copy = strdup(value);
+    if (copy == NULL)
+        return ESTC_ERR_NOMEM;
+    free(*slot);
+    *slot = copy;
+    return ESTC_OK;
+}
+
+/* Certificates from a 2.xx answer, by its Content-Format. */
+static estc_err certs_of(estc_client *c, const estc_response *r, const char *what,
+                         estc__der_list *certs)
+{
+    estc_err err = estc__codec_certs(r->content_format, r->payload.data, r->payload.len, certs);
+    if (err == ESTC_ERR_PROTOCOL)
+        return estc_error(c->ctx, err, "%s: answered with Content-Format %d, not 281 or 287", what,
+                          r->content_format);
+    if (err != ESTC_OK)
+        return estc_error(c->ctx, err, "%s: the certificates do not parse", what);
+    return ESTC_OK;
+}
+
+/* ---- /crts ---------------------------------------------------------------- */
+
+estc_err estc_client_cacerts(estc_client *c)
+{
+    if (c == NULL)
+        return ESTC_ERR_INVALID_ARG;
+    enum estc__creds creds = best_creds(c);
+    estc_response resp = {0};
+    estc__der_list certs = {0};
+    estc_err err = estc__client_exchange(c, creds, ESTC__EST_CRTS, ESTC_COAP_GET, ESTC_CF_NONE,
+                                         c->accept, NULL, 0, &resp);
+    if (err == ESTC_OK)
+        err = certs_of(c, &resp, "GET /crts", &certs);
+    estc_response_clear(&resp);
+    if (err != ESTC_OK)
+        return err;
+
+    /* Re-validate the server against the new explicit set before trusting
+     * it: a fresh handshake with only that set (RFC 7030 §4.1.3). */
+    estc__der_list old = c->explicit_certs;
+    bool had_explicit = c->have_explicit;
+    c->explicit_certs = certs;
+    c->have_explicit = true;
+    estc__client_reset_transport(c);
+    err = estc__client_exchange(c, creds, ESTC__EST_CRTS, ESTC_COAP_GET, ESTC_CF_NONE, c->accept,
+                                NULL, 0, &resp);
+    estc_response_clear(&resp);
+    if (err != ESTC_OK) {
+        estc_err e = estc_error(c->ctx, ESTC_ERR_VALIDATION,
+                                "the server does not verify against the CA certificates it sent "
+                                "(%s)",
+                                estc_ctx_error_detail(c->ctx));
+        (void)err;
+        c->explicit_certs = old;
+        c->have_explicit = had_explicit;
+        estc__client_reset_transport(c);
+        estc__der_list_free(&certs);
+        return e;
+    }
+
+    /* Store each certificate at its generated address (the same CA keeps
+     * its address across runs); those no longer sent are superseded. */
+    char **addrs = calloc(certs.n, sizeof(*addrs));
+    err = addrs == NULL ? ESTC_ERR_NOMEM : ESTC_OK;
+    for (size_t i = 0; i < certs.n && err == ESTC_OK; i++) {
+        err = estc_address_generate(c->ctx, c->ca_prefix, ESTC_OBJ_TRUST, certs.items[i].data,
+                                    certs.items[i].len, &addrs[i]);
+        bool there = false;
+        if (err == ESTC_OK)
+            err = exists(c, addrs[i], ESTC_OBJ_TRUST, &there);
+        if (err == ESTC_OK && !there)
+            err = estc_lifecycle_cert_store(c->lc, addrs[i], ESTC_OBJ_TRUST, certs.items[i].data,
+                                            certs.items[i].len);
+    }
+    for (size_t j = 0; j < c->n_ca_addrs && err == ESTC_OK; j++) {
+        bool kept = false;
+        for (size_t i = 0; i < certs.n; i++)
+            kept = kept || strcmp(addrs[i], c->ca_addrs[j]) == 0;
+        if (!kept && recorded(c, c->ca_addrs[j]))
+            err = estc_lifecycle_supersede(c->lc, c->ca_addrs[j]);
+    }
+    if (err == ESTC_OK)
+        err = estc_lifecycle_commit(c->lc);
+    if (err != ESTC_OK) {
+        estc_lifecycle_rollback(c->lc);
+        c->explicit_certs = old;
+        c->have_explicit = had_explicit;
+        estc__client_reset_transport(c);
+        estc__der_list_free(&certs);
+        for (size_t i = 0; addrs != NULL && i < certs.n; i++)
+            free(addrs[i]);
+        free(addrs);
+        return err;
+    }
+    estc__der_list_free(&old);
+    for (size_t j = 0; j < c->n_ca_addrs; j++)
+        free(c->ca_addrs[j]);
+    free(c->ca_addrs);
+    c->ca_addrs = addrs;
+    c->n_ca_addrs = certs.n;
+    estc_log(c->ctx, ESTC_LOG_INFO, "/crts: %zu CA certificate(s) in the explicit trust store",
+             certs.n);
+    return ESTC_OK;
+}
+
+/* ---- shared tail of /sen, /sren, /skg -------------------------------------- */
+
+/*
+ * Validates the certificates of a 2.04 answer against the key at @key and
+ * stores the issued one; then supersedes what it replaces and commits.
+ * Rolls back on any failure.
+ */
+static estc_err finish(estc_client *c, const estc_response *r, const char *what, const char *key,
+                       bool key_is_new, X509 *old)
+{
+    estc__der_list certs = {0};
+    estc_buf spki = {0};
+    char *cert = NULL;
+    size_t leaf = 0;
+    estc_err err = certs_of(c, r, what, &certs);
+    if (err == ESTC_OK)
+        err = estc_key_public(c->ctx, key, &spki);
+    if (err == ESTC_OK)
+        err = estc__validate_issued(c, &certs, &spki, old, &leaf);
+    if (err == ESTC_OK)
+        err = free_address(c, c->cert_base, ESTC_OBJ_CERT, &certs.items[leaf], &cert);
+    if (err == ESTC_OK)
+        err = estc_lifecycle_cert_store(c->lc, cert, ESTC_OBJ_CERT, certs.items[leaf].data,
+                                        certs.items[leaf].len);
+    /* What the new objects replace goes at the commit, not before. */
+    if (err == ESTC_OK && strcmp(cert, c->cert_addr) != 0 && recorded(c, c->cert_addr))
+        err = estc_lifecycle_supersede(c->lc, c->cert_addr);
+    if (err == ESTC_OK && key_is_new && strcmp(key, c->key_addr) != 0 && recorded(c, c->key_addr))
+        err = estc_lifecycle_supersede(c->lc, c->key_addr);
+    if (err == ESTC_OK)
+        err = estc_lifecycle_commit(c->lc);
+    if (err == ESTC_OK)
+        err = replace_str(&c->cert_addr, cert);
+    if (err == ESTC_OK)
+        err = replace_str(&c->key_addr, key);
+    if (err != ESTC_OK) {
+        estc_err keep = err;
+        estc_lifecycle_rollback(c->lc);
+        err = keep;
+    } else {
+        /* The next /sren handshakes with the new credentials. */
+        estc__client_reset_transport(c);
+        estc_log(c->ctx, ESTC_LOG_INFO, "%s: certificate stored at %s, key at %s", what, cert,
+                 key);
+    }
+    free(cert);
+    estc_buf_free(&spki);
+    estc__der_list_free(&certs);
+    return err;
+}
+
+/* ---- /sen ------------------------------------------------------------------- */
+
+estc_err estc_client_enroll(estc_client *c)
+{
+    if (c == NULL)
+        return ESTC_ERR_INVALID_ARG;
+    if (c->subject == NULL)
+        return estc_error(c->ctx, ESTC_ERR_STATE, "enroll: no subject configured");
+    X509_NAME *subject = NULL;
+    GENERAL_NAMES *sans = NULL;
+    char *key = NULL;
+    bool key_is_new = false;
+    estc_buf csr = {0};
+    estc_response resp = {0};
+    estc_err err = estc__parse_subject(c, c->subject, &subject);
+    if (err == ESTC_OK)
+        err = estc__parse_sans(c, &sans);
+
+    /* A key already at the configured address that estc did not make is a
+     * provisioned key: enroll it. Otherwise make a new one. */
+    bool there = false;
+    if (err == ESTC_OK)
+        err = exists(c, c->key_base, ESTC_OBJ_KEY, &there);
+    if (err == ESTC_OK && there && !recorded(c, c->key_base)) {
+        key = strdup(c->key_base);
+        err = key == NULL ? ESTC_ERR_NOMEM : ESTC_OK;
+    } else if (err == ESTC_OK) {
+        err = free_address(c, c->key_base, ESTC_OBJ_KEY, NULL, &key);
+        if (err == ESTC_OK)
+            err = estc_lifecycle_key_generate(c->lc, key, c->key_type);
+        key_is_new = err == ESTC_OK;
+    }
+    if (err == ESTC_OK)
+        err = estc__csr_build(c, key, subject, sans, &csr);
+    if (err == ESTC_OK)
+        err = estc__client_exchange(c, ESTC__CREDS_BOOTSTRAP, ESTC__EST_SEN, ESTC_COAP_POST,
+                                    ESTC__CF_PKCS10, c->accept, csr.data, csr.len, &resp);
+    if (err == ESTC_OK)
+        err = finish(c, &resp, "POST /sen", key, key_is_new, NULL);
+    else if (key_is_new) {
+        estc_err keep = err;
+        estc_lifecycle_rollback(c->lc);
+        err = keep;
+    }
+    estc_response_clear(&resp);
+    estc_buf_free(&csr);
+    free(key);
+    GENERAL_NAMES_free(sans);
+    X509_NAME_free(subject);
+    return err;
+}
+
+/* ---- /sren ------------------------------------------------------------------ */
+
+estc_err estc_client_reenroll(estc_client *c, bool rekey)
+{
+    if (c == NULL)
+        return ESTC_ERR_INVALID_ARG;
+    estc_buf der = {0};
+    estc_err err = estc_cert_load(c->ctx, c->cert_addr, &der);
+    if (err != ESTC_OK)
+        return estc_error(c->ctx, ESTC_ERR_STATE, "reenroll: no certificate at %s",
+                          c->cert_addr);
+    const unsigned char *p = der.data;
+    X509 *old = d2i_X509(NULL, &p, (long)der.len);
+    estc_buf_free(&der);
+    if (old == NULL)
+        return estc_error(c->ctx, ESTC_ERR_FORMAT, "%s: not a certificate", c->cert_addr);
+
+    /* The same Subject and subjectAltName as now (RFC 7030 §4.2.2). */
+    GENERAL_NAMES *sans = X509_get_ext_d2i(old, NID_subject_alt_name, NULL, NULL);
+    char *key = NULL;
+    estc_buf csr = {0};
+    estc_response resp = {0};
+    if (rekey) {
+        err = free_address(c, c->key_base, ESTC_OBJ_KEY, NULL, &key);
+        if (err == ESTC_OK)
+            err = estc_lifecycle_key_generate(c->lc, key, c->key_type);
+    } else {
+        key = strdup(c->key_addr);
+        err = key == NULL ? ESTC_ERR_NOMEM : ESTC_OK;
+    }
+    bool made_key = rekey && err == ESTC_OK;
+    if (err == ESTC_OK)
+        err = estc__csr_build(c, key, X509_get_subject_name(old), sans, &csr);
+    if (err == ESTC_OK)
+        err = estc__client_exchange(c, ESTC__CREDS_ENROLLED, ESTC__EST_SREN, ESTC_COAP_POST,
+                                    ESTC__CF_PKCS10, c->accept, csr.data, csr.len, &resp);
+    if (err == ESTC_OK)
+        err = finish(c, &resp, "POST /sren", key, rekey, old);
+    else if (made_key) {
+        estc_err keep = err;
+        estc_lifecycle_rollback(c->lc);
+        err = keep;
+    }
+    estc_response_clear(&resp);
+    estc_buf_free(&csr);
+    free(key);
+    GENERAL_NAMES_free(sans);
+    X509_free(old);
+    return err;
+}
+
+/* ---- /skg ------------------------------------------------------------------- */
+
+estc_err estc_client_serverkeygen(estc_client *c)
+{
+    if (c == NULL)
+        return ESTC_ERR_INVALID_ARG;
+    if (c->subject == NULL)
+        return estc_error(c->ctx, ESTC_ERR_STATE, "serverkeygen: no subject configured");
+    X509_NAME *subject = NULL;
+    GENERAL_NAMES *sans = NULL;
+    char *temp = NULL, *key = NULL;
+    estc_buf csr = {0};
+    estc_response resp = {0};
+    estc__multipart mp = {0};
+    estc_err err = estc__parse_subject(c, c->subject, &subject);
+    if (err == ESTC_OK)
+        err = estc__parse_sans(c, &sans);
+    /* The request must be signed, but the server makes the key: sign it
+     * with a throw-away key in process memory. */
+    if (err == ESTC_OK)
+        err = estc_address_generate(c->ctx, "mem:", ESTC_OBJ_KEY, NULL, 0, &temp);
+    if (err == ESTC_OK)
+        err = estc_key_generate(c->ctx, temp, ESTC_KEY_EC_P256);
+    if (err == ESTC_OK) {
+        err = estc__csr_build(c, temp, subject, sans, &csr);
+        estc_key_remove(c->ctx, temp);
+    }
+    if (err == ESTC_OK)
+        err = estc__client_exchange(c, ESTC__CREDS_BOOTSTRAP, ESTC__EST_SKG, ESTC_COAP_POST,
+                                    ESTC__CF_PKCS10, ESTC__CF_MULTIPART_CORE, csr.data, csr.len,
+                                    &resp);
+    if (err == ESTC_OK && resp.content_format != ESTC__CF_MULTIPART_CORE)
+        err = estc_error(c->ctx, ESTC_ERR_PROTOCOL,
+                         "POST /skg: answered with Content-Format %d, not 62",
+                         resp.content_format);
+    if (err == ESTC_OK) {
+        err = estc__codec_multipart(resp.payload.data, resp.payload.len, &mp);
+        if (err != ESTC_OK)
+            err = estc_error(c->ctx, err, "POST /skg: malformed multipart-core");
+    }
+    const estc__multipart_part *kp = NULL, *cp = NULL;
+    if (err == ESTC_OK) {
+        kp = estc__multipart_find(&mp, ESTC__CF_PKCS8);
+        cp = estc__multipart_find(&mp, ESTC__CF_PKCS7_CERTS);
+        if (cp == NULL)
+            cp = estc__multipart_find(&mp, ESTC__CF_PKIX_CERT);
+        if (kp == NULL && estc__multipart_find(&mp, ESTC__CF_PKCS7_SERVER_KEY) != NULL)
+            err = estc_error(c->ctx, ESTC_ERR_UNSUPPORTED,
+                             "POST /skg: encrypted server-generated keys (280) are not supported");
+        else if (kp == NULL || !kp->present || cp == NULL || !cp->present)
+            err = estc_error(c->ctx, ESTC_ERR_PROTOCOL,
+                             "POST /skg: the answer lacks the key (284) or the certificate");
+    }
+    if (err == ESTC_OK)
+        err = free_address(c, c->key_base, ESTC_OBJ_KEY, NULL, &key);
+    if (err == ESTC_OK)
+        err = estc_lifecycle_key_import(c->lc, key, kp->data.data, kp->data.len);
+    bool imported = err == ESTC_OK;
+    if (err == ESTC_OK) {
+        /* Hand finish() the certificate part as a response of its own. */
+        estc_response part = {.code = resp.code, .content_format = cp->cf};
+        part.payload = cp->data;
+        err = finish(c, &part, "POST /skg", key, true, NULL);
+    } else if (imported) {
+        estc_lifecycle_rollback(c->lc);
+    }
+    /* The transit copy of the private key is wiped here. */
+    estc__multipart_free(&mp);
+    estc_response_clear(&resp);
+    estc_buf_free(&csr);
+    free(key);
+    if (temp != NULL)
+        free(temp);
+    GENERAL_NAMES_free(sans);
+    X509_NAME_free(subject);
+    return err;
+}
+
+/* ---- /att ------------------------------------------------------------------- */
+
+estc_err estc_client_csrattrs(estc_client *c)
+{
+    if (c == NULL)
+        return ESTC_ERR_INVALID_ARG;
+    estc_response resp = {0};
+    estc__csrattrs attrs = {0};
+    estc__csr_hints hints = {0};
+    estc_err err = estc__client_exchange(c, best_creds(c), ESTC__EST_ATT, ESTC_COAP_GET,
+                                         ESTC_CF_NONE, ESTC__CF_CSRATTRS, NULL, 0, &resp);
+    if (err == ESTC_OK && resp.payload.len > 0 && resp.content_format != ESTC__CF_CSRATTRS)
+        err = estc_error(c->ctx, ESTC_ERR_PROTOCOL,
+                         "GET /att: answered with Content-Format %d, not 285",
+                         resp.content_format);
+    if (err == ESTC_OK) {
+        err = estc__codec_csrattrs(resp.payload.data, resp.payload.len, &attrs);
+        if (err != ESTC_OK)
+            err = estc_error(c->ctx, err, "GET /att: malformed CSR attributes");
+    }
+    if (err == ESTC_OK)
+        err = estc__csrattrs_hints(&attrs, &hints);
+    if (err == ESTC_OK) {
+        estc__csr_hints_free(&c->hints);
+        c->hints = hints;
+        if (hints.key_type != 0)
+            c->key_type = hints.key_type;
+        estc_log(c->ctx, ESTC_LOG_INFO, "/att: %zu attribute(s)", attrs.n);
+    } else {
+        estc__csr_hints_free(&hints);
+    }
+    estc__csrattrs_free(&attrs);
+    estc_response_clear(&resp);
+    return err;
+}

@@ -1,0 +1,123 @@
+/*
+ * Validation of what the server issued, before anything is committed.
+ */
+#include <string.h>
+
+#include <openssl/err.h>
+#include <openssl/x509v3.h>
+
+#include "client_internal.h"
+
+static bool add_certs(X509_STORE *store, const estc__der_list *list)
+{
+    for (size_t i = 0; i < list->n; i++) {
+        const unsigned char *p = list->items[i].data;
+        X509 *x = d2i_X509(NULL, &p, (long)list->items[i].len);
+        bool ok = x != NULL && X509_STORE_add_cert(store, x) == 1;
+        X509_free(x);
+        if (!ok)
+            return false;
+    }
+    return true;
+}
+
+estc_err estc__trust_store(estc_client *c, X509_STORE **out)
+{
+    X509_STORE *store = X509_STORE_new();
+    bool ok = store != NULL;
+    if (ok && c->have_explicit)
+        ok = add_certs(store, &c->explicit_certs);
+    for (size_t i = 0; ok && i < c->n_anchors; i++) {
+        if (!c->anchors[i].implicit || !c->have_explicit)
+            ok = add_certs(store, &c->anchors[i].certs);
+    }
+    ERR_clear_error(); /* a certificate present twice is not an error */
+    if (!ok) {
+        X509_STORE_free(store);
+        return ESTC_ERR_NOMEM;
+    }
+    *out = store;
+    return ESTC_OK;
+}
+
+/* The subjectAltName extension's DER, or an empty buffer when absent. */
+static estc_err san_der(X509 *x, estc_buf *out)
+{
+    int idx = X509_get_ext_by_NID(x, NID_subject_alt_name, -1);
+    if (idx < 0)
+        return ESTC_OK;
+    ASN1_OCTET_STRING *v = X509_EXTENSION_get_data(X509_get_ext(x, idx));
+    return estc_buf_set(out, ASN1_STRING_get0_data(v), (size_t)ASN1_STRING_length(v));
+}
+
+static estc_err same_identity(estc_client *c, X509 *issued, X509 *old)
+{
+    if (X509_NAME_cmp(X509_get_subject_name(issued), X509_get_subject_name(old)) != 0)
+        return estc_error(c->ctx, ESTC_ERR_VALIDATION,
+                          "re-enrollment changed the certificate's Subject");
+    estc_buf a = {0}, b = {0};
+    estc_err err = san_der(issued, &a);
+    if (err == ESTC_OK)
+        err = san_der(old, &b);
+    if (err == ESTC_OK && (a.len != b.len || (a.len > 0 && memcmp(a.data, b.data, a.len) != 0)))
+        err = estc_error(c->ctx, ESTC_ERR_VALIDATION,
+                         "re-enrollment changed the certificate's subjectAltName");
+    estc_buf_free(&a);
+    estc_buf_free(&b);
+    return err;
+}
+
+estc_err estc__validate_issued(estc_client *c, const estc__der_list *certs, const estc_buf *spki,
+                               X509 *old, size_t *leaf)
+{
+    const unsigned char *p = spki->data;
+    EVP_PKEY *ours = d2i_PUBKEY(NULL, &p, (long)spki->len);
+    if (ours == NULL)
+        return estc_error(c->ctx, ESTC_ERR_FORMAT, "the engine's public key does not parse");
+    X509 *issued = NULL;
+    STACK_OF(X509) *others = sk_X509_new_null();
+    estc_err err = others == NULL ? ESTC_ERR_NOMEM : ESTC_OK;
+    for (size_t i = 0; i < certs->n && err == ESTC_OK; i++) {
+        const unsigned char *q = certs->items[i].data;
+        X509 *x = d2i_X509(NULL, &q, (long)certs->items[i].len);
+        if (x == NULL) {
+            err = estc_error(c->ctx, ESTC_ERR_FORMAT, "certificate %zu does not parse", i);
+            break;
+        }
+        if (issued == NULL && EVP_PKEY_eq(X509_get0_pubkey(x), ours) == 1) {
+            issued = x;
+            *leaf = i;
+        } else if (sk_X509_push(others, x) <= 0) {
+            X509_free(x);
+            err = ESTC_ERR_NOMEM;
+        }
+    }
+    ERR_clear_error();
+    if (err == ESTC_OK && issued == NULL)
+        err = estc_error(c->ctx, ESTC_ERR_VALIDATION,
+                         "the server issued a certificate for another key");
+    X509_STORE *store = NULL;
+    X509_STORE_CTX *sctx = NULL;
+    if (err == ESTC_OK)
+        err = estc__trust_store(c, &store);
+    if (err == ESTC_OK) {
+        sctx = X509_STORE_CTX_new();
+        if (sctx == NULL || X509_STORE_CTX_init(sctx, store, issued, others) != 1)
+            err = ESTC_ERR_NOMEM;
+    }
+    /* X509_verify_cert also checks that the validity period is current. */
+    if (err == ESTC_OK && X509_verify_cert(sctx) != 1) {
+        int code = X509_STORE_CTX_get_error(sctx);
+        err = estc_error(c->ctx, ESTC_ERR_VALIDATION, "issued certificate: %s",
+                         X509_verify_cert_error_string(code));
+    }
+    if (err == ESTC_OK && old != NULL)
+        err = same_identity(c, issued, old);
+    ERR_clear_error();
+    X509_STORE_CTX_free(sctx);
+    X509_STORE_free(store);
+    sk_X509_pop_free(others, X509_free);
+    X509_free(issued);
+    EVP_PKEY_free(ours);
+    return err;
+}
