@@ -45,15 +45,19 @@ struct p11_module {
     bool owned;     /* released on its own (else part of the registered list) */
     pid_t init_pid; /* process that initialized it, 0 when not initialized */
     bool broken;    /* a registered module that failed to initialize */
+    CK_INFO info;
+    bool have_info;
 };
 
 struct p11_token {
     struct p11_token *next;
     struct p11_module *mod;
     CK_SLOT_ID slot;
+    CK_SLOT_INFO slot_info;
     CK_TOKEN_INFO info;
     CK_SESSION_HANDLE session;
     bool has_session;
+    bool stale; /* gone or re-initialized: look it up again */
 };
 
 struct p11_state {
@@ -283,17 +287,34 @@ static estc_err registered_modules(struct p11_op *op)
 /* Tokens, sessions and login                                                */
 /* ------------------------------------------------------------------------ */
 
-static bool slot_matches(struct p11_op *op, CK_FUNCTION_LIST *fn, CK_SLOT_ID slot)
+static bool slot_matches(struct p11_op *op, CK_FUNCTION_LIST *fn, CK_SLOT_ID slot,
+                         CK_SLOT_INFO *sinfo)
 {
     CK_SLOT_ID want = p11_kit_uri_get_slot_id(op->uri);
     if (want != (CK_SLOT_ID)-1 && want != slot) {
         return false;
     }
-    CK_SLOT_INFO sinfo;
-    if (fn->C_GetSlotInfo(slot, &sinfo) != CKR_OK) {
+    if (fn->C_GetSlotInfo(slot, sinfo) != CKR_OK) {
         return false;
     }
-    return p11_kit_uri_match_slot_info(op->uri, &sinfo) == 1;
+    return p11_kit_uri_match_slot_info(op->uri, sinfo) == 1;
+}
+
+/* A token this context already has a session with, when it matches: no
+ * slot enumeration for the common case of one token used again and again. */
+static bool cached_token(struct p11_op *op, struct p11_module *mod)
+{
+    CK_SLOT_ID want = p11_kit_uri_get_slot_id(op->uri);
+    for (struct p11_token *t = op->st->tokens; t != NULL; t = t->next) {
+        if (t->mod == mod && t->has_session && !t->stale &&
+            (want == (CK_SLOT_ID)-1 || want == t->slot) &&
+            p11_kit_uri_match_slot_info(op->uri, &t->slot_info) == 1 &&
+            p11_kit_uri_match_token_info(op->uri, &t->info) == 1) {
+            op->tok = t;
+            return true;
+        }
+    }
+    return false;
 }
 
 static estc_err token_in_module(struct p11_op *op, struct p11_module *mod, bool *found)
@@ -302,12 +323,19 @@ static estc_err token_in_module(struct p11_op *op, struct p11_module *mod, bool 
     CK_ULONG n = 0;
     *found = false;
 
-    CK_INFO minfo;
-    CK_RV rv = fn->C_GetInfo(&minfo);
-    if (rv != CKR_OK) {
-        return p11_fail(op, "C_GetInfo", rv);
+    CK_RV rv;
+    if (!mod->have_info) {
+        rv = fn->C_GetInfo(&mod->info);
+        if (rv != CKR_OK) {
+            return p11_fail(op, "C_GetInfo", rv);
+        }
+        mod->have_info = true;
     }
-    if (p11_kit_uri_match_module_info(op->uri, &minfo) != 1) {
+    if (p11_kit_uri_match_module_info(op->uri, &mod->info) != 1) {
+        return ESTC_OK;
+    }
+    if (cached_token(op, mod)) {
+        *found = true;
         return ESTC_OK;
     }
     rv = fn->C_GetSlotList(CK_TRUE, NULL, &n);
@@ -328,7 +356,8 @@ static estc_err token_in_module(struct p11_op *op, struct p11_module *mod, bool 
     }
     for (CK_ULONG i = 0; i < n && !*found; i++) {
         CK_TOKEN_INFO tinfo;
-        if (!slot_matches(op, fn, slots[i])) {
+        CK_SLOT_INFO sinfo;
+        if (!slot_matches(op, fn, slots[i], &sinfo)) {
             continue;
         }
         if (fn->C_GetTokenInfo(slots[i], &tinfo) != CKR_OK) {
@@ -354,7 +383,9 @@ static estc_err token_in_module(struct p11_op *op, struct p11_module *mod, bool 
             t->next = op->st->tokens;
             op->st->tokens = t;
         }
+        t->slot_info = sinfo;
         t->info = tinfo;
+        t->stale = false;
         op->tok = t;
         *found = true;
     }
@@ -576,6 +607,14 @@ static bool op_recover(struct p11_op *op, estc_err err)
     case CKR_CRYPTOKI_NOT_INITIALIZED:
         op->tok->has_session = false;
         op->tok->mod->init_pid = 0;
+        return true;
+    case CKR_TOKEN_NOT_PRESENT:
+    case CKR_TOKEN_NOT_RECOGNIZED:
+    case CKR_DEVICE_REMOVED:
+    case CKR_SLOT_ID_INVALID:
+        /* Another token may match the address now. */
+        op->tok->has_session = false;
+        op->tok->stale = true;
         return true;
     default:
         return false;
@@ -1317,13 +1356,20 @@ static estc_err do_key_sign(struct p11_op *op, estc_sig_alg alg, estc_hash hash,
         estc_buf_free(&in);
         return p11_fail(op, "C_SignInit", rv);
     }
-    CK_ULONG out_len = 0;
-    rv = op->fn->C_Sign(op->s, (CK_BYTE *)data, data_len, NULL, &out_len);
-    uint8_t *out = NULL;
-    if (rv == CKR_OK) {
+    /* Room for RSA 8192 or any EC signature: one C_Sign in the common case.
+     * After CKR_BUFFER_TOO_SMALL the operation is still active. */
+    CK_ULONG out_len = 1024;
+    uint8_t *out = malloc(out_len);
+    if (out == NULL) {
+        out_len = 0;
+    }
+    rv = op->fn->C_Sign(op->s, (CK_BYTE *)data, data_len, out, &out_len);
+    if (rv == CKR_BUFFER_TOO_SMALL || (rv == CKR_OK && out == NULL)) {
+        free(out);
         out = malloc(out_len > 0 ? out_len : 1);
         if (out == NULL) {
-            /* End the operation: a NULL-free C_Sign that fails closes it. */
+            /* A call that fails for a short buffer of zero ends the operation
+             * on most tokens; either way the session is reused safely. */
             CK_ULONG tiny = 0;
             uint8_t dummy;
             (void)op->fn->C_Sign(op->s, (CK_BYTE *)data, data_len, &dummy, &tiny);
