@@ -894,15 +894,25 @@ static estc_err psa_drv_list(estc_ctx *ctx, void *state, const char *prefix, est
 static estc_err psa_drv_exists(estc_ctx *ctx, void *state, const char *addr, estc_obj_kind kind,
                                bool *found)
 {
-    estc_err err;
     *found = false;
+    if (kind < ESTC_OBJ_KEY || kind > ESTC_OBJ_TRUST)
+        return estc_error(ctx, ESTC_ERR_INVALID_ARG, "%s: unknown object kind %d", addr, (int)kind);
+    /* A well-formed address of the other form (a key id when a certificate
+     * is asked for, or the reverse) holds no object of @kind: generic
+     * callers such as the provider's STORE ask for both kinds. */
+    struct psa_addr a;
+    estc_err err = parse_addr(ctx, addr, ATTR_KEY_ID | ATTR_UID, &a);
+    if (err != ESTC_OK)
+        return err;
+    if (a.seen != ATTR_KEY_ID && a.seen != ATTR_UID)
+        return estc_error(ctx, ESTC_ERR_BAD_ADDRESS, "%s: names no object (key-id= or uid=)", addr);
+    if ((kind == ESTC_OBJ_KEY) != (a.seen == ATTR_KEY_ID))
+        return ESTC_OK;
+    err = ensure_init(ctx, state, addr);
+    if (err != ESTC_OK)
+        return err;
     if (kind == ESTC_OBJ_KEY) {
-        mbedtls_svc_key_id_t id;
-        err = parse_key_addr(ctx, addr, &id);
-        if (err == ESTC_OK)
-            err = ensure_init(ctx, state, addr);
-        if (err != ESTC_OK)
-            return err;
+        mbedtls_svc_key_id_t id = mbedtls_svc_key_id_make(0, (psa_key_id_t)a.key_id);
         psa_key_attributes_t a = PSA_KEY_ATTRIBUTES_INIT;
         psa_status_t s = psa_get_key_attributes(id, &a);
         psa_reset_key_attributes(&a);
@@ -914,14 +924,7 @@ static estc_err psa_drv_exists(estc_ctx *ctx, void *state, const char *addr, est
             return psa_fail(ctx, addr, "psa_get_key_attributes", s);
         return ESTC_OK;
     }
-    if (kind != ESTC_OBJ_CERT && kind != ESTC_OBJ_TRUST)
-        return estc_error(ctx, ESTC_ERR_INVALID_ARG, "%s: unknown object kind %d", addr, (int)kind);
-    psa_storage_uid_t uid;
-    err = parse_uid_addr(ctx, addr, &uid);
-    if (err == ESTC_OK)
-        err = ensure_init(ctx, state, addr);
-    if (err != ESTC_OK)
-        return err;
+    psa_storage_uid_t uid = a.uid;
     struct psa_storage_info_t info;
     psa_status_t s = psa_its_get_info(uid, &info);
     if (s == PSA_ERROR_DOES_NOT_EXIST)

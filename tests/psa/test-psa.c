@@ -588,6 +588,20 @@ START_TEST(bad_addresses)
         ck_assert_ptr_null(addr);
         EXPECT(estc_trust_list(ctx, bad_prefixes[i], collect, &got), ESTC_ERR_BAD_ADDRESS);
     }
+    /* exists(): a well-formed address of the other form holds nothing of
+     * that kind; a malformed one is an error. */
+    bool found = true;
+    OK(estc_object_exists(ctx, "psa:key-id=0x10001", ESTC_OBJ_CERT, &found));
+    ck_assert(!found);
+    found = true;
+    OK(estc_object_exists(ctx, "psa:uid=0x20001", ESTC_OBJ_KEY, &found));
+    ck_assert(!found);
+    EXPECT(estc_object_exists(ctx, "psa:", ESTC_OBJ_KEY, &found), ESTC_ERR_BAD_ADDRESS);
+    EXPECT(estc_object_exists(ctx, "psa:key-id=1;uid=2", ESTC_OBJ_KEY, &found),
+           ESTC_ERR_BAD_ADDRESS);
+    EXPECT(estc_object_exists(ctx, "psa:key-id=0", ESTC_OBJ_KEY, &found), ESTC_ERR_BAD_ADDRESS);
+    EXPECT(estc_object_exists(ctx, "psa:key-id-range=1-2", ESTC_OBJ_KEY, &found),
+           ESTC_ERR_BAD_ADDRESS);
     estc_buf_free(&cd);
     assert_no_files_left();
 }
