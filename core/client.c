@@ -17,6 +17,8 @@
 #include "client_internal.h"
 
 #define DEFAULT_PORT 5684
+/* Exchanges that may end without any answer before an operation fails. */
+#define ESTC__MAX_LOST_EXCHANGES 3
 
 static estc_err dup_str(const char *s, char **out)
 {
@@ -607,6 +609,7 @@ static estc_err send_path(estc_client *c, enum estc__creds creds, const char *pa
 {
     estc_request req = {.method = method, .path = path, .content_format = cf, .accept = accept,
                         .payload = payload, .payload_len = len};
+    unsigned lost = 0;
     for (unsigned attempt = 0;; attempt++) {
         estc_err err = open_transport(c, creds);
         if (err != ESTC_OK)
@@ -617,6 +620,16 @@ static estc_err send_path(estc_client *c, enum estc__creds creds, const char *pa
                                     estc_transport_error_detail(c->transport));
             /* A failed handshake or session is not reused. */
             estc__client_reset_transport(c);
+            /* libcoap gives up a handshake after five time-outs however long
+             * the exchange may take: on a lossy link try again a few times.
+             * Resending is safe: a server answers the same CSR alike. */
+            if ((err == ESTC_ERR_TIMEOUT || err == ESTC_ERR_TRANSPORT) &&
+                ++lost < ESTC__MAX_LOST_EXCHANGES) {
+                estc_log(c->ctx, ESTC_LOG_WARNING, "%s %s: no answer, trying again",
+                         method_name(method), path);
+                attempt--;
+                continue;
+            }
             return e;
         }
         if (resp->code / 100 == 2)

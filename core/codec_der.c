@@ -265,8 +265,20 @@ static estc_err parse_certs_only(const uint8_t *in, size_t len, estc__der_list *
     estc__der ecur = eci.contents;
     if ((err = estc__der_expect(&ecur, ESTC__DER_OID, &t)) != ESTC_OK)
         return err;
-    if (!oid_is(&t, oid_data, sizeof(oid_data)) || ecur.len != 0)
-        return ESTC_ERR_FORMAT; /* other content type, or content present */
+    if (!oid_is(&t, oid_data, sizeof(oid_data)))
+        return ESTC_ERR_FORMAT; /* other content type */
+    /* No content, or (as OpenSSL's PKCS7 writer emits it) an empty one:
+     * [0] EXPLICIT OCTET STRING of length zero. Real content is refused. */
+    if (ecur.len != 0) {
+        estc__der_tlv ex, os;
+        if ((err = estc__der_expect(&ecur, ESTC__DER_CTX_CONS(0), &ex)) != ESTC_OK)
+            return err;
+        if (ecur.len != 0 ||
+            (err = estc__der_expect(&ex.contents, ESTC__DER_OCTET_STRING, &os)) != ESTC_OK)
+            return ESTC_ERR_FORMAT;
+        if (os.contents.len != 0 || ex.contents.len != 0)
+            return ESTC_ERR_FORMAT; /* content present */
+    }
 
     if (cur.len == 0 || cur.p[0] != ESTC__DER_CTX_CONS(0))
         return ESTC_ERR_FORMAT; /* a bag without certificates is of no use */
