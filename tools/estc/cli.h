@@ -1,0 +1,106 @@
+/*
+ * estc: the command line EST-coaps client. Shared declarations of its files.
+ */
+#ifndef ESTC_TOOL_CLI_H
+#define ESTC_TOOL_CLI_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+
+#include <openssl/x509.h>
+
+#include <estc/client.h>
+#include <estc/engine.h>
+
+/* Exit statuses (documented in docs/cli.md and `estc --help`). */
+enum {
+    CLI_EXIT_OK = 0,
+    CLI_EXIT_FAILURE = 1,   /* the operation failed (engine, file, other) */
+    CLI_EXIT_USAGE = 2,     /* bad command line */
+    CLI_EXIT_NETWORK = 3,   /* no answer: transport failure or time-out */
+    CLI_EXIT_SERVER = 4,    /* the server refused, or a retry/size bound was hit */
+    CLI_EXIT_VALIDATION = 5 /* what the server sent (or its identity) failed validation */
+};
+
+enum cli_cmd {
+    CMD_DISCOVER = 0,
+    CMD_CACERTS,
+    CMD_ENROLL,
+    CMD_REENROLL,
+    CMD_SERVERKEYGEN,
+    CMD_CSRATTRS,
+    CMD_STATUS,
+    CMD_COUNT
+};
+
+/* A repeatable option's values. */
+struct cli_list {
+    const char **v;
+    size_t n;
+};
+
+struct cli {
+    enum cli_cmd cmd;
+    const char *cmd_name;
+
+    const char *server;
+    struct cli_list trust;
+    struct cli_list implicit_trust;
+    const char *server_name;
+    const char *cert;
+    const char *key;
+    const char *new_key;
+    const char *new_cert;
+    const char *ca_out;
+    const char *subject;
+    struct cli_list san;
+    struct cli_list drivers;
+    const char *out;
+    bool have_key_type;
+    estc_key_type key_type;
+    bool have_accept;
+    int accept;
+    unsigned block_size;
+    unsigned timeout_ms;
+    bool have_retries;
+    unsigned retries;
+    bool have_max_wait;
+    unsigned max_wait_s;
+    bool rekey;
+    bool with_cacerts;
+    bool with_csrattrs;
+    int verbose;
+    bool quiet;
+
+    estc_ctx *ctx;
+};
+
+/* commands.c: run the parsed command; returns the exit status. */
+int cli_run(struct cli *cli);
+
+/* output.c */
+
+/* Prints "estc: CMD: what: detail" (one line, secrets redacted) and returns
+ * the exit status for @err. @what may be NULL. */
+int cli_fail(const struct cli *cli, estc_err err, const char *what);
+/* Prints "estc: CMD: message" for a failure found by the tool itself. */
+int cli_failf(const struct cli *cli, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* The exit status for a library error. */
+int cli_exit_status(estc_err err);
+/* Copies @in into @out (of @size bytes) with PIN values replaced by "***"
+ * and control characters by spaces. */
+void cli_redact(const char *in, char *out, size_t size);
+/* Whether @s is an engine address (a registered scheme) rather than a file. */
+bool cli_is_address(estc_ctx *ctx, const char *s);
+/* Writes @n DER certificates as PEM to @path (atomically, 0644) or stdout. */
+int cli_write_pem(const struct cli *cli, const estc_buf *certs, size_t n, const char *path);
+/* Loads one certificate from an engine address or a PEM/DER file. */
+int cli_load_cert(const struct cli *cli, const char *src, X509 **out);
+/* Prints the status report for @cert (at @cert_src) and @key_src (may be NULL)
+ * into @fp; returns the exit status. */
+int cli_print_status(const struct cli *cli, FILE *fp, X509 *cert, const char *cert_src,
+                     const char *key_src);
+
+#endif

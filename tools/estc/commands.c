@@ -1,0 +1,355 @@
+/*
+ * estc: the subcommands, each a short sequence of estc_client calls.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "cli.h"
+
+static void log_line(void *arg, estc_log_level level, const char *msg)
+{
+    static const char *const names[] = {"error", "warning", "info", "debug"};
+    char shown[2048];
+    (void)arg;
+    cli_redact(msg, shown, sizeof(shown));
+    fprintf(stderr, "estc: %s: %s\n", (unsigned)level < 4 ? names[level] : "log", shown);
+}
+
+/* "estc: CMD: CA certificate stored at ADDR" (PINs redacted). */
+static void say_stored_ca(const struct cli *cli, const char *addr)
+{
+    char shown[1100];
+    if (cli->quiet || addr == NULL)
+        return;
+    cli_redact(addr, shown, sizeof(shown));
+    fprintf(stderr, "estc: %s: CA certificate stored at %s\n", cli->cmd_name, shown);
+}
+
+static bool is_mem(const char *addr)
+{
+    return addr != NULL && strncasecmp(addr, "mem:", 4) == 0;
+}
+
+/* An option value as an engine address: a plain file path becomes a file:
+ * address (absolute, so that it does not depend on the current folder). */
+static int as_address(const struct cli *cli, const char *opt, const char *src, char **out)
+{
+    if (cli_is_address(cli->ctx, src)) {
+        *out = strdup(src);
+    } else {
+        char *abs = realpath(src, NULL);
+        if (abs == NULL)
+            return cli_failf(cli, CLI_EXIT_FAILURE, "--%s %s: %s", opt, src, strerror(errno));
+        size_t len = strlen(abs) + 6;
+        *out = malloc(len);
+        if (*out != NULL)
+            snprintf(*out, len, "file:%s", abs);
+        free(abs);
+    }
+    if (*out == NULL)
+        return cli_failf(cli, CLI_EXIT_FAILURE, "out of memory");
+    return CLI_EXIT_OK;
+}
+
+/* A configuration call's failure: a bad value is a usage error. */
+static int config_fail(const struct cli *cli, estc_err err, const char *opt)
+{
+    int status = cli_fail(cli, err, opt);
+    if (err == ESTC_ERR_INVALID_ARG || err == ESTC_ERR_BAD_ADDRESS ||
+        err == ESTC_ERR_UNKNOWN_SCHEME)
+        return CLI_EXIT_USAGE;
+    return status;
+}
+
+/* Applies the options shared by the network subcommands. */
+static int configure(struct cli *cli, estc_client *client)
+{
+    estc_err err;
+    if (cli->server == NULL)
+        return cli_failf(cli, CLI_EXIT_USAGE, "--server is required (see estc %s --help)",
+                         cli->cmd_name);
+    if (cli->trust.n == 0 && cli->implicit_trust.n == 0)
+        return cli_failf(cli, CLI_EXIT_USAGE,
+                         "--trust or --implicit-trust is required: the server is always "
+                         "authenticated (see estc %s --help)",
+                         cli->cmd_name);
+    err = estc_client_set_server(client, cli->server);
+    if (err != ESTC_OK)
+        return config_fail(cli, err, "--server");
+    if (cli->server_name != NULL) {
+        err = estc_client_set_server_identity(client, cli->server_name);
+        if (err != ESTC_OK)
+            return config_fail(cli, err, "--server-name");
+    }
+    for (size_t i = 0; i < cli->trust.n; i++) {
+        err = estc_client_add_trust_anchor(client, cli->trust.v[i], false);
+        if (err != ESTC_OK)
+            return config_fail(cli, err, "--trust");
+    }
+    for (size_t i = 0; i < cli->implicit_trust.n; i++) {
+        err = estc_client_add_trust_anchor(client, cli->implicit_trust.v[i], true);
+        if (err != ESTC_OK)
+            return config_fail(cli, err, "--implicit-trust");
+    }
+    if (cli->timeout_ms != 0 || cli->have_retries || cli->have_max_wait) {
+        /* Unset values keep the library's defaults (5 waits, 300 s). */
+        err = estc_client_set_limits(client, cli->timeout_ms, cli->have_retries ? cli->retries : 5,
+                                     cli->have_max_wait ? cli->max_wait_s : 300);
+        if (err != ESTC_OK)
+            return config_fail(cli, err, "--timeout/--retries/--max-wait");
+    }
+    if (cli->block_size != 0) {
+        err = estc_client_set_block_size(client, cli->block_size);
+        if (err != ESTC_OK)
+            return config_fail(cli, err, "--block-size");
+    }
+    if (cli->have_accept) {
+        err = estc_client_set_accept(client, cli->accept);
+        if (err != ESTC_OK)
+            return config_fail(cli, err, "--accept");
+    }
+    if (cli->have_key_type) {
+        err = estc_client_set_key_type(client, cli->key_type);
+        if (err != ESTC_OK)
+            return config_fail(cli, err, "--key-type");
+    }
+    if (cli->cmd != CMD_REENROLL && (cli->cert != NULL || cli->key != NULL)) {
+        if (cli->cert == NULL || cli->key == NULL)
+            return cli_failf(cli, CLI_EXIT_USAGE, "--cert and --key go together");
+        err = estc_client_set_credentials(client, cli->cert, cli->key);
+        if (err != ESTC_OK)
+            return config_fail(cli, err, "--cert/--key");
+    }
+    if (cli->subject != NULL) {
+        err = estc_client_set_subject(client, cli->subject);
+        if (err != ESTC_OK)
+            return config_fail(cli, err, "--subject");
+    }
+    for (size_t i = 0; i < cli->san.n; i++) {
+        err = estc_client_add_san(client, cli->san.v[i]);
+        if (err != ESTC_OK)
+            return config_fail(cli, err, "--san");
+    }
+    return CLI_EXIT_OK;
+}
+
+/* Where the enrolled credentials and the CA certificates go (enroll,
+ * serverkeygen, cacerts) or sit (reenroll). */
+static int configure_enrolled(struct cli *cli, estc_client *client)
+{
+    const char *key = cli->new_key, *cert = cli->new_cert;
+    char *key_addr = NULL, *cert_addr = NULL;
+    int status = CLI_EXIT_OK;
+    if (cli->cmd == CMD_REENROLL) {
+        /* The current credentials: --cert/--key, or the addresses an earlier
+         * enroll wrote to (--new-cert/--new-key). */
+        if ((cli->cert != NULL || cli->key != NULL) &&
+            (cli->new_cert != NULL || cli->new_key != NULL))
+            return cli_failf(cli, CLI_EXIT_USAGE,
+                             "give the current credentials either as --cert/--key or as "
+                             "--new-cert/--new-key, not both");
+        key = cli->key != NULL ? cli->key : cli->new_key;
+        cert = cli->cert != NULL ? cli->cert : cli->new_cert;
+        if (key == NULL || cert == NULL)
+            return cli_failf(cli, CLI_EXIT_USAGE,
+                             "reenroll needs the current certificate and key (--cert and --key)");
+        status = as_address(cli, cli->cert != NULL ? "cert" : "new-cert", cert, &cert_addr);
+        if (status == CLI_EXIT_OK)
+            status = as_address(cli, cli->key != NULL ? "key" : "new-key", key, &key_addr);
+    } else {
+        if (key != NULL && (key_addr = strdup(key)) == NULL)
+            status = cli_failf(cli, CLI_EXIT_FAILURE, "out of memory");
+        if (status == CLI_EXIT_OK && cert != NULL && (cert_addr = strdup(cert)) == NULL)
+            status = cli_failf(cli, CLI_EXIT_FAILURE, "out of memory");
+    }
+    if (status == CLI_EXIT_OK && (key_addr != NULL || cert_addr != NULL || cli->ca_out != NULL)) {
+        estc_err err = estc_client_set_enrolled(client, key_addr, cert_addr, cli->ca_out);
+        if (err != ESTC_OK)
+            status = config_fail(cli, err, "--new-key/--new-cert/--ca-out");
+    }
+    /* The enrolled credentials also authenticate what precedes /sren
+     * (discovery, --with-cacerts, --with-csrattrs). */
+    if (status == CLI_EXIT_OK && cli->cmd == CMD_REENROLL) {
+        estc_err err = estc_client_set_credentials(client, cert_addr, key_addr);
+        if (err != ESTC_OK)
+            status = config_fail(cli, err, "--cert/--key");
+    }
+    free(key_addr);
+    free(cert_addr);
+    return status;
+}
+
+static int print_cacerts(struct cli *cli, estc_client *client)
+{
+    size_t n = estc_client_ca_count(client);
+    estc_buf *certs = calloc(n > 0 ? n : 1, sizeof(*certs));
+    if (certs == NULL)
+        return cli_failf(cli, CLI_EXIT_FAILURE, "out of memory");
+    int status = CLI_EXIT_OK;
+    for (size_t i = 0; i < n && status == CLI_EXIT_OK; i++) {
+        const char *addr = estc_client_ca_address(client, i);
+        estc_err err = addr != NULL ? estc_cert_load(cli->ctx, addr, &certs[i]) : ESTC_ERR_STATE;
+        if (err != ESTC_OK)
+            status = cli_fail(cli, err, "loading a stored CA certificate");
+        else
+            say_stored_ca(cli, addr);
+    }
+    if (status == CLI_EXIT_OK)
+        status = cli_write_pem(cli, certs, n, cli->cmd == CMD_CACERTS ? cli->out : NULL);
+    for (size_t i = 0; i < n; i++)
+        estc_buf_free(&certs[i]);
+    free(certs);
+    return status;
+}
+
+static int print_issued(struct cli *cli, estc_client *client)
+{
+    estc_buf der = {0};
+    estc_err err = estc_client_certificate(client, &der);
+    if (err != ESTC_OK)
+        return cli_fail(cli, err, "reading the issued certificate");
+    int status = cli_write_pem(cli, &der, 1, cli->out);
+    estc_buf_free(&der);
+    if (status != CLI_EXIT_OK || cli->quiet)
+        return status;
+    char key[1100], cert[1100];
+    cli_redact(estc_client_key_address(client), key, sizeof(key));
+    cli_redact(estc_client_cert_address(client), cert, sizeof(cert));
+    fprintf(stderr, "estc: %s: certificate stored at %s, key at %s\n", cli->cmd_name, cert, key);
+    if (is_mem(estc_client_key_address(client)) || is_mem(estc_client_cert_address(client)))
+        fprintf(stderr,
+                "estc: %s: note: mem: objects vanish when estc exits; keep the key and "
+                "certificate with --new-key/--new-cert file:, pkcs11:, tpm2: or psa: "
+                "addresses\n",
+                cli->cmd_name);
+    return status;
+}
+
+static int run_network(struct cli *cli)
+{
+    estc_client *client = NULL;
+    estc_err err = estc_client_new(cli->ctx, &client);
+    if (err != ESTC_OK)
+        return cli_fail(cli, err, "creating the client");
+    int status = configure(cli, client);
+    if (status == CLI_EXIT_OK && cli->cmd != CMD_DISCOVER && cli->cmd != CMD_CSRATTRS)
+        status = configure_enrolled(cli, client);
+
+        /* Each step clears the detail so that a failure reports its own. */
+#define STEP(call, what)                                                                           \
+    do {                                                                                           \
+        if (status == CLI_EXIT_OK) {                                                               \
+            estc_ctx_clear_error(cli->ctx);                                                        \
+            err = (call);                                                                          \
+            if (err != ESTC_OK)                                                                    \
+                status = cli_fail(cli, err, (what));                                               \
+        }                                                                                          \
+    } while (0)
+
+    switch (cli->cmd) {
+    case CMD_DISCOVER:
+        STEP(estc_client_discover(client), NULL);
+        if (status == CLI_EXIT_OK && !cli->quiet)
+            fprintf(stderr, "estc: discover: the server offers EST-coaps\n");
+        break;
+    case CMD_CACERTS:
+        STEP(estc_client_cacerts(client), NULL);
+        if (status == CLI_EXIT_OK)
+            status = print_cacerts(cli, client);
+        break;
+    case CMD_CSRATTRS:
+        STEP(estc_client_csrattrs(client), NULL);
+        if (status == CLI_EXIT_OK && !cli->quiet)
+            fprintf(stderr, "estc: csrattrs: the CSR attributes were received and understood\n");
+        break;
+    case CMD_ENROLL:
+    case CMD_REENROLL:
+    case CMD_SERVERKEYGEN:
+        if (cli->with_cacerts) {
+            STEP(estc_client_cacerts(client), "/crts");
+            for (size_t i = 0; status == CLI_EXIT_OK && i < estc_client_ca_count(client); i++)
+                say_stored_ca(cli, estc_client_ca_address(client, i));
+        }
+        if (cli->with_csrattrs)
+            STEP(estc_client_csrattrs(client), "/att");
+        if (cli->cmd == CMD_ENROLL)
+            STEP(estc_client_enroll(client), NULL);
+        else if (cli->cmd == CMD_REENROLL)
+            STEP(estc_client_reenroll(client, cli->rekey), NULL);
+        else
+            STEP(estc_client_serverkeygen(client), NULL);
+        if (status == CLI_EXIT_OK)
+            status = print_issued(cli, client);
+        break;
+    default:
+        status = cli_failf(cli, CLI_EXIT_FAILURE, "not a network subcommand");
+        break;
+    }
+#undef STEP
+    /* The engine objects stay: freeing the client removes nothing. */
+    estc_client_free(client);
+    return status;
+}
+
+static int run_status(struct cli *cli)
+{
+    if ((cli->cert != NULL && cli->new_cert != NULL) || (cli->key != NULL && cli->new_key != NULL))
+        return cli_failf(cli, CLI_EXIT_USAGE,
+                         "give --cert or --new-cert (and --key or "
+                         "--new-key), not both");
+    const char *cert_src = cli->new_cert != NULL ? cli->new_cert : cli->cert;
+    const char *key_src = cli->new_key != NULL ? cli->new_key : cli->key;
+    if (cert_src == NULL)
+        return cli_failf(cli, CLI_EXIT_USAGE,
+                         "status needs the certificate: --new-cert ADDR or --cert FILE|ADDR "
+                         "(the state file of --state is not supported yet)");
+    char *key_addr = NULL;
+    int status = CLI_EXIT_OK;
+    if (key_src != NULL)
+        status = as_address(cli, cli->new_key != NULL ? "new-key" : "key", key_src, &key_addr);
+    X509 *cert = NULL;
+    if (status == CLI_EXIT_OK)
+        status = cli_load_cert(cli, cert_src, &cert);
+    FILE *fp = stdout;
+    if (status == CLI_EXIT_OK && cli->out != NULL && strcmp(cli->out, "-") != 0) {
+        fp = fopen(cli->out, "w");
+        if (fp == NULL)
+            status = cli_failf(cli, CLI_EXIT_FAILURE, "--out %s: %s", cli->out, strerror(errno));
+    }
+    if (status == CLI_EXIT_OK)
+        status = cli_print_status(cli, fp, cert, cert_src, key_addr);
+    if (fp != NULL && fp != stdout && fclose(fp) != 0 && status == CLI_EXIT_OK)
+        status = cli_failf(cli, CLI_EXIT_FAILURE, "--out %s: %s", cli->out, strerror(errno));
+    X509_free(cert);
+    free(key_addr);
+    return status;
+}
+
+int cli_run(struct cli *cli)
+{
+    estc_err err = estc_ctx_new(&cli->ctx);
+    if (err != ESTC_OK)
+        return cli_failf(cli, CLI_EXIT_FAILURE, "cannot create the library context: %s",
+                         estc_strerror(err));
+    int status = CLI_EXIT_OK;
+    if (cli->verbose > 0) {
+        err = estc_ctx_set_log(cli->ctx, cli->verbose > 1 ? ESTC_LOG_DEBUG : ESTC_LOG_INFO,
+                               log_line, NULL);
+        if (err != ESTC_OK)
+            status = cli_fail(cli, err, "-v");
+    }
+    for (size_t i = 0; i < cli->drivers.n && status == CLI_EXIT_OK; i++) {
+        err = estc_engine_load_module(cli->ctx, cli->drivers.v[i]);
+        if (err != ESTC_OK)
+            status = cli_fail(cli, err, "--driver");
+    }
+    if (status == CLI_EXIT_OK)
+        status = cli->cmd == CMD_STATUS ? run_status(cli) : run_network(cli);
+    estc_ctx_free(cli->ctx);
+    cli->ctx = NULL;
+    return status;
+}

@@ -1,0 +1,488 @@
+/*
+ * estc: the command line EST-coaps client — options, help and dispatch.
+ *
+ *   estc SUBCOMMAND [options]
+ *
+ * Every option is checked against the subcommand it is given to, so a typo
+ * or a misplaced option is a usage error (exit 2) rather than silently
+ * ignored.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+#define BIT(c) (1u << (c))
+#define NET                                                                                        \
+    (BIT(CMD_DISCOVER) | BIT(CMD_CACERTS) | BIT(CMD_ENROLL) | BIT(CMD_REENROLL) |                  \
+     BIT(CMD_SERVERKEYGEN) | BIT(CMD_CSRATTRS))
+#define ALL (NET | BIT(CMD_STATUS))
+#define ISSUE (BIT(CMD_ENROLL) | BIT(CMD_REENROLL) | BIT(CMD_SERVERKEYGEN))
+
+static const struct {
+    const char *name;
+    const char *summary;
+    const char *usage;
+    const char *text;
+} commands[CMD_COUNT] = {
+    [CMD_DISCOVER] = {"discover", "find the server's EST resources (/.well-known/core)",
+                      "estc discover --server coaps://HOST[:PORT] --trust CA.pem",
+                      "Runs a DTLS handshake (with --cert/--key when given) and asks the server\n"
+                      "for its EST resources with /.well-known/core?rt=ace.est*.\n"},
+    [CMD_CACERTS] = {"cacerts", "GET /crts: fetch, store and print the CA certificates",
+                     "estc cacerts --server URI --implicit-trust BOOT-CA.pem --ca-out PREFIX",
+                     "Stores each CA certificate under --ca-out (one object per certificate)\n"
+                     "and prints them as PEM to --out or stdout.\n"},
+    [CMD_ENROLL] = {"enroll", "POST /sen: generate a key, request and store its certificate",
+                    "estc enroll --server URI --trust CA.pem --cert IDEVID --key IDEVID-KEY\n"
+                    "            --new-key ADDR --new-cert ADDR --subject /CN=NAME",
+                    "Generates a key at --new-key, sends a CSR for it (signed in its engine)\n"
+                    "over a DTLS session authenticated with --cert/--key, validates the\n"
+                    "issued certificate, stores it at --new-cert and prints it as PEM.\n"},
+    [CMD_REENROLL] = {"reenroll", "POST /sren: renew the enrolled certificate (same or new key)",
+                      "estc reenroll --server URI --trust CA.pem --cert CERT-ADDR --key KEY-ADDR",
+                      "Renews the certificate that sits at --cert (or --new-cert) for the key\n"
+                      "at --key (or --new-key); the DTLS session authenticates with them.\n"
+                      "Subject and subjectAltName stay. --rekey asks for a new key.\n"},
+    [CMD_SERVERKEYGEN] = {"serverkeygen",
+                          "POST /skg: the server makes the key; import it into an engine",
+                          "estc serverkeygen --server URI --trust CA.pem --cert IDEVID\n"
+                          "            --key IDEVID-KEY --new-key ADDR --new-cert ADDR "
+                          "--subject /CN=NAME",
+                          "The server generates the key pair; the key is imported into the\n"
+                          "engine of --new-key (one that supports import: mem:, file:, pkcs11:,\n"
+                          "psa:) and the copy in transit is wiped.\n"},
+    [CMD_CSRATTRS] = {"csrattrs", "GET /att: fetch the CSR attributes the server wants",
+                      "estc csrattrs --server URI --trust CA.pem",
+                      "Fetches and checks the CSR attributes. `enroll --with-csrattrs` applies\n"
+                      "them to the CSR it sends.\n"},
+    [CMD_STATUS] = {"status", "show the enrolled certificate and key",
+                    "estc status --new-cert CERT-ADDR [--new-key KEY-ADDR]",
+                    "Prints the certificate at --new-cert (or --cert; an engine address or a\n"
+                    "PEM/DER file): subject, issuer, serial, validity, subjectAltName, and\n"
+                    "whether the key at --new-key (or --key) is the certificate's key.\n"},
+};
+
+enum opt_id {
+    O_SERVER = 256,
+    O_TRUST,
+    O_IMPLICIT,
+    O_SERVER_NAME,
+    O_CERT,
+    O_KEY,
+    O_NEW_KEY,
+    O_NEW_CERT,
+    O_CA_OUT,
+    O_SUBJECT,
+    O_SAN,
+    O_KEY_TYPE,
+    O_ACCEPT,
+    O_BLOCK,
+    O_TIMEOUT,
+    O_RETRIES,
+    O_MAX_WAIT,
+    O_REKEY,
+    O_WITH_CACERTS,
+    O_WITH_CSRATTRS,
+    O_OUT,
+    O_DRIVER,
+    O_VERBOSE = 'v',
+    O_QUIET = 'q',
+    O_HELP = 'h',
+};
+
+static const struct opt {
+    int id;
+    const char *name;
+    const char *arg; /* NULL: no argument */
+    unsigned cmds;
+    const char *help;
+} opts[] = {
+    {O_SERVER, "server", "URI", NET, "coaps://HOST[:PORT][/ROOT]; without ROOT: discovery"},
+    {O_TRUST, "trust", "FILE|ADDR", NET,
+     "explicit trust anchor: PEM file or engine address (repeatable)"},
+    {O_IMPLICIT, "implicit-trust", "FILE|ADDR", NET,
+     "implicit trust anchor, used until /crts succeeds (repeatable)"},
+    {O_SERVER_NAME, "server-name", "NAME", NET,
+     "DNS name or IP the server's certificate must carry (default: HOST)"},
+    {O_CERT, "cert", "FILE|ADDR", ALL,
+     "DTLS client certificate (IDevID); reenroll/status: the current one"},
+    {O_KEY, "key", "FILE|ADDR", ALL, "its private key; reenroll/status: the current one"},
+    {O_NEW_KEY, "new-key", "ADDR", ISSUE | BIT(CMD_STATUS),
+     "where the enrolled key goes (default mem:estc-key)"},
+    {O_NEW_CERT, "new-cert", "ADDR", ISSUE | BIT(CMD_STATUS),
+     "where the enrolled certificate goes (default mem:estc-cert)"},
+    {O_CA_OUT, "ca-out", "PREFIX", BIT(CMD_CACERTS) | ISSUE,
+     "engine prefix for the CA certificates from /crts (default mem:)"},
+    {O_SUBJECT, "subject", "/CN=..", BIT(CMD_ENROLL) | BIT(CMD_SERVERKEYGEN),
+     "Subject to request, e.g. /CN=device-1/O=Example"},
+    {O_SAN, "san", "TYPE:VALUE", BIT(CMD_ENROLL) | BIT(CMD_SERVERKEYGEN),
+     "subjectAltName to request: DNS:x, IP:a, URI:u, email:e (repeatable)"},
+    {O_KEY_TYPE, "key-type", "TYPE", ISSUE, "p256 (default), p384, rsa2048 or rsa3072"},
+    {O_ACCEPT, "accept", "CF", BIT(CMD_CACERTS) | ISSUE,
+     "Content-Format to Accept: 281 (PKCS#7, default), 287 (X.509) or none"},
+    {O_BLOCK, "block-size", "N", NET, "CoAP block size: 16, 32, ..., 1024"},
+    {O_TIMEOUT, "timeout", "MS", NET, "time-out of one exchange in ms (default 30000)"},
+    {O_RETRIES, "retries", "N", NET, "5.03 answers waited out per request (default 5)"},
+    {O_MAX_WAIT, "max-wait", "SECONDS", NET, "longest Max-Age waited (default 300)"},
+    {O_REKEY, "rekey", NULL, BIT(CMD_REENROLL), "reenroll with a new key"},
+    {O_WITH_CACERTS, "with-cacerts", NULL, ISSUE,
+     "first GET /crts: store the CA certificates and trust them"},
+    {O_WITH_CSRATTRS, "with-csrattrs", NULL, ISSUE,
+     "first GET /att and apply the attributes to the CSR"},
+    {O_OUT, "out", "FILE", BIT(CMD_CACERTS) | ISSUE | BIT(CMD_STATUS),
+     "write the PEM (or the status) to FILE instead of stdout"},
+    {O_DRIVER, "driver", "MODULE.so", ALL, "load an engine driver module (repeatable)"},
+    {O_VERBOSE, "verbose", NULL, ALL, "log to stderr (-vv: debug)"},
+    {O_QUIET, "quiet", NULL, ALL, "no summary or notes on stderr"},
+    {O_HELP, "help", NULL, ALL, "this help"},
+};
+
+#define N_OPTS (sizeof(opts) / sizeof(opts[0]))
+
+static const struct opt *find_opt(int id)
+{
+    for (size_t i = 0; i < N_OPTS; i++) {
+        if (opts[i].id == id)
+            return &opts[i];
+    }
+    return NULL;
+}
+
+static void print_options(FILE *fp, int cmd)
+{
+    for (size_t i = 0; i < N_OPTS; i++) {
+        if (cmd >= 0 && !(opts[i].cmds & BIT(cmd)))
+            continue;
+        char left[64];
+        if (opts[i].id < 256)
+            snprintf(left, sizeof(left), "-%c, --%s", opts[i].id, opts[i].name);
+        else if (opts[i].arg != NULL)
+            snprintf(left, sizeof(left), "    --%s %s", opts[i].name, opts[i].arg);
+        else
+            snprintf(left, sizeof(left), "    --%s", opts[i].name);
+        fprintf(fp, "  %-30s %s\n", left, opts[i].help);
+    }
+}
+
+static const char exit_text[] =
+    "Exit status: 0 success, 1 operation failed, 2 usage error, 3 no answer\n"
+    "(transport failure, time-out), 4 the server refused or a bound was hit\n"
+    "(error code, too many 5.03, response too big), 5 validation failed (server\n"
+    "identity or chain, issued certificate, protocol).\n";
+
+static void main_help(FILE *fp)
+{
+    fprintf(fp, "usage: estc SUBCOMMAND [options]\n\n"
+                "An EST-coaps (RFC 9148) client: keys, certificates and trust anchors live\n"
+                "in crypto engines named by address (mem:, file:, pkcs11:, tpm2:, psa:).\n\n"
+                "Subcommands:\n");
+    for (int i = 0; i < CMD_COUNT; i++)
+        fprintf(fp, "  %-14s %s\n", commands[i].name, commands[i].summary);
+    fprintf(fp,
+            "\n`estc SUBCOMMAND --help` lists its options. mem: objects vanish when estc\n"
+            "exits: keep results with file:, pkcs11:, tpm2: or psa: addresses, e.g.\n"
+            "  --new-key 'pkcs11:token=Dev;object=est-key;pin-value=1234'\n"
+            "  --new-key file:/var/lib/estc/key.pem --new-cert file:/var/lib/estc/cert.pem\n\n");
+    fputs(exit_text, fp);
+}
+
+static void cmd_help(FILE *fp, int cmd)
+{
+    fprintf(fp, "usage: %s [options]\n\n%s: %s.\n%s\nOptions:\n", commands[cmd].usage,
+            commands[cmd].name, commands[cmd].summary, commands[cmd].text);
+    print_options(fp, cmd);
+    fputc('\n', fp);
+    fputs(exit_text, fp);
+}
+
+/* One line on stderr naming the mistake; never echoes option values (they
+ * may hold PINs). */
+__attribute__((format(printf, 2, 3))) static int usage_error(const char *cmd, const char *fmt, ...)
+{
+    va_list ap;
+    fprintf(stderr, "estc: %s: ", cmd != NULL ? cmd : "usage");
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, " (see estc %s%s--help)\n", cmd != NULL ? cmd : "", cmd != NULL ? " " : "");
+    return CLI_EXIT_USAGE;
+}
+
+static bool list_add(struct cli_list *l, const char *v)
+{
+    const char **grown = realloc(l->v, (l->n + 1) * sizeof(*grown));
+    if (grown == NULL)
+        return false;
+    l->v = grown;
+    l->v[l->n++] = v;
+    return true;
+}
+
+static bool parse_uint(const char *s, unsigned long max, unsigned *out)
+{
+    if (s[0] < '0' || s[0] > '9')
+        return false;
+    char *end;
+    errno = 0;
+    unsigned long v = strtoul(s, &end, 10);
+    if (errno != 0 || *end != '\0' || v > max)
+        return false;
+    *out = (unsigned)v;
+    return true;
+}
+
+static bool parse_key_type(const char *s, estc_key_type *out)
+{
+    static const struct {
+        const char *name;
+        estc_key_type type;
+    } types[] = {{"p256", ESTC_KEY_EC_P256},
+                 {"p384", ESTC_KEY_EC_P384},
+                 {"rsa2048", ESTC_KEY_RSA_2048},
+                 {"rsa3072", ESTC_KEY_RSA_3072}};
+    for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
+        if (strcmp(s, types[i].name) == 0) {
+            *out = types[i].type;
+            return true;
+        }
+    }
+    return false;
+}
+
+static void cli_free(struct cli *cli)
+{
+    free(cli->trust.v);
+    free(cli->implicit_trust.v);
+    free(cli->san.v);
+    free(cli->drivers.v);
+}
+
+/* Stores one option's value; returns 0 or an exit status. */
+static int set_opt(struct cli *cli, int id, const char *arg, const char *cmd)
+{
+    const struct opt *o = find_opt(id);
+    const char **single = NULL;
+    struct cli_list *list = NULL;
+    unsigned v;
+    switch (id) {
+    case O_SERVER:
+        single = &cli->server;
+        break;
+    case O_SERVER_NAME:
+        single = &cli->server_name;
+        break;
+    case O_CERT:
+        single = &cli->cert;
+        break;
+    case O_KEY:
+        single = &cli->key;
+        break;
+    case O_NEW_KEY:
+        single = &cli->new_key;
+        break;
+    case O_NEW_CERT:
+        single = &cli->new_cert;
+        break;
+    case O_CA_OUT:
+        single = &cli->ca_out;
+        break;
+    case O_SUBJECT:
+        single = &cli->subject;
+        break;
+    case O_OUT:
+        single = &cli->out;
+        break;
+    case O_TRUST:
+        list = &cli->trust;
+        break;
+    case O_IMPLICIT:
+        list = &cli->implicit_trust;
+        break;
+    case O_SAN:
+        list = &cli->san;
+        break;
+    case O_DRIVER:
+        list = &cli->drivers;
+        break;
+    case O_KEY_TYPE:
+        if (cli->have_key_type || !parse_key_type(arg, &cli->key_type))
+            goto bad_value;
+        cli->have_key_type = true;
+        return 0;
+    case O_ACCEPT:
+        if (cli->have_accept)
+            goto twice;
+        if (strcmp(arg, "281") == 0 || strcmp(arg, "287") == 0)
+            cli->accept = atoi(arg);
+        else if (strcmp(arg, "none") == 0)
+            cli->accept = ESTC_CF_NONE;
+        else
+            goto bad_value;
+        cli->have_accept = true;
+        return 0;
+    case O_BLOCK:
+        if (cli->block_size != 0 || !parse_uint(arg, 1024, &v) || v < 16 || (v & (v - 1)) != 0)
+            goto bad_value;
+        cli->block_size = v;
+        return 0;
+    case O_TIMEOUT:
+        if (cli->timeout_ms != 0 || !parse_uint(arg, 86400000, &v) || v == 0)
+            goto bad_value;
+        cli->timeout_ms = v;
+        return 0;
+    case O_RETRIES:
+        if (cli->have_retries || !parse_uint(arg, 1000, &v))
+            goto bad_value;
+        cli->retries = v;
+        cli->have_retries = true;
+        return 0;
+    case O_MAX_WAIT:
+        if (cli->have_max_wait || !parse_uint(arg, 86400, &v))
+            goto bad_value;
+        cli->max_wait_s = v;
+        cli->have_max_wait = true;
+        return 0;
+    case O_REKEY:
+        cli->rekey = true;
+        return 0;
+    case O_WITH_CACERTS:
+        cli->with_cacerts = true;
+        return 0;
+    case O_WITH_CSRATTRS:
+        cli->with_csrattrs = true;
+        return 0;
+    case O_VERBOSE:
+        cli->verbose++;
+        return 0;
+    case O_QUIET:
+        cli->quiet = true;
+        return 0;
+    default:
+        return usage_error(cmd, "unexpected option");
+    }
+    if (single != NULL) {
+        if (*single != NULL)
+            goto twice;
+        if (arg[0] == '\0')
+            goto bad_value;
+        *single = arg;
+        return 0;
+    }
+    if (arg[0] == '\0')
+        goto bad_value;
+    if (!list_add(list, arg)) {
+        fprintf(stderr, "estc: out of memory\n");
+        return CLI_EXIT_FAILURE;
+    }
+    return 0;
+twice:
+    return usage_error(cmd, "--%s given twice", o->name);
+bad_value:
+    /* Values may hold PINs: name the option, not the value. */
+    return usage_error(cmd, "--%s: bad value or given twice", o->name);
+}
+
+int main(int argc, char **argv)
+{
+    struct option longopts[N_OPTS + 1];
+    for (size_t i = 0; i < N_OPTS; i++) {
+        longopts[i] = (struct option){opts[i].name, opts[i].arg != NULL ? required_argument : 0,
+                                      NULL, opts[i].id};
+    }
+    longopts[N_OPTS] = (struct option){0};
+
+    if (argc < 2) {
+        main_help(stderr);
+        return CLI_EXIT_USAGE;
+    }
+    const char *first = argv[1];
+    if (strcmp(first, "--help") == 0 || strcmp(first, "-h") == 0) {
+        main_help(stdout);
+        return CLI_EXIT_OK;
+    }
+    if (strcmp(first, "--version") == 0) {
+        printf("estc %s\n", ESTC_TOOL_VERSION);
+        return CLI_EXIT_OK;
+    }
+    int cmd = -1;
+    bool help_for = strcmp(first, "help") == 0;
+    const char *name = help_for ? (argc > 2 ? argv[2] : NULL) : first;
+    if (help_for && name == NULL) {
+        main_help(stdout);
+        return CLI_EXIT_OK;
+    }
+    for (int i = 0; i < CMD_COUNT; i++) {
+        if (strcmp(name, commands[i].name) == 0)
+            cmd = i;
+    }
+    if (cmd < 0) {
+        if (name[0] == '-')
+            return usage_error(NULL, "a subcommand must come first, not an option");
+        char shown[48];
+        cli_redact(name, shown, sizeof(shown));
+        return usage_error(NULL, "unknown subcommand '%s'", shown);
+    }
+    if (help_for) {
+        cmd_help(stdout, cmd);
+        return CLI_EXIT_OK;
+    }
+
+    struct cli cli = {.cmd = (enum cli_cmd)cmd, .cmd_name = commands[cmd].name};
+    const char *cn = commands[cmd].name;
+    /* The subcommand plays the program name for getopt; "+" stops at the
+     * first operand, which is then refused. */
+    int ac = argc - 1;
+    char **av = argv + 1;
+    int status = 0;
+    bool help = false;
+    opterr = 0;
+    optind = 1;
+    int c;
+    while (status == 0 && (c = getopt_long(ac, av, "+vqh", longopts, NULL)) != -1) {
+        if (c == '?' || c == ':') {
+            if (optopt > 0 && optopt < 256) {
+                status = usage_error(cn, "unknown option -%c", optopt);
+            } else {
+                /* The option as typed, without any "=value" part. */
+                const char *bad = optind - 1 < ac ? av[optind - 1] : "";
+                int len = (int)strcspn(bad, "=");
+                status = usage_error(cn, "unknown option or missing value: %.*s",
+                                     len > 40 ? 40 : len, bad);
+            }
+            break;
+        }
+        const struct opt *o = find_opt(c);
+        if (o == NULL || !(o->cmds & BIT(cmd))) {
+            status = usage_error(cn, "--%s does not apply to %s", o != NULL ? o->name : "?", cn);
+            break;
+        }
+        if (c == O_HELP) {
+            help = true;
+            continue;
+        }
+        status = set_opt(&cli, c, optarg, cn);
+    }
+    if (status == 0 && help) {
+        cmd_help(stdout, cmd);
+        cli_free(&cli);
+        return CLI_EXIT_OK;
+    }
+    if (status == 0 && optind < ac) {
+        char shown[48];
+        cli_redact(av[optind], shown, sizeof(shown));
+        status = usage_error(cn, "unexpected argument '%s'", shown);
+    }
+    if (status == 0 && cli.quiet && cli.verbose > 0)
+        status = usage_error(cn, "-q and -v exclude each other");
+
+    if (status == 0)
+        status = cli_run(&cli);
+    cli_free(&cli);
+    return status;
+}
