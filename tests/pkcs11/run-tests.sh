@@ -6,6 +6,8 @@
 #   run-tests.sh driver PKCS11_TEST             the Check tests (two tokens)
 #   run-tests.sh export PKCS11_TEST             a key made by the driver cannot
 #                                               be read out with OpenSC's pkcs11-tool
+#   run-tests.sh valgrind ESTC_ENGINE_TEST PKCS11_TEST
+#                                               both under valgrind memcheck
 set -euo pipefail
 
 mode=$1
@@ -81,8 +83,18 @@ export)
     fi
     grep -q ESTC_ERR_NOT_FOUND "$SOFTHSM_DIR/err" || fail "missing key: $(cat "$SOFTHSM_DIR/err")"
     ;;
+valgrind)
+    # $exe is estc-engine-test, $3 pkcs11-test: both under memcheck.
+    command -v valgrind >/dev/null 2>&1 || { echo "valgrind not installed" >&2; exit 77; }
+    vg=(valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite)
+    softhsm_init_token estc-vg1 1234
+    softhsm_init_token estc-vg2 1234
+    "${vg[@]}" "$exe" "pkcs11:token=estc-vg1;pin-value=1234?module-path=$SOFTHSM_MODULE"
+    CK_FORK=no ESTC_P11_MODULE=$SOFTHSM_MODULE ESTC_P11_TOKEN1=estc-vg1 ESTC_P11_TOKEN2=estc-vg2 \
+        "${vg[@]}" "$3"
+    ;;
 *)
-    echo "usage: $0 conformance|driver|export EXECUTABLE" >&2
+    echo "usage: $0 conformance|driver|export|valgrind EXECUTABLE..." >&2
     exit 2
     ;;
 esac
