@@ -9,6 +9,10 @@ VECTORS=$HERE/vectors
 command -v coap-client-openssl >/dev/null || { echo "SKIP: coap-client-openssl missing"; exit 77; }
 command -v openssl >/dev/null || { echo "FAIL: openssl missing"; exit 1; }
 
+# In sanitizer builds, any report makes the server exit non-zero, which the
+# tests check when they stop it.
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
+
 T=$(mktemp -d)
 FAILED=0
 PASSED=0
@@ -99,4 +103,10 @@ fingerprint() { # FILE FORM
 # verifies [openssl verify options...] PEM: chains to the server's CA
 verifies() {
   openssl verify -CAfile "$ESTC_SERVER_CA" "$@" >/dev/null 2>&1
+}
+
+# stop_server DESCRIPTION: SIGTERM, then the exit status must be 0
+stop_server() {
+  estc_server_stop_keep_state
+  check "$1: clean exit on SIGTERM" test "${ESTC_SERVER_STATUS:-1}" -eq 0
 }

@@ -44,7 +44,7 @@ coap -m post -t 286 -f "$T/a.csr" /est/sen
 expect_code 2.04 "sen on the first run"
 lines=$(index_lines)
 head -n "$lines" "$ESTC_SERVER_STATE/state/index.txt" >"$T/index.before"
-estc_server_stop_keep_state
+stop_server "first run"
 estc_server_start --client-ca "$T/mca.crt" || exit 1
 check "CA reused after a restart" test "$(fingerprint "$ESTC_SERVER_CA" PEM)" = "$ca1"
 check "index kept after a restart" cmp -s "$T/index.before" \
@@ -106,7 +106,7 @@ na=$(date -d "$(openssl x509 -in "$T/v.pem" -noout -enddate | cut -d= -f2)" +%s)
 now=$(date +%s)
 check "validity in seconds (notAfter about now + 120)" test $((na - now)) -le 121 -a $((na - now)) -ge 100
 check "notBefore not in the future" test "$nb" -le "$now"
-estc_server_stop_keep_state
+stop_server "given CA"
 
 # --- IPv6 and --max-runtime -------------------------------------------------------------------
 if python3 -c "import socket; s=socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); s.bind(('::1', 0))" 2>/dev/null; then

@@ -59,7 +59,7 @@ coap -m post -t 286 -f "$T/g.csr" /.well-known/est/skg
 expect_code 2.04 "skg with a 64-byte block answer"
 check "skg answer is complete CBOR" python3 -c "
 import sys; d=open(sys.argv[1],'rb').read(); assert d[0]==0x84 and len(d)>300" "$T/out"
-estc_server_stop
+stop_server "block-size server"
 
 # --- proof of possession ---------------------------------------------------------------
 estc_server_start --client-ca "$T/mca.crt" --pop || exit 1
@@ -70,6 +70,6 @@ coap -m post -t 286 -f "$T/b.csr" /est/sen
 expect_code 4.00 "pop: no challengePassword"
 coap /.well-known/core
 expect_code 2.05 "still serving"
-estc_server_stop
+stop_server "pop server"
 
 finish

@@ -186,6 +186,8 @@ coap -A 40 /est/crts
 expect_code 4.06 "crts with Accept 40"
 coap -A 281 /est/att
 expect_code 4.06 "att with Accept 281"
+coap -b 50,64 /est/crts
+expect_code 4.00 "crts block 50, past the end"
 coap /est/nothing
 expect_code 4.04 "unknown path"
 coap /.well-known/est/crts

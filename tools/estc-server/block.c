@@ -45,6 +45,13 @@ void srv_respond_body(struct srv *s, coap_resource_t *r, coap_session_t *session
     int szx = s->opt.block_szx;
 
     coap_pdu_set_code(response, code);
+    /* libcoap refuses a block past the end without releasing the body: do it here. */
+    if (coap_get_block(request, COAP_OPTION_BLOCK2, &blk) && blk.num != 0 &&
+        len <= ((size_t)blk.num << (blk.szx + 4))) {
+        free(data);
+        srv_respond_error(response, COAP_RESPONSE_CODE_BAD_REQUEST, "no such block");
+        return;
+    }
     if (szx >= 0) {
         int has_b2 = coap_get_block(request, COAP_OPTION_BLOCK2, &blk);
         if (has_b2 && blk.num == 0 && (int)blk.szx > szx) {
@@ -67,7 +74,7 @@ void srv_respond_body(struct srv *s, coap_resource_t *r, coap_session_t *session
                             coap_encode_var_safe(buf, sizeof(buf), (1u << 3) | (unsigned)szx), buf);
         }
     }
-    /* On failure libcoap has already called release_body and set an error code. */
+    /* Other failures: libcoap has released the body and set an error code. */
     if (!coap_add_data_large_response(r, session, req, response, query, (uint16_t)cf, -1, 0, len,
                                       data, release_body, data))
         srv_log(SRV_LOG_ERR, "cannot add a %zu-byte body to the response", len);

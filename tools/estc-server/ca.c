@@ -470,6 +470,10 @@ int srv_ca_setup(struct srv *s)
         goto out;
 
     if (file_exists(key_path) || file_exists(cert_path)) {
+        struct stat st;
+        if (stat(key_path, &st) == 0 && (st.st_mode & 077) != 0)
+            srv_log(SRV_LOG_ERR, "warning: the CA key %s is readable by others (mode %03o)",
+                    key_path, (unsigned)(st.st_mode & 0777));
         s->ca.key = load_key(key_path);
         s->ca.cert = load_cert(cert_path);
         if (s->ca.key == NULL || s->ca.cert == NULL) {

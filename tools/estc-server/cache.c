@@ -11,6 +11,7 @@
 #include <openssl/crypto.h>
 
 #define CACHE_MAX_ENTRIES 1024
+#define DELAY_MAX_CLIENTS 4096
 
 struct delay_entry {
     uint8_t id[32];
@@ -48,7 +49,8 @@ static uint8_t *dup_bytes(const uint8_t *p, size_t n)
 }
 
 struct srv_cache {
-    struct delay_entry *delays;
+    struct delay_entry *delays; /* newest first */
+    size_t n_delays;
     struct answer_entry *answers;
     size_t n_answers;
 };
@@ -94,6 +96,15 @@ int srv_cache_should_delay(struct srv_cache *c, const uint8_t id[32], coap_sessi
         d->last_mid = -1;
         d->next = c->delays;
         c->delays = d;
+        if (++c->n_delays > DELAY_MAX_CLIENTS) {
+            /* Forget the oldest client: it will be delayed again, which is harmless. */
+            struct delay_entry *q = c->delays;
+            while (q->next != NULL && q->next->next != NULL)
+                q = q->next;
+            free(q->next);
+            q->next = NULL;
+            c->n_delays--;
+        }
     }
     /* A retransmission of the request just delayed is delayed again, uncounted. */
     if (d->last_session == session && d->last_mid == mid)
