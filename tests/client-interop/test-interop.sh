@@ -61,21 +61,22 @@ verify_issued "05" "$T/renewed.pem"
 same_key "05" "$T/renewed.pem" "$(openssl pkey -in "$T/f/key.pem" -pubout 2>/dev/null)"
 check "05: a new serial" test "$(serial_of "$T/renewed.pem")" != "$serial1"
 check "05: subject kept" test "$(subject_of "$T/renewed.pem")" = "O=Example,CN=device-1"
-newcert=$(sed -n 's/.*certificate stored at \(file:[^,]*\),.*/\1/p' "$T/stderr")
-check "05: the renewed certificate is stored at a file: address" test -n "$newcert"
-[ -n "$newcert" ] && check "05: ...holding the printed certificate" cmp -s <(openssl x509 -in "${newcert#file:}" -outform DER 2>/dev/null) <(openssl x509 -in "$T/renewed.pem" -outform DER)
+check "05: the renewed certificate replaced the old one in place" cmp -s <(openssl x509 -in "$T/f/cert.pem" -outform DER 2>/dev/null) <(openssl x509 -in "$T/renewed.pem" -outform DER)
+check "05: stderr names the same address" grep -q "certificate stored at file:$T/f/cert.pem," "$T/stderr"
+check "05: no second certificate or key left behind" test "$(ls "$T/f" | wc -l)" -eq 2
 
-# reenroll with --rekey: a new key, the same names.
-if [ -n "$newcert" ]; then
-  run_estc reenroll "${NET[@]}" --cert "$newcert" --key "file:$T/f/key.pem" --rekey
-  expect_ok "05: reenroll --rekey"
-  cp "$T/stdout" "$T/rekeyed.pem"
-  verify_issued "05 rekey" "$T/rekeyed.pem"
-  check "05 rekey: a different key" test "$(cert_pub "$T/rekeyed.pem")" != "$(cert_pub "$T/renewed.pem")"
-  newkey=$(sed -n 's/.*, key at \(file:.*\)$/\1/p' "$T/stderr")
-  check "05 rekey: the new key is a 0600 file" test "$(stat -c %a "${newkey#file:}" 2>/dev/null)" = 600
-  [ -n "$newkey" ] && same_key "05 rekey" "$T/rekeyed.pem" "$(openssl pkey -in "${newkey#file:}" -pubout 2>/dev/null)"
-fi
+# reenroll with --rekey: a new key, the same names; the old key is removed.
+run_estc reenroll "${NET[@]}" --cert "$T/f/cert.pem" --key "$T/f/key.pem" --rekey
+expect_ok "05: reenroll --rekey (current credentials as plain files)"
+cp "$T/stdout" "$T/rekeyed.pem"
+verify_issued "05 rekey" "$T/rekeyed.pem"
+check "05 rekey: a different key" test "$(cert_pub "$T/rekeyed.pem")" != "$(cert_pub "$T/renewed.pem")"
+newkey=$(sed -n 's/.*, key at file:\(.*\)$/\1/p' "$T/stderr")
+check "05 rekey: the new key is a 0600 file" test "$(stat -c %a "$newkey" 2>/dev/null)" = 600
+[ -n "$newkey" ] && same_key "05 rekey" "$T/rekeyed.pem" "$(openssl pkey -in "$newkey" -pubout 2>/dev/null)"
+check "05 rekey: the old key is gone" test ! -e "$T/f/key.pem"
+check "05 rekey: the certificate stays where it was" cmp -s <(openssl x509 -in "$T/f/cert.pem" -outform DER 2>/dev/null) <(openssl x509 -in "$T/rekeyed.pem" -outform DER)
+check "05 rekey: one key and one certificate" test "$(ls "$T/f" | wc -l)" -eq 2
 
 # 07: POST /skg: the server makes the key, imported into file:.
 run_estc serverkeygen "${NET[@]}" "${BOOT[@]}" --subject /CN=device-skg --new-key "file:$T/f/skg.key" \

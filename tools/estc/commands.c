@@ -139,7 +139,7 @@ static int configure(struct cli *cli, estc_client *client)
 
 /* Where the enrolled credentials and the CA certificates go (enroll,
  * serverkeygen, cacerts) or sit (reenroll). */
-static int configure_enrolled(struct cli *cli, estc_client *client)
+static int configure_enrolled(struct cli *cli, estc_client *client, char **cur_cert, char **cur_key)
 {
     const char *key = cli->new_key, *cert = cli->new_cert;
     char *key_addr = NULL, *cert_addr = NULL;
@@ -178,8 +178,67 @@ static int configure_enrolled(struct cli *cli, estc_client *client)
         if (err != ESTC_OK)
             status = config_fail(cli, err, "--cert/--key");
     }
+    if (status == CLI_EXIT_OK && cli->cmd == CMD_REENROLL) {
+        *cur_cert = cert_addr;
+        *cur_key = key_addr;
+        return status;
+    }
     free(key_addr);
     free(cert_addr);
+    return status;
+}
+
+/*
+ * Without a state file the library does not know that the objects at the
+ * given addresses are the enrolled ones, so it leaves them and puts the
+ * renewed certificate (and a new key) at generated addresses. A one-shot
+ * command should leave one certificate where the user keeps it: move the
+ * renewed certificate to the old one's address (putting the old one back if
+ * that fails) and, after --rekey, remove the old key, whose certificate is
+ * gone. Nothing is left behind either way.
+ */
+static int replace_in_place(struct cli *cli, estc_client *client, const char *old_cert,
+                            const char *old_key)
+{
+    const char *new_cert = estc_client_cert_address(client);
+    const char *new_key = estc_client_key_address(client);
+    estc_buf old_der = {0}, new_der = {0};
+    estc_err err = ESTC_OK;
+    int status = CLI_EXIT_OK;
+    if (new_cert != NULL && strcmp(new_cert, old_cert) != 0) {
+        err = estc_cert_load(cli->ctx, old_cert, &old_der);
+        if (err == ESTC_OK)
+            err = estc_cert_load(cli->ctx, new_cert, &new_der);
+        if (err == ESTC_OK)
+            err = estc_cert_remove(cli->ctx, old_cert);
+        if (err == ESTC_OK) {
+            err = estc_cert_store(cli->ctx, old_cert, new_der.data, new_der.len);
+            if (err != ESTC_OK) {
+                estc_err first = err;
+                char detail[1024];
+                snprintf(detail, sizeof(detail), "%s", estc_ctx_error_detail(cli->ctx));
+                (void)estc_cert_store(cli->ctx, old_cert, old_der.data, old_der.len);
+                err = estc_error(cli->ctx, first, "%s", detail);
+            }
+        }
+        if (err == ESTC_OK) {
+            estc_err rm = estc_cert_remove(cli->ctx, new_cert);
+            if (rm != ESTC_OK)
+                status = cli_fail(cli, rm, "removing the renewed certificate's temporary copy");
+        } else {
+            char where[1100], what[1200];
+            cli_redact(new_cert, where, sizeof(where));
+            snprintf(what, sizeof(what), "the renewed certificate stays at %s", where);
+            status = cli_fail(cli, err, what);
+        }
+    }
+    if (status == CLI_EXIT_OK && new_key != NULL && strcmp(new_key, old_key) != 0) {
+        err = estc_key_remove(cli->ctx, old_key);
+        if (err != ESTC_OK && err != ESTC_ERR_NOT_FOUND)
+            status = cli_fail(cli, err, "removing the replaced key");
+    }
+    estc_buf_free(&old_der);
+    estc_buf_free(&new_der);
     return status;
 }
 
@@ -206,10 +265,12 @@ static int print_cacerts(struct cli *cli, estc_client *client)
     return status;
 }
 
-static int print_issued(struct cli *cli, estc_client *client)
+/* @cert_at: where the certificate now is when not the client's address. */
+static int print_issued(struct cli *cli, estc_client *client, const char *cert_at)
 {
     estc_buf der = {0};
-    estc_err err = estc_client_certificate(client, &der);
+    estc_err err = cert_at != NULL ? estc_cert_load(cli->ctx, cert_at, &der)
+                                   : estc_client_certificate(client, &der);
     if (err != ESTC_OK)
         return cli_fail(cli, err, "reading the issued certificate");
     int status = cli_write_pem(cli, &der, 1, cli->out);
@@ -218,7 +279,7 @@ static int print_issued(struct cli *cli, estc_client *client)
         return status;
     char key[1100], cert[1100];
     cli_redact(estc_client_key_address(client), key, sizeof(key));
-    cli_redact(estc_client_cert_address(client), cert, sizeof(cert));
+    cli_redact(cert_at != NULL ? cert_at : estc_client_cert_address(client), cert, sizeof(cert));
     fprintf(stderr, "estc: %s: certificate stored at %s, key at %s\n", cli->cmd_name, cert, key);
     if (is_mem(estc_client_key_address(client)) || is_mem(estc_client_cert_address(client)))
         fprintf(stderr,
@@ -235,9 +296,10 @@ static int run_network(struct cli *cli)
     estc_err err = estc_client_new(cli->ctx, &client);
     if (err != ESTC_OK)
         return cli_fail(cli, err, "creating the client");
+    char *cur_cert = NULL, *cur_key = NULL;
     int status = configure(cli, client);
     if (status == CLI_EXIT_OK && cli->cmd != CMD_DISCOVER && cli->cmd != CMD_CSRATTRS)
-        status = configure_enrolled(cli, client);
+        status = configure_enrolled(cli, client, &cur_cert, &cur_key);
 
         /* Each step clears the detail so that a failure reports its own. */
 #define STEP(call, what)                                                                           \
@@ -282,8 +344,10 @@ static int run_network(struct cli *cli)
             STEP(estc_client_reenroll(client, cli->rekey), NULL);
         else
             STEP(estc_client_serverkeygen(client), NULL);
+        if (status == CLI_EXIT_OK && cli->cmd == CMD_REENROLL)
+            status = replace_in_place(cli, client, cur_cert, cur_key);
         if (status == CLI_EXIT_OK)
-            status = print_issued(cli, client);
+            status = print_issued(cli, client, cur_cert);
         break;
     default:
         status = cli_failf(cli, CLI_EXIT_FAILURE, "not a network subcommand");
@@ -292,6 +356,8 @@ static int run_network(struct cli *cli)
 #undef STEP
     /* The engine objects stay: freeing the client removes nothing. */
     estc_client_free(client);
+    free(cur_cert);
+    free(cur_key);
     return status;
 }
 

@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Interop through the estc command with the enrolled key in a SoftHSM2 token:
+# sen, sren, skg, crts into the token; object counts before and after; the
+# key sensitive and not extractable; PINs never shown.
+. "$(dirname "$0")/lib.sh"
+. "$SRC/tests/fixtures/softhsm.sh"
+
+softhsm_start
+rc=$?
+[ "$rc" -eq 0 ] || exit "$rc"
+CLEANUPS+=(softhsm_stop)
+command -v pkcs11-tool >/dev/null || { echo "FAIL: pkcs11-tool missing"; exit 1; }
+PIN=741852
+softhsm_init_token cli "$PIN" 5678 || { echo "FAIL: cannot make a token"; exit 1; }
+P="pkcs11:token=cli"
+Q="?module-path=$SOFTHSM_MODULE"
+addr() { echo "$P;object=$1;pin-value=$PIN$Q"; }
+count() { softhsm_count_objects cli "$PIN"; }
+no_pin() { ! grep -q "$PIN" "$T/stderr" "$T/stdout"; }
+
+make_pki || { echo "FAIL: cannot make the test PKI"; exit 1; }
+start_server
+
+# A failed enrollment leaves the token as it was.
+n0=$(count)
+run_estc enroll --server "$ESTC_SERVER_URI" --trust "$T/other.crt" "${BOOT[@]}" --subject /CN=p11 \
+  --new-key "$(addr est-key)" --new-cert "$(addr est-cert)"
+expect_fail "untrusted server" 5
+check "untrusted server: token unchanged ($n0 objects)" test "$(count)" -eq "$n0"
+check "untrusted server: no PIN in the error" no_pin
+
+# 03: sen with the key generated in the token.
+run_estc enroll "${NET[@]}" "${BOOT[@]}" --subject /CN=p11-device --new-key "$(addr est-key)" \
+  --new-cert "$(addr est-cert)"
+expect_ok "03 pkcs11: enroll"
+cp "$T/stdout" "$T/p11.pem"
+verify_issued "03 pkcs11" "$T/p11.pem"
+same_key "03 pkcs11" "$T/p11.pem" "$(engine_pub "$(addr est-key)")"
+n1=$(count)
+check "03 pkcs11: key pair and certificate added ($n0 -> $n1)" test "$n1" -eq $((n0 + 3))
+check "03 pkcs11: no PIN on stderr" no_pin
+objs=$(pkcs11-tool --module "$SOFTHSM_MODULE" --token-label cli --login --pin "$PIN" --list-objects 2>/dev/null)
+priv=$(printf '%s\n' "$objs" | grep -A12 '^Private Key Object' | grep -m1 'Access:')
+check "03 pkcs11: the key is sensitive" grep -q 'sensitive' <<<"$priv"
+check "03 pkcs11: the key is never extractable" grep -q 'never extractable' <<<"$priv"
+check "03 pkcs11: the token holds the certificate" bash -c "pkcs11-tool --module '$SOFTHSM_MODULE' --token-label cli --login --pin '$PIN' --read-object --type cert --label est-cert 2>/dev/null | openssl x509 -inform DER -noout -subject | grep -q p11-device"
+run_estc status --new-cert "$(addr est-cert)" --new-key "$(addr est-key)"
+expect_ok "03 pkcs11: status"
+check "03 pkcs11: status shows a matching key, PIN hidden" bash -c "grep -q 'matches the certificate' '$T/stdout' && grep -q 'pin-value=\*\*\*' '$T/stdout'"
+check "03 pkcs11: status shows no PIN" no_pin
+
+# 05: sren with the token key; the old certificate is replaced, not piled up.
+run_estc reenroll "${NET[@]}" --new-cert "$(addr est-cert)" --new-key "$(addr est-key)"
+expect_ok "05 pkcs11: reenroll"
+verify_issued "05 pkcs11" "$T/stdout"
+same_key "05 pkcs11" "$T/stdout" "$(engine_pub "$(addr est-key)")"
+check "05 pkcs11: new serial" test "$(serial_of "$T/stdout")" != "$(serial_of "$T/p11.pem")"
+check "05 pkcs11: no PIN on stderr" no_pin
+n2=$(count)
+check "05 pkcs11: token count unchanged after sren ($n1 -> $n2)" test "$n2" -eq "$n1"
+
+# 01: crts into the token as trust objects.
+run_estc cacerts "${NET[@]}" "${BOOT[@]}" --ca-out "$P;pin-value=$PIN$Q"
+expect_ok "01 pkcs11: cacerts into the token"
+n3=$(count)
+check "01 pkcs11: one trust object added ($n2 -> $n3)" test "$n3" -eq $((n2 + 1))
+check "01 pkcs11: no PIN on stderr" no_pin
+
+# 07: skg: the server's key imported into the token.
+run_estc serverkeygen "${NET[@]}" "${BOOT[@]}" --subject /CN=p11-skg --new-key "$(addr skg-key)" \
+  --new-cert "$(addr skg-cert)"
+expect_ok "07 pkcs11: serverkeygen"
+verify_issued "07 pkcs11" "$T/stdout"
+same_key "07 pkcs11" "$T/stdout" "$(engine_pub "$(addr skg-key)")"
+n4=$(count)
+check "07 pkcs11: key pair and certificate added ($n3 -> $n4)" test "$n4" -eq $((n3 + 3))
+objs=$(pkcs11-tool --module "$SOFTHSM_MODULE" --token-label cli --login --pin "$PIN" --list-objects 2>/dev/null)
+check "07 pkcs11: the imported key is sensitive and not extractable" bash -c "printf '%s\n' \"\$1\" | grep -A12 '^Private Key Object' | grep 'label: *skg-key' -A10 | grep -m1 Access: | grep -q 'sensitive' && ! printf '%s\n' \"\$1\" | grep -A12 'label: *skg-key' | grep -m1 Access: | grep -qw extractable" _ "$objs"
+
+# A wrong PIN: a clear error, nothing created.
+run_estc enroll "${NET[@]}" "${BOOT[@]}" --subject /CN=p11-bad \
+  --new-key "$P;object=bad-key;pin-value=000000$Q" --new-cert "$P;object=bad-cert;pin-value=000000$Q"
+expect_fail "wrong PIN" 1 "PIN|auth|pin"
+check "wrong PIN: token unchanged" test "$(count)" -eq "$n4"
+check "wrong PIN: the PIN is not shown" bash -c "! grep -q 000000 '$T/stderr'"
+
+finish
