@@ -81,7 +81,8 @@ struct p11_op {
     char pin[PIN_MAX + 1];
     size_t pin_len;
     bool have_pin;
-    CK_RV rv; /* the last PKCS#11 failure */
+    bool logged_in; /* the token is logged in for this process */
+    CK_RV rv;       /* the last PKCS#11 failure */
 };
 
 /* ------------------------------------------------------------------------ */
@@ -109,6 +110,7 @@ static estc_err rv_to_err(CK_RV rv)
     case CKR_USER_NOT_LOGGED_IN:
     case CKR_USER_PIN_NOT_INITIALIZED:
     case CKR_USER_TYPE_INVALID:
+    case CKR_USER_ANOTHER_ALREADY_LOGGED_IN:
         return ESTC_ERR_AUTH;
     case CKR_MECHANISM_INVALID:
     case CKR_MECHANISM_PARAM_INVALID:
@@ -119,10 +121,6 @@ static estc_err rv_to_err(CK_RV rv)
     case CKR_FUNCTION_NOT_SUPPORTED:
     case CKR_KEY_FUNCTION_NOT_PERMITTED:
         return ESTC_ERR_UNSUPPORTED;
-    case CKR_TOKEN_NOT_PRESENT:
-    case CKR_TOKEN_NOT_RECOGNIZED:
-    case CKR_SLOT_ID_INVALID:
-    case CKR_DEVICE_REMOVED:
     case CKR_OBJECT_HANDLE_INVALID:
     case CKR_KEY_HANDLE_INVALID:
         return ESTC_ERR_NOT_FOUND;
@@ -446,9 +444,11 @@ static estc_err find_token(struct p11_op *op)
         return err;
     }
     if (!found) {
+        /* Not ESTC_ERR_NOT_FOUND: the objects may well exist on a token
+         * that is only unplugged, and must not be taken for removed. */
         op->rv = CKR_TOKEN_NOT_PRESENT;
-        return estc_error(op->ctx, ESTC_ERR_NOT_FOUND,
-                          "%s: no token matches: CKR_TOKEN_NOT_PRESENT", op->shown);
+        return estc_error(op->ctx, ESTC_ERR_ENGINE, "%s: no token matches: CKR_TOKEN_NOT_PRESENT",
+                          op->shown);
     }
     return ESTC_OK;
 }
@@ -527,22 +527,36 @@ static estc_err session_ready(struct p11_op *op)
     }
     op->fn = fn;
     op->s = t->session;
-    if (!op->have_pin) {
-        return ESTC_OK;
-    }
     CK_SESSION_INFO si;
     rv = fn->C_GetSessionInfo(op->s, &si);
     if (rv != CKR_OK) {
         return p11_fail(op, "C_GetSessionInfo", rv);
     }
-    if (si.state == CKS_RO_USER_FUNCTIONS || si.state == CKS_RW_USER_FUNCTIONS) {
+    op->logged_in = (si.state == CKS_RO_USER_FUNCTIONS || si.state == CKS_RW_USER_FUNCTIONS);
+    if (op->logged_in || !op->have_pin) {
         return ESTC_OK;
     }
     rv = fn->C_Login(op->s, CKU_USER, (CK_UTF8CHAR *)op->pin, op->pin_len);
     if (rv != CKR_OK && rv != CKR_USER_ALREADY_LOGGED_IN) {
         return p11_fail(op, "C_Login", rv);
     }
+    op->logged_in = true;
     return ESTC_OK;
+}
+
+/* Private keys are invisible until the user logs in. Without a PIN, say so
+ * instead of answering "not found": the lifecycle tracker would take a
+ * hidden key for a removed one. */
+static estc_err need_user(struct p11_op *op)
+{
+    if (op->logged_in || (op->tok->info.flags & CKF_LOGIN_REQUIRED) == 0) {
+        return ESTC_OK;
+    }
+    op->rv = CKR_USER_NOT_LOGGED_IN;
+    return estc_error(op->ctx, ESTC_ERR_AUTH,
+                      "%s: keys need the user PIN (pin-value or pin-source): "
+                      "CKR_USER_NOT_LOGGED_IN",
+                      op->shown);
 }
 
 static void op_end(struct p11_op *op)
@@ -769,12 +783,6 @@ static estc_err find_one(struct p11_op *op, CK_OBJECT_CLASS cls, CK_OBJECT_HANDL
 
 static estc_err not_found(struct p11_op *op, const char *what)
 {
-    if (!op->have_pin && (op->tok->info.flags & CKF_LOGIN_REQUIRED) != 0) {
-        return estc_error(op->ctx, ESTC_ERR_NOT_FOUND,
-                          "%s: no %s found (the address has no pin-value or pin-source, so "
-                          "private objects are hidden)",
-                          op->shown, what);
-    }
     return estc_error(op->ctx, ESTC_ERR_NOT_FOUND, "%s: no %s at this address", op->shown, what);
 }
 
@@ -890,6 +898,9 @@ static estc_err do_key_generate(struct p11_op *op, estc_key_type type)
                           (int)type);
     }
     err = op_token(op);
+    if (err == ESTC_OK) {
+        err = need_user(op);
+    }
     if (err == ESTC_OK) {
         err = key_exists_check(op);
     }
@@ -1085,6 +1096,9 @@ static estc_err do_key_import(struct p11_op *op, const uint8_t *pkcs8, size_t le
     EVP_PKEY_free(pkey);
     if (err == ESTC_OK) {
         err = op_token(op);
+    }
+    if (err == ESTC_OK) {
+        err = need_user(op);
     }
     if (err == ESTC_OK) {
         err = key_exists_check(op);
@@ -1299,6 +1313,9 @@ static estc_err do_key_sign(struct p11_op *op, estc_sig_alg alg, estc_hash hash,
     if (err == ESTC_OK) {
         err = op_token(op);
     }
+    if (err == ESTC_OK) {
+        err = need_user(op);
+    }
     CK_OBJECT_HANDLE h = CK_INVALID_HANDLE;
     bool found = false;
     if (err == ESTC_OK) {
@@ -1427,6 +1444,9 @@ static estc_err do_key_remove(struct p11_op *op)
     }
     if (err == ESTC_OK) {
         err = op_token(op);
+    }
+    if (err == ESTC_OK) {
+        err = need_user(op);
     }
     CK_ULONG n1 = 0, n2 = 0;
     if (err == ESTC_OK) {
@@ -1646,6 +1666,9 @@ static estc_err do_exists(struct p11_op *op, estc_obj_kind kind, bool *found)
     estc_err err = need_object(op, false);
     if (err == ESTC_OK) {
         err = op_token(op);
+    }
+    if (err == ESTC_OK && kind == ESTC_OBJ_KEY) {
+        err = need_user(op);
     }
     if (err != ESTC_OK) {
         return err;
@@ -1931,6 +1954,9 @@ static estc_err do_list(struct p11_op *op, const char *prefix, estc_obj_kind kin
         return estc_error(op->ctx, ESTC_ERR_INVALID_ARG, "%s: unknown object kind", op->shown);
     }
     estc_err err = op_token(op);
+    if (err == ESTC_OK && kind == ESTC_OBJ_KEY) {
+        err = need_user(op);
+    }
     if (err != ESTC_OK) {
         return err;
     }

@@ -332,6 +332,28 @@ START_TEST(test_wrong_pin)
              module_path);
     ck_assert_int_eq(estc_key_generate(ctx, nopin, ESTC_KEY_EC_P256), ESTC_ERR_AUTH);
     ck_assert_ptr_nonnull(strstr(estc_ctx_error_detail(ctx), "CKR_USER_NOT_LOGGED_IN"));
+    estc_ctx_free(ctx);
+
+    /* Without a PIN a key is hidden, not gone: removal must say so and leave
+     * both halves (a fresh context, so the token is not logged in). */
+    ctx = new_ctx();
+    ck_assert_int_eq(estc_key_generate(ctx, addr_for(token1, "no-pin", "1234"), ESTC_KEY_EC_P256),
+                     ESTC_OK);
+    estc_ctx_free(ctx);
+    ctx = new_ctx();
+    CK_ULONG with_key = count_objects(token1);
+    ck_assert_int_eq(estc_key_remove(ctx, nopin), ESTC_ERR_AUTH);
+    uint8_t dg[32] = {0};
+    estc_buf sig = {0}, spki = {0};
+    ck_assert_int_eq(estc_key_sign(ctx, nopin, ESTC_SIG_ECDSA, ESTC_HASH_SHA256, dg, 32, &sig),
+                     ESTC_ERR_AUTH);
+    bool found = false;
+    ck_assert_int_eq(estc_object_exists(ctx, nopin, ESTC_OBJ_KEY, &found), ESTC_ERR_AUTH);
+    /* The public half is public. */
+    ck_assert_int_eq(estc_key_public(ctx, nopin, &spki), ESTC_OK);
+    estc_buf_free(&spki);
+    ck_assert_uint_eq(count_objects(token1), with_key);
+    ck_assert_int_eq(estc_key_remove(ctx, addr_for(token1, "no-pin", "1234")), ESTC_OK);
 
     ck_assert_uint_eq(count_objects(token1), before);
     estc_ctx_free(ctx);
@@ -712,8 +734,10 @@ START_TEST(test_error_paths)
 
     /* An absent token, an absent module. */
     const char *absent = addr_for("NoSuchToken", "errors", "1234");
+    /* Not NOT_FOUND: a key on an unplugged token is not a removed key. */
     ck_assert_int_eq(estc_key_sign(ctx, absent, ESTC_SIG_ECDSA, ESTC_HASH_SHA256, dg, 32, &sig),
-                     ESTC_ERR_NOT_FOUND);
+                     ESTC_ERR_ENGINE);
+    ck_assert_int_eq(estc_key_remove(ctx, absent), ESTC_ERR_ENGINE);
     ck_assert_ptr_nonnull(strstr(estc_ctx_error_detail(ctx), "CKR_TOKEN_NOT_PRESENT"));
     snprintf(bad, sizeof(bad),
              "pkcs11:token=%s;object=errors;pin-value=1234?module-path=/nonexistent/libnone.so",
