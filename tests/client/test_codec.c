@@ -341,7 +341,8 @@ START_TEST(certs_signed_or_with_content)
     PKCS7_free(p7);
     BIO_free(data);
 
-    /* id-data with content (an empty OCTET STRING) is not certs-only. */
+    /* id-data with an empty OCTET STRING, as OpenSSL's PKCS7 writer emits
+     * a certs-only bag, carries no content: accepted for interoperability. */
     X509 *root = vector_cert();
     p7 = PKCS7_new();
     ck_assert_ptr_nonnull(p7);
@@ -349,7 +350,18 @@ START_TEST(certs_signed_or_with_content)
     ck_assert_int_eq(PKCS7_content_new(p7, NID_pkcs7_data), 1);
     ck_assert_int_eq(PKCS7_add_certificate(p7, root), 1);
     der = p7_der(p7, &len);
+    ck_assert_int_eq(estc__codec_certs_only(der, len, &certs), ESTC_OK);
+    ck_assert_uint_eq(certs.n, 1);
+    estc__der_list_free(&certs);
+    OPENSSL_free(der);
+
+    /* The same bag with one byte of content is not certs-only. */
+    ck_assert_int_eq(ASN1_OCTET_STRING_set(p7->d.sign->contents->d.data,
+                                           (const unsigned char *)"x", 1),
+                     1);
+    der = p7_der(p7, &len);
     ck_assert_int_eq(estc__codec_certs_only(der, len, &certs), ESTC_ERR_FORMAT);
+    ck_assert_uint_eq(certs.n, 0);
     OPENSSL_free(der);
     PKCS7_free(p7);
 
