@@ -70,6 +70,17 @@ coap -m post -t 286 -f "$T/b.csr" /est/sen
 expect_code 4.00 "pop: no challengePassword"
 coap /.well-known/core
 expect_code 2.05 "still serving"
+if [ -n "${ESTC_POP_CLIENT:-}" ]; then
+  if "$ESTC_POP_CLIENT" 127.0.0.1 "$ESTC_SERVER_PORT" "$ESTC_SERVER_CA" "$T/dev.crt" \
+    "$T/dev.key" >"$T/pop.out" 2>&1; then
+    pass "pop: a CSR bound to its own session is accepted, elsewhere refused"
+  else
+    fail "pop client"
+  fi
+  sed 's/^/     | /' "$T/pop.out"
+else
+  fail "ESTC_POP_CLIENT is not set"
+fi
 stop_server "pop server"
 
 finish

@@ -399,6 +399,28 @@ static void handle_enroll(coap_resource_t *r, coap_session_t *session, const coa
         goto out;
     }
 
+    p = data;
+    req = d2i_X509_REQ(NULL, &p, (long)len);
+    if (req == NULL || p != data + len) {
+        srv_respond_error(response, COAP_RESPONSE_CODE_BAD_REQUEST, "CSR is not DER PKCS#10");
+        goto out;
+    }
+    if (X509_REQ_get0_pubkey(req) == NULL || X509_REQ_verify(req, X509_REQ_get0_pubkey(req)) != 1) {
+        srv_respond_error(response, COAP_RESPONSE_CODE_BAD_REQUEST,
+                          "CSR signature does not verify");
+        goto out;
+    }
+    if (s->opt.pop && !pop_ok(session, req)) {
+        srv_respond_error(response, COAP_RESPONSE_CODE_BAD_REQUEST,
+                          "challengePassword is not the tls-unique value");
+        goto out;
+    }
+    if (op == OP_SREN && !same_identity(peer, req)) {
+        srv_respond_error(response, COAP_RESPONSE_CODE_FORBIDDEN,
+                          "sren must keep Subject and SubjectAltName");
+        goto out;
+    }
+
     /* A retransmitted request gets the answer it got before. */
     srv_tls_client_id(session, id);
     {
@@ -429,28 +451,6 @@ static void handle_enroll(coap_resource_t *r, coap_session_t *session, const coa
         coap_add_option(response, COAP_OPTION_MAXAGE,
                         coap_encode_var_safe(buf, sizeof(buf), (unsigned)s->opt.max_age), buf);
         srv_log(SRV_LOG_INFO, "delay mode: 5.03, Max-Age %d", s->opt.max_age);
-        goto out;
-    }
-
-    p = data;
-    req = d2i_X509_REQ(NULL, &p, (long)len);
-    if (req == NULL || p != data + len) {
-        srv_respond_error(response, COAP_RESPONSE_CODE_BAD_REQUEST, "CSR is not DER PKCS#10");
-        goto out;
-    }
-    if (X509_REQ_get0_pubkey(req) == NULL || X509_REQ_verify(req, X509_REQ_get0_pubkey(req)) != 1) {
-        srv_respond_error(response, COAP_RESPONSE_CODE_BAD_REQUEST,
-                          "CSR signature does not verify");
-        goto out;
-    }
-    if (s->opt.pop && !pop_ok(session, req)) {
-        srv_respond_error(response, COAP_RESPONSE_CODE_BAD_REQUEST,
-                          "challengePassword is not the tls-unique value");
-        goto out;
-    }
-    if (op == OP_SREN && !same_identity(peer, req)) {
-        srv_respond_error(response, COAP_RESPONSE_CODE_FORBIDDEN,
-                          "sren must keep Subject and SubjectAltName");
         goto out;
     }
 
