@@ -58,7 +58,7 @@ PY
 run_suite "build" build -Dbuildtype=debugoptimized
 run_suite "asan+ubsan" build-asan -Dbuildtype=debug -Db_sanitize=address,undefined \
   -Db_lundef=false -- --suite unit --suite conformance --suite software --suite server \
-  --suite provider --suite client
+  --suite provider --suite client --suite psa --suite tpm2
 run_suite "valgrind" build-vg -Dbuildtype=debug -- --suite unit --suite conformance \
   --suite software \
   --wrapper 'valgrind --quiet --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite'
