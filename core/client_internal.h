@@ -8,7 +8,9 @@
 #include <openssl/x509v3.h>
 
 #include <estc/client.h>
+#include <estc/persist.h>
 #include <estc/provider.h>
+#include <estc/schedule.h>
 
 #include "codec.h"
 
@@ -74,6 +76,27 @@ struct estc_client {
 
     estc_lifecycle *lc;
     bool own_lc;
+
+    /* ---- persistence and re-enrollment (core/persist.c, core/schedule.c);
+     * all zero at creation means: the defaults. ---- */
+    unsigned busy;               /* public operations in flight */
+    bool have_journal;
+    estc_state_stream journal;
+    bool sched_set;              /* else estc_schedule_config_init() values */
+    estc_schedule_config sched;
+    estc_clock_fn clock;         /* NULL: time() */
+    void *clock_arg;
+    bool policy_set;             /* else ESTC_CACERTS_EST */
+    estc_cacerts_policy policy;
+    estc_trust_export_fn export_fn;
+    void *export_arg;
+    int64_t provisioned;         /* when the current certificate was enrolled */
+    bool have_cert_hash;
+    uint8_t cert_hash[32];       /* SHA-256 of the certificate provisioned refers to */
+    int64_t retry_at;            /* next attempt after a failure; 0: none */
+    unsigned failures;           /* failed /sren attempts since the last success */
+    bool fallback;               /* /sren gave up: /sen with bootstrap credentials */
+    bool crts_due;               /* /crts after a renewal, per policy */
 };
 
 /* ---- client.c ---------------------------------------------------------- */
@@ -92,6 +115,20 @@ bool estc__is_engine_address(estc_client *c, const char *s);
 estc_err estc__read_pem_certs(estc_client *c, const char *path, estc__der_list *out);
 /* Appends a copy of @der to @list. */
 estc_err estc__der_list_add(estc__der_list *list, const uint8_t *der, size_t len);
+
+/* ---- persist.c ------------------------------------------------------------ */
+
+/* The journal (estc_client_set_journal()); each is a no-op without one.
+ * Before an object is created at @addr: the state with it marked pending. */
+estc_err estc__journal_intent(estc_client *c, const char *addr, estc_obj_kind kind);
+/* Just before a commit: the state as it will be after it. NULL @cert, @key
+ * or @cas: the current ones; @ca_addrs parallel to @cas. */
+estc_err estc__journal_commit(estc_client *c, const char *cert, const char *key,
+                              char *const *ca_addrs, const estc__der_list *cas);
+/* After an operation: the final state, when ready for persistence. */
+void estc__journal_done(estc_client *c);
+/* Replaces @path atomically (temporary file, fsync, rename, fsync folder). */
+estc_err estc__write_file_atomic(const char *path, const uint8_t *data, size_t len, int mode);
 
 /* ---- csr.c -------------------------------------------------------------- */
 

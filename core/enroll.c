@@ -81,10 +81,8 @@ static estc_err certs_of(estc_client *c, const estc_response *r, const char *wha
 
 /* ---- /crts ---------------------------------------------------------------- */
 
-estc_err estc_client_cacerts(estc_client *c)
+static estc_err cacerts_op(estc_client *c)
 {
-    if (c == NULL)
-        return ESTC_ERR_INVALID_ARG;
     enum estc__creds creds = best_creds(c);
     estc_response resp = {0};
     estc__der_list certs = {0};
@@ -130,6 +128,8 @@ estc_err estc_client_cacerts(estc_client *c)
         if (err == ESTC_OK)
             err = exists(c, addrs[i], ESTC_OBJ_TRUST, &there);
         if (err == ESTC_OK && !there)
+            err = estc__journal_intent(c, addrs[i], ESTC_OBJ_TRUST);
+        if (err == ESTC_OK && !there)
             err = estc_lifecycle_cert_store(c->lc, addrs[i], ESTC_OBJ_TRUST, certs.items[i].data,
                                             certs.items[i].len);
     }
@@ -140,6 +140,8 @@ estc_err estc_client_cacerts(estc_client *c)
         if (!kept && recorded(c, c->ca_addrs[j]))
             err = estc_lifecycle_supersede(c->lc, c->ca_addrs[j]);
     }
+    if (err == ESTC_OK)
+        err = estc__journal_commit(c, NULL, NULL, addrs, &certs);
     if (err == ESTC_OK)
         err = estc_lifecycle_commit(c->lc);
     if (err != ESTC_OK) {
@@ -186,6 +188,8 @@ static estc_err finish(estc_client *c, const estc_response *r, const char *what,
     if (err == ESTC_OK)
         err = free_address(c, c->cert_base, ESTC_OBJ_CERT, &certs.items[leaf], &cert);
     if (err == ESTC_OK)
+        err = estc__journal_intent(c, cert, ESTC_OBJ_CERT);
+    if (err == ESTC_OK)
         err = estc_lifecycle_cert_store(c->lc, cert, ESTC_OBJ_CERT, certs.items[leaf].data,
                                         certs.items[leaf].len);
     /* What the new objects replace goes at the commit, not before. */
@@ -193,6 +197,8 @@ static estc_err finish(estc_client *c, const estc_response *r, const char *what,
         err = estc_lifecycle_supersede(c->lc, c->cert_addr);
     if (err == ESTC_OK && key_is_new && strcmp(key, c->key_addr) != 0 && recorded(c, c->key_addr))
         err = estc_lifecycle_supersede(c->lc, c->key_addr);
+    if (err == ESTC_OK)
+        err = estc__journal_commit(c, cert, key, NULL, NULL);
     if (err == ESTC_OK)
         err = estc_lifecycle_commit(c->lc);
     if (err == ESTC_OK)
@@ -217,10 +223,8 @@ static estc_err finish(estc_client *c, const estc_response *r, const char *what,
 
 /* ---- /sen ------------------------------------------------------------------- */
 
-estc_err estc_client_enroll(estc_client *c)
+static estc_err enroll_op(estc_client *c)
 {
-    if (c == NULL)
-        return ESTC_ERR_INVALID_ARG;
     if (c->subject == NULL)
         return estc_error(c->ctx, ESTC_ERR_STATE, "enroll: no subject configured");
     X509_NAME *subject = NULL;
@@ -243,6 +247,8 @@ estc_err estc_client_enroll(estc_client *c)
         err = key == NULL ? ESTC_ERR_NOMEM : ESTC_OK;
     } else if (err == ESTC_OK) {
         err = free_address(c, c->key_base, ESTC_OBJ_KEY, NULL, &key);
+        if (err == ESTC_OK)
+            err = estc__journal_intent(c, key, ESTC_OBJ_KEY);
         if (err == ESTC_OK)
             err = estc_lifecycle_key_generate(c->lc, key, c->key_type);
         key_is_new = err == ESTC_OK;
@@ -269,10 +275,8 @@ estc_err estc_client_enroll(estc_client *c)
 
 /* ---- /sren ------------------------------------------------------------------ */
 
-estc_err estc_client_reenroll(estc_client *c, bool rekey)
+static estc_err reenroll_op(estc_client *c, bool rekey)
 {
-    if (c == NULL)
-        return ESTC_ERR_INVALID_ARG;
     estc_buf der = {0};
     estc_err err = estc_cert_load(c->ctx, c->cert_addr, &der);
     if (err != ESTC_OK)
@@ -291,6 +295,8 @@ estc_err estc_client_reenroll(estc_client *c, bool rekey)
     estc_response resp = {0};
     if (rekey) {
         err = free_address(c, c->key_base, ESTC_OBJ_KEY, NULL, &key);
+        if (err == ESTC_OK)
+            err = estc__journal_intent(c, key, ESTC_OBJ_KEY);
         if (err == ESTC_OK)
             err = estc_lifecycle_key_generate(c->lc, key, c->key_type);
     } else {
@@ -320,10 +326,8 @@ estc_err estc_client_reenroll(estc_client *c, bool rekey)
 
 /* ---- /skg ------------------------------------------------------------------- */
 
-estc_err estc_client_serverkeygen(estc_client *c)
+static estc_err serverkeygen_op(estc_client *c)
 {
-    if (c == NULL)
-        return ESTC_ERR_INVALID_ARG;
     if (c->subject == NULL)
         return estc_error(c->ctx, ESTC_ERR_STATE, "serverkeygen: no subject configured");
     X509_NAME *subject = NULL;
@@ -374,6 +378,8 @@ estc_err estc_client_serverkeygen(estc_client *c)
     if (err == ESTC_OK)
         err = free_address(c, c->key_base, ESTC_OBJ_KEY, NULL, &key);
     if (err == ESTC_OK)
+        err = estc__journal_intent(c, key, ESTC_OBJ_KEY);
+    if (err == ESTC_OK)
         err = estc_lifecycle_key_import(c->lc, key, kp->data.data, kp->data.len);
     bool imported = err == ESTC_OK;
     if (err == ESTC_OK) {
@@ -398,10 +404,8 @@ estc_err estc_client_serverkeygen(estc_client *c)
 
 /* ---- /att ------------------------------------------------------------------- */
 
-estc_err estc_client_csrattrs(estc_client *c)
+static estc_err csrattrs_op(estc_client *c)
 {
-    if (c == NULL)
-        return ESTC_ERR_INVALID_ARG;
     estc_response resp = {0};
     estc__csrattrs attrs = {0};
     estc__csr_hints hints = {0};
@@ -430,4 +434,44 @@ estc_err estc_client_csrattrs(estc_client *c)
     estc__csrattrs_free(&attrs);
     estc_response_clear(&resp);
     return err;
+}
+
+/* ---- the public operations -------------------------------------------------- */
+
+/* Each marks the client busy (estc_client_is_ready_for_persistence()) and
+ * journals the final state afterwards (estc_client_set_journal()). */
+#define ESTC__RUN_OP(c, call)                                                                      \
+    do {                                                                                           \
+        if ((c) == NULL)                                                                           \
+            return ESTC_ERR_INVALID_ARG;                                                           \
+        (c)->busy++;                                                                               \
+        estc_err err_ = (call);                                                                    \
+        (c)->busy--;                                                                               \
+        estc__journal_done(c);                                                                     \
+        return err_;                                                                               \
+    } while (0)
+
+estc_err estc_client_cacerts(estc_client *c)
+{
+    ESTC__RUN_OP(c, cacerts_op(c));
+}
+
+estc_err estc_client_enroll(estc_client *c)
+{
+    ESTC__RUN_OP(c, enroll_op(c));
+}
+
+estc_err estc_client_reenroll(estc_client *c, bool rekey)
+{
+    ESTC__RUN_OP(c, reenroll_op(c, rekey));
+}
+
+estc_err estc_client_serverkeygen(estc_client *c)
+{
+    ESTC__RUN_OP(c, serverkeygen_op(c));
+}
+
+estc_err estc_client_csrattrs(estc_client *c)
+{
+    ESTC__RUN_OP(c, csrattrs_op(c));
 }

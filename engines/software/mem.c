@@ -10,8 +10,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/x509.h>
+
 #include "../util.h"
+#include "../internal.h"
 #include "keys.h"
+#include "mem_internal.h"
 
 struct mem_obj {
     char *addr;
@@ -250,3 +254,48 @@ const struct estc_driver estc__driver_mem = {
     .exists = mem_exists,
     .address_derive = mem_address_derive,
 };
+
+/* ---- library-internal export and import, for the persisted state ------ */
+
+static estc_err mem_engine(estc_ctx *ctx, const char *addr, struct mem_state **st)
+{
+    struct estc__engine *eng = NULL;
+    estc_err err = estc__engine_for(ctx, addr, &eng);
+    if (err != ESTC_OK)
+        return err;
+    if (eng->driver != &estc__driver_mem)
+        return estc_error(ctx, ESTC_ERR_UNSUPPORTED, "%s: not a built-in mem: key", addr);
+    *st = eng->state;
+    return ESTC_OK;
+}
+
+estc_err estc__mem_export(estc_ctx *ctx, const char *addr, estc_buf *pkcs8)
+{
+    if (ctx == NULL || addr == NULL || pkcs8 == NULL)
+        return ESTC_ERR_INVALID_ARG;
+    struct mem_state *st = NULL;
+    EVP_PKEY *key = NULL;
+    estc_err err = mem_engine(ctx, addr, &st);
+    if (err == ESTC_OK)
+        err = get_key(ctx, st, addr, &key);
+    if (err != ESTC_OK)
+        return err;
+    PKCS8_PRIV_KEY_INFO *p8 = EVP_PKEY2PKCS8(key);
+    unsigned char *der = NULL;
+    int n = p8 != NULL ? i2d_PKCS8_PRIV_KEY_INFO(p8, &der) : -1;
+    PKCS8_PRIV_KEY_INFO_free(p8);
+    if (n <= 0)
+        return estc_error(ctx, ESTC_ERR_CRYPTO, "%s: cannot encode the key", addr);
+    err = estc_buf_set(pkcs8, der, (size_t)n);
+    OPENSSL_clear_free(der, (size_t)n);
+    return err;
+}
+
+estc_err estc__mem_import(estc_ctx *ctx, const char *addr, const uint8_t *pkcs8, size_t len)
+{
+    if (ctx == NULL || addr == NULL || pkcs8 == NULL)
+        return ESTC_ERR_INVALID_ARG;
+    struct mem_state *st = NULL;
+    estc_err err = mem_engine(ctx, addr, &st);
+    return err != ESTC_OK ? err : mem_key_import(ctx, st, addr, pkcs8, len);
+}
