@@ -654,6 +654,9 @@ static estc_err need_object(struct p11_op *op, bool need_label)
         return estc_error(op->ctx, ESTC_ERR_BAD_ADDRESS, "%s: the address names no object%s",
                           op->shown, need_label ? " (object= is required here)" : "");
     }
+    if ((label != NULL && label->ulValueLen == 0) || (id != NULL && id->ulValueLen == 0)) {
+        return estc_error(op->ctx, ESTC_ERR_BAD_ADDRESS, "%s: empty object= or id=", op->shown);
+    }
     return ESTC_OK;
 }
 
@@ -1082,10 +1085,15 @@ static estc_err do_key_import(struct p11_op *op, const uint8_t *pkcs8, size_t le
     if (err != ESTC_OK) {
         return err;
     }
+    /* Strictly PKCS#8 PrivateKeyInfo, the whole buffer, nothing else. */
     const unsigned char *p = pkcs8;
-    EVP_PKEY *pkey = d2i_AutoPrivateKey(NULL, &p, (long)len);
-    if (pkey == NULL || p != pkcs8 + len) {
-        EVP_PKEY_free(pkey);
+    EVP_PKEY *pkey = NULL;
+    PKCS8_PRIV_KEY_INFO *p8 = d2i_PKCS8_PRIV_KEY_INFO(NULL, &p, (long)len);
+    if (p8 != NULL && p == pkcs8 + len) {
+        pkey = EVP_PKCS82PKEY(p8);
+    }
+    PKCS8_PRIV_KEY_INFO_free(p8);
+    if (pkey == NULL) {
         return estc_error(op->ctx, ESTC_ERR_FORMAT, "%s: not one DER PKCS#8 private key",
                           op->shown);
     }

@@ -17,6 +17,7 @@
 #include <p11-kit/p11-kit.h>
 
 #include <openssl/core_names.h>
+#include <openssl/encoder.h>
 #include <openssl/evp.h>
 #include <openssl/rsa.h>
 #include <openssl/x509.h>
@@ -275,24 +276,53 @@ START_TEST(test_key_attributes)
     /* An imported PKCS#8 key is just as protected. */
     EVP_PKEY *k = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-384");
     ck_assert_ptr_nonnull(k);
+    PKCS8_PRIV_KEY_INFO *p8 = EVP_PKEY2PKCS8(k);
+    ck_assert_ptr_nonnull(p8);
     uint8_t *der = NULL;
-    int len = i2d_PrivateKey(k, &der);
+    int len = i2d_PKCS8_PRIV_KEY_INFO(p8, &der);
     ck_assert_int_gt(len, 0);
+    PKCS8_PRIV_KEY_INFO_free(p8);
     ck_assert_int_eq(estc_key_import(ctx, c, der, (size_t)len), ESTC_OK);
     OPENSSL_clear_free(der, (size_t)len);
     EVP_PKEY_free(k);
     sign_verify(ctx, c, ESTC_SIG_ECDSA, ESTC_HASH_SHA384);
+
+    /* And an RSA one; its public key must be the imported one. */
+    const char *r = addr_for(token1, "attr-rsa-imported", "1234");
+    k = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)2048);
+    ck_assert_ptr_nonnull(k);
+    p8 = EVP_PKEY2PKCS8(k);
+    ck_assert_ptr_nonnull(p8);
+    der = NULL;
+    len = i2d_PKCS8_PRIV_KEY_INFO(p8, &der);
+    ck_assert_int_gt(len, 0);
+    PKCS8_PRIV_KEY_INFO_free(p8);
+    ck_assert_int_eq(estc_key_import(ctx, r, der, (size_t)len), ESTC_OK);
+    OPENSSL_clear_free(der, (size_t)len);
+    uint8_t *want = NULL;
+    int want_len = i2d_PUBKEY(k, &want);
+    ck_assert_int_gt(want_len, 0);
+    estc_buf got = {0};
+    ck_assert_int_eq(estc_key_public(ctx, r, &got), ESTC_OK);
+    ck_assert_uint_eq(got.len, (size_t)want_len);
+    ck_assert_mem_eq(got.data, want, got.len);
+    OPENSSL_free(want);
+    estc_buf_free(&got);
+    EVP_PKEY_free(k);
+    sign_verify(ctx, r, ESTC_SIG_RSA_PSS, ESTC_HASH_SHA256);
 
     struct native n;
     native_open(&n, token1);
     assert_private_key_protected(&n, "attr-ec");
     assert_private_key_protected(&n, "attr-rsa");
     assert_private_key_protected(&n, "attr-imported");
+    assert_private_key_protected(&n, "attr-rsa-imported");
     native_close(&n);
 
     ck_assert_int_eq(estc_key_remove(ctx, a), ESTC_OK);
     ck_assert_int_eq(estc_key_remove(ctx, b), ESTC_OK);
     ck_assert_int_eq(estc_key_remove(ctx, c), ESTC_OK);
+    ck_assert_int_eq(estc_key_remove(ctx, r), ESTC_OK);
     ck_assert_uint_eq(count_objects(token1), before);
     estc_ctx_free(ctx);
 }
@@ -731,6 +761,25 @@ START_TEST(test_error_paths)
              token1, module_path);
     ck_assert_int_eq(estc_key_sign(ctx, bad, ESTC_SIG_ECDSA, ESTC_HASH_SHA256, dg, 32, &sig),
                      ESTC_ERR_BAD_ADDRESS);
+
+    snprintf(bad, sizeof(bad), "pkcs11:token=%s;object=;pin-value=1234?module-path=%s", token1,
+             module_path);
+    ck_assert_int_eq(estc_key_generate(ctx, bad, ESTC_KEY_EC_P256), ESTC_ERR_BAD_ADDRESS);
+    /* A traditional (not PKCS#8) EC key is refused. */
+    EVP_PKEY *k = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    ck_assert_ptr_nonnull(k);
+    OSSL_ENCODER_CTX *ec =
+        OSSL_ENCODER_CTX_new_for_pkey(k, EVP_PKEY_KEYPAIR, "DER", "type-specific", NULL);
+    ck_assert_ptr_nonnull(ec);
+    uint8_t *trad = NULL;
+    size_t trad_len = 0;
+    ck_assert_int_eq(OSSL_ENCODER_to_data(ec, &trad, &trad_len), 1);
+    ck_assert_int_eq(estc_key_import(ctx, addr_for(token1, "trad", "1234"), trad, trad_len),
+                     ESTC_ERR_FORMAT);
+    OSSL_ENCODER_CTX_free(ec);
+    OPENSSL_clear_free(trad, trad_len);
+    EVP_PKEY_free(k);
+    ck_assert_uint_eq(count_objects(token1), with_key);
 
     /* An absent token, an absent module. */
     const char *absent = addr_for("NoSuchToken", "errors", "1234");
