@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Helpers shared by the estc-server tests: a real coap-client-openssl against a
 # real estc-server on loopback, certificates made by the openssl command.
 set -u

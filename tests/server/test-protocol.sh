@@ -155,6 +155,16 @@ if split_multipart "$T/out"; then
 else
   fail "skc answer is multipart-core CBOR"
 fi
+openssl req -newkey rsa:2048 -nodes -keyout "$T/rsa.key" -outform DER -out "$T/rsa.csr" \
+  -subj "/CN=device-rsa" 2>/dev/null
+coap -m post -t 286 -f "$T/rsa.csr" /est/skg
+expect_code 2.04 "skg with an RSA CSR"
+if split_multipart "$T/out"; then
+  check "skg generated an RSA 2048 key" grep -q "Private-Key: (2048 bit" \
+    <(openssl pkey -inform DER -in "$T/out.p1" -noout -text 2>/dev/null)
+else
+  fail "RSA skg answer is multipart-core CBOR"
+fi
 coap -m post -t 286 -A 281 -f "$T/g.csr" /est/skg
 expect_code 4.06 "skg with Accept 281"
 

@@ -449,8 +449,8 @@ static void handle_enroll(coap_resource_t *r, coap_session_t *session, const coa
         uint8_t buf[4];
         coap_pdu_set_code(response, COAP_RESPONSE_CODE_SERVICE_UNAVAILABLE);
         coap_add_option(response, COAP_OPTION_MAXAGE,
-                        coap_encode_var_safe(buf, sizeof(buf), (unsigned)s->opt.max_age), buf);
-        srv_log(SRV_LOG_INFO, "delay mode: 5.03, Max-Age %d", s->opt.max_age);
+                        coap_encode_var_safe(buf, sizeof(buf), s->opt.max_age), buf);
+        srv_log(SRV_LOG_INFO, "delay mode: 5.03, Max-Age %u", s->opt.max_age);
         goto out;
     }
 

@@ -226,7 +226,7 @@ static int parse_args(struct srv_options *o, int argc, char **argv)
                 fprintf(stderr, "estc-server: --max-age wants seconds\n");
                 return -1;
             }
-            o->max_age = (int)v;
+            o->max_age = (unsigned)v;
             break;
         case OPT_ROOT:
             o->root = optarg;

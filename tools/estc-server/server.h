@@ -48,7 +48,7 @@ struct srv_options {
     long validity;     /* seconds */
     int block_szx;     /* -1: let libcoap choose */
     int delay_first;   /* 5.03 for the first N enrollment requests per client */
-    int max_age;       /* Max-Age of those 5.03 answers */
+    unsigned max_age;  /* Max-Age of those 5.03 answers */
     int pop;           /* require the tls-unique challengePassword */
     long dedup_window; /* seconds a repeated CSR gets the same answer */
     long max_runtime;  /* 0: run until SIGTERM */
