@@ -115,6 +115,8 @@ if python3 -c "import socket; s=socket.socket(socket.AF_INET6, socket.SOCK_DGRAM
   ESTC_SERVER_ADDR=::1 ESTC_SERVER_RUNTIME=4 estc_server_start --client-ca "$T/mca.crt" || exit 1
   coap -m post -t 286 -f "$T/a.csr" /est/sen
   expect_code 2.04 "sen over IPv6 ([::1])"
+  check "IPv6 server certificate names ::1" grep -q "IP Address:0:0:0:0:0:0:0:1" \
+    <(openssl x509 -in "$ESTC_SERVER_STATE/state/server.crt" -noout -ext subjectAltName)
   sleep 5
   if kill -0 "$ESTC_SERVER_PID" 2>/dev/null; then
     fail "--max-runtime 4 stopped the server"

@@ -12,6 +12,9 @@ check "CA certificate path printed at start" grep -q "CA certificate: $ESTC_SERV
   "$ESTC_SERVER_STATE/server.out"
 check "CA key is 0600" test "$(stat -c %a "$ESTC_SERVER_STATE/state/ca.key")" = 600
 check "server key is 0600" test "$(stat -c %a "$ESTC_SERVER_STATE/state/server.key")" = 600
+check "server certificate names localhost" grep -q "DNS:localhost, IP Address:127.0.0.1" \
+  <(openssl x509 -in "$ESTC_SERVER_STATE/state/server.crt" -noout -ext subjectAltName)
+check "server certificate chains to the CA" verifies "$ESTC_SERVER_STATE/state/server.crt"
 
 # --- discovery (dtls_1) -------------------------------------------------------
 coap '/.well-known/core?rt=ace.est*'
@@ -211,8 +214,17 @@ expect_code 4.01 "skg with an untrusted client certificate"
 CERT=none coap /est/crts
 expect_code 2.05 "crts needs no client certificate"
 check "errors issued nothing" test "$(index_lines)" -eq "$before"
+# Datagrams that are not DTLS, and DTLS-looking records with garbage inside.
+python3 - "$ESTC_SERVER_PORT" <<'PY'
+import os, random, socket, sys
+random.seed(7)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for i in range(300):
+    head = random.choice([b"", b"\x16\xfe\xfd", b"\x17\xfe\xfd", b"\x15\xfe\xff", b"\x40\x01"])
+    s.sendto(head + os.urandom(random.randint(0, 1400)), ("127.0.0.1", int(sys.argv[1])))
+PY
 coap '/.well-known/core'
-expect_code 2.05 "still serving after the bad requests"
+expect_code 2.05 "still serving after the bad requests and garbage datagrams"
 
 # --- clean shutdown ------------------------------------------------------------------
 estc_server_stop_keep_state
