@@ -59,6 +59,8 @@ static estc_ctx *new_ctx(void)
 struct native {
     CK_FUNCTION_LIST *fn;
     CK_SESSION_HANDLE s;
+    CK_SLOT_ID slot;
+    CK_TOKEN_INFO info;
 };
 
 static void native_open(struct native *n, const char *label)
@@ -75,6 +77,8 @@ static void native_open(struct native *n, const char *label)
         ck_assert_int_eq(n->fn->C_GetTokenInfo(slots[i], &ti), CKR_OK);
         size_t len = strlen(label);
         if (memcmp(ti.label, label, len) == 0 && (len == 32 || ti.label[len] == ' ')) {
+            n->slot = slots[i];
+            n->info = ti;
             ck_assert_int_eq(n->fn->C_OpenSession(slots[i], CKF_SERIAL_SESSION | CKF_RW_SESSION,
                                                   NULL, NULL, &n->s),
                              CKR_OK);
@@ -711,6 +715,42 @@ START_TEST(test_module_selection)
     ck_assert_int_eq(estc_key_remove(ctx, a), ESTC_OK);
     unlink(path);
     rmdir(dir);
+
+    /* Selection by serial, model and slot-id alone (no label). */
+    struct native n;
+    native_open(&n, token1);
+    char serial[17], model[17];
+    memcpy(serial, n.info.serialNumber, 16);
+    memcpy(model, n.info.model, 16);
+    serial[16] = model[16] = '\0';
+    for (int i = 15; i >= 0 && serial[i] == ' '; i--) {
+        serial[i] = '\0';
+    }
+    for (int i = 15; i >= 0 && model[i] == ' '; i--) {
+        model[i] = '\0';
+    }
+    unsigned long slot = (unsigned long)n.slot;
+    native_close(&n);
+    char model_enc[64];
+    size_t o = 0;
+    for (const char *c = model; *c != '\0' && o + 4 < sizeof(model_enc); c++) {
+        o += (size_t)snprintf(model_enc + o, sizeof(model_enc) - o, *c == ' ' ? "%%20" : "%c", *c);
+    }
+    snprintf(a, sizeof(a),
+             "pkcs11:serial=%s;model=%s;object=by-serial;pin-value=1234?module-path=%s", serial,
+             model_enc, module_path);
+    ck_assert_msg(estc_key_generate(ctx, a, ESTC_KEY_EC_P256) == ESTC_OK, "%s",
+                  estc_ctx_error_detail(ctx));
+    char b[1024];
+    snprintf(b, sizeof(b), "pkcs11:slot-id=%lu;object=by-serial;pin-value=1234?module-path=%s",
+             slot, module_path);
+    bool found = false;
+    ck_assert_msg(estc_object_exists(ctx, b, ESTC_OBJ_KEY, &found) == ESTC_OK, "%s",
+                  estc_ctx_error_detail(ctx));
+    ck_assert(found);
+    ck_assert_int_eq(estc_key_remove(ctx, b), ESTC_OK);
+    ck_assert_int_eq(estc_object_exists(ctx, a, ESTC_OBJ_KEY, &found), ESTC_OK);
+    ck_assert(!found);
     estc_ctx_free(ctx);
 }
 END_TEST
