@@ -49,6 +49,20 @@ struct p11_module {
     bool have_info;
 };
 
+/* A found object's handle, kept to spare the next call a C_FindObjects
+ * (which costs a directory scan on file-backed tokens). */
+#define HCACHE_SIZE 16
+#define HCACHE_LABEL_MAX 128
+#define HCACHE_ID_MAX 64
+struct hcache_entry {
+    bool used, has_label, has_id;
+    CK_OBJECT_CLASS cls;
+    CK_ULONG label_len, id_len;
+    uint8_t label[HCACHE_LABEL_MAX];
+    uint8_t id[HCACHE_ID_MAX];
+    CK_OBJECT_HANDLE h;
+};
+
 struct p11_token {
     struct p11_token *next;
     struct p11_module *mod;
@@ -58,6 +72,8 @@ struct p11_token {
     CK_SESSION_HANDLE session;
     bool has_session;
     bool stale; /* gone or re-initialized: look it up again */
+    struct hcache_entry hc[HCACHE_SIZE];
+    unsigned hc_next;
 };
 
 struct p11_state {
@@ -524,6 +540,8 @@ static estc_err session_ready(struct p11_op *op)
             return p11_fail(op, "C_OpenSession", rv);
         }
         t->has_session = true;
+        /* Handles need not survive a new session (or a fork). */
+        memset(t->hc, 0, sizeof(t->hc));
     }
     op->fn = fn;
     op->s = t->session;
@@ -769,8 +787,78 @@ static bool cert_is_trust(struct p11_op *op, CK_OBJECT_HANDLE h)
 }
 
 /* The one object of @cls the address names; ESTC_ERR_NOT_FOUND when none. */
+static bool hc_same(const struct hcache_entry *e, CK_OBJECT_CLASS cls, const CK_ATTRIBUTE *label,
+                    const CK_ATTRIBUTE *id)
+{
+    return e->used && e->cls == cls && e->has_label == (label != NULL) &&
+           e->has_id == (id != NULL) &&
+           (label == NULL || (e->label_len == label->ulValueLen &&
+                              memcmp(e->label, label->pValue, e->label_len) == 0)) &&
+           (id == NULL ||
+            (e->id_len == id->ulValueLen && memcmp(e->id, id->pValue, e->id_len) == 0));
+}
+
+/* A cached handle is used only when the object behind it still has the
+ * class, label and id the address asks for: whatever the token did with
+ * handles meanwhile, it is then the object the address names. */
+static bool hc_valid(struct p11_op *op, CK_OBJECT_HANDLE h, CK_OBJECT_CLASS cls,
+                     const CK_ATTRIBUTE *label, const CK_ATTRIBUTE *id)
+{
+    CK_OBJECT_CLASS c = (CK_OBJECT_CLASS)-1;
+    uint8_t lb[HCACHE_LABEL_MAX], ib[HCACHE_ID_MAX];
+    CK_ATTRIBUTE t[3] = {
+        {CKA_CLASS, &c, sizeof(c)}, {CKA_LABEL, lb, sizeof(lb)}, {CKA_ID, ib, sizeof(ib)}};
+    if (op->fn->C_GetAttributeValue(op->s, h, t, 3) != CKR_OK || c != cls) {
+        return false;
+    }
+    if (label != NULL &&
+        (t[1].ulValueLen != label->ulValueLen || memcmp(lb, label->pValue, t[1].ulValueLen) != 0)) {
+        return false;
+    }
+    return id == NULL ||
+           (t[2].ulValueLen == id->ulValueLen && memcmp(ib, id->pValue, t[2].ulValueLen) == 0);
+}
+
+static void hc_store(struct p11_op *op, CK_OBJECT_CLASS cls, const CK_ATTRIBUTE *label,
+                     const CK_ATTRIBUTE *id, CK_OBJECT_HANDLE h)
+{
+    if ((label != NULL && label->ulValueLen > HCACHE_LABEL_MAX) ||
+        (id != NULL && id->ulValueLen > HCACHE_ID_MAX)) {
+        return;
+    }
+    struct p11_token *t = op->tok;
+    struct hcache_entry *e = &t->hc[t->hc_next++ % HCACHE_SIZE];
+    memset(e, 0, sizeof(*e));
+    e->used = true;
+    e->cls = cls;
+    e->h = h;
+    if (label != NULL) {
+        e->has_label = true;
+        e->label_len = label->ulValueLen;
+        memcpy(e->label, label->pValue, e->label_len);
+    }
+    if (id != NULL) {
+        e->has_id = true;
+        e->id_len = id->ulValueLen;
+        memcpy(e->id, id->pValue, e->id_len);
+    }
+}
+
 static estc_err find_one(struct p11_op *op, CK_OBJECT_CLASS cls, CK_OBJECT_HANDLE *h, bool *found)
 {
+    CK_ATTRIBUTE *label, *id;
+    uri_object(op, &label, &id);
+    for (unsigned i = 0; i < HCACHE_SIZE; i++) {
+        struct hcache_entry *e = &op->tok->hc[i];
+        if (hc_same(e, cls, label, id)) {
+            if (hc_valid(op, e->h, cls, label, id)) {
+                *h = e->h;
+                *found = true;
+                return ESTC_OK;
+            }
+            e->used = false;
+        }
+    }
     CK_OBJECT_HANDLE hs[2];
     CK_ULONG n = 0;
     estc_err err = find_objects(op, cls, true, hs, 2, &n);
@@ -780,6 +868,7 @@ static estc_err find_one(struct p11_op *op, CK_OBJECT_CLASS cls, CK_OBJECT_HANDL
     *found = n > 0;
     if (n > 0) {
         *h = hs[0];
+        hc_store(op, cls, label, id, hs[0]);
     }
     return ESTC_OK;
 }

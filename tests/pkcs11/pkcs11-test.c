@@ -534,6 +534,35 @@ START_TEST(test_relogin)
 }
 END_TEST
 
+START_TEST(test_replaced_behind_our_back)
+{
+    /* One context signs (and remembers where the key was found), another
+     * replaces the key: the first must use the new key, not a stale handle. */
+    estc_ctx *c1 = new_ctx(), *c2 = new_ctx();
+    const char *a = addr_for(token1, "replaced", "1234");
+    ck_assert_int_eq(estc_key_generate(c1, a, ESTC_KEY_EC_P256), ESTC_OK);
+    sign_verify(c1, a, ESTC_SIG_ECDSA, ESTC_HASH_SHA256);
+    estc_buf old = {0}, now = {0};
+    ck_assert_int_eq(estc_key_public(c1, a, &old), ESTC_OK);
+    for (int i = 0; i < 3; i++) {
+        ck_assert_int_eq(estc_key_remove(c2, a), ESTC_OK);
+        ck_assert_int_eq(estc_key_generate(c2, a, ESTC_KEY_EC_P256), ESTC_OK);
+    }
+    ck_assert_int_eq(estc_key_public(c1, a, &now), ESTC_OK);
+    ck_assert(old.len != now.len || memcmp(old.data, now.data, old.len) != 0);
+    sign_verify(c1, a, ESTC_SIG_ECDSA, ESTC_HASH_SHA256);
+    ck_assert_int_eq(estc_key_remove(c2, a), ESTC_OK);
+    uint8_t dg[32] = {0};
+    estc_buf sig = {0};
+    ck_assert_int_eq(estc_key_sign(c1, a, ESTC_SIG_ECDSA, ESTC_HASH_SHA256, dg, 32, &sig),
+                     ESTC_ERR_NOT_FOUND);
+    estc_buf_free(&old);
+    estc_buf_free(&now);
+    estc_ctx_free(c1);
+    estc_ctx_free(c2);
+}
+END_TEST
+
 START_TEST(test_rsa_signatures)
 {
     estc_ctx *ctx = new_ctx();
@@ -886,6 +915,7 @@ int main(int argc, char **argv)
     tcase_add_test(tc, test_two_tokens);
     tcase_add_test(tc, test_fork);
     tcase_add_test(tc, test_relogin);
+    tcase_add_test(tc, test_replaced_behind_our_back);
     tcase_add_test(tc, test_rsa_signatures);
     tcase_add_test(tc, test_certificates);
     tcase_add_test(tc, test_list_and_derive);
