@@ -899,6 +899,115 @@ static void crash_recovery(const char *base, bool count)
     estc_ctx_free(ctx);
 }
 
+/* A journal stream that cuts the power right after its @left-th write. */
+struct crash_stream {
+    estc_state_stream inner;
+    int left;
+};
+
+static estc_err crash_write(void *arg, const uint8_t *data, size_t len)
+{
+    struct crash_stream *cs = arg;
+    estc_err err = cs->inner.write(cs->inner.arg, data, len);
+    if (--cs->left == 0)
+        _exit(0);
+    return err;
+}
+
+/*
+ * /sren with a new key writes the journal four times: before the key, before
+ * the certificate, just before the commit (the state after it), and the
+ * final state. A power cut after each write in turn, and after none: each
+ * time the restored client holds working credentials and the token holds
+ * exactly the objects the state names.
+ */
+static void crash_at_every_write(const char *base, bool count)
+{
+    char path[700];
+    snprintf(path, sizeof(path), "%s/journal", dir);
+    estc_state_stream s;
+    ck_assert_int_eq(estc_state_stream_file(&s, path), ESTC_OK);
+    estc_ctx *ctx = NULL;
+    ck_assert_int_eq(estc_ctx_new(&ctx), ESTC_OK);
+    estc_client *c = server_client(ctx, 'B', base);
+    ck_assert_int_eq(estc_client_set_journal(c, &s), ESTC_OK);
+    ck_assert_int_eq(estc_client_enroll(c), ESTC_OK);
+    estc_client_free(c);
+    int settled = count ? token_objects() : 0;
+    for (int cut = 1; cut <= 5; cut++) {
+        estc_buf cert_before = {0}, cert_after = {0};
+        c = server_client(ctx, 'B', base);
+        ck_assert_int_eq(estc_client_restore(c, &s), ESTC_OK);
+        ck_assert_int_eq(estc_client_certificate(c, &cert_before), ESTC_OK);
+        estc_client_free(c);
+        fflush(NULL);
+        pid_t pid = fork();
+        ck_assert_int_ge(pid, 0);
+        if (pid == 0) {
+            struct crash_stream cs = {.inner = s, .left = cut};
+            estc_state_stream js = {.write = crash_write, .read = s.read, .arg = &cs};
+            estc_client *cc = server_client(ctx, 'B', base);
+            if (estc_client_restore(cc, &s) != ESTC_OK ||
+                estc_client_set_journal(cc, &js) != ESTC_OK)
+                _exit(3);
+            estc_err err = estc_client_reenroll(cc, true);
+            _exit(err == ESTC_OK ? 5 : 4); /* all writes done (cut 5) */
+        }
+        int status = 0;
+        ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+        ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == (cut == 5 ? 5 : 0),
+                      "cut %d: child status %d", cut, status);
+
+        c = server_client(ctx, 'B', base);
+        ck_assert_int_eq(estc_client_restore(c, &s), ESTC_OK);
+        ck_assert_int_eq(estc_client_set_journal(c, &s), ESTC_OK);
+        ck_assert(estc_client_is_ready_for_persistence(c));
+        if (count)
+            ck_assert_msg(token_objects() == settled, "cut %d: %d objects, want %d", cut,
+                          token_objects(), settled);
+        /* Before the commit's journal write: the old certificate; from it
+         * on: the new one. */
+        ck_assert_int_eq(estc_client_certificate(c, &cert_after), ESTC_OK);
+        bool same = cert_before.len == cert_after.len &&
+                    memcmp(cert_before.data, cert_after.data, cert_before.len) == 0;
+        ck_assert_msg(same == (cut <= 2), "cut %d: certificate %s", cut,
+                      same ? "kept" : "replaced");
+        /* Every recorded object is there, and the credentials work. */
+        estc_lifecycle *lc = estc_client_lifecycle(c);
+        for (size_t i = 0; i < estc_lifecycle_count(lc); i++) {
+            const char *a;
+            estc_obj_kind k;
+            estc_obj_state st;
+            bool found = false;
+            ck_assert_int_eq(estc_lifecycle_get(lc, i, &a, &k, &st, NULL), ESTC_OK);
+            ck_assert_int_eq(st, ESTC_OBJ_COMMITTED);
+            ck_assert_int_eq(estc_object_exists(ctx, a, k, &found), ESTC_OK);
+            ck_assert_msg(found, "cut %d: %s missing", cut, a);
+        }
+        ck_assert_int_eq(estc_client_reenroll(c, false), ESTC_OK);
+        if (count)
+            ck_assert_int_eq(token_objects(), settled);
+        estc_buf_free(&cert_before);
+        estc_buf_free(&cert_after);
+        estc_client_free(c);
+    }
+    estc_ctx_free(ctx);
+}
+
+START_TEST(crash_every_write_file)
+{
+    char base[600];
+    snprintf(base, sizeof(base), "file:%s/", dir);
+    crash_at_every_write(base, false);
+}
+END_TEST
+
+START_TEST(crash_every_write_pkcs11)
+{
+    crash_at_every_write(env("ESTC_TEST_P11_PREFIX"), true);
+}
+END_TEST
+
 START_TEST(crash_recovery_file)
 {
     char base[600];
@@ -935,9 +1044,11 @@ int main(int argc, char **argv)
         tcase_add_test(tc, retries_then_fallback);
         tcase_add_test(tc, persist_during_operation);
         tcase_add_test(tc, crash_recovery_file);
+        tcase_add_test(tc, crash_every_write_file);
     } else if (strcmp(part, "pkcs11") == 0) {
         tcase_add_test(tc, renewals_pkcs11);
         tcase_add_test(tc, crash_recovery_pkcs11);
+        tcase_add_test(tc, crash_every_write_pkcs11);
     } else {
         fprintf(stderr, "unknown part %s\n", part);
         return 2;
