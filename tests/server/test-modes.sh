@@ -83,4 +83,13 @@ else
 fi
 stop_server "pop server"
 
+# --- an arbitrary label below the root (RFC 7030 §3.2.2) -------------------------------
+estc_server_start --client-ca "$T/mca.crt" --root /est/factory-7/ || exit 1
+coap '/.well-known/core?rt=ace.est.sen'
+check "discovery names the labelled path" test "$(cat "$T/out")" = \
+  '</est/factory-7/sen>;rt="ace.est.sen";ct="281 287"'
+coap -m post -t 286 -f "$T/b.csr" /est/factory-7/sen
+expect_code 2.04 "sen below the label"
+stop_server "labelled server"
+
 finish

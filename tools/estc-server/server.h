@@ -82,7 +82,7 @@ struct srv {
     char *root; /* path root without leading or trailing '/' */
 };
 
-/* log.c-style helpers (main.c) */
+/* main.c: logging to stderr */
 void srv_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void srv_log_ssl_errors(const char *what);
 extern int srv_verbosity;
@@ -109,7 +109,6 @@ int srv_tls_peer_verified(coap_session_t *session, X509_STORE *store);
 char *srv_tls_unique_b64(coap_session_t *session);
 /* Stable identity of a client: SHA-256 of its certificate, else its address. */
 void srv_tls_client_id(coap_session_t *session, uint8_t id[32]);
-X509_STORE *srv_store_new(void);
 int srv_store_add_pem_file(X509_STORE *st, const char *path);
 
 /* cbor.c: multipart-core (RFC 8710) array of (content-format, bytes) pairs. */

@@ -42,11 +42,6 @@ int srv_tls_setup_cb(void *tls_session, coap_dtls_pki_t *setup_data)
     return 1;
 }
 
-X509_STORE *srv_store_new(void)
-{
-    return X509_STORE_new();
-}
-
 int srv_store_add_pem_file(X509_STORE *st, const char *path)
 {
     BIO *b = BIO_new_file(path, "r");
