@@ -14,8 +14,10 @@ Prints "listening PORT" on stdout once ready. Stops by itself after
 --max-seconds (default 120), or on SIGTERM / SIGINT. The counts go to --stats
 as JSON at exit and whenever the relay gets SIGUSR1:
   up / down: datagrams and bytes forwarded and dropped, client to server and
-  back; round_trips: client flights (client datagrams that follow a server
-  datagram, or open a session); sessions: client addresses seen.
+  back; round_trips: server flights that answer a client flight (a forwarded
+  server datagram after a client datagram of the same session, not counting
+  DTLS alerts such as the closing close_notify); sessions: client addresses
+  seen.
 """
 import argparse
 import json
@@ -42,6 +44,8 @@ def main():
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--max-seconds", type=float, default=120)
     ap.add_argument("--stats")
+    ap.add_argument("--trace", action="store_true",
+                    help="one line per datagram on stderr: direction, DTLS record types, length")
     args = ap.parse_args()
     if not 0 <= args.loss < 1:
         ap.error("--loss must be in [0, 1)")
@@ -80,6 +84,8 @@ def main():
     signal.signal(signal.SIGUSR1, on_usr1)
 
     def count(way, data, rng):
+        if args.trace:
+            print(way, data[0] if data else "-", len(data), file=sys.stderr, flush=True)
         if args.loss > 0 and rng.random() < args.loss:
             stats[way]["dropped"] += 1
             stats[way]["dropped_bytes"] += len(data)
@@ -108,10 +114,8 @@ def main():
                     back[client] = b
                     client_of[b] = client
                     stats["sessions"] += 1
-                if last_dir.get(client) != "up":
-                    stats["round_trips"] += 1
-                last_dir[client] = "up"
                 if count("up", data, rng_up):
+                    last_dir[client] = "up"
                     back[client].send(data)
             else:
                 client = client_of[s]
@@ -119,8 +123,12 @@ def main():
                     data = s.recv(65535)
                 except ConnectionRefusedError:
                     continue
-                last_dir[client] = "down"
                 if count("down", data, rng_down):
+                    # DTLS alerts (record type 21, e.g. close_notify) end a
+                    # session; they are no request and answer.
+                    if last_dir.get(client) == "up" and data[:1] != b"\x15":
+                        stats["round_trips"] += 1
+                    last_dir[client] = "down"
                     front.sendto(data, client)
     write_stats()
     for s in client_of:

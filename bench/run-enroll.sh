@@ -1,0 +1,185 @@
+#!/usr/bin/env bash
+# Cost of an EST-coaps enrollment, in one run against estc-server on loopback:
+#  1. datagrams, bytes each way and round trips of a first enrollment
+#     (handshake + /crts + /sen) and of a re-enrollment (handshake + /sren),
+#     counted by tests/relay/udp-relay.py at 0 % loss, for the library and for
+#     libcoap's coap-client-openssl doing the same exchanges, next to the
+#     minimum the protocol allows;
+#  2. the time of an enrollment through the library (estc-bench-enroll, one
+#     process per enrollment) against coap-client-openssl doing GET /crts and
+#     POST /sen with a CSR prepared beforehand (two processes), as a ratio.
+#
+#   bench/run-enroll.sh [BUILD_DIR]          (default: build)
+# Environment: ROUNDS (timed enrollments per side, default 10).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+src=$(cd "$here/.." && pwd)
+build=$(cd "${1:-$src/build}" && pwd)
+rounds=${ROUNDS:-10}
+bench=$build/bench/enroll/estc-bench-enroll
+export ESTC_BUILD_ROOT=$build ESTC_SOURCE_ROOT=$src
+export ESTC_SERVER_BIN=${ESTC_SERVER_BIN:-$build/tools/estc-server/estc-server}
+for p in "$bench" "$ESTC_SERVER_BIN"; do
+  [ -x "$p" ] || { echo "build first (with the server): ninja -C $build ($p missing)" >&2; exit 1; }
+done
+command -v coap-client-openssl >/dev/null || { echo "coap-client-openssl is missing" >&2; exit 1; }
+
+. "$src/tests/fixtures/estc-server.sh"
+tmp=$(mktemp -d)
+relay_pid=
+stop_relay() {
+  if [ -n "$relay_pid" ]; then
+    kill -TERM "$relay_pid" 2>/dev/null || true
+    wait "$relay_pid" 2>/dev/null || true
+    relay_pid=
+  fi
+}
+cleanup() {
+  stop_relay
+  estc_server_stop
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+ossl() { openssl "$@" 2>>"$tmp/openssl.log" >/dev/null; }
+ec="-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes"
+# Device (IDevID) credentials from a CA the server accepts with --client-ca.
+# shellcheck disable=SC2086
+ossl req -x509 $ec -keyout "$tmp/idevid-ca.key" -out "$tmp/idevid-ca.pem" -days 2 \
+  -subj "/CN=Bench IDevID CA" -addext "basicConstraints=critical,CA:TRUE" \
+  -addext "keyUsage=critical,keyCertSign"
+# shellcheck disable=SC2086
+ossl req $ec -keyout "$tmp/device.key" -out "$tmp/device.csr" -subj "/CN=bench-idevid"
+printf 'basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n' >"$tmp/device.ext"
+ossl x509 -req -in "$tmp/device.csr" -CA "$tmp/idevid-ca.pem" -CAkey "$tmp/idevid-ca.key" \
+  -CAcreateserial -days 2 -extfile "$tmp/device.ext" -out "$tmp/device.pem"
+# Prepared CSRs for coap-client (one per timed round, so the server's
+# duplicate-request memory never answers from its cache).
+for i in $(seq 0 "$rounds"); do
+  # shellcheck disable=SC2086
+  ossl req -new $ec -keyout "$tmp/csr$i.key" -outform DER -out "$tmp/csr$i.der" \
+    -subj "/CN=bench-device" -addext "subjectAltName=DNS:bench-device.example"
+done
+chmod 600 "$tmp"/*.key
+
+estc_server_start --client-ca "$tmp/idevid-ca.pem" >/dev/null
+ca=$ESTC_SERVER_CA
+
+start_relay() { # $1: stats file; sets relay_port
+  python3 "$src/tests/relay/udp-relay.py" --server "127.0.0.1:$ESTC_SERVER_PORT" --loss 0 \
+    --max-seconds 120 --stats "$1" ${RELAY_TRACE:+--trace} >"$tmp/relay.out" &
+  relay_pid=$!
+  relay_port=
+  for _ in $(seq 100); do
+    relay_port=$(sed -n 's/^listening //p' "$tmp/relay.out" 2>/dev/null)
+    [ -n "$relay_port" ] && return 0
+    sleep 0.05
+  done
+  echo "relay did not start" >&2
+  exit 1
+}
+
+cc() { # coap-client-openssl with the answer's code checked (it exits 0 on 4.xx)
+  local out=$1
+  shift
+  coap-client-openssl -v 6 -o "$out" "$@" >"$tmp/cc.log" 2>&1 || true
+  grep -q 'c:2\.0[45]' "$tmp/cc.log" && [ -s "$out" ] || {
+    echo "coap-client-openssl $*: no 2.0x answer" >&2
+    tail -5 "$tmp/cc.log" >&2
+    exit 1
+  }
+}
+
+# ---- 1. counts at the relay ----------------------------------------------------
+mkdir "$tmp/lib"
+start_relay "$tmp/lib-first.json"
+"$bench" first "coaps://127.0.0.1:$relay_port" "$ca" "$tmp/device.pem" "$tmp/device.key" \
+  "$tmp/lib" >/dev/null
+stop_relay
+start_relay "$tmp/lib-re.json"
+"$bench" re "coaps://127.0.0.1:$relay_port" "$ca" "$tmp/device.pem" "$tmp/device.key" \
+  "$tmp/lib" >/dev/null
+stop_relay
+
+start_relay "$tmp/cc-first.json"
+cc "$tmp/crts.p7" -C "$ca" -c "$tmp/device.pem" -j "$tmp/device.key" -A 281 \
+  "coaps://127.0.0.1:$relay_port/est/crts"
+cc "$tmp/cert0.p7" -C "$ca" -c "$tmp/device.pem" -j "$tmp/device.key" -m post -t 286 -A 281 \
+  -f "$tmp/csr0.der" "coaps://127.0.0.1:$relay_port/est/sen"
+stop_relay
+openssl pkcs7 -inform DER -in "$tmp/cert0.p7" -print_certs -out "$tmp/enrolled0.pem" 2>/dev/null
+start_relay "$tmp/cc-re.json"
+cc "$tmp/recert0.p7" -C "$ca" -c "$tmp/enrolled0.pem" -j "$tmp/csr0.key" -m post -t 286 -A 281 \
+  -f "$tmp/csr0.der" "coaps://127.0.0.1:$relay_port/est/sren"
+stop_relay
+csr_len=$(stat -c %s "$tmp/csr0.der")
+crts_len=$(stat -c %s "$tmp/crts.p7")
+cert_len=$(stat -c %s "$tmp/cert0.p7")
+
+# ---- 2. time, directly against the server ------------------------------------------
+ns() { date +%s%N; }
+lib_ns=0
+cc_ns=0
+inlib_ms=0
+for i in $(seq 1 "$rounds"); do
+  mkdir "$tmp/lib$i"
+  t0=$(ns)
+  out=$("$bench" first "$ESTC_SERVER_URI" "$ca" "$tmp/device.pem" "$tmp/device.key" "$tmp/lib$i")
+  t1=$(ns)
+  cc "$tmp/t-crts.p7" -C "$ca" -c "$tmp/device.pem" -j "$tmp/device.key" -A 281 \
+    "$ESTC_SERVER_URI/est/crts"
+  cc "$tmp/t-cert.p7" -C "$ca" -c "$tmp/device.pem" -j "$tmp/device.key" -m post -t 286 -A 281 \
+    -f "$tmp/csr$i.der" "$ESTC_SERVER_URI/est/sen"
+  t2=$(ns)
+  lib_ns=$((lib_ns + t1 - t0))
+  cc_ns=$((cc_ns + t2 - t1))
+  inlib_ms=$(python3 -c "print($inlib_ms + ${out#first })")
+done
+
+python3 - "$tmp" "$rounds" "$lib_ns" "$cc_ns" "$inlib_ms" "$csr_len" "$crts_len" "$cert_len" <<'PY'
+import json, sys
+tmp, rounds, lib_ns, cc_ns, inlib_ms, csr, crts, cert = sys.argv[1:]
+rounds = int(rounds)
+def load(name):
+    with open(f"{tmp}/{name}.json") as f:
+        return json.load(f)
+rows = [("first enrollment", "estc library", load("lib-first")),
+        ("first enrollment", "coap-client x2", load("cc-first")),
+        ("re-enrollment", "estc library", load("lib-re")),
+        ("re-enrollment", "coap-client", load("cc-re"))]
+mins = {"first enrollment": (5, 10, int(csr), int(crts) + int(cert)),
+        "re-enrollment": (4, 8, int(csr), int(cert))}
+print("EST-coaps enrollment against estc-server on loopback (relay at 0 % loss)")
+print()
+hdr = f"{'phase':<17} {'client':<15} {'rtt':>4} {'dgrams up':>9} {'bytes up':>9} {'dgrams dn':>9} {'bytes dn':>9} {'sessions':>8}"
+print(hdr)
+print("-" * len(hdr))
+for phase, who, s in rows:
+    print(f"{phase:<17} {who:<15} {s['round_trips']:>4} {s['up']['datagrams']:>9} {s['up']['bytes']:>9} "
+          f"{s['down']['datagrams']:>9} {s['down']['bytes']:>9} {s['sessions']:>8}")
+for phase, (rt, dg, up, dn) in mins.items():
+    print(f"{phase:<17} {'minimum':<15} {rt:>4} {dg // 2:>9} {'>' + str(up):>9} {dg // 2:>9} {'>' + str(dn):>9} {1:>8}")
+print()
+print("Minimum: one DTLS 1.2 full handshake with a cookie exchange is 3 round trips")
+print("  (ClientHello / HelloVerifyRequest, ClientHello+cookie / ServerHello..Done,")
+print("  Certificate..Finished / ChangeCipherSpec+Finished), one datagram per flight when")
+print("  each flight fits the path MTU; then one round trip per EST request whose")
+print("  request and answer fit one block (CON request, piggybacked answer):")
+print("  first enrollment = handshake + GET /crts + POST /sen = 5 round trips, 10 datagrams;")
+print("  re-enrollment = a new handshake (the client certificate changes to the enrolled")
+print("  one, so the session cannot be kept) + POST /sren = 4 round trips, 8 datagrams.")
+print(f"  Bytes: at least the payloads (CSR {csr} B up; /crts {crts} B and the issued")
+print(f"  certificate {cert} B down, as PKCS#7) plus the handshake's certificates and the")
+print("  CoAP/DTLS headers; coap-client's rows show what one libcoap session costs.")
+print("Measured datagrams and bytes include the closing close_notify alert each way of")
+print("every session (not counted as a round trip).")
+print("The library checks the server again against the /crts answer before trusting it")
+print("(a second handshake and GET /crts), which is its cost above the minimum.")
+print()
+lib_ms = int(lib_ns) / 1e6 / rounds
+cc_ms = int(cc_ns) / 1e6 / rounds
+print(f"Time per first enrollment, mean of {rounds}, process start included on both sides:")
+print(f"  estc library (estc-bench-enroll)         {lib_ms:8.1f} ms  (inside the library: {float(inlib_ms) / rounds:.1f} ms)")
+print(f"  coap-client-openssl crts + sen (2 runs)  {cc_ms:8.1f} ms  (CSR prepared beforehand)")
+print(f"  ratio estc / coap-client                 {lib_ms / cc_ms:8.2f}")
+PY
