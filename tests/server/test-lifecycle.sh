@@ -33,6 +33,10 @@ bad_start "missing client CA file" --state-dir "$T/s0" --client-ca "$T/absent.pe
 bad_start "CSR attributes that are not DER" --state-dir "$T/s0" --csr-attrs "$T/mca.crt" \
   --listen 127.0.0.1:0
 bad_start "--cert without --key" --state-dir "$T/s0" --cert "$T/dev.crt" --listen 127.0.0.1:0
+bad_start "--cert and a --key that does not match" --state-dir "$T/s0" --cert "$T/dev.crt" \
+  --key "$T/rogue.key" --listen 127.0.0.1:0
+bad_start "--ca-key that does not match --ca-cert" --ca-cert "$T/mca.crt" --ca-key "$T/dev.key" \
+  --listen 127.0.0.1:0
 
 # --- the CA is created once and reused ------------------------------------------------
 ESTC_SERVER_STATE=$T/keep

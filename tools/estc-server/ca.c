@@ -597,9 +597,19 @@ int srv_ca_make_server_creds(struct srv *s)
             srv_log(SRV_LOG_ERR, "--cert and --key go together");
             return -1;
         }
+        /* libcoap reads them only at each handshake: check them now. */
+        key = load_key(s->opt.key_file);
+        cert = load_cert(s->opt.cert_file);
+        if (key == NULL || cert == NULL || X509_check_private_key(cert, key) != 1) {
+            srv_log(SRV_LOG_ERR, "cannot use --cert %s with --key %s", s->opt.cert_file,
+                    s->opt.key_file);
+            ERR_clear_error();
+            goto out;
+        }
         s->server_cert_path = strdup(s->opt.cert_file);
         s->server_key_path = strdup(s->opt.key_file);
-        return s->server_cert_path && s->server_key_path ? 0 : -1;
+        rc = s->server_cert_path && s->server_key_path ? 0 : -1;
+        goto out;
     }
     if (s->opt.state_dir == NULL) {
         srv_log(SRV_LOG_ERR, "give --state-dir DIR or --cert and --key");
