@@ -586,6 +586,66 @@ static void op_end(struct p11_op *op)
     }
 }
 
+/* What p11-kit lets pass but the estc address syntax refuses: an attribute
+ * given twice (also once in the path and once in the query), an attribute
+ * without '=' or name, and query attributes other than RFC 7512's. */
+static const char *attr_syntax_error(const char *addr)
+{
+    static const char *const query_names[] = {"pin-source", "pin-value", "module-name",
+                                              "module-path"};
+    const char *colon = strchr(addr, ':');
+    if (colon == NULL) {
+        return "no scheme";
+    }
+    const char *names[64];
+    size_t lens[64], n = 0;
+    const char *p = colon + 1;
+    bool in_query = false;
+    while (*p != '\0') {
+        const char *end = p;
+        while (*end != '\0' && *end != (in_query ? '&' : ';') && (in_query || *end != '?')) {
+            end++;
+        }
+        size_t len = (size_t)(end - p);
+        /* An empty path is fine ("pkcs11:" or "pkcs11:?module-path=..."). */
+        if (len == 0 && !(!in_query && p == colon + 1 && (*end == '\0' || *end == '?'))) {
+            return "empty attribute";
+        }
+        if (len > 0) {
+            const char *eq = memchr(p, '=', len);
+            if (eq == NULL || eq == p) {
+                return "attribute without a name or '='";
+            }
+            size_t nlen = (size_t)(eq - p);
+            if (in_query) {
+                bool known = false;
+                for (size_t i = 0; i < sizeof(query_names) / sizeof(query_names[0]); i++) {
+                    known = known || (strlen(query_names[i]) == nlen &&
+                                      strncmp(query_names[i], p, nlen) == 0);
+                }
+                if (!known) {
+                    return "unknown query attribute";
+                }
+            }
+            for (size_t i = 0; i < n; i++) {
+                if (lens[i] == nlen && strncmp(names[i], p, nlen) == 0) {
+                    return "attribute given twice";
+                }
+            }
+            if (n == sizeof(names) / sizeof(names[0])) {
+                return "too many attributes";
+            }
+            names[n] = p;
+            lens[n++] = nlen;
+        }
+        if (*end == '?' && !in_query) {
+            in_query = true;
+        }
+        p = *end != '\0' ? end + 1 : end;
+    }
+    return NULL;
+}
+
 /* Parse @addr; no token is touched. */
 static estc_err op_parse(struct p11_op *op, estc_ctx *ctx, void *state, const char *addr)
 {
@@ -599,6 +659,11 @@ static estc_err op_parse(struct p11_op *op, estc_ctx *ctx, void *state, const ch
     op->uri = p11_kit_uri_new();
     if (op->uri == NULL) {
         return estc_error(ctx, ESTC_ERR_NOMEM, "%s: out of memory", op->shown);
+    }
+    const char *syntax = attr_syntax_error(addr);
+    if (syntax != NULL) {
+        return estc_error(ctx, ESTC_ERR_BAD_ADDRESS, "%s: not a PKCS#11 URI: %s", op->shown,
+                          syntax);
     }
     int rc = p11_kit_uri_parse(addr, P11_KIT_URI_FOR_ANY, op->uri);
     if (rc != P11_KIT_URI_OK) {

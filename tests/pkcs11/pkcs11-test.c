@@ -850,6 +850,22 @@ START_TEST(test_error_paths)
     EVP_PKEY_free(k);
     ck_assert_uint_eq(count_objects(token1), with_key);
 
+    /* What p11-kit would let pass but estc addresses refuse. */
+    static const char *const refused[] = {
+        "pkcs11:token=A;token=B;object=x",
+        "pkcs11:object=x;pin-value=1?pin-value=2",
+        "pkcs11:object=x?module-path=/a&module-path=/b",
+        "pkcs11:object=x?foo=1",
+        "pkcs11:object=x;;token=A",
+        "pkcs11:object",
+        "pkcs11:=x",
+    };
+    for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+        ck_assert_msg(estc_key_sign(ctx, refused[i], ESTC_SIG_ECDSA, ESTC_HASH_SHA256, dg, 32,
+                                    &sig) == ESTC_ERR_BAD_ADDRESS,
+                      "%s", refused[i]);
+    }
+
     /* An absent token, an absent module. */
     const char *absent = addr_for("NoSuchToken", "errors", "1234");
     /* Not NOT_FOUND: a key on an unplugged token is not a removed key. */
