@@ -127,6 +127,7 @@ void estc_client_free(estc_client *c)
         free(c->sans[i]);
     free(c->sans);
     estc__csr_hints_free(&c->hints);
+    estc_buf_free(&c->att_der);
     if (c->own_lc)
         estc_lifecycle_free(c->lc);
     free(c);
@@ -509,6 +510,12 @@ static estc_err key_file(estc_client *c, const char *src, char *path, size_t pat
     return estc_keyref_write(c->ctx, path, src);
 }
 
+/* The transport's lines go to the context's log. */
+static void transport_log(void *arg, estc_log_level level, const char *msg)
+{
+    estc_log(arg, level, "coap: %s", msg);
+}
+
 static estc_err open_transport(estc_client *c, enum estc__creds creds)
 {
     if (c->custom_transport)
@@ -518,10 +525,10 @@ static estc_err open_transport(estc_client *c, enum estc__creds creds)
     estc__client_reset_transport(c);
     if (c->host == NULL)
         return estc_error(c->ctx, ESTC_ERR_STATE, "no server configured");
+    /* Without bootstrap credentials the session is anonymous on the client
+     * side: enough for discovery, /crts and /att where the server allows it. */
     const char *cert = creds == ESTC__CREDS_ENROLLED ? c->cert_addr : c->boot_cert;
     const char *key = creds == ESTC__CREDS_ENROLLED ? c->key_addr : c->boot_key;
-    if (cert == NULL || key == NULL)
-        return estc_error(c->ctx, ESTC_ERR_STATE, "no DTLS client credentials configured");
 
     const char *base = getenv("TMPDIR");
     char tmpl[4096];
@@ -533,11 +540,11 @@ static estc_err open_transport(estc_client *c, enum estc__creds creds)
         rmdir(tmpl);
         return ESTC_ERR_NOMEM;
     }
-    char trust[4200], certp[4200], keyp[4200], uri[600];
+    char trust[4200], certp[4200] = "", keyp[4200] = "", uri[600];
     estc_err err = write_trust(c, trust, sizeof(trust));
-    if (err == ESTC_OK)
+    if (err == ESTC_OK && cert != NULL)
         err = cert_file(c, cert, certp, sizeof(certp));
-    if (err == ESTC_OK)
+    if (err == ESTC_OK && key != NULL)
         err = key_file(c, key, keyp, sizeof(keyp));
     if (err == ESTC_OK) {
         bool v6 = strchr(c->host, ':') != NULL;
@@ -547,10 +554,12 @@ static estc_err open_transport(estc_client *c, enum estc__creds creds)
             .server = uri,
             .trust_file = trust,
             .identity = c->identity,
-            .cert_file = certp,
-            .key_file = keyp,
+            .cert_file = certp[0] != '\0' ? certp : NULL,
+            .key_file = keyp[0] != '\0' ? keyp : NULL,
             .timeout_ms = c->timeout_ms,
             .block_szx = c->block_szx,
+            .log_fn = transport_log,
+            .log_arg = c->ctx,
         };
         err = estc_transport_coap_new(&cfg, &c->transport);
         if (err != ESTC_OK)
@@ -749,6 +758,26 @@ size_t estc_client_ca_count(const estc_client *c)
 const char *estc_client_ca_address(const estc_client *c, size_t i)
 {
     return c == NULL || i >= c->n_ca_addrs ? NULL : c->ca_addrs[i];
+}
+
+const char *estc_client_resource_path(estc_client *c, const char *name)
+{
+    if (c == NULL || name == NULL)
+        return NULL;
+    for (int i = 0; i < ESTC__EST_COUNT; i++) {
+        if (strcmp(name, estc__est_resource_name(i)) == 0)
+            return c->paths[i];
+    }
+    return NULL;
+}
+
+estc_err estc_client_csrattrs_der(estc_client *c, estc_buf *der)
+{
+    if (c == NULL || der == NULL)
+        return ESTC_ERR_INVALID_ARG;
+    if (c->att_der.data == NULL)
+        return estc_error(c->ctx, ESTC_ERR_NOT_FOUND, "no CSR attributes received yet");
+    return estc_buf_set(der, c->att_der.data, c->att_der.len);
 }
 
 estc_lifecycle *estc_client_lifecycle(estc_client *c)

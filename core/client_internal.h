@@ -62,6 +62,7 @@ struct estc_client {
     size_t n_sans;
     estc_key_type key_type;
     estc__csr_hints hints;
+    estc_buf att_der; /* the last /att answer, as received */
     int accept;
     unsigned timeout_ms;
     unsigned max_retries;

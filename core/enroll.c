@@ -41,8 +41,26 @@ static estc_err free_address(estc_client *c, const char *base, estc_obj_kind kin
         *out = strdup(base);
         return *out != NULL ? ESTC_OK : ESTC_ERR_NOMEM;
     }
-    return estc_address_generate(c->ctx, base, kind, der != NULL ? der->data : NULL,
-                                 der != NULL ? der->len : 0, out);
+    const uint8_t *bytes = der != NULL ? der->data : NULL;
+    size_t len = der != NULL ? der->len : 0;
+    /* Engines whose object addresses are prefixes too (mem:, file:,
+     * pkcs11: labels) place the new object beside the old one. Others name
+     * objects by number (tpm2:, psa:): their bare scheme, with the old
+     * address's query part (TCTI and the like), is the prefix. */
+    err = estc_address_generate(c->ctx, base, kind, bytes, len, out);
+    if (err != ESTC_ERR_BAD_ADDRESS)
+        return err;
+    const char *colon = strchr(base, ':');
+    const char *query = strchr(base, '?');
+    size_t n = (size_t)(colon - base) + 1 + (query != NULL ? strlen(query) : 0) + 1;
+    char *prefix = malloc(n);
+    if (prefix == NULL)
+        return ESTC_ERR_NOMEM;
+    snprintf(prefix, n, "%.*s%s", (int)(colon - base + 1), base, query != NULL ? query : "");
+    estc_ctx_clear_error(c->ctx);
+    err = estc_address_generate(c->ctx, prefix, kind, bytes, len, out);
+    free(prefix);
+    return err;
 }
 
 static enum estc__creds best_creds(estc_client *c)
@@ -422,6 +440,8 @@ static estc_err csrattrs_op(estc_client *c)
     }
     if (err == ESTC_OK)
         err = estc__csrattrs_hints(&attrs, &hints);
+    if (err == ESTC_OK)
+        err = estc_buf_set(&c->att_der, resp.payload.data, resp.payload.len);
     if (err == ESTC_OK) {
         estc__csr_hints_free(&c->hints);
         c->hints = hints;

@@ -23,10 +23,16 @@ struct estc_lifecycle {
     size_t count;
     size_t cap;
     uint32_t generation; /* number of commits so far */
-    bool changed;
+    bool changed;        /* unused while a snapshot exists */
+    /* The record as last serialized or restored: "changed" means the record
+     * differs from it, so a rolled-back attempt leaves the record unchanged. */
+    estc_buf snapshot;
+    bool have_snapshot;
 };
 
 #define RECORD_MAGIC "estc-lifecycle 1"
+
+static estc_err render(const estc_lifecycle *lc, estc_buf *out);
 
 estc_err estc_lifecycle_new(estc_ctx *ctx, estc_lifecycle **out)
 {
@@ -52,6 +58,7 @@ void estc_lifecycle_free(estc_lifecycle *lc)
     if (lc == NULL)
         return;
     free_items(lc->items, lc->count);
+    estc_buf_free(&lc->snapshot);
     free(lc);
 }
 
@@ -248,7 +255,7 @@ estc_err estc_lifecycle_cleanup(estc_lifecycle *lc)
 {
     if (lc == NULL)
         return ESTC_ERR_INVALID_ARG;
-    if (!lc->changed) {
+    if (!estc_lifecycle_changed(lc)) {
         estc_log(lc->ctx, ESTC_LOG_DEBUG, "lifecycle unchanged since persist: objects kept");
         return ESTC_OK;
     }
@@ -257,7 +264,16 @@ estc_err estc_lifecycle_cleanup(estc_lifecycle *lc)
 
 bool estc_lifecycle_changed(const estc_lifecycle *lc)
 {
-    return lc != NULL && lc->changed;
+    if (lc == NULL)
+        return false;
+    if (!lc->have_snapshot)
+        return lc->changed;
+    estc_buf now = {0};
+    if (render(lc, &now) != ESTC_OK)
+        return true; /* when in doubt, clean up */
+    bool differs = now.len != lc->snapshot.len || memcmp(now.data, lc->snapshot.data, now.len) != 0;
+    estc_buf_free(&now);
+    return differs;
 }
 
 size_t estc_lifecycle_count(const estc_lifecycle *lc)
@@ -297,10 +313,9 @@ static int word_index(const char *const *words, size_t n, const char *w, size_t 
     return -1;
 }
 
-estc_err estc_lifecycle_serialize(estc_lifecycle *lc, estc_buf *out)
+/* The record as text into @out (replacing its bytes). */
+static estc_err render(const estc_lifecycle *lc, estc_buf *out)
 {
-    if (lc == NULL || out == NULL)
-        return ESTC_ERR_INVALID_ARG;
     size_t size = sizeof(RECORD_MAGIC) + 32;
     for (size_t i = 0; i < lc->count; i++)
         size += strlen(lc->items[i].addr) + 48;
@@ -318,7 +333,37 @@ estc_err estc_lifecycle_serialize(estc_lifecycle *lc, estc_buf *out)
     estc_buf_free(out);
     out->data = (uint8_t *)text;
     out->len = used;
+    return ESTC_OK;
+}
+
+/* Remembers @text as the persisted form of the record. */
+static estc_err take_snapshot(estc_lifecycle *lc, const uint8_t *text, size_t len)
+{
+    estc_buf copy = {0};
+    estc_err err = estc_buf_set(&copy, text, len);
+    if (err != ESTC_OK)
+        return err;
+    estc_buf_free(&lc->snapshot);
+    lc->snapshot = copy;
+    lc->have_snapshot = true;
     lc->changed = false;
+    return ESTC_OK;
+}
+
+estc_err estc_lifecycle_serialize(estc_lifecycle *lc, estc_buf *out)
+{
+    if (lc == NULL || out == NULL)
+        return ESTC_ERR_INVALID_ARG;
+    estc_buf text = {0};
+    estc_err err = render(lc, &text);
+    if (err == ESTC_OK)
+        err = take_snapshot(lc, text.data, text.len);
+    if (err != ESTC_OK) {
+        estc_buf_free(&text);
+        return err;
+    }
+    estc_buf_free(out);
+    *out = text;
     return ESTC_OK;
 }
 
@@ -414,11 +459,14 @@ done:
             return estc_error(lc->ctx, err, "lifecycle record: malformed at line %zu", lineno + 1);
         return err;
     }
+    if (take_snapshot(lc, data, len) != ESTC_OK) {
+        free_items(items, count);
+        return ESTC_ERR_NOMEM;
+    }
     free_items(lc->items, lc->count);
     lc->items = items;
     lc->count = count;
     lc->cap = cap;
     lc->generation = generation;
-    lc->changed = false;
     return ESTC_OK;
 }

@@ -87,6 +87,8 @@ estc_err estc_client_add_trust_anchor(estc_client *client, const char *source, b
  * estc_client_set_credentials() - the DTLS client certificate and key for
  * /sen and /skg (the bootstrap or IDevID credentials). Each is an engine
  * address or a PEM file path. /sren uses the enrolled certificate and key.
+ * Without them, discovery, /crts and /att run without a client certificate
+ * (where the server allows it).
  */
 estc_err estc_client_set_credentials(estc_client *client, const char *cert, const char *key);
 
@@ -217,6 +219,20 @@ size_t estc_client_ca_count(const estc_client *client);
 
 /** estc_client_ca_address() - the engine address of CA certificate @i. */
 const char *estc_client_ca_address(const estc_client *client, size_t i);
+
+/**
+ * estc_client_resource_path() - the path of EST resource @name ("crts",
+ * "sen", "sren", "skg", "skc", "att") as configured or discovered; NULL when
+ * not known (yet). Owned by the client.
+ */
+const char *estc_client_resource_path(estc_client *client, const char *name);
+
+/**
+ * estc_client_csrattrs_der() - the last /att answer as received (CF 285 DER;
+ * empty when the server has none) into @der. ESTC_ERR_NOT_FOUND before
+ * estc_client_csrattrs() succeeded.
+ */
+estc_err estc_client_csrattrs_der(estc_client *client, estc_buf *der);
 
 /** estc_client_lifecycle() - the record of the objects the client made. */
 estc_lifecycle *estc_client_lifecycle(estc_client *client);

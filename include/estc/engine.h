@@ -453,8 +453,9 @@ estc_err estc_lifecycle_rollback(estc_lifecycle *lc);
  */
 estc_err estc_lifecycle_cleanup(estc_lifecycle *lc);
 
-/** estc_lifecycle_changed() - whether the record changed since the last
- * serialize or deserialize (a new record with no objects is unchanged). */
+/** estc_lifecycle_changed() - whether the record differs from what the last
+ * serialize or deserialize saw (an attempt rolled back completely leaves it
+ * unchanged); before either, whether anything was ever recorded. */
 bool estc_lifecycle_changed(const estc_lifecycle *lc);
 
 /** estc_lifecycle_count() - the number of recorded objects. */

@@ -374,6 +374,15 @@ START_TEST(lifecycle_record_format)
     ck_assert_int_eq(estc_lifecycle_cert_store(back, "mem:c", ESTC_OBJ_KEY, rec.data, rec.len),
                      ESTC_ERR_INVALID_ARG);
 
+    /* An attempt rolled back completely leaves the record unchanged. */
+    ck_assert_int_eq(estc_lifecycle_commit(lc), ESTC_OK);
+    ck_assert(estc_lifecycle_changed(lc));
+    ck_assert_int_eq(estc_lifecycle_serialize(lc, &rec), ESTC_OK);
+    ck_assert_int_eq(estc_lifecycle_key_generate(lc, "mem:attempt", ESTC_KEY_EC_P256), ESTC_OK);
+    ck_assert_int_eq(estc_lifecycle_supersede(lc, "mem:a"), ESTC_OK);
+    ck_assert(estc_lifecycle_changed(lc));
+    ck_assert_int_eq(estc_lifecycle_rollback(lc), ESTC_OK);
+    ck_assert(!estc_lifecycle_changed(lc));
     ck_assert_int_eq(estc_lifecycle_cleanup(lc), ESTC_OK); /* unchanged: keeps */
     bool found = false;
     ck_assert_int_eq(estc_object_exists(ctx, "mem:a", ESTC_OBJ_KEY, &found), ESTC_OK);
