@@ -270,7 +270,12 @@ static estc_err registered_modules(struct p11_op *op)
                           "%s: cannot load the p11-kit registered modules: %s", op->shown,
                           msg != NULL ? msg : "unknown error");
     }
-    for (size_t i = 0; list[i] != NULL; i++) {
+    /* Added at the head one by one: walk backwards to keep p11-kit's order. */
+    size_t n_mods = 0;
+    while (list[n_mods] != NULL) {
+        n_mods++;
+    }
+    for (size_t i = n_mods; i-- > 0;) {
         char *name = p11_kit_module_get_name(list[i]);
         char key[300];
         snprintf(key, sizeof(key), "name:%s", name != NULL ? name : "");
@@ -449,10 +454,14 @@ static estc_err find_token(struct p11_op *op)
             }
             if (err == ESTC_OK) {
                 err = token_in_module(op, mod, &found);
+                if (err != ESTC_OK && name == NULL) {
+                    estc_ctx_clear_error(op->ctx);
+                    err = ESTC_OK;
+                }
             }
         }
         if (err == ESTC_OK && name != NULL && !named) {
-            return estc_error(op->ctx, ESTC_ERR_NOT_FOUND,
+            return estc_error(op->ctx, ESTC_ERR_ENGINE,
                               "%s: no registered PKCS#11 module is called %s", op->shown, name);
         }
     }

@@ -879,6 +879,10 @@ START_TEST(test_error_paths)
     ck_assert_int_eq(estc_key_sign(ctx, bad, ESTC_SIG_ECDSA, ESTC_HASH_SHA256, dg, 32, &sig),
                      ESTC_ERR_ENGINE);
     ck_assert_ptr_null(sig.data);
+    ck_assert_int_eq(
+        estc_key_remove(ctx, "pkcs11:object=errors;pin-value=1234?module-name=no-such-module"),
+        ESTC_ERR_ENGINE);
+    ck_assert_ptr_nonnull(strstr(estc_ctx_error_detail(ctx), "no-such-module"));
 
     ck_assert_int_eq(estc_key_remove(ctx, a), ESTC_OK);
     ck_assert_uint_eq(count_objects(token1), before);
