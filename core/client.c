@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -575,10 +576,13 @@ static estc_err open_transport(estc_client *c, enum estc__creds creds)
 
 /* ---- one exchange ------------------------------------------------------- */
 
-static estc_err resource_path(estc_client *c, estc__est_resource res, const char **path)
+static estc_err discover(estc_client *c, enum estc__creds creds);
+
+static estc_err resource_path(estc_client *c, enum estc__creds creds, estc__est_resource res,
+                              const char **path)
 {
     if (c->paths[res] == NULL && c->root == NULL) {
-        estc_err err = estc_client_discover(c);
+        estc_err err = discover(c, creds);
         if (err != ESTC_OK)
             return err;
     }
@@ -618,8 +622,8 @@ static estc_err send_path(estc_client *c, enum estc__creds creds, const char *pa
 {
     estc_request req = {.method = method, .path = path, .content_format = cf, .accept = accept,
                         .payload = payload, .payload_len = len};
-    unsigned lost = 0;
-    for (unsigned attempt = 0;; attempt++) {
+    unsigned lost = 0, waits = 0;
+    for (;;) {
         estc_err err = open_transport(c, creds);
         if (err != ESTC_OK)
             return err;
@@ -636,11 +640,11 @@ static estc_err send_path(estc_client *c, enum estc__creds creds, const char *pa
                 ++lost < ESTC__MAX_LOST_EXCHANGES) {
                 estc_log(c->ctx, ESTC_LOG_WARNING, "%s %s: no answer, trying again",
                          method_name(method), path);
-                attempt--;
                 continue;
             }
             return e;
         }
+        lost = 0;
         if (resp->code / 100 == 2)
             return ESTC_OK;
         if (resp->code != 503) {
@@ -652,10 +656,11 @@ static estc_err send_path(estc_client *c, enum estc__creds creds, const char *pa
         }
         /* 5.03 + Max-Age (RFC 9148 §4.7): wait, then resend the same request. */
         uint32_t wait = resp->max_age;
-        if (attempt >= c->max_retries)
+        if (waits >= c->max_retries)
             return estc_error(c->ctx, ESTC_ERR_LIMIT,
                               "%s %s: still 5.03 Service Unavailable after %u retries",
-                              method_name(method), path, attempt);
+                              method_name(method), path, waits);
+        waits++;
         if (wait > c->max_wait_s)
             return estc_error(c->ctx, ESTC_ERR_LIMIT,
                               "%s %s: 5.03 with Max-Age %u s, over the %u s allowed",
@@ -673,7 +678,7 @@ estc_err estc__client_exchange(estc_client *c, enum estc__creds creds, estc__est
                                const uint8_t *payload, size_t len, estc_response *resp)
 {
     const char *path = NULL;
-    estc_err err = resource_path(c, res, &path);
+    estc_err err = resource_path(c, creds, res, &path);
     if (err != ESTC_OK)
         return err;
     return send_path(c, creds, path, method, cf, accept, payload, len, resp);
@@ -683,8 +688,13 @@ estc_err estc_client_discover(estc_client *c)
 {
     if (c == NULL)
         return ESTC_ERR_INVALID_ARG;
+    return discover(c, c->boot_cert != NULL ? ESTC__CREDS_BOOTSTRAP : ESTC__CREDS_ENROLLED);
+}
+
+static estc_err discover(estc_client *c, enum estc__creds creds)
+{
     estc_response resp = {0};
-    estc_err err = send_path(c, ESTC__CREDS_BOOTSTRAP, "/.well-known/core?rt=ace.est*",
+    estc_err err = send_path(c, creds, "/.well-known/core?rt=ace.est*",
                              ESTC_COAP_GET, ESTC_CF_NONE, ESTC__CF_LINK_FORMAT, NULL, 0, &resp);
     if (err != ESTC_OK) {
         estc_response_clear(&resp);
@@ -716,6 +726,19 @@ estc_err estc_client_discover(estc_client *c)
     /* Absolute links (RFC 9148 §4.1): the resources live at another
      * endpoint, typically another port of the same host. */
     const estc__est_link *sen = &disc.res[ESTC__EST_SEN];
+    if (err == ESTC_OK && sen->host != NULL) {
+        /* All resources on that one endpoint, and the certificate there
+         * must still name the host the user configured. */
+        for (int i = 0; i < ESTC__EST_COUNT && err == ESTC_OK; i++) {
+            const estc__est_link *l = &disc.res[i];
+            if (l->found &&
+                (l->host == NULL || strcasecmp(l->host, sen->host) != 0 || l->port != sen->port))
+                err = estc_error(c->ctx, ESTC_ERR_PROTOCOL,
+                                 "discovery: EST resources on different endpoints");
+        }
+        if (err == ESTC_OK && c->identity == NULL)
+            err = dup_str(c->host, &c->identity);
+    }
     if (err == ESTC_OK && sen->host != NULL) {
         char *h = strdup(sen->host);
         if (h == NULL)

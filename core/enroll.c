@@ -13,15 +13,21 @@
 
 #include "client_internal.h"
 
-static bool recorded(estc_client *c, const char *addr)
+/* The state of @addr in the lifecycle record, 0 when it is not there. */
+static estc_obj_state record_state(estc_client *c, const char *addr)
 {
     for (size_t i = 0; i < estc_lifecycle_count(c->lc); i++) {
         const char *a;
         estc_obj_state st;
         if (estc_lifecycle_get(c->lc, i, &a, NULL, &st, NULL) == ESTC_OK && strcmp(a, addr) == 0)
-            return st == ESTC_OBJ_COMMITTED;
+            return st;
     }
-    return false;
+    return (estc_obj_state)0;
+}
+
+static bool recorded(estc_client *c, const char *addr)
+{
+    return record_state(c, addr) == ESTC_OBJ_COMMITTED;
 }
 
 static estc_err exists(estc_client *c, const char *addr, estc_obj_kind kind, bool *found)
@@ -74,16 +80,6 @@ static enum estc__creds best_creds(estc_client *c)
     return ESTC__CREDS_BOOTSTRAP;
 }
 
-static estc_err replace_str(char **slot, const char *value)
-{
-    char *copy = strdup(value);
-    if (copy == NULL)
-        return ESTC_ERR_NOMEM;
-    free(*slot);
-    *slot = copy;
-    return ESTC_OK;
-}
-
 /* Certificates from a 2.xx answer, by its Content-Format. */
 static estc_err certs_of(estc_client *c, const estc_response *r, const char *what,
                          estc__der_list *certs)
@@ -123,11 +119,17 @@ static estc_err cacerts_op(estc_client *c)
                                 NULL, 0, &resp);
     estc_response_clear(&resp);
     if (err != ESTC_OK) {
-        estc_err e = estc_error(c->ctx, ESTC_ERR_VALIDATION,
-                                "the server does not verify against the CA certificates it sent "
-                                "(%s)",
-                                estc_ctx_error_detail(c->ctx));
-        (void)err;
+        /* Copy the detail first: estc_error() writes into the same buffer. */
+        char why[512];
+        snprintf(why, sizeof(why), "%s", estc_ctx_error_detail(c->ctx));
+        estc_err e = err == ESTC_ERR_VALIDATION
+                         ? estc_error(c->ctx, err,
+                                      "the server does not verify against the CA certificates it "
+                                      "sent (%s)",
+                                      why)
+                         : estc_error(c->ctx, err,
+                                      "re-checking the server against the new CA certificates: %s",
+                                      why);
         c->explicit_certs = old;
         c->have_explicit = had_explicit;
         estc__client_reset_transport(c);
@@ -145,6 +147,20 @@ static estc_err cacerts_op(estc_client *c)
         bool there = false;
         if (err == ESTC_OK)
             err = exists(c, addrs[i], ESTC_OBJ_TRUST, &there);
+        if (err == ESTC_OK && there) {
+            /* Already stored: it must be this very certificate, and not one
+             * waiting for removal. */
+            estc_buf have = {0};
+            err = estc_cert_load(c->ctx, addrs[i], &have);
+            if (err == ESTC_OK && (have.len != certs.items[i].len ||
+                                   memcmp(have.data, certs.items[i].data, have.len) != 0))
+                err = estc_error(c->ctx, ESTC_ERR_EXISTS, "%s holds another certificate",
+                                 addrs[i]);
+            estc_buf_free(&have);
+            if (err == ESTC_OK && record_state(c, addrs[i]) == ESTC_OBJ_SUPERSEDED)
+                err = estc_error(c->ctx, ESTC_ERR_STATE,
+                                 "%s is still waiting for removal; try again", addrs[i]);
+        }
         if (err == ESTC_OK && !there)
             err = estc__journal_intent(c, addrs[i], ESTC_OBJ_TRUST);
         if (err == ESTC_OK && !there)
@@ -160,19 +176,24 @@ static estc_err cacerts_op(estc_client *c)
     }
     if (err == ESTC_OK)
         err = estc__journal_commit(c, NULL, NULL, addrs, &certs);
-    if (err == ESTC_OK)
-        err = estc_lifecycle_commit(c->lc);
     if (err != ESTC_OK) {
+        estc_err keep = err;
         estc_lifecycle_rollback(c->lc);
         c->explicit_certs = old;
         c->have_explicit = had_explicit;
         estc__client_reset_transport(c);
-        estc__der_list_free(&certs);
         for (size_t i = 0; addrs != NULL && i < certs.n; i++)
             free(addrs[i]);
         free(addrs);
-        return err;
+        estc__der_list_free(&certs);
+        return keep;
     }
+    /* From here the new set is committed, whatever the removals give: an
+     * object that cannot be removed now stays SUPERSEDED for the next try. */
+    if (estc_lifecycle_commit(c->lc) != ESTC_OK)
+        estc_log(c->ctx, ESTC_LOG_WARNING,
+                 "/crts: a replaced CA certificate could not be removed yet: %s",
+                 estc_ctx_error_detail(c->ctx));
     estc__der_list_free(&old);
     for (size_t j = 0; j < c->n_ca_addrs; j++)
         free(c->ca_addrs[j]);
@@ -192,7 +213,7 @@ static estc_err cacerts_op(estc_client *c)
  * Rolls back on any failure.
  */
 static estc_err finish(estc_client *c, const estc_response *r, const char *what, const char *key,
-                       bool key_is_new, X509 *old)
+                       X509 *old)
 {
     estc__der_list certs = {0};
     estc_buf spki = {0};
@@ -213,25 +234,34 @@ static estc_err finish(estc_client *c, const estc_response *r, const char *what,
     /* What the new objects replace goes at the commit, not before. */
     if (err == ESTC_OK && strcmp(cert, c->cert_addr) != 0 && recorded(c, c->cert_addr))
         err = estc_lifecycle_supersede(c->lc, c->cert_addr);
-    if (err == ESTC_OK && key_is_new && strcmp(key, c->key_addr) != 0 && recorded(c, c->key_addr))
+    if (err == ESTC_OK && strcmp(key, c->key_addr) != 0 && recorded(c, c->key_addr))
         err = estc_lifecycle_supersede(c->lc, c->key_addr);
+    /* Everything that can fail goes before the commit. */
+    char *new_key = NULL;
+    if (err == ESTC_OK && (new_key = strdup(key)) == NULL)
+        err = ESTC_ERR_NOMEM;
     if (err == ESTC_OK)
         err = estc__journal_commit(c, cert, key, NULL, NULL);
-    if (err == ESTC_OK)
-        err = estc_lifecycle_commit(c->lc);
-    if (err == ESTC_OK)
-        err = replace_str(&c->cert_addr, cert);
-    if (err == ESTC_OK)
-        err = replace_str(&c->key_addr, key);
     if (err != ESTC_OK) {
         estc_err keep = err;
         estc_lifecycle_rollback(c->lc);
+        free(new_key);
         err = keep;
     } else {
+        /* The new objects are committed whatever the removals give: one
+         * that cannot be removed now stays SUPERSEDED for the next commit. */
+        if (estc_lifecycle_commit(c->lc) != ESTC_OK)
+            estc_log(c->ctx, ESTC_LOG_WARNING, "%s: a replaced object could not be removed yet: %s",
+                     what, estc_ctx_error_detail(c->ctx));
+        free(c->cert_addr);
+        c->cert_addr = cert;
+        cert = NULL;
+        free(c->key_addr);
+        c->key_addr = new_key;
         /* The next /sren handshakes with the new credentials. */
         estc__client_reset_transport(c);
-        estc_log(c->ctx, ESTC_LOG_INFO, "%s: certificate stored at %s, key at %s", what, cert,
-                 key);
+        estc_log(c->ctx, ESTC_LOG_INFO, "%s: certificate stored at %s, key at %s", what,
+                 c->cert_addr, c->key_addr);
     }
     free(cert);
     estc_buf_free(&spki);
@@ -260,7 +290,7 @@ static estc_err enroll_op(estc_client *c)
     bool there = false;
     if (err == ESTC_OK)
         err = exists(c, c->key_base, ESTC_OBJ_KEY, &there);
-    if (err == ESTC_OK && there && !recorded(c, c->key_base)) {
+    if (err == ESTC_OK && there && record_state(c, c->key_base) == 0) {
         key = strdup(c->key_base);
         err = key == NULL ? ESTC_ERR_NOMEM : ESTC_OK;
     } else if (err == ESTC_OK) {
@@ -277,7 +307,7 @@ static estc_err enroll_op(estc_client *c)
         err = estc__client_exchange(c, ESTC__CREDS_BOOTSTRAP, ESTC__EST_SEN, ESTC_COAP_POST,
                                     ESTC__CF_PKCS10, c->accept, csr.data, csr.len, &resp);
     if (err == ESTC_OK)
-        err = finish(c, &resp, "POST /sen", key, key_is_new, NULL);
+        err = finish(c, &resp, "POST /sen", key, NULL);
     else if (key_is_new) {
         estc_err keep = err;
         estc_lifecycle_rollback(c->lc);
@@ -328,7 +358,7 @@ static estc_err reenroll_op(estc_client *c, bool rekey)
         err = estc__client_exchange(c, ESTC__CREDS_ENROLLED, ESTC__EST_SREN, ESTC_COAP_POST,
                                     ESTC__CF_PKCS10, c->accept, csr.data, csr.len, &resp);
     if (err == ESTC_OK)
-        err = finish(c, &resp, "POST /sren", key, rekey, old);
+        err = finish(c, &resp, "POST /sren", key, old);
     else if (made_key) {
         estc_err keep = err;
         estc_lifecycle_rollback(c->lc);
@@ -404,7 +434,7 @@ static estc_err serverkeygen_op(estc_client *c)
         /* Hand finish() the certificate part as a response of its own. */
         estc_response part = {.code = resp.code, .content_format = cp->cf};
         part.payload = cp->data;
-        err = finish(c, &part, "POST /skg", key, true, NULL);
+        err = finish(c, &part, "POST /skg", key, NULL);
     } else if (imported) {
         estc_lifecycle_rollback(c->lc);
     }

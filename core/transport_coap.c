@@ -13,6 +13,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <openssl/crypto.h>
 #include <time.h>
 
 #include <coap3/coap.h>
@@ -173,9 +175,16 @@ static bool append(struct coap_impl *impl, const uint8_t *data, size_t len)
             cap *= 2;
         if (cap > impl->max_response)
             cap = impl->max_response;
-        uint8_t *n = realloc(b->data, cap);
+        /* Not realloc(): the old block may hold a private key (/skg) and
+         * must be wiped before it goes back to the allocator. */
+        uint8_t *n = malloc(cap);
         if (n == NULL)
             return false;
+        if (b->len > 0)
+            memcpy(n, b->data, b->len);
+        if (b->data != NULL)
+            OPENSSL_cleanse(b->data, impl->cap);
+        free(b->data);
         b->data = n;
         impl->cap = cap;
     }

@@ -47,6 +47,36 @@ const char *estc_err_name(estc_err err)
     return err_table[err].name;
 }
 
+/*
+ * Hides PIN values in @text (at most @size bytes with the NUL): whatever
+ * follows "pin-value=" up to ';', '&', '?', a space or the end becomes
+ * "***". Addresses carry PINs; detail texts and log lines name addresses.
+ */
+static void redact(char *text, size_t size)
+{
+    static const char key[] = "pin-value=";
+    char out[1024];
+    size_t o = 0;
+    const char *p = text;
+    if (size > sizeof(out))
+        size = sizeof(out);
+    while (*p != '\0' && o + 1 < size) {
+        if (strncmp(p, key, sizeof(key) - 1) == 0) {
+            for (const char *k = key; *k != '\0' && o + 1 < size; k++)
+                out[o++] = *k;
+            for (const char *k = "***"; *k != '\0' && o + 1 < size; k++)
+                out[o++] = *k;
+            p += sizeof(key) - 1;
+            while (*p != '\0' && strchr(";&? \t", *p) == NULL)
+                p++;
+            continue;
+        }
+        out[o++] = *p++;
+    }
+    out[o] = '\0';
+    memcpy(text, out, o + 1);
+}
+
 static void log_text(estc_ctx *ctx, estc_log_level level, const char *text)
 {
     if (ctx->log_fn != NULL && level <= ctx->log_level)
@@ -61,6 +91,7 @@ estc_err estc_error(estc_ctx *ctx, estc_err err, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(ctx->detail, sizeof(ctx->detail), fmt, ap);
     va_end(ap);
+    redact(ctx->detail, sizeof(ctx->detail));
     char line[sizeof(ctx->detail) + 64];
     snprintf(line, sizeof(line), "%s: %s", estc_strerror(err), ctx->detail);
     log_text(ctx, ESTC_LOG_ERROR, line);
@@ -76,6 +107,7 @@ void estc_log(estc_ctx *ctx, estc_log_level level, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(line, sizeof(line), fmt, ap);
     va_end(ap);
+    redact(line, sizeof(line));
     log_text(ctx, level, line);
 }
 

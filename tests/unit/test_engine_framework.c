@@ -438,6 +438,18 @@ START_TEST(logging_levels)
     estc_log(ctx, ESTC_LOG_ERROR, "silent");
     ck_assert_int_eq(c.lines, 1);
     ck_assert_str_eq(estc_ctx_error_detail(NULL), "");
+
+    /* PINs in addresses never reach the detail text or the log. */
+    ck_assert_int_eq(estc_ctx_set_log(ctx, ESTC_LOG_DEBUG, capture, &c), ESTC_OK);
+    estc_error(ctx, ESTC_ERR_AUTH, "%s: C_Login failed",
+               "pkcs11:token=T;pin-value=s3cret;object=k?pin-value=%31%32&module-path=/m.so");
+    ck_assert_ptr_null(strstr(estc_ctx_error_detail(ctx), "s3cret"));
+    ck_assert_ptr_null(strstr(estc_ctx_error_detail(ctx), "%31%32"));
+    ck_assert_ptr_nonnull(strstr(estc_ctx_error_detail(ctx), "pin-value=***;object=k"));
+    ck_assert_ptr_nonnull(strstr(estc_ctx_error_detail(ctx), "&module-path=/m.so"));
+    ck_assert_ptr_null(strstr(c.last, "s3cret"));
+    estc_log(ctx, ESTC_LOG_INFO, "key at mem:k;pin-value=1234");
+    ck_assert_str_eq(c.last, "key at mem:k;pin-value=***");
 }
 END_TEST
 
