@@ -370,7 +370,16 @@ estc_err estc_provider_load(estc_ctx *ctx, OSSL_LIB_CTX *libctx, estc_provider *
     pthread_mutex_lock(&handoff_lock);
     handoff_ctx = ctx;
     p->estc = OSSL_PROVIDER_load(libctx, ESTC__PROV_NAME);
+    /* OpenSSL may keep a provider instance alive after its last unload
+     * (cached methods) and hand it back without running init again: then
+     * it still points at the estc_ctx of an earlier load. Rebind it. */
+    bool init_ran = handoff_ctx == NULL;
     handoff_ctx = NULL;
+    if (p->estc != NULL && !init_ran) {
+        struct estc__prov *pc = OSSL_PROVIDER_get0_provider_ctx(p->estc);
+        if (pc != NULL && !pc->own_ectx)
+            pc->ectx = ctx;
+    }
     pthread_mutex_unlock(&handoff_lock);
     if (p->estc == NULL) {
         err = openssl_error(ctx, "loading the estc provider");
