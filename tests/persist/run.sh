@@ -15,8 +15,12 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
 export CK_DEFAULT_TIMEOUT=${CK_DEFAULT_TIMEOUT:-240}
 
+# ESTC_PERSIST_WRAPPER: a command put in front of the test program
+# (valgrind); the servers run without it.
+wrap=${ESTC_PERSIST_WRAPPER:-}
 if [ "$part" = unit ]; then
-  exec "$prog" unit
+  # shellcheck disable=SC2086 # the wrapper is a command line
+  exec $wrap "$prog" unit
 fi
 
 command -v coap-client-openssl >/dev/null || { echo "SKIP: coap-client-openssl missing"; exit 77; }
@@ -68,7 +72,8 @@ if [ "$part" = pkcs11 ]; then
   export ESTC_TEST_P11_PREFIX="pkcs11:token=persist;pin-value=1234?module-path=$SOFTHSM_MODULE"
 fi
 
-"$prog" "$part"
+# shellcheck disable=SC2086
+$wrap "$prog" "$part"
 rc=$?
 if [ $rc -ne 0 ]; then
   echo "--- server A log (tail)"; tail -20 "$T/srv-a/server.log" 2>/dev/null
