@@ -160,7 +160,8 @@ else
 fi
 openssl req -newkey rsa:2048 -nodes -keyout "$T/rsa.key" -outform DER -out "$T/rsa.csr" \
   -subj "/CN=device-rsa" 2>/dev/null
-coap -m post -t 286 -f "$T/rsa.csr" /est/skg
+# RSA key generation is slow under valgrind: wait longer (retransmissions are safe).
+coap -B 120 -m post -t 286 -f "$T/rsa.csr" /est/skg
 expect_code 2.04 "skg with an RSA CSR"
 if split_multipart "$T/out"; then
   check "skg generated an RSA 2048 key" grep -q "Private-Key: (2048 bit" \

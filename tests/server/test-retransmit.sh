@@ -7,12 +7,13 @@
 make_pki || { echo "FAIL: cannot make test certificates"; exit 1; }
 RELAY=$HERE/lossy-relay.py
 
-# relay_post DROP PATH CSR [coap-client args...]: POST through the lossy relay
+# relay_post DROP PATH CSR [coap-client args...]: POST through the lossy relay;
+# RELAY_DELAY=S holds the answers back S seconds instead of losing them.
 relay_post() {
   local drop=$1 path=$2 csr=$3; shift 3
   local rport rpid
   rport=$(estc__server_free_port 127.0.0.1)
-  python3 "$RELAY" "$rport" "$ESTC_SERVER_PORT" "$drop" 60 >"$T/relay.out" 2>&1 &
+  python3 "$RELAY" "$rport" "$ESTC_SERVER_PORT" "$drop" 60 "${RELAY_DELAY:-0}" >"$T/relay.out" 2>&1 &
   rpid=$!
   for _ in $(seq 1 50); do grep -q ready "$T/relay.out" && break; sleep 0.1; done
   rm -f "$T/out"
@@ -44,6 +45,20 @@ expect_code 2.04 "skg whose first answer was lost"
 check "one key and certificate for the retransmitted skg" test "$(index_lines)" -eq $((before + 1))
 estc_server_stop
 check "server stopped cleanly" test "${ESTC_SERVER_STATUS:-1}" -eq 0
+
+# A late first answer arrives after the answer to the retransmission, both in
+# 64-byte blocks: they must carry the same ETag, or the client starts over.
+estc_server_start --client-ca "$T/mca.crt" --block-size 64 || exit 1
+new_csr l "/CN=device-late"
+before=$(index_lines)
+RELAY_DELAY=3.2 relay_post 2 /est/sen "$T/l.csr" -A 287
+expect_code 2.04 "sen whose first answer came late, block-wise"
+check "the relay held an answer back and released it" grep -q released "$T/relay.out"
+check "the client did not start over" bash -c "! grep -q 'Data body updated' '$TRACE'"
+openssl x509 -inform DER -in "$T/out" -out "$T/l.pem" 2>/dev/null
+check "the block-wise answer verifies" verifies "$T/l.pem"
+check "one certificate for the late and the repeated answer" test "$(index_lines)" -eq $((before + 1))
+stop_server "block-wise server"
 
 estc_server_start --client-ca "$T/mca.crt" --delay-first 1 --max-age 1 || exit 1
 new_csr d "/CN=device-d"

@@ -13,6 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/evp.h>
+
 int srv_opt_uint(const coap_pdu_t *pdu, coap_option_num_t num)
 {
     coap_opt_iterator_t it;
@@ -43,6 +45,7 @@ void srv_respond_body(struct srv *s, coap_resource_t *r, coap_session_t *session
     coap_pdu_t *stripped = NULL;
     coap_block_t blk;
     int szx = s->opt.block_szx;
+    uint64_t etag = 0;
 
     coap_pdu_set_code(response, code);
     /* libcoap refuses a block past the end without releasing the body: do it here. */
@@ -74,8 +77,23 @@ void srv_respond_body(struct srv *s, coap_resource_t *r, coap_session_t *session
                             coap_encode_var_safe(buf, sizeof(buf), (1u << 3) | (unsigned)szx), buf);
         }
     }
+    /*
+     * ETag from the content: a retransmitted request answered again with the
+     * same body must look like the same representation, or a client that is
+     * fetching the blocks of the first answer starts over.
+     */
+    {
+        unsigned char md[32];
+        unsigned int mdlen = 0;
+        if (EVP_Digest(data, len, md, &mdlen, EVP_sha256(), NULL) == 1) {
+            for (int i = 0; i < 8; i++)
+                etag = (etag << 8) | md[i];
+        }
+        if (etag == 0)
+            etag = 1;
+    }
     /* Other failures: libcoap has released the body and set an error code. */
-    if (!coap_add_data_large_response(r, session, req, response, query, (uint16_t)cf, -1, 0, len,
+    if (!coap_add_data_large_response(r, session, req, response, query, (uint16_t)cf, -1, etag, len,
                                       data, release_body, data))
         srv_log(SRV_LOG_ERR, "cannot add a %zu-byte body to the response", len);
     if (stripped != NULL)
