@@ -280,6 +280,8 @@ static estc_err do_cacerts(estc_client *c, int64_t now, const estc_schedule_conf
         c->retry_at = 0;
         *what = ESTC_TICK_CACERTS;
     } else {
+        /* /crts and the export run again after the spacing. */
+        c->crts_due = true;
         c->retry_at = now + cfg->retry_spacing_s;
         *what = ESTC_TICK_CACERTS_FAILED;
     }
@@ -317,7 +319,7 @@ estc_err estc_client_tick(estc_client *c, estc_tick_result *what)
         return ESTC_OK;
 
     if (!cv.have) {
-        if (policy(c) != ESTC_CACERTS_NEVER && !c->have_explicit)
+        if (policy(c) != ESTC_CACERTS_NEVER && (!c->have_explicit || c->crts_due))
             return do_cacerts(c, now, cfg, what);
         err = estc_client_enroll(c);
         if (err == ESTC_OK) {

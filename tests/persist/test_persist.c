@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include <openssl/evp.h>
+#include <openssl/pem.h>
 #include <openssl/x509.h>
 
 #include <estc/client.h>
@@ -767,6 +768,70 @@ START_TEST(retries_then_fallback)
 }
 END_TEST
 
+/* The trust-store policy: GLOBAL hands the /crts result to the export
+ * callback (here the ready PEM file writer); a failing export is reported
+ * and tried again; NEVER skips /crts. */
+static estc_err failing_export(void *arg, bool global, const estc_buf *certs, size_t n)
+{
+    (void)global;
+    (void)certs;
+    (void)n;
+    ++*(int *)arg;
+    return ESTC_ERR_IO;
+}
+
+START_TEST(cacerts_policy)
+{
+    estc_ctx *ctx = NULL;
+    ck_assert_int_eq(estc_ctx_new(&ctx), ESTC_OK);
+    struct clock clk = {0};
+    estc_client *c = server_client(ctx, 'B', NULL);
+    ck_assert_int_eq(estc_client_set_clock(c, test_clock, &clk), ESTC_OK);
+    char path[700];
+    snprintf(path, sizeof(path), "%s/trust.pem", dir);
+    int calls = 0;
+    ck_assert_int_eq(
+        estc_client_set_cacerts_policy(c, ESTC_CACERTS_EST_AND_BOOTSTRAP, failing_export, &calls),
+        ESTC_OK);
+    estc_schedule_config cfg;
+    estc_schedule_config_init(&cfg);
+    cfg.retry_spacing_s = 30;
+    ck_assert_int_eq(estc_client_set_schedule(c, &cfg), ESTC_OK);
+    tick_expect(c, ESTC_TICK_CACERTS_FAILED);
+    ck_assert_int_eq(calls, 1);
+    tick_ok(c, ctx, ESTC_TICK_NOTHING); /* spaced */
+    clk.offset += cfg.retry_spacing_s;
+    tick_expect(c, ESTC_TICK_CACERTS_FAILED); /* the export is tried again */
+    ck_assert_int_eq(calls, 2);
+    ck_assert_int_eq(
+        estc_client_set_cacerts_policy(c, ESTC_CACERTS_GLOBAL, estc_trust_export_file, path),
+        ESTC_OK);
+    clk.offset += cfg.retry_spacing_s;
+    tick_ok(c, ctx, ESTC_TICK_CACERTS);
+    struct stat st;
+    ck_assert_int_eq(stat(path, &st), 0);
+    ck_assert_int_eq(st.st_mode & 0777, 0644);
+    FILE *f = fopen(path, "r");
+    ck_assert_ptr_nonnull(f);
+    X509 *x = PEM_read_X509(f, NULL, NULL, NULL);
+    fclose(f);
+    ck_assert_ptr_nonnull(x);
+    X509_free(x);
+    tick_ok(c, ctx, ESTC_TICK_ENROLLED);
+    tick_ok(c, ctx, ESTC_TICK_NOTHING);
+    estc_client_free(c);
+
+    /* NEVER: no /crts, straight to /sen. */
+    c = server_client(ctx, 'B', "mem:never-");
+    ck_assert_int_eq(estc_client_set_cacerts_policy(c, ESTC_CACERTS_NEVER, NULL, NULL), ESTC_OK);
+    tick_ok(c, ctx, ESTC_TICK_ENROLLED);
+    ck_assert_uint_eq(estc_client_ca_count(c), 0);
+    tick_ok(c, ctx, ESTC_TICK_NOTHING);
+    estc_client_free(c);
+    estc_ctx_free(ctx);
+}
+END_TEST
+
 /* ---- during an operation ---------------------------------------------------------------- */
 
 /* Server B answers each client's first enrollment request with 5.03: the
@@ -779,6 +844,7 @@ struct hook {
     estc_err persist_err;
     bool ready;
     bool crash; /* SIGKILL here: a power cut in the middle */
+    estc_err tick_err, restore_err, cleanup_err;
 };
 
 static void log_hook(void *arg, estc_log_level level, const char *msg)
@@ -790,6 +856,10 @@ static void log_hook(void *arg, estc_log_level level, const char *msg)
     h->calls++;
     h->ready = estc_client_is_ready_for_persistence(h->client);
     h->persist_err = estc_client_persist(h->client, h->stream);
+    estc_tick_result what;
+    h->tick_err = estc_client_tick(h->client, &what);
+    h->restore_err = estc_client_restore(h->client, h->stream);
+    h->cleanup_err = estc_client_cleanup(h->client);
     if (h->crash)
         raise(SIGKILL);
 }
@@ -816,6 +886,9 @@ START_TEST(persist_during_operation)
     ck_assert_int_ge(h.calls, 1);
     ck_assert(!h.ready);
     ck_assert_int_eq(h.persist_err, ESTC_ERR_STATE);
+    ck_assert_int_eq(h.tick_err, ESTC_ERR_STATE);
+    ck_assert_int_eq(h.restore_err, ESTC_ERR_STATE);
+    ck_assert_int_eq(h.cleanup_err, ESTC_ERR_STATE);
     ck_assert(read_file(path, &after));
     ck_assert_uint_eq(before.len, after.len);
     ck_assert_mem_eq(before.data, after.data, before.len);
@@ -1054,6 +1127,7 @@ int main(int argc, char **argv)
         tcase_add_test(tc, renewals_file);
     } else if (strcmp(part, "server") == 0) {
         tcase_add_test(tc, retries_then_fallback);
+        tcase_add_test(tc, cacerts_policy);
         tcase_add_test(tc, persist_during_operation);
         tcase_add_test(tc, crash_recovery_file);
         tcase_add_test(tc, crash_every_write_file);
