@@ -833,7 +833,12 @@ static bool purge(estc_client *c)
 
 estc_err estc_client_restore(estc_client *c, const estc_state_stream *s)
 {
-    if (c == NULL || s == NULL || s->read == NULL)
+    return estc_client_restore_ex(c, s, 0);
+}
+
+estc_err estc_client_restore_ex(estc_client *c, const estc_state_stream *s, unsigned flags)
+{
+    if (c == NULL || s == NULL || s->read == NULL || (flags & ~ESTC_RESTORE_READ_ONLY) != 0)
         return ESTC_ERR_INVALID_ARG;
     if (c->busy > 0)
         return estc_error(c->ctx, ESTC_ERR_STATE, "restore: an operation is in flight");
@@ -919,7 +924,7 @@ estc_err estc_client_restore(estc_client *c, const estc_state_stream *s)
     parsed_free(&p);
     estc__client_reset_transport(c);
 
-    if (purge(c) && s->write != NULL) {
+    if ((flags & ESTC_RESTORE_READ_ONLY) == 0 && purge(c) && s->write != NULL) {
         /* Store the purged state, so the next start does not redo it. */
         struct view v;
         view_now(c, &v);

@@ -107,6 +107,24 @@ estc_err estc_client_persist(estc_client *client, const estc_state_stream *strea
  */
 estc_err estc_client_restore(estc_client *client, const estc_state_stream *stream);
 
+/* estc_client_restore_ex() flag: inspect only. */
+#define ESTC_RESTORE_READ_ONLY 1u
+
+/**
+ * estc_client_restore_ex() - estc_client_restore() with @flags.
+ *
+ * ESTC_RESTORE_READ_ONLY: no purge and no write-back, for a status tool
+ * reading the state of a daemon that may be in the middle of an operation
+ * (a purge would remove the daemon's pending objects). mem: objects are
+ * still re-created, in this process only. Such a client is for reading
+ * (certificate, addresses, estc_client_renewal_info()): do not run
+ * operations, persist or clean up with it.
+ * Returns what estc_client_restore() returns, and ESTC_ERR_INVALID_ARG for
+ * an unknown flag.
+ */
+estc_err estc_client_restore_ex(estc_client *client, const estc_state_stream *stream,
+                                unsigned flags);
+
 /**
  * estc_client_set_journal() - have the client write its state to @stream
  * (NULL: stop) at each step where engine objects change, so that a crash at

@@ -949,7 +949,19 @@ static void crash_recovery(const char *base, bool count)
     if (count)
         ck_assert_int_gt(token_objects(), settled); /* the orphan-to-be is there */
 
+    /* A status reader sees the pending object and leaves it alone. */
     estc_client *c = server_client(ctx, 'B', base);
+    ck_assert_int_eq(estc_client_restore_ex(c, &s, 99), ESTC_ERR_INVALID_ARG);
+    ck_assert_int_eq(estc_client_restore_ex(c, &s, ESTC_RESTORE_READ_ONLY), ESTC_OK);
+    ck_assert(!estc_client_is_ready_for_persistence(c));
+    int64_t na = 0;
+    ck_assert_int_eq(estc_client_renewal_info(c, NULL, &na, NULL, NULL, NULL), ESTC_OK);
+    ck_assert_int_gt(na, 0);
+    if (count)
+        ck_assert_int_gt(token_objects(), settled);
+    estc_client_free(c);
+
+    c = server_client(ctx, 'B', base);
     ck_assert_int_eq(estc_client_restore(c, &s), ESTC_OK);
     ck_assert_int_eq(estc_client_set_journal(c, &s), ESTC_OK);
     ck_assert(estc_client_is_ready_for_persistence(c));
