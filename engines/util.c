@@ -5,10 +5,14 @@
 #include <string.h>
 
 #include <openssl/bn.h>
+#include <openssl/err.h>
+#include <openssl/objects.h>
 #include <openssl/core_names.h>
+#include <openssl/decoder.h>
 #include <openssl/ec.h>
 #include <openssl/evp.h>
 #include <openssl/param_build.h>
+#include <openssl/params.h>
 #include <openssl/x509.h>
 
 #include "util.h"
@@ -203,5 +207,101 @@ estc_err estc__sha256_hex(const void *data, size_t len, char *out, size_t hex_le
     for (size_t i = 0; i < hex_len; i++)
         out[i] = digits[(md[i / 2] >> (i % 2 == 0 ? 4 : 0)) & 0xf];
     out[hex_len] = '\0';
+    return ESTC_OK;
+}
+
+static estc_err ec_complete_public(EVP_PKEY **pkey)
+{
+    if (pkey == NULL || *pkey == NULL)
+        return ESTC_ERR_INVALID_ARG;
+    if (!EVP_PKEY_is_a(*pkey, "EC"))
+        return ESTC_OK;
+    size_t have = 0;
+    if (EVP_PKEY_get_octet_string_param(*pkey, OSSL_PKEY_PARAM_PUB_KEY, NULL, 0, &have) == 1 &&
+        have > 0)
+        return ESTC_OK;
+    ERR_clear_error();
+    /* RFC 5915 makes the public key optional in a private key: compute it,
+     * Q = d·G, for the engines that need both halves. */
+    char group[32] = "";
+    BIGNUM *d = NULL;
+    EC_GROUP *g = NULL;
+    EC_POINT *q = NULL;
+    BN_CTX *bn = BN_CTX_new();
+    uint8_t point[1 + 2 * 66];
+    size_t plen = 0;
+    estc_err err = ESTC_ERR_FORMAT;
+    EVP_PKEY *full = NULL;
+    EVP_PKEY_CTX *pctx = NULL;
+    if (bn == NULL ||
+        EVP_PKEY_get_utf8_string_param(*pkey, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof(group),
+                                       NULL) != 1 ||
+        EVP_PKEY_get_bn_param(*pkey, OSSL_PKEY_PARAM_PRIV_KEY, &d) != 1)
+        goto done;
+    g = EC_GROUP_new_by_curve_name(OBJ_txt2nid(group));
+    q = g != NULL ? EC_POINT_new(g) : NULL;
+    if (q == NULL || EC_POINT_mul(g, q, d, NULL, NULL, bn) != 1 ||
+        (plen = EC_POINT_point2oct(g, q, POINT_CONVERSION_UNCOMPRESSED, point, sizeof(point),
+                                   bn)) == 0)
+        goto done;
+    OSSL_PARAM_BLD *bld = OSSL_PARAM_BLD_new();
+    OSSL_PARAM *params = NULL;
+    if (bld != NULL && OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, group, 0) == 1 &&
+        OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_PRIV_KEY, d) == 1 &&
+        OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, point, plen) == 1)
+        params = OSSL_PARAM_BLD_to_param(bld);
+    pctx = EVP_PKEY_CTX_new_from_name(NULL, "EC", NULL);
+    if (params != NULL && pctx != NULL && EVP_PKEY_fromdata_init(pctx) == 1 &&
+        EVP_PKEY_fromdata(pctx, &full, EVP_PKEY_KEYPAIR, params) == 1) {
+        EVP_PKEY_free(*pkey);
+        *pkey = full;
+        err = ESTC_OK;
+    }
+    OSSL_PARAM_free(params);
+    OSSL_PARAM_BLD_free(bld);
+done:
+    OPENSSL_cleanse(point, sizeof(point));
+    EVP_PKEY_CTX_free(pctx);
+    EC_POINT_free(q);
+    EC_GROUP_free(g);
+    BN_clear_free(d);
+    BN_CTX_free(bn);
+    return err;
+}
+
+estc_err estc__pkcs8_decode(const uint8_t *der, size_t len, EVP_PKEY **out)
+{
+    if (der == NULL || len == 0 || out == NULL)
+        return ESTC_ERR_INVALID_ARG;
+    /* First the strict shape: one whole PrivateKeyInfo, nothing after it. */
+    const unsigned char *p = der;
+    PKCS8_PRIV_KEY_INFO *p8 = d2i_PKCS8_PRIV_KEY_INFO(NULL, &p, (long)len);
+    bool whole = p8 != NULL && p == der + len;
+    PKCS8_PRIV_KEY_INFO_free(p8);
+    /* Then the default provider's decoders: in a process where the estc
+     * provider is loaded, its key management (public parts only) must not
+     * take the key, nor may OpenSSL fall back to a legacy key. */
+    EVP_PKEY *key = NULL;
+    OSSL_DECODER_CTX *dctx =
+        whole ? OSSL_DECODER_CTX_new_for_pkey(&key, "DER", NULL, NULL,
+                                              EVP_PKEY_KEYPAIR, NULL, "provider=default")
+              : NULL;
+    const unsigned char *in = der;
+    size_t left = len;
+    if (dctx == NULL || OSSL_DECODER_from_data(dctx, &in, &left) != 1 || left != 0) {
+        EVP_PKEY_free(key);
+        key = NULL;
+    }
+    OSSL_DECODER_CTX_free(dctx);
+    if (key == NULL) {
+        ERR_clear_error();
+        return ESTC_ERR_FORMAT;
+    }
+    estc_err err = ec_complete_public(&key);
+    if (err != ESTC_OK) {
+        EVP_PKEY_free(key);
+        return err;
+    }
+    *out = key;
     return ESTC_OK;
 }

@@ -47,4 +47,12 @@ estc_err estc__spki_key_type(const uint8_t *spki, size_t len, estc_key_type *typ
  * @out (hex_len + 1 bytes). */
 estc_err estc__sha256_hex(const void *data, size_t len, char *out, size_t hex_len);
 
+/*
+ * One whole DER PKCS#8 PrivateKeyInfo as a key of OpenSSL's default
+ * provider, with an EC public key computed where the encoding left it out
+ * (RFC 5915 makes it optional). ESTC_ERR_FORMAT for anything else.
+ */
+struct evp_pkey_st;
+estc_err estc__pkcs8_decode(const uint8_t *der, size_t len, struct evp_pkey_st **out);
+
 #endif

@@ -103,6 +103,13 @@ static int key_decode(struct estc__prov *prov, OSSL_CORE_BIO *cin, estc__kt want
     while (n < sizeof(buf) && BIO_read_ex(in, buf + n, sizeof(buf) - n, &got) && got > 0)
         n += got;
     BIO_free(in);
+    /* OpenSSL offers us every DER it decodes (a PKCS#8 key, say): what is
+     * not an engine address is declined, silently, for other decoders. */
+    char scheme[ESTC_SCHEME_MAX + 1];
+    buf[n < sizeof(buf) ? n : sizeof(buf) - 1] = '\0';
+    if (n == 0 || n >= sizeof(buf) || memchr(buf, '\0', n) != NULL ||
+        estc_address_scheme(buf, scheme) != ESTC_OK)
+        return 1;
     key = estc__key_from_engine(prov, buf, n, 0);
     if (key == NULL)
         return 0;

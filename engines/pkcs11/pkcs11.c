@@ -1249,14 +1249,8 @@ static estc_err do_key_import(struct p11_op *op, const uint8_t *pkcs8, size_t le
         return err;
     }
     /* Strictly PKCS#8 PrivateKeyInfo, the whole buffer, nothing else. */
-    const unsigned char *p = pkcs8;
     EVP_PKEY *pkey = NULL;
-    PKCS8_PRIV_KEY_INFO *p8 = d2i_PKCS8_PRIV_KEY_INFO(NULL, &p, (long)len);
-    if (p8 != NULL && p == pkcs8 + len) {
-        pkey = EVP_PKCS82PKEY(p8);
-    }
-    PKCS8_PRIV_KEY_INFO_free(p8);
-    if (pkey == NULL) {
+    if (estc__pkcs8_decode(pkcs8, len, &pkey) != ESTC_OK) {
         return estc_error(op->ctx, ESTC_ERR_FORMAT, "%s: not one DER PKCS#8 private key",
                           op->shown);
     }

@@ -673,16 +673,9 @@ static estc_err psa_drv_key_import(estc_ctx *ctx, void *state, const char *addr,
         return err;
     if (pkcs8 == NULL || pkcs8_len == 0 || pkcs8_len > 65536)
         return estc_error(ctx, ESTC_ERR_INVALID_ARG, "%s: no key to import", addr);
-    const unsigned char *p = pkcs8;
-    PKCS8_PRIV_KEY_INFO *p8 = d2i_PKCS8_PRIV_KEY_INFO(NULL, &p, (long)pkcs8_len);
-    if (p8 == NULL || p != pkcs8 + pkcs8_len) {
-        PKCS8_PRIV_KEY_INFO_free(p8);
+    EVP_PKEY *pk = NULL;
+    if (estc__pkcs8_decode(pkcs8, pkcs8_len, &pk) != ESTC_OK)
         return estc_error(ctx, ESTC_ERR_FORMAT, "%s: not one DER PKCS#8 private key", addr);
-    }
-    EVP_PKEY *pk = EVP_PKCS82PKEY(p8);
-    PKCS8_PRIV_KEY_INFO_free(p8);
-    if (pk == NULL)
-        return estc_error(ctx, ESTC_ERR_FORMAT, "%s: unreadable PKCS#8 private key", addr);
 
     psa_key_attributes_t a = PSA_KEY_ATTRIBUTES_INIT;
     psa_set_key_id(&a, id);

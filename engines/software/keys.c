@@ -56,15 +56,8 @@ estc_err estc__sw_public(EVP_PKEY *key, estc_buf *spki)
 
 estc_err estc__sw_from_pkcs8(const uint8_t *der, size_t len, EVP_PKEY **out)
 {
-    const unsigned char *p = der;
-    PKCS8_PRIV_KEY_INFO *p8 = d2i_PKCS8_PRIV_KEY_INFO(NULL, &p, (long)len);
-    if (p8 == NULL || p != der + len) {
-        PKCS8_PRIV_KEY_INFO_free(p8);
-        return ESTC_ERR_FORMAT;
-    }
-    EVP_PKEY *key = EVP_PKCS82PKEY(p8);
-    PKCS8_PRIV_KEY_INFO_free(p8);
-    if (key == NULL)
+    EVP_PKEY *key = NULL;
+    if (estc__pkcs8_decode(der, len, &key) != ESTC_OK)
         return ESTC_ERR_FORMAT;
     /* Only the key types of the driver API. */
     estc_buf spki = {0};

@@ -871,13 +871,8 @@ static estc_err tpm2_key_import(estc_ctx *ctx, void *state, const char *addr, co
     TPM2B_PRIVATE dup = {0};
     memset(&sens, 0, sizeof(sens));
 
-    const uint8_t *p = pkcs8;
-    PKCS8_PRIV_KEY_INFO *p8 = d2i_PKCS8_PRIV_KEY_INFO(NULL, &p, (long)pkcs8_len);
     EVP_PKEY *pk = NULL;
-    if (p8 != NULL && p == pkcs8 + pkcs8_len)
-        pk = EVP_PKCS82PKEY(p8);
-    PKCS8_PRIV_KEY_INFO_free(p8);
-    if (pk == NULL) {
+    if (estc__pkcs8_decode(pkcs8, pkcs8_len, &pk) != ESTC_OK) {
         err = estc_error(ctx, ESTC_ERR_FORMAT, "%s: not a PKCS#8 private key", addr);
         goto out;
     }
