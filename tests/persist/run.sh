@@ -24,6 +24,8 @@ if [ "$part" = unit ]; then
 fi
 
 command -v coap-client-openssl >/dev/null || { echo "SKIP: coap-client-openssl missing"; exit 77; }
+bin=${ESTC_SERVER_BIN:-${ESTC_BUILD_ROOT:-}/tools/estc-server/estc-server}
+[ -x "$bin" ] || { echo "SKIP: estc-server is not built (-Dserver=disabled)"; exit 77; }
 T=$(mktemp -d "${TMPDIR:-/tmp}/estc-persist.XXXXXX") || exit 1
 A_PID= B_PID=
 stop_pid() {
