@@ -58,7 +58,10 @@ PY
 run_suite "build" build -Dbuildtype=debugoptimized
 run_suite "asan+ubsan" build-asan -Dbuildtype=debug -Db_sanitize=address,undefined \
   -Db_lundef=false -- --suite unit --suite conformance --suite software --suite server \
-  --suite provider --suite client --suite psa --suite tpm2
+  --suite provider --suite client --suite psa --suite tpm2 \
+  --suite client-hostile --suite persist
+# Check's per-test time-outs assume native speed.
+export CK_TIMEOUT_MULTIPLIER=10
 run_suite "valgrind" build-vg -Dbuildtype=debug -- --suite unit --suite conformance \
   --suite software \
   --wrapper 'valgrind --quiet --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite'

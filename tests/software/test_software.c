@@ -180,6 +180,7 @@ int main(void)
     Suite *s = suite_create("software drivers");
     TCase *tc = tcase_create("software");
     tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 60); /* generous: valgrind runs these too */
     tcase_add_test(tc, file_key_is_private_and_not_replaced);
     tcase_add_test(tc, file_errors);
     tcase_add_test(tc, file_key_readable_by_openssl);

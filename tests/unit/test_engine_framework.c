@@ -458,6 +458,7 @@ int main(void)
     Suite *s = suite_create("engine framework");
     TCase *tc = tcase_create("framework");
     tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 60); /* generous: valgrind runs these too */
     tcase_add_test(tc, every_error_has_text);
     tcase_add_test(tc, scheme_parsing);
     tcase_add_test(tc, attribute_parsing);
