@@ -292,7 +292,8 @@ estc_err estc_client_set_credentials(estc_client *c, const char *cert, const cha
     return err;
 }
 
-static estc_err set_address(estc_client *c, const char *addr, char **slot)
+/* Checks that @addr is an address of a registered engine (NULL passes). */
+static estc_err check_address(estc_client *c, const char *addr)
 {
     char scheme[ESTC_SCHEME_MAX + 1];
     if (addr == NULL)
@@ -300,8 +301,7 @@ static estc_err set_address(estc_client *c, const char *addr, char **slot)
     if (estc_address_scheme(addr, scheme) != ESTC_OK)
         return estc_error(c->ctx, ESTC_ERR_BAD_ADDRESS, "\"%s\" is not an engine address", addr);
     const struct estc_driver *drv;
-    estc_err err = estc_engine_find(c->ctx, addr, &drv);
-    return err != ESTC_OK ? err : dup_str(addr, slot);
+    return estc_engine_find(c->ctx, addr, &drv);
 }
 
 estc_err estc_client_set_enrolled(estc_client *c, const char *key, const char *cert,
@@ -309,16 +309,34 @@ estc_err estc_client_set_enrolled(estc_client *c, const char *key, const char *c
 {
     if (c == NULL)
         return ESTC_ERR_INVALID_ARG;
-    estc_err err = set_address(c, key, &c->key_addr);
+    /* All or nothing: check and copy everything before changing anything. */
+    estc_err err = check_address(c, key);
     if (err == ESTC_OK)
-        err = set_address(c, key, &c->key_base);
+        err = check_address(c, cert);
     if (err == ESTC_OK)
-        err = set_address(c, cert, &c->cert_addr);
-    if (err == ESTC_OK)
-        err = set_address(c, cert, &c->cert_base);
-    if (err == ESTC_OK)
-        err = set_address(c, ca_prefix, &c->ca_prefix);
-    return err;
+        err = check_address(c, ca_prefix);
+    if (err != ESTC_OK)
+        return err;
+    const char *in[5] = {key, key, cert, cert, ca_prefix};
+    char **slot[5] = {&c->key_addr, &c->key_base, &c->cert_addr, &c->cert_base, &c->ca_prefix};
+    char *copy[5] = {NULL};
+    for (int i = 0; i < 5; i++) {
+        if (in[i] != NULL && (copy[i] = strdup(in[i])) == NULL) {
+            for (int j = 0; j < i; j++)
+                free(copy[j]);
+            return ESTC_ERR_NOMEM;
+        }
+    }
+    for (int i = 0; i < 5; i++) {
+        if (copy[i] != NULL) {
+            free(*slot[i]);
+            *slot[i] = copy[i];
+        }
+    }
+    /* A session made with the old enrolled credentials must not be reused. */
+    if (c->transport_creds == ESTC__CREDS_ENROLLED)
+        estc__client_reset_transport(c);
+    return ESTC_OK;
 }
 
 estc_err estc_client_set_subject(estc_client *c, const char *subject)
