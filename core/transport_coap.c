@@ -400,41 +400,21 @@ static estc_err open_session(struct coap_impl *impl)
 /* Requests                                                                  */
 /* ------------------------------------------------------------------------ */
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Add one percent-decoded option from @s[0..len). */
 static estc_err add_text_option(coap_optlist_t **list, coap_option_num_t num, const char *s,
                                 size_t len)
 {
-    uint8_t buf[256];
-    size_t out = 0;
-    for (size_t i = 0; i < len; i++) {
-        if (out >= sizeof(buf))
-            return ESTC_ERR_INVALID_ARG;
-        if (s[i] == '%') {
-            if (len - i < 3)
-                return ESTC_ERR_INVALID_ARG;
-            int hi, lo;
-            hi = hexval(s[i + 1]);
-            lo = hexval(s[i + 2]);
-            if (hi < 0 || lo < 0)
-                return ESTC_ERR_INVALID_ARG;
-            buf[out++] = (uint8_t)(hi * 16 + lo);
-            i += 2;
-        } else {
-            buf[out++] = (uint8_t)s[i];
-        }
+    char *dec = NULL;
+    size_t n = 0;
+    estc_err err = estc_pct_decode(s, len, &dec, &n);
+    if (err != ESTC_OK)
+        return err == ESTC_ERR_NOMEM ? err : ESTC_ERR_INVALID_ARG;
+    if (n > 255) {
+        free(dec);
+        return ESTC_ERR_INVALID_ARG;
     }
-    coap_optlist_t *o = coap_new_optlist(num, out, buf);
+    coap_optlist_t *o = coap_new_optlist(num, n, (const uint8_t *)dec);
+    free(dec);
     if (o == NULL || !coap_insert_optlist(list, o))
         return ESTC_ERR_NOMEM;
     return ESTC_OK;
