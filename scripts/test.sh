@@ -60,6 +60,9 @@ run_suite "asan+ubsan" build-asan -Dbuildtype=debug -Db_sanitize=address,undefin
   -Db_lundef=false -- --suite unit --suite conformance --suite software --suite server \
   --suite provider --suite client --suite psa --suite tpm2 \
   --suite client-hostile --suite persist
+# libFuzzer harnesses of every parser of server data: a short smoke run each.
+CC=clang run_suite "fuzz" build-fuzz -Dbuildtype=debug -Dfuzz=true -Dpkcs11=disabled \
+  -Dtpm2=disabled -Dpsa=disabled -Dserver=disabled -- --suite fuzz
 # Check's per-test time-outs assume native speed.
 export CK_TIMEOUT_MULTIPLIER=10
 run_suite "valgrind" build-vg -Dbuildtype=debug -- --suite unit --suite conformance \
