@@ -17,8 +17,7 @@ extern const struct estc_driver estc__driver_psa;
 #endif
 
 static const struct estc_driver *const builtin[] = {
-    &estc__driver_mem,
-    &estc__driver_file,
+    &estc__driver_mem,    &estc__driver_file,
 #if ESTC_HAVE_PKCS11
     &estc__driver_pkcs11,
 #endif

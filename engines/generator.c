@@ -11,8 +11,7 @@
 #include "internal.h"
 #include "util.h"
 
-estc_err estc_generator_set(estc_ctx *ctx, const char *scheme, estc_address_gen_fn gen,
-                            void *arg)
+estc_err estc_generator_set(estc_ctx *ctx, const char *scheme, estc_address_gen_fn gen, void *arg)
 {
     if (ctx == NULL || scheme == NULL)
         return ESTC_ERR_INVALID_ARG;
@@ -62,8 +61,7 @@ estc_err estc_address_generate(estc_ctx *ctx, const char *prefix, estc_obj_kind 
         if (got == NULL)
             return estc_error(ctx, ESTC_ERR_BAD_ADDRESS, "address generator for \"%s:\" failed",
                               e->driver->scheme);
-        if (estc_address_scheme(got, scheme) != ESTC_OK ||
-            strcmp(scheme, e->driver->scheme) != 0)
+        if (estc_address_scheme(got, scheme) != ESTC_OK || strcmp(scheme, e->driver->scheme) != 0)
             return estc_error(ctx, ESTC_ERR_BAD_ADDRESS,
                               "address generator for \"%s:\" returned a bad or foreign address",
                               e->driver->scheme);

@@ -10,8 +10,8 @@
 struct estc__engine {
     const struct estc_driver *driver;
     void *state;
-    void *module;              /* dlopen() handle when loaded from a file */
-    estc_address_gen_fn gen;   /* NULL: the default generator */
+    void *module;            /* dlopen() handle when loaded from a file */
+    estc_address_gen_fn gen; /* NULL: the default generator */
     void *gen_arg;
 };
 

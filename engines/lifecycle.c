@@ -298,8 +298,8 @@ estc_err estc_lifecycle_get(const estc_lifecycle *lc, size_t index, const char *
     return ESTC_OK;
 }
 
-static const char *const kind_words[] = {[ESTC_OBJ_KEY] = "key", [ESTC_OBJ_CERT] = "cert",
-                                         [ESTC_OBJ_TRUST] = "trust"};
+static const char *const kind_words[] = {
+    [ESTC_OBJ_KEY] = "key", [ESTC_OBJ_CERT] = "cert", [ESTC_OBJ_TRUST] = "trust"};
 static const char *const state_words[] = {[ESTC_OBJ_PENDING] = "pending",
                                           [ESTC_OBJ_COMMITTED] = "committed",
                                           [ESTC_OBJ_SUPERSEDED] = "superseded"};
@@ -322,13 +322,13 @@ static estc_err render(const estc_lifecycle *lc, estc_buf *out)
     char *text = malloc(size);
     if (text == NULL)
         return ESTC_ERR_NOMEM;
-    size_t used = (size_t)snprintf(text, size, "%s\ngen %" PRIu32 "\n", RECORD_MAGIC,
-                                   lc->generation);
+    size_t used =
+        (size_t)snprintf(text, size, "%s\ngen %" PRIu32 "\n", RECORD_MAGIC, lc->generation);
     for (size_t i = 0; i < lc->count; i++) {
         const struct entry *e = &lc->items[i];
-        used += (size_t)snprintf(text + used, size - used, "obj %s %s %" PRIu32 " %s\n",
-                                 kind_words[e->kind], state_words[e->state], e->generation,
-                                 e->addr);
+        used +=
+            (size_t)snprintf(text + used, size - used, "obj %s %s %" PRIu32 " %s\n",
+                             kind_words[e->kind], state_words[e->state], e->generation, e->addr);
     }
     estc_buf_free(out);
     out->data = (uint8_t *)text;
@@ -374,8 +374,8 @@ static bool parse_obj(const char *line, size_t len, struct entry *e)
     unsigned long gen;
     int off = 0;
     /* The line is NUL-terminated by the caller. */
-    if (sscanf(line, "obj %7s %15s %lu %n", kind, state, &gen, &off) != 3 || off <= 0 || (size_t)off >= len ||
-        gen > UINT32_MAX)
+    if (sscanf(line, "obj %7s %15s %lu %n", kind, state, &gen, &off) != 3 || off <= 0 ||
+        (size_t)off >= len || gen > UINT32_MAX)
         return false;
     int k = word_index(kind_words, 4, kind, strlen(kind));
     int s = word_index(state_words, 4, state, strlen(state));

@@ -82,11 +82,11 @@ estc_err estc_key_sign(estc_ctx *ctx, const char *addr, estc_sig_alg alg, estc_h
         return estc_error(ctx, ESTC_ERR_INVALID_ARG, "unknown signature algorithm %d", (int)alg);
     size_t want = estc__hash_len(hash);
     if (want == 0 || want != digest_len)
-        return estc_error(ctx, ESTC_ERR_INVALID_ARG,
-                          "digest of %zu bytes does not match hash %d", digest_len, (int)hash);
+        return estc_error(ctx, ESTC_ERR_INVALID_ARG, "digest of %zu bytes does not match hash %d",
+                          digest_len, (int)hash);
     ENGINE_OR_RETURN(ctx, addr, e);
-    return into(e->driver->key_sign(ctx, e->state, addr, alg, hash, digest, digest_len, &tmp),
-                &tmp, sig);
+    return into(e->driver->key_sign(ctx, e->state, addr, alg, hash, digest, digest_len, &tmp), &tmp,
+                sig);
 }
 
 estc_err estc_key_remove(estc_ctx *ctx, const char *addr)

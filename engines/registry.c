@@ -121,8 +121,8 @@ estc_err estc_engine_load_module(estc_ctx *ctx, const char *path)
     const struct estc_driver *driver = entry != NULL ? entry() : NULL;
     if (driver == NULL) {
         dlclose(module);
-        return estc_error(ctx, ESTC_ERR_DRIVER, "%s: no %s() entry point or it returned NULL",
-                          path, ESTC_DRIVER_ENTRY);
+        return estc_error(ctx, ESTC_ERR_DRIVER, "%s: no %s() entry point or it returned NULL", path,
+                          ESTC_DRIVER_ENTRY);
     }
     estc_err err = add_engine(ctx, driver, module);
     if (err != ESTC_OK)

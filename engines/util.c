@@ -174,8 +174,8 @@ estc_err estc__spki_key_type(const uint8_t *spki, size_t len, estc_key_type *typ
         char group[32] = "";
         int bits = EVP_PKEY_get_bits(pkey);
         if (EVP_PKEY_is_a(pkey, "EC") &&
-            EVP_PKEY_get_utf8_string_param(pkey, OSSL_PKEY_PARAM_GROUP_NAME, group,
-                                           sizeof(group), NULL) == 1) {
+            EVP_PKEY_get_utf8_string_param(pkey, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof(group),
+                                           NULL) == 1) {
             if (strcmp(group, "prime256v1") == 0 || strcmp(group, "P-256") == 0) {
                 *type = ESTC_KEY_EC_P256;
                 err = ESTC_OK;
@@ -246,7 +246,8 @@ static estc_err ec_complete_public(EVP_PKEY **pkey)
         goto done;
     OSSL_PARAM_BLD *bld = OSSL_PARAM_BLD_new();
     OSSL_PARAM *params = NULL;
-    if (bld != NULL && OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, group, 0) == 1 &&
+    if (bld != NULL &&
+        OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, group, 0) == 1 &&
         OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_PRIV_KEY, d) == 1 &&
         OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, point, plen) == 1)
         params = OSSL_PARAM_BLD_to_param(bld);
@@ -283,8 +284,8 @@ estc_err estc__pkcs8_decode(const uint8_t *der, size_t len, EVP_PKEY **out)
      * take the key, nor may OpenSSL fall back to a legacy key. */
     EVP_PKEY *key = NULL;
     OSSL_DECODER_CTX *dctx =
-        whole ? OSSL_DECODER_CTX_new_for_pkey(&key, "DER", NULL, NULL,
-                                              EVP_PKEY_KEYPAIR, NULL, "provider=default")
+        whole ? OSSL_DECODER_CTX_new_for_pkey(&key, "DER", NULL, NULL, EVP_PKEY_KEYPAIR, NULL,
+                                              "provider=default")
               : NULL;
     const unsigned char *in = der;
     size_t left = len;

@@ -64,8 +64,7 @@ static int bench_engine(estc_ctx *ctx, const char *prefix, const char *driver, i
                 break;
             }
             if (err != ESTC_OK) {
-                fprintf(stderr, "keygen: %s: %s\n", estc_strerror(err),
-                        estc_ctx_error_detail(ctx));
+                fprintf(stderr, "keygen: %s: %s\n", estc_strerror(err), estc_ctx_error_detail(ctx));
                 free(addr);
                 return 1;
             }
@@ -156,8 +155,7 @@ int main(int argc, char **argv)
         }
     }
     if (prefix == NULL || keygens < 1 || signs < 1) {
-        fprintf(stderr, "usage: %s PREFIX [--keygens N] [--signs N] [--native-openssl]\n",
-                argv[0]);
+        fprintf(stderr, "usage: %s PREFIX [--keygens N] [--signs N] [--native-openssl]\n", argv[0]);
         return 2;
     }
     estc_ctx *ctx = NULL;

@@ -96,8 +96,9 @@ static estc_err write_new(estc_ctx *ctx, const char *addr, const char *path, con
         err = io_fail(ctx, addr, "close", errno);
     /* link() fails if the target appeared meanwhile: no silent replace. */
     if (err == ESTC_OK && link(tmp, path) != 0)
-        err = errno == EEXIST ? estc_error(ctx, ESTC_ERR_EXISTS, "%s: the file exists already", addr)
-                              : io_fail(ctx, addr, "link", errno);
+        err = errno == EEXIST
+                  ? estc_error(ctx, ESTC_ERR_EXISTS, "%s: the file exists already", addr)
+                  : io_fail(ctx, addr, "link", errno);
     unlink(tmp);
     free(tmp);
     if (err == ESTC_OK) {
@@ -196,8 +197,7 @@ static estc_err store_key(estc_ctx *ctx, const char *addr, EVP_PKEY *key)
     return err;
 }
 
-static estc_err file_key_generate(estc_ctx *ctx, void *state, const char *addr,
-                                  estc_key_type type)
+static estc_err file_key_generate(estc_ctx *ctx, void *state, const char *addr, estc_key_type type)
 {
     (void)state;
     const char *path;
@@ -406,8 +406,7 @@ static estc_err file_address_derive(estc_ctx *ctx, void *state, const char *pref
 {
     (void)state;
     if (prefix[strlen("file:")] == '\0')
-        return estc_error(ctx, ESTC_ERR_BAD_ADDRESS, "\"%s\": file: prefix needs a folder",
-                          prefix);
+        return estc_error(ctx, ESTC_ERR_BAD_ADDRESS, "\"%s\": file: prefix needs a folder", prefix);
     const char *suffix = kind_suffix(kind);
     size_t n = strlen(prefix) + strlen(name) + strlen(suffix) + 1;
     char *out = malloc(n);

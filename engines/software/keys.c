@@ -88,8 +88,7 @@ estc_err estc__sw_sign(EVP_PKEY *key, estc_sig_alg alg, estc_hash hash, const ui
     if (pctx == NULL || md == NULL || EVP_PKEY_sign_init(pctx) != 1 ||
         EVP_PKEY_CTX_set_signature_md(pctx, md) != 1)
         goto done;
-    if (alg == ESTC_SIG_RSA_PKCS1 &&
-        EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PADDING) != 1)
+    if (alg == ESTC_SIG_RSA_PKCS1 && EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PADDING) != 1)
         goto done;
     if (alg == ESTC_SIG_RSA_PSS &&
         (EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING) != 1 ||

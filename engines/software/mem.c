@@ -20,8 +20,8 @@
 struct mem_obj {
     char *addr;
     estc_obj_kind kind;
-    EVP_PKEY *key;  /* kind KEY */
-    estc_buf der;   /* kind CERT or TRUST */
+    EVP_PKEY *key; /* kind KEY */
+    estc_buf der;  /* kind CERT or TRUST */
 };
 
 struct mem_state {
@@ -94,8 +94,7 @@ static estc_err get_key(estc_ctx *ctx, struct mem_state *st, const char *addr, E
     return ESTC_OK;
 }
 
-static estc_err mem_key_generate(estc_ctx *ctx, void *state, const char *addr,
-                                 estc_key_type type)
+static estc_err mem_key_generate(estc_ctx *ctx, void *state, const char *addr, estc_key_type type)
 {
     EVP_PKEY *key = NULL;
     estc_err err = check_addr(ctx, addr);

@@ -41,8 +41,7 @@ struct example_state {
 
 /* Splits an address into bank and label; the label is optional only for
  * prefixes. Errors name the address, as every driver's should. */
-static estc_err parse(estc_ctx *ctx, const char *addr, bool need_label, char **bank,
-                      char **label)
+static estc_err parse(estc_ctx *ctx, const char *addr, bool need_label, char **bank, char **label)
 {
     *bank = *label = NULL;
     estc_err err = estc_address_attr(addr, "bank", bank, NULL);

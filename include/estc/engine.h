@@ -258,8 +258,8 @@ struct estc_driver {
     /* Compose the address of the object called @name (letters, digits, '-',
      * '_', at most 64 bytes) of @kind under @prefix, into a new string in
      * *@addr (free() it). Deterministic: same inputs, same address. */
-    estc_err (*address_derive)(estc_ctx *ctx, void *state, const char *prefix,
-                               estc_obj_kind kind, const char *name, char **addr);
+    estc_err (*address_derive)(estc_ctx *ctx, void *state, const char *prefix, estc_obj_kind kind,
+                               const char *name, char **addr);
 };
 
 /**
@@ -370,8 +370,7 @@ typedef const char *(*estc_address_gen_fn)(void *arg, const void *der, size_t de
  * Returns ESTC_OK, ESTC_ERR_INVALID_ARG, ESTC_ERR_UNKNOWN_SCHEME or
  * ESTC_ERR_NOMEM.
  */
-estc_err estc_generator_set(estc_ctx *ctx, const char *scheme, estc_address_gen_fn gen,
-                            void *arg);
+estc_err estc_generator_set(estc_ctx *ctx, const char *scheme, estc_address_gen_fn gen, void *arg);
 
 /**
  * estc_address_generate() - a new address for an object of @kind under

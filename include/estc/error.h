@@ -15,26 +15,26 @@ extern "C" {
 
 typedef enum estc_err {
     ESTC_OK = 0,
-    ESTC_ERR_INVALID_ARG,      /* a NULL or out-of-range argument */
-    ESTC_ERR_NOMEM,            /* an allocation failed */
-    ESTC_ERR_BAD_ADDRESS,      /* empty, over-long or malformed engine address */
-    ESTC_ERR_UNKNOWN_SCHEME,   /* no driver is registered for the address scheme */
-    ESTC_ERR_EXISTS,           /* the scheme or object exists already */
-    ESTC_ERR_NOT_FOUND,        /* no object at that address */
-    ESTC_ERR_UNSUPPORTED,      /* the engine cannot do this (key type, operation) */
-    ESTC_ERR_ENGINE,           /* the engine failed; the detail names its own code */
-    ESTC_ERR_AUTH,             /* wrong or missing PIN / authorization */
-    ESTC_ERR_IO,               /* a file or stream operation failed */
-    ESTC_ERR_CRYPTO,           /* a cryptographic operation failed */
-    ESTC_ERR_FORMAT,           /* data is malformed (DER, PEM, CBOR, state file) */
-    ESTC_ERR_STATE,            /* the call is not valid in the current state */
-    ESTC_ERR_DRIVER,           /* a driver is incomplete or of another API version */
-    ESTC_ERR_TRANSPORT,        /* the CoAP / DTLS transport failed */
-    ESTC_ERR_TIMEOUT,          /* no answer in time */
-    ESTC_ERR_PROTOCOL,         /* the peer broke the protocol */
-    ESTC_ERR_SERVER,           /* the server answered with an error code */
-    ESTC_ERR_VALIDATION,       /* something the server sent failed validation */
-    ESTC_ERR_LIMIT,            /* a size or retry bound was exceeded */
+    ESTC_ERR_INVALID_ARG,    /* a NULL or out-of-range argument */
+    ESTC_ERR_NOMEM,          /* an allocation failed */
+    ESTC_ERR_BAD_ADDRESS,    /* empty, over-long or malformed engine address */
+    ESTC_ERR_UNKNOWN_SCHEME, /* no driver is registered for the address scheme */
+    ESTC_ERR_EXISTS,         /* the scheme or object exists already */
+    ESTC_ERR_NOT_FOUND,      /* no object at that address */
+    ESTC_ERR_UNSUPPORTED,    /* the engine cannot do this (key type, operation) */
+    ESTC_ERR_ENGINE,         /* the engine failed; the detail names its own code */
+    ESTC_ERR_AUTH,           /* wrong or missing PIN / authorization */
+    ESTC_ERR_IO,             /* a file or stream operation failed */
+    ESTC_ERR_CRYPTO,         /* a cryptographic operation failed */
+    ESTC_ERR_FORMAT,         /* data is malformed (DER, PEM, CBOR, state file) */
+    ESTC_ERR_STATE,          /* the call is not valid in the current state */
+    ESTC_ERR_DRIVER,         /* a driver is incomplete or of another API version */
+    ESTC_ERR_TRANSPORT,      /* the CoAP / DTLS transport failed */
+    ESTC_ERR_TIMEOUT,        /* no answer in time */
+    ESTC_ERR_PROTOCOL,       /* the peer broke the protocol */
+    ESTC_ERR_SERVER,         /* the server answered with an error code */
+    ESTC_ERR_VALIDATION,     /* something the server sent failed validation */
+    ESTC_ERR_LIMIT,          /* a size or retry bound was exceeded */
 } estc_err;
 
 /* Number of codes above; handy for tests that walk every code. */

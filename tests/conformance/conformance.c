@@ -661,8 +661,8 @@ int estc_conformance_run(const char *prefix, const char *driver_path, FILE *out)
         fprintf(out, "PASS no_objects_left_behind (%zu before and after)\n", before);
     } else {
         failed++;
-        fprintf(out, "FAIL no_objects_left_behind: %zu objects before, %zu after (%s)\n",
-                before, after, estc_ctx_error_detail(ctx));
+        fprintf(out, "FAIL no_objects_left_behind: %zu objects before, %zu after (%s)\n", before,
+                after, estc_ctx_error_detail(ctx));
     }
     estc_ctx_free(ctx);
     ctx = NULL;

@@ -69,7 +69,8 @@ END_TEST
 
 START_TEST(attribute_parsing)
 {
-    const char *a = "pkcs11:token=My%20Token;object=key;id=%01%00%ff?module-path=/x.so&pin-value=12";
+    const char *a =
+        "pkcs11:token=My%20Token;object=key;id=%01%00%ff?module-path=/x.so&pin-value=12";
     char *v = NULL;
     size_t n = 0;
     ck_assert_int_eq(estc_address_attr(a, "token", &v, &n), ESTC_OK);
@@ -167,13 +168,22 @@ static void count_cleanup(estc_ctx *c, void *s)
 
 static struct estc_driver nop_driver(const char *scheme)
 {
-    return (struct estc_driver){
-        .api_version = ESTC_DRIVER_API_VERSION, .scheme = scheme, .description = "test",
-        .state_size = sizeof(int), .init = count_init, .cleanup = count_cleanup,
-        .key_generate = nop_gen, .key_public = nop_pub, .key_sign = nop_sign,
-        .key_remove = nop_rm, .cert_store = nop_store, .cert_load = nop_pub,
-        .cert_remove = nop_rm, .list = nop_list, .exists = nop_exists,
-        .address_derive = nop_derive};
+    return (struct estc_driver){.api_version = ESTC_DRIVER_API_VERSION,
+                                .scheme = scheme,
+                                .description = "test",
+                                .state_size = sizeof(int),
+                                .init = count_init,
+                                .cleanup = count_cleanup,
+                                .key_generate = nop_gen,
+                                .key_public = nop_pub,
+                                .key_sign = nop_sign,
+                                .key_remove = nop_rm,
+                                .cert_store = nop_store,
+                                .cert_load = nop_pub,
+                                .cert_remove = nop_rm,
+                                .list = nop_list,
+                                .exists = nop_exists,
+                                .address_derive = nop_derive};
 }
 
 START_TEST(registry_rules)
