@@ -114,7 +114,21 @@ static bool is_ip_literal(const char *s)
     return inet_pton(AF_INET, s, buf) == 1 || inet_pton(AF_INET6, s, buf) == 1;
 }
 
-/* The leaf certificate must name our server in its subjectAltName. */
+/* Whether @x carries the extended key usage id-kp-cmcRA (1.3.6.1.5.5.7.3.28). */
+static bool has_cmc_ra(X509 *x)
+{
+    EXTENDED_KEY_USAGE *eku = X509_get_ext_d2i(x, NID_ext_key_usage, NULL, NULL);
+    bool found = false;
+    for (int i = 0; eku != NULL && i < sk_ASN1_OBJECT_num(eku) && !found; i++)
+        found = OBJ_obj2nid(sk_ASN1_OBJECT_value(eku, i)) == NID_cmcRA;
+    EXTENDED_KEY_USAGE_free(eku);
+    return found;
+}
+
+/* The leaf certificate must name our server in its subjectAltName, or be an
+ * EST registration authority's (id-kp-cmcRA, RFC 7030 §3.6.1): libcoap calls
+ * this only with @validated set once OpenSSL has verified the chain to our
+ * trust anchors, so the EKU is trusted as much as a name would be. */
 static int check_identity(const char *cn, const uint8_t *der, size_t der_len,
                           coap_session_t *session, unsigned depth, int validated, void *arg)
 {
@@ -140,11 +154,20 @@ static int check_identity(const char *cn, const uint8_t *der, size_t der_len,
         ok = X509_check_ip_asc(x, impl->identity, 0);
     else
         ok = X509_check_host(x, impl->identity, 0, X509_CHECK_FLAG_NEVER_CHECK_SUBJECT, NULL);
+    bool ra = ok != 1 && has_cmc_ra(x);
     X509_free(x);
+    if (ra) {
+        say(impl, ESTC_LOG_INFO,
+            "server certificate does not name '%s' but is an EST RA's (id-kp-cmcRA)",
+            impl->identity);
+        return 1;
+    }
     if (ok != 1) {
         impl->identity_failed = true;
         fail(impl, ESTC_ERR_VALIDATION,
-             "server certificate does not name '%s' in its subjectAltName", impl->identity);
+             "server certificate does not name '%s' in its subjectAltName and is not "
+             "an EST RA's (id-kp-cmcRA)",
+             impl->identity);
         return 0;
     }
     return 1;

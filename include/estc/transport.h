@@ -138,7 +138,10 @@ typedef struct estc_coap_config {
     const char *trust_file;
     /* The name or IP address that the server's certificate must carry in its
      * subjectAltName (dNSName / iPAddress; a CN is not enough). NULL: the
-     * host of @server. */
+     * host of @server. A certificate without it is still accepted when its
+     * chain verified against @trust_file and it carries the extended key
+     * usage id-kp-cmcRA (1.3.6.1.5.5.7.3.28): an EST registration authority
+     * (RFC 7030 §3.6.1). */
     const char *identity;
     /* Client certificate and private key (PEM files, the key may be a PEM key
      * reference for the estc provider). Both or neither. */

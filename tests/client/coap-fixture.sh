@@ -50,6 +50,12 @@ extendedKeyUsage=serverAuth"
 mkcert client "/CN=estc test client" ca "extendedKeyUsage=clientAuth"
 # A server certificate that names another host only (CN says localhost).
 mkcert wrongname "/CN=localhost" ca "subjectAltName=DNS:other.example"
+# EST registration authorities (id-kp-cmcRA) naming another host: one from
+# the trusted CA, one from a CA the client does not trust.
+mkcert ra "/CN=estc test RA" ca "subjectAltName=DNS:other.example
+extendedKeyUsage=serverAuth,1.3.6.1.5.5.7.3.28"
+mkcert ra-untrusted "/CN=estc test RA" otherca "subjectAltName=DNS:other.example
+extendedKeyUsage=serverAuth,1.3.6.1.5.5.7.3.28"
 
 # A free UDP port pair: a server uses P for CoAP and P+1 for DTLS. Servers
 # bind with SO_REUSEADDR, so a busy port must be seen before starting.
@@ -84,8 +90,15 @@ start_server server.pem server.key "$port"
 port2=$(free_port)
 [ -n "$port2" ] || exit 1
 start_server wrongname.pem wrongname.key "$port2"
+port3=$(free_port)
+[ -n "$port3" ] || exit 1
+start_server ra.pem ra.key "$port3"
+port4=$(free_port)
+[ -n "$port4" ] || exit 1
+start_server ra-untrusted.pem ra-untrusted.key "$port4"
 
 export ESTC_TEST_DIR=$dir ESTC_TEST_PORT=$((port + 1)) ESTC_TEST_PORT_WRONGNAME=$((port2 + 1))
+export ESTC_TEST_PORT_RA=$((port3 + 1)) ESTC_TEST_PORT_RA_UNTRUSTED=$((port4 + 1))
 rc=0
 "${cmd[@]}" || rc=$?
 exit $rc

@@ -11,7 +11,7 @@
 #include <estc/transport.h>
 
 static char dir[1024];
-static int port, port_wrongname;
+static int port, port_wrongname, port_ra, port_ra_untrusted;
 
 static char *path_in(const char *name)
 {
@@ -141,6 +141,46 @@ START_TEST(identity_mismatch)
 }
 END_TEST
 
+/* RFC 7030 §3.6.1: a certificate that does not name the server is still
+ * accepted when it chains to the trust anchors and carries id-kp-cmcRA. */
+START_TEST(cmc_ra_server)
+{
+    estc_response resp = {0};
+    const char *hosts[] = {"127.0.0.1", "localhost"};
+    for (size_t i = 0; i < 2; i++) {
+        estc_transport *t = make(hosts[i], port_ra, "ca.pem", NULL, 6, 0);
+        estc_err err = get(t, "/", &resp);
+        ck_assert_msg(err == ESTC_OK, "%s: got %s: %s", hosts[i], estc_err_name(err),
+                      estc_transport_error_detail(t));
+        ck_assert_int_eq(resp.code, 205);
+        estc_response_clear(&resp);
+        estc_transport_free(t);
+    }
+
+    /* Neither the name nor the EKU: refused, and the detail says both. */
+    estc_transport *t = make("localhost", port_wrongname, "ca.pem", NULL, 6, 0);
+    estc_err err = get(t, "/", &resp);
+    ck_assert_msg(err == ESTC_ERR_VALIDATION, "got %s: %s", estc_err_name(err),
+                  estc_transport_error_detail(t));
+    ck_assert_ptr_nonnull(strstr(estc_transport_error_detail(t), "cmcRA"));
+    ck_assert_int_eq(resp.code, 0);
+    estc_transport_free(t);
+
+    /* The EKU from a CA we do not trust counts for nothing. */
+    t = make("127.0.0.1", port_ra_untrusted, "ca.pem", NULL, 6, 0);
+    err = get(t, "/", &resp);
+    ck_assert_msg(err == ESTC_ERR_VALIDATION, "got %s: %s", estc_err_name(err),
+                  estc_transport_error_detail(t));
+    ck_assert_int_eq(resp.code, 0);
+    estc_transport_free(t);
+
+    /* Trusting that other CA alone: the RA of our CA is now the stranger. */
+    t = make("127.0.0.1", port_ra, "otherca.pem", NULL, 6, 0);
+    ck_assert_int_eq(get(t, "/", &resp), ESTC_ERR_VALIDATION);
+    estc_transport_free(t);
+}
+END_TEST
+
 START_TEST(untrusted_server)
 {
     estc_response resp = {0};
@@ -224,13 +264,17 @@ int main(void)
     const char *d = getenv("ESTC_TEST_DIR");
     const char *p = getenv("ESTC_TEST_PORT");
     const char *pw = getenv("ESTC_TEST_PORT_WRONGNAME");
-    if (d == NULL || p == NULL || pw == NULL) {
+    const char *pr = getenv("ESTC_TEST_PORT_RA");
+    const char *pru = getenv("ESTC_TEST_PORT_RA_UNTRUSTED");
+    if (d == NULL || p == NULL || pw == NULL || pr == NULL || pru == NULL) {
         fprintf(stderr, "run through coap-fixture.sh\n");
         return 2;
     }
     snprintf(dir, sizeof(dir), "%s", d);
     port = atoi(p);
     port_wrongname = atoi(pw);
+    port_ra = atoi(pr);
+    port_ra_untrusted = atoi(pru);
 
     Suite *s = suite_create("transport");
     TCase *tc = tcase_create("coap");
@@ -238,6 +282,7 @@ int main(void)
     tcase_add_test(tc, get_root_and_reuse);
     tcase_add_test(tc, blockwise_szx2);
     tcase_add_test(tc, identity_mismatch);
+    tcase_add_test(tc, cmc_ra_server);
     tcase_add_test(tc, untrusted_server);
     tcase_add_test(tc, no_server_times_out);
     tcase_add_test(tc, bad_arguments);
