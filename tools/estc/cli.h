@@ -31,6 +31,7 @@ enum cli_cmd {
     CMD_SERVERKEYGEN,
     CMD_CSRATTRS,
     CMD_STATUS,
+    CMD_RUN,
     CMD_COUNT
 };
 
@@ -73,11 +74,45 @@ struct cli {
     int verbose;
     bool quiet;
 
+    /* run and status --state */
+    const char *state;
+    const char *psa_dir;
+    const char *ca_bundle;
+    bool have_cacerts_policy;
+    int cacerts_policy; /* estc_cacerts_policy */
+    bool have_nominal;
+    double nominal_usage;
+    bool have_max_margin;
+    long long max_margin_s;
+    bool have_retry_spacing;
+    long long retry_spacing_s;
+    unsigned max_runtime_s; /* 0: none */
+    bool once;
+    bool use_syslog;
+    /* Strings made absolute before entering --psa-dir. */
+    struct cli_list owned;
+
     estc_ctx *ctx;
 };
 
 /* commands.c: run the parsed command; returns the exit status. */
 int cli_run(struct cli *cli);
+/* Applies the server, trust, credential and request options. */
+int cli_configure(struct cli *cli, estc_client *client);
+/* Applies --new-key/--new-cert/--ca-out (enroll, serverkeygen, run). */
+int cli_configure_enrolled(struct cli *cli, estc_client *client, char **cur_cert, char **cur_key);
+/* The library's log lines on stderr (-v), PINs redacted. */
+void cli_log_line(void *arg, estc_log_level level, const char *msg);
+
+/* daemon.c */
+
+/* estc run: restore or enroll, then renew on schedule until a signal. */
+int cli_run_daemon(struct cli *cli);
+/* estc status --state FILE. */
+int cli_status_state(struct cli *cli);
+/* Makes relative paths absolute, then creates/checks and enters --psa-dir;
+ * before the library context exists. */
+int cli_enter_psa_dir(struct cli *cli);
 
 /* output.c */
 

@@ -10,7 +10,7 @@
 
 #include "cli.h"
 
-static void log_line(void *arg, estc_log_level level, const char *msg)
+void cli_log_line(void *arg, estc_log_level level, const char *msg)
 {
     static const char *const names[] = {"error", "warning", "info", "debug"};
     char shown[2048];
@@ -66,7 +66,7 @@ static int config_fail(const struct cli *cli, estc_err err, const char *opt)
 }
 
 /* Applies the options shared by the network subcommands. */
-static int configure(struct cli *cli, estc_client *client)
+int cli_configure(struct cli *cli, estc_client *client)
 {
     estc_err err;
     if (cli->server == NULL)
@@ -95,9 +95,11 @@ static int configure(struct cli *cli, estc_client *client)
         if (err != ESTC_OK)
             return config_fail(cli, err, "--implicit-trust");
     }
-    if (cli->timeout_ms != 0 || cli->have_retries || cli->have_max_wait) {
+    /* For run, --retries is the schedule's /sren retries, not 5.03 waits. */
+    bool waits = cli->have_retries && cli->cmd != CMD_RUN;
+    if (cli->timeout_ms != 0 || waits || cli->have_max_wait) {
         /* Unset values keep the library's defaults (5 waits, 300 s). */
-        err = estc_client_set_limits(client, cli->timeout_ms, cli->have_retries ? cli->retries : 5,
+        err = estc_client_set_limits(client, cli->timeout_ms, waits ? cli->retries : 5,
                                      cli->have_max_wait ? cli->max_wait_s : 300);
         if (err != ESTC_OK)
             return config_fail(cli, err, "--timeout/--retries/--max-wait");
@@ -139,7 +141,7 @@ static int configure(struct cli *cli, estc_client *client)
 
 /* Where the enrolled credentials and the CA certificates go (enroll,
  * serverkeygen, cacerts) or sit (reenroll). */
-static int configure_enrolled(struct cli *cli, estc_client *client, char **cur_cert, char **cur_key)
+int cli_configure_enrolled(struct cli *cli, estc_client *client, char **cur_cert, char **cur_key)
 {
     const char *key = cli->new_key, *cert = cli->new_cert;
     char *key_addr = NULL, *cert_addr = NULL;
@@ -297,9 +299,9 @@ static int run_network(struct cli *cli)
     if (err != ESTC_OK)
         return cli_fail(cli, err, "creating the client");
     char *cur_cert = NULL, *cur_key = NULL;
-    int status = configure(cli, client);
+    int status = cli_configure(cli, client);
     if (status == CLI_EXIT_OK && cli->cmd != CMD_DISCOVER && cli->cmd != CMD_CSRATTRS)
-        status = configure_enrolled(cli, client, &cur_cert, &cur_key);
+        status = cli_configure_enrolled(cli, client, &cur_cert, &cur_key);
 
         /* Each step clears the detail so that a failure reports its own. */
 #define STEP(call, what)                                                                           \
@@ -371,8 +373,8 @@ static int run_status(struct cli *cli)
     const char *key_src = cli->new_key != NULL ? cli->new_key : cli->key;
     if (cert_src == NULL)
         return cli_failf(cli, CLI_EXIT_USAGE,
-                         "status needs the certificate: --new-cert ADDR or --cert FILE|ADDR "
-                         "(the state file of --state is not supported yet)");
+                         "status needs --state FILE, or the certificate: --new-cert ADDR or "
+                         "--cert FILE|ADDR");
     char *key_addr = NULL;
     int status = CLI_EXIT_OK;
     if (key_src != NULL)
@@ -397,6 +399,12 @@ static int run_status(struct cli *cli)
 
 int cli_run(struct cli *cli)
 {
+    /* The psa engine keeps its storage in the current folder. */
+    if (cli->psa_dir != NULL) {
+        int st = cli_enter_psa_dir(cli);
+        if (st != CLI_EXIT_OK)
+            return st;
+    }
     estc_err err = estc_ctx_new(&cli->ctx);
     if (err != ESTC_OK)
         return cli_failf(cli, CLI_EXIT_FAILURE, "cannot create the library context: %s",
@@ -404,7 +412,7 @@ int cli_run(struct cli *cli)
     int status = CLI_EXIT_OK;
     if (cli->verbose > 0) {
         err = estc_ctx_set_log(cli->ctx, cli->verbose > 1 ? ESTC_LOG_DEBUG : ESTC_LOG_INFO,
-                               log_line, NULL);
+                               cli_log_line, NULL);
         if (err != ESTC_OK)
             status = cli_fail(cli, err, "-v");
     }
@@ -413,8 +421,16 @@ int cli_run(struct cli *cli)
         if (err != ESTC_OK)
             status = cli_fail(cli, err, "--driver");
     }
-    if (status == CLI_EXIT_OK)
-        status = cli->cmd == CMD_STATUS ? run_status(cli) : run_network(cli);
+    if (status == CLI_EXIT_OK) {
+        if (cli->cmd == CMD_RUN)
+            status = cli_run_daemon(cli);
+        else if (cli->cmd == CMD_STATUS && cli->state != NULL)
+            status = cli_status_state(cli);
+        else if (cli->cmd == CMD_STATUS)
+            status = run_status(cli);
+        else
+            status = run_network(cli);
+    }
     estc_ctx_free(cli->ctx);
     cli->ctx = NULL;
     return status;

@@ -20,9 +20,11 @@
 #define BIT(c) (1u << (c))
 #define NET                                                                                        \
     (BIT(CMD_DISCOVER) | BIT(CMD_CACERTS) | BIT(CMD_ENROLL) | BIT(CMD_REENROLL) |                  \
-     BIT(CMD_SERVERKEYGEN) | BIT(CMD_CSRATTRS))
+     BIT(CMD_SERVERKEYGEN) | BIT(CMD_CSRATTRS) | BIT(CMD_RUN))
 #define ALL (NET | BIT(CMD_STATUS))
-#define ISSUE (BIT(CMD_ENROLL) | BIT(CMD_REENROLL) | BIT(CMD_SERVERKEYGEN))
+#define ONE_SHOT (BIT(CMD_ENROLL) | BIT(CMD_REENROLL) | BIT(CMD_SERVERKEYGEN))
+#define ISSUE (ONE_SHOT | BIT(CMD_RUN))
+#define RUN BIT(CMD_RUN)
 
 static const struct {
     const char *name;
@@ -65,7 +67,22 @@ static const struct {
                     "estc status --new-cert CERT-ADDR [--new-key KEY-ADDR]",
                     "Prints the certificate at --new-cert (or --cert; an engine address or a\n"
                     "PEM/DER file): subject, issuer, serial, validity, subjectAltName, and\n"
-                    "whether the key at --new-key (or --key) is the certificate's key.\n"},
+                    "whether the key at --new-key (or --key) is the certificate's key.\n"
+                    "With --state FILE (the state of `estc run`): the same for the enrolled\n"
+                    "certificate, and the next renewal time, the engine addresses and the\n"
+                    "trust store. Exit 0 while a valid certificate is held, 1 otherwise.\n"},
+    [CMD_RUN] = {"run", "daemon: enroll once, then renew on schedule, keeping a state file",
+                 "estc run --state FILE --server URI --trust CA.pem --cert IDEVID\n"
+                 "            --key IDEVID-KEY --new-key ADDR --new-cert ADDR --subject /CN=NAME",
+                 "Restores the state from --state (or, when the file does not exist,\n"
+                 "enrolls with the bootstrap credentials --cert/--key and writes it), then\n"
+                 "sleeps until the next deadline, renews (/sren; retries; then a new\n"
+                 "enrollment /sen with a new key) and fetches CA certificates as\n"
+                 "--cacerts-policy says. The state is journaled at each step, so a power\n"
+                 "cut at any moment leaves neither lost credentials nor orphaned engine\n"
+                 "objects. One line per event on stderr (or syslog). SIGTERM or SIGINT:\n"
+                 "the state is written and estc exits with status 0; the objects stay.\n"
+                 "Here --retries is the number of failed renewals before the fallback.\n"},
 };
 
 enum opt_id {
@@ -91,6 +108,16 @@ enum opt_id {
     O_WITH_CSRATTRS,
     O_OUT,
     O_DRIVER,
+    O_STATE,
+    O_PSA_DIR,
+    O_CACERTS_POLICY,
+    O_CA_BUNDLE,
+    O_NOMINAL,
+    O_MAX_MARGIN,
+    O_RETRY_SPACING,
+    O_MAX_RUNTIME,
+    O_ONCE,
+    O_SYSLOG,
     O_VERBOSE = 'v',
     O_QUIET = 'q',
     O_HELP = 'h',
@@ -119,25 +146,44 @@ static const struct opt {
      "where the enrolled certificate goes (default mem:estc-cert)"},
     {O_CA_OUT, "ca-out", "PREFIX", BIT(CMD_CACERTS) | ISSUE,
      "engine prefix for the CA certificates from /crts (default mem:)"},
-    {O_SUBJECT, "subject", "/CN=..", BIT(CMD_ENROLL) | BIT(CMD_SERVERKEYGEN),
+    {O_SUBJECT, "subject", "/CN=..", BIT(CMD_ENROLL) | BIT(CMD_SERVERKEYGEN) | RUN,
      "Subject to request, e.g. /CN=device-1/O=Example"},
-    {O_SAN, "san", "TYPE:VALUE", BIT(CMD_ENROLL) | BIT(CMD_SERVERKEYGEN),
+    {O_SAN, "san", "TYPE:VALUE", BIT(CMD_ENROLL) | BIT(CMD_SERVERKEYGEN) | RUN,
      "subjectAltName to request: DNS:x, IP:a, URI:u, email:e (repeatable)"},
     {O_KEY_TYPE, "key-type", "TYPE", ISSUE, "p256 (default), p384, rsa2048 or rsa3072"},
     {O_ACCEPT, "accept", "CF", BIT(CMD_CACERTS) | ISSUE,
      "Content-Format to Accept: 281 (PKCS#7, default), 287 (X.509) or none"},
     {O_BLOCK, "block-size", "N", NET, "CoAP block size: 16, 32, ..., 1024"},
     {O_TIMEOUT, "timeout", "MS", NET, "time-out of one exchange in ms (default 30000)"},
-    {O_RETRIES, "retries", "N", NET, "5.03 answers waited out per request (default 5)"},
+    {O_RETRIES, "retries", "N", NET,
+     "5.03 answers waited out per request (default 5); run: failed renewals "
+     "before the fallback to /sen (default 3)"},
     {O_MAX_WAIT, "max-wait", "SECONDS", NET, "longest Max-Age waited (default 300)"},
-    {O_REKEY, "rekey", NULL, BIT(CMD_REENROLL), "reenroll with a new key"},
-    {O_WITH_CACERTS, "with-cacerts", NULL, ISSUE,
+    {O_REKEY, "rekey", NULL, BIT(CMD_REENROLL) | RUN, "reenroll with a new key"},
+    {O_WITH_CACERTS, "with-cacerts", NULL, ONE_SHOT,
      "first GET /crts: store the CA certificates and trust them"},
-    {O_WITH_CSRATTRS, "with-csrattrs", NULL, ISSUE,
+    {O_WITH_CSRATTRS, "with-csrattrs", NULL, ONE_SHOT,
      "first GET /att and apply the attributes to the CSR"},
-    {O_OUT, "out", "FILE", BIT(CMD_CACERTS) | ISSUE | BIT(CMD_STATUS),
+    {O_OUT, "out", "FILE", BIT(CMD_CACERTS) | ONE_SHOT | BIT(CMD_STATUS),
      "write the PEM (or the status) to FILE instead of stdout"},
     {O_DRIVER, "driver", "MODULE.so", ALL, "load an engine driver module (repeatable)"},
+    {O_STATE, "state", "FILE", RUN | BIT(CMD_STATUS),
+     "the state file (0600; written atomically, journaled)"},
+    {O_PSA_DIR, "psa-dir", "DIR", RUN | BIT(CMD_STATUS),
+     "folder of the psa engine's storage (made 0700; entered before start)"},
+    {O_CACERTS_POLICY, "cacerts-policy", "POLICY", RUN,
+     "/crts: never, est (default), est-and-bootstrap or global"},
+    {O_CA_BUNDLE, "ca-bundle", "FILE", RUN,
+     "PEM bundle the CA certificates are exported to (est-and-bootstrap, global)"},
+    {O_NOMINAL, "nominal-usage", "FRACTION", RUN,
+     "renew after this share of the validity, 0 < F <= 1 (default 0.9)"},
+    {O_MAX_MARGIN, "max-margin", "SECONDS", RUN,
+     "renew no later than this before notAfter (default 2592000, 30 days)"},
+    {O_RETRY_SPACING, "retry-spacing", "SECONDS", RUN,
+     "shortest wait between two attempts (default 60)"},
+    {O_MAX_RUNTIME, "max-runtime", "SECONDS", RUN, "stop as on SIGTERM after SECONDS"},
+    {O_ONCE, "once", NULL, RUN, "do what is due now (enroll, renew), write the state, exit"},
+    {O_SYSLOG, "syslog", NULL, RUN, "log events to syslog instead of stderr"},
     {O_VERBOSE, "verbose", NULL, ALL, "log to stderr (-vv: debug)"},
     {O_QUIET, "quiet", NULL, ALL, "no summary or notes on stderr"},
     {O_HELP, "help", NULL, ALL, "this help"},
@@ -257,6 +303,9 @@ static bool parse_key_type(const char *s, estc_key_type *out)
 
 static void cli_free(struct cli *cli)
 {
+    for (size_t i = 0; i < cli->owned.n; i++)
+        free((void *)cli->owned.v[i]);
+    free(cli->owned.v);
     free(cli->trust.v);
     free(cli->implicit_trust.v);
     free(cli->san.v);
@@ -298,6 +347,64 @@ static int set_opt(struct cli *cli, int id, const char *arg, const char *cmd)
     case O_OUT:
         single = &cli->out;
         break;
+    case O_STATE:
+        single = &cli->state;
+        break;
+    case O_PSA_DIR:
+        single = &cli->psa_dir;
+        break;
+    case O_CA_BUNDLE:
+        single = &cli->ca_bundle;
+        break;
+    case O_CACERTS_POLICY: {
+        static const char *const names[] = {"never", "est", "est-and-bootstrap", "global"};
+        if (cli->have_cacerts_policy)
+            goto twice;
+        for (int i = 0; i < 4; i++) {
+            if (strcmp(arg, names[i]) == 0) {
+                cli->cacerts_policy = i;
+                cli->have_cacerts_policy = true;
+            }
+        }
+        if (!cli->have_cacerts_policy)
+            goto bad_value;
+        return 0;
+    }
+    case O_NOMINAL: {
+        char *end;
+        if (cli->have_nominal)
+            goto twice;
+        errno = 0;
+        double d = strtod(arg, &end);
+        if (errno != 0 || end == arg || *end != '\0' || !(d > 0.0 && d <= 1.0))
+            goto bad_value;
+        cli->nominal_usage = d;
+        cli->have_nominal = true;
+        return 0;
+    }
+    case O_MAX_MARGIN:
+        if (cli->have_max_margin || !parse_uint(arg, 20u * 365 * 86400, &v))
+            goto bad_value;
+        cli->max_margin_s = v;
+        cli->have_max_margin = true;
+        return 0;
+    case O_RETRY_SPACING:
+        if (cli->have_retry_spacing || !parse_uint(arg, 365u * 86400, &v) || v == 0)
+            goto bad_value;
+        cli->retry_spacing_s = v;
+        cli->have_retry_spacing = true;
+        return 0;
+    case O_MAX_RUNTIME:
+        if (cli->max_runtime_s != 0 || !parse_uint(arg, 100u * 365 * 86400, &v) || v == 0)
+            goto bad_value;
+        cli->max_runtime_s = v;
+        return 0;
+    case O_ONCE:
+        cli->once = true;
+        return 0;
+    case O_SYSLOG:
+        cli->use_syslog = true;
+        return 0;
     case O_TRUST:
         list = &cli->trust;
         break;

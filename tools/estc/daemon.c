@@ -1,0 +1,519 @@
+/*
+ * estc: `estc run` (the daemon) and `estc status --state`.
+ *
+ * The daemon is the loop of <estc/schedule.h> around a state file: restore
+ * (or enroll), then tick, persist and sleep until the next deadline. The
+ * library journals every step that changes engine objects into the same
+ * file, so a SIGKILL or a power cut at any moment is recovered by the next
+ * restore. SIGTERM and SIGINT are blocked and only taken while sleeping, so
+ * an operation in flight always completes (or fails and rolls back) first.
+ */
+
+#include <errno.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <syslog.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/x509.h>
+
+#include <estc/persist.h>
+#include <estc/schedule.h>
+
+#include "cli.h"
+
+/* ---- one line per event ------------------------------------------------ */
+
+static bool use_syslog;
+
+__attribute__((format(printf, 3, 4))) static void event(const struct cli *cli, int prio,
+                                                        const char *fmt, ...)
+{
+    char msg[1536], shown[1536];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    cli_redact(msg, shown, sizeof(shown));
+    if (use_syslog)
+        syslog(prio, "%s", shown);
+    else if (!cli->quiet || prio <= LOG_WARNING)
+        fprintf(stderr, "estc: %s: %s\n", cli->cmd_name, shown);
+}
+
+/* The library's log lines go where the events go. */
+static void daemon_log_line(void *arg, estc_log_level level, const char *msg)
+{
+    static const int prio[] = {LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG};
+    if (use_syslog) {
+        char shown[2048];
+        cli_redact(msg, shown, sizeof(shown));
+        syslog((unsigned)level < 4 ? prio[level] : LOG_INFO, "%s", shown);
+    } else {
+        cli_log_line(arg, level, msg);
+    }
+}
+
+/* "2026-11-30T17:49:31Z"; "never" for ESTC_NEVER. */
+static const char *fmt_time(int64_t t, char *buf, size_t size)
+{
+    if (t == ESTC_NEVER) {
+        snprintf(buf, size, "never");
+        return buf;
+    }
+    time_t tt = (time_t)t;
+    struct tm tm;
+    if (gmtime_r(&tt, &tm) == NULL || strftime(buf, size, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+        snprintf(buf, size, "%lld", (long long)t);
+    return buf;
+}
+
+/* "serial S, valid until T, renewal at R" of the held certificate. */
+static void describe_cert(estc_client *client, char *out, size_t size)
+{
+    int64_t not_after = 0, renewal = 0;
+    char serial[80] = "?", t1[32], t2[32];
+    estc_buf der = {0};
+    if (estc_client_certificate(client, &der) == ESTC_OK) {
+        const unsigned char *p = der.data;
+        X509 *x = d2i_X509(NULL, &p, (long)der.len);
+        BIGNUM *bn = x != NULL ? ASN1_INTEGER_to_BN(X509_get0_serialNumber(x), NULL) : NULL;
+        char *hex = bn != NULL ? BN_bn2hex(bn) : NULL;
+        if (hex != NULL)
+            snprintf(serial, sizeof(serial), "%s", hex);
+        OPENSSL_free(hex);
+        BN_free(bn);
+        X509_free(x);
+    }
+    estc_buf_free(&der);
+    if (estc_client_renewal_info(client, NULL, &not_after, NULL, &renewal, NULL) != ESTC_OK) {
+        snprintf(out, size, "no certificate held");
+        return;
+    }
+    snprintf(out, size, "serial %s, valid until %s, renewal at %s", serial,
+             fmt_time(not_after, t1, sizeof(t1)), fmt_time(renewal, t2, sizeof(t2)));
+}
+
+/* Whether the client holds a certificate valid now. */
+static bool holds_valid(estc_client *client)
+{
+    int64_t nb = 0, na = 0;
+    if (estc_client_renewal_info(client, &nb, &na, NULL, NULL, NULL) != ESTC_OK)
+        return false;
+    int64_t now = estc_client_now(client);
+    return nb <= now && now < na;
+}
+
+/* ---- --psa-dir ---------------------------------------------------------- */
+
+/* A relative file path would change meaning after chdir: make it absolute.
+ * Engine addresses ("scheme:...") are left alone. */
+static int absolutize(struct cli *cli, const char **p, const char *cwd)
+{
+    const char *s = *p;
+    if (s == NULL || s[0] == '/' || strcmp(s, "-") == 0)
+        return CLI_EXIT_OK;
+    size_t scheme = strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+-.");
+    if (scheme > 0 && s[scheme] == ':')
+        return CLI_EXIT_OK;
+    size_t len = strlen(cwd) + strlen(s) + 2;
+    char *abs = malloc(len);
+    const char **grown =
+        abs != NULL ? realloc(cli->owned.v, (cli->owned.n + 1) * sizeof(*grown)) : NULL;
+    if (grown == NULL) {
+        free(abs);
+        return cli_failf(cli, CLI_EXIT_FAILURE, "out of memory");
+    }
+    cli->owned.v = grown;
+    snprintf(abs, len, "%s/%s", cwd, s);
+    cli->owned.v[cli->owned.n++] = abs;
+    *p = abs;
+    return CLI_EXIT_OK;
+}
+
+int cli_enter_psa_dir(struct cli *cli)
+{
+    char *cwd = getcwd(NULL, 0);
+    if (cwd == NULL)
+        return cli_failf(cli, CLI_EXIT_FAILURE, "cannot read the current folder: %s",
+                         strerror(errno));
+    const char **single[] = {&cli->state, &cli->ca_bundle, &cli->out, &cli->cert, &cli->key};
+    int status = CLI_EXIT_OK;
+    for (size_t i = 0; i < sizeof(single) / sizeof(single[0]) && status == CLI_EXIT_OK; i++)
+        status = absolutize(cli, single[i], cwd);
+    struct cli_list *lists[] = {&cli->trust, &cli->implicit_trust, &cli->drivers};
+    for (size_t l = 0; l < 3; l++) {
+        for (size_t i = 0; i < lists[l]->n && status == CLI_EXIT_OK; i++)
+            status = absolutize(cli, &lists[l]->v[i], cwd);
+    }
+    free(cwd);
+    if (status != CLI_EXIT_OK)
+        return status;
+
+    const char *dir = cli->psa_dir;
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST)
+        return cli_failf(cli, CLI_EXIT_FAILURE, "--psa-dir %s: cannot create: %s", dir,
+                         strerror(errno));
+    /* Key material lives there: refuse a symlink, another owner, or a folder
+     * others can enter. */
+    struct stat st;
+    if (lstat(dir, &st) != 0)
+        return cli_failf(cli, CLI_EXIT_FAILURE, "--psa-dir %s: %s", dir, strerror(errno));
+    if (!S_ISDIR(st.st_mode))
+        return cli_failf(cli, CLI_EXIT_FAILURE, "--psa-dir %s: not a folder", dir);
+    if (st.st_uid != geteuid())
+        return cli_failf(cli, CLI_EXIT_FAILURE, "--psa-dir %s: owned by another user", dir);
+    if ((st.st_mode & 077) != 0)
+        return cli_failf(cli, CLI_EXIT_FAILURE,
+                         "--psa-dir %s: open to group or others (mode %03o; want 0700)", dir,
+                         (unsigned)(st.st_mode & 0777));
+    if (chdir(dir) != 0)
+        return cli_failf(cli, CLI_EXIT_FAILURE, "--psa-dir %s: %s", dir, strerror(errno));
+    return CLI_EXIT_OK;
+}
+
+/* ---- estc run ----------------------------------------------------------- */
+
+/* Restores the state; NOT_FOUND is a fresh start. Returns an exit status. */
+static int restore_or_fresh(struct cli *cli, estc_client *client, const estc_state_stream *stream,
+                            bool *fresh)
+{
+    estc_ctx_clear_error(cli->ctx);
+    estc_err err = estc_client_restore(client, stream);
+    *fresh = err == ESTC_ERR_NOT_FOUND;
+    if (err == ESTC_OK) {
+        char what[256];
+        describe_cert(client, what, sizeof(what));
+        event(cli, LOG_INFO, "restored the state from %s: %s", cli->state, what);
+        return CLI_EXIT_OK;
+    }
+    if (*fresh) {
+        if (cli->cert == NULL || cli->key == NULL)
+            return cli_failf(cli, CLI_EXIT_USAGE,
+                             "no state at %s and no bootstrap credentials (--cert and --key) "
+                             "to enroll with",
+                             cli->state);
+        event(cli, LOG_INFO, "no state at %s: enrolling with the bootstrap credentials",
+              cli->state);
+        return CLI_EXIT_OK;
+    }
+    char what[1200];
+    snprintf(what, sizeof(what), "--state %s (left unchanged)", cli->state);
+    return cli_fail(cli, err, what);
+}
+
+static int configure_schedule(struct cli *cli, estc_client *client)
+{
+    estc_schedule_config cfg;
+    estc_schedule_config_init(&cfg);
+    if (cli->have_nominal)
+        cfg.nominal_usage = cli->nominal_usage;
+    if (cli->have_max_margin)
+        cfg.max_margin_s = cli->max_margin_s;
+    if (cli->have_retries)
+        cfg.max_retries = cli->retries;
+    if (cli->have_retry_spacing)
+        cfg.retry_spacing_s = cli->retry_spacing_s;
+    cfg.rekey = cli->rekey;
+    estc_err err = estc_client_set_schedule(client, &cfg);
+    if (err != ESTC_OK) {
+        cli_fail(cli, err, "--nominal-usage/--max-margin/--retries/--retry-spacing");
+        return CLI_EXIT_USAGE;
+    }
+    estc_cacerts_policy policy =
+        cli->have_cacerts_policy ? (estc_cacerts_policy)cli->cacerts_policy : ESTC_CACERTS_EST;
+    bool exports = policy == ESTC_CACERTS_EST_AND_BOOTSTRAP || policy == ESTC_CACERTS_GLOBAL;
+    if (exports && cli->ca_bundle == NULL)
+        return cli_failf(cli, CLI_EXIT_USAGE,
+                         "--cacerts-policy est-and-bootstrap and global need --ca-bundle FILE");
+    if (!exports && cli->ca_bundle != NULL)
+        return cli_failf(cli, CLI_EXIT_USAGE,
+                         "--ca-bundle goes with --cacerts-policy est-and-bootstrap or global");
+    err = estc_client_set_cacerts_policy(client, policy, exports ? estc_trust_export_file : NULL,
+                                         (void *)cli->ca_bundle);
+    if (err != ESTC_OK) {
+        cli_fail(cli, err, "--cacerts-policy");
+        return CLI_EXIT_USAGE;
+    }
+    return CLI_EXIT_OK;
+}
+
+/* Logs what a tick did; returns the priority used. */
+static void log_tick(struct cli *cli, estc_client *client, estc_tick_result what, estc_err err)
+{
+    char desc[256], detail[1024], t[32];
+    int64_t next = ESTC_NEVER;
+    (void)estc_client_next_deadline(client, &next);
+    switch (what) {
+    case ESTC_TICK_NOTHING:
+        return;
+    case ESTC_TICK_ENROLLED:
+    case ESTC_TICK_REENROLLED:
+    case ESTC_TICK_FALLBACK_ENROLLED:
+        describe_cert(client, desc, sizeof(desc));
+        event(cli, LOG_NOTICE, "%s: %s", estc_tick_result_name(what), desc);
+        return;
+    case ESTC_TICK_CACERTS:
+        event(cli, LOG_INFO, "%s: %zu CA certificates held", estc_tick_result_name(what),
+              estc_client_ca_count(client));
+        return;
+    default:
+        snprintf(detail, sizeof(detail), "%s", estc_ctx_error_detail(cli->ctx));
+        event(cli, LOG_WARNING, "%s: %s%s%s; next attempt at %s", estc_tick_result_name(what),
+              estc_strerror(err), detail[0] != '\0' ? ": " : "", detail,
+              fmt_time(next, t, sizeof(t)));
+        return;
+    }
+}
+
+/* Writes the state when the client is ready; the journal already holds a
+ * consistent state otherwise. */
+static void save(struct cli *cli, estc_client *client, const estc_state_stream *stream)
+{
+    if (!estc_client_is_ready_for_persistence(client)) {
+        event(cli, LOG_WARNING,
+              "state not written: engine objects are still being removed "
+              "(the journal keeps them recorded)");
+        return;
+    }
+    estc_ctx_clear_error(cli->ctx);
+    estc_err err = estc_client_persist(client, stream);
+    if (err != ESTC_OK)
+        event(cli, LOG_ERR, "writing the state to %s failed: %s: %s", cli->state,
+              estc_strerror(err), estc_ctx_error_detail(cli->ctx));
+}
+
+/* Sleeps until @until (client clock) or a blocked signal of @set; returns
+ * the signal or 0. */
+static int sleep_until(estc_client *client, int64_t until, const sigset_t *set)
+{
+    for (;;) {
+        int64_t left = until - estc_client_now(client);
+        if (left <= 0)
+            return 0;
+        if (left > 86400)
+            left = 86400; /* re-read the clock at least daily */
+        struct timespec ts = {.tv_sec = (time_t)left, .tv_nsec = 0};
+        int sig = sigtimedwait(set, NULL, &ts);
+        if (sig > 0)
+            return sig;
+        /* EAGAIN: the time passed; EINTR: another signal. Re-check. */
+    }
+}
+
+int cli_run_daemon(struct cli *cli)
+{
+    if (cli->state == NULL)
+        return cli_failf(cli, CLI_EXIT_USAGE, "--state FILE is required (see estc run --help)");
+    if (cli->subject == NULL)
+        return cli_failf(cli, CLI_EXIT_USAGE,
+                         "--subject is required: a first enrollment and the fallback after "
+                         "failed renewals request it (see estc run --help)");
+    use_syslog = cli->use_syslog;
+    if (use_syslog)
+        openlog("estc", LOG_PID, LOG_DAEMON);
+
+    /* Signals are taken only while sleeping (sigtimedwait). */
+    sigset_t set, old;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigprocmask(SIG_BLOCK, &set, &old);
+
+    int status = CLI_EXIT_OK;
+    if (use_syslog || cli->verbose > 0) {
+        estc_err err = estc_ctx_set_log(cli->ctx,
+                                        cli->verbose > 1   ? ESTC_LOG_DEBUG
+                                        : cli->verbose > 0 ? ESTC_LOG_INFO
+                                                           : ESTC_LOG_WARNING,
+                                        daemon_log_line, NULL);
+        if (err != ESTC_OK)
+            status = cli_fail(cli, err, "-v");
+    }
+    estc_client *client = NULL;
+    if (status == CLI_EXIT_OK) {
+        estc_err err = estc_client_new(cli->ctx, &client);
+        if (err != ESTC_OK)
+            status = cli_fail(cli, err, "creating the client");
+    }
+    if (status == CLI_EXIT_OK)
+        status = cli_configure(cli, client);
+    if (status == CLI_EXIT_OK)
+        status = cli_configure_enrolled(cli, client, NULL, NULL);
+    if (status == CLI_EXIT_OK)
+        status = configure_schedule(cli, client);
+
+    estc_state_stream stream;
+    bool fresh = false;
+    if (status == CLI_EXIT_OK && estc_state_stream_file(&stream, cli->state) != ESTC_OK)
+        status = cli_failf(cli, CLI_EXIT_USAGE, "--state: bad path");
+    if (status == CLI_EXIT_OK)
+        status = restore_or_fresh(cli, client, &stream, &fresh);
+    if (status == CLI_EXIT_OK) {
+        estc_err err = estc_client_set_journal(client, &stream);
+        if (err != ESTC_OK)
+            status = cli_fail(cli, err, "journal");
+    }
+    /* A fresh start writes the state at once, so that status and a restart
+     * find it even before the first enrollment succeeds. */
+    if (status == CLI_EXIT_OK && fresh)
+        save(cli, client, &stream);
+
+    int64_t stop_at =
+        cli->max_runtime_s > 0 ? estc_client_now(client) + cli->max_runtime_s : ESTC_NEVER;
+    int sig = 0;
+    estc_err last = ESTC_OK;
+    unsigned ticks = 0;
+    while (status == CLI_EXIT_OK) {
+        estc_tick_result what = ESTC_TICK_NOTHING;
+        estc_ctx_clear_error(cli->ctx);
+        estc_err err = estc_client_tick(client, &what);
+        if (err == ESTC_ERR_INVALID_ARG || err == ESTC_ERR_STATE) {
+            status = cli_fail(cli, err, "tick");
+            break;
+        }
+        log_tick(cli, client, what, err);
+        if (what != ESTC_TICK_NOTHING) {
+            last = err;
+            save(cli, client, &stream);
+        }
+        int64_t when = ESTC_NEVER;
+        (void)estc_client_next_deadline(client, &when);
+        int64_t now = estc_client_now(client);
+        if (cli->once) {
+            /* Do what is due now (crts, then sen), then stop. */
+            if (when <= now && what != ESTC_TICK_NOTHING && err == ESTC_OK && ++ticks < 8)
+                continue;
+            break;
+        }
+        if (now >= stop_at)
+            break;
+        /* Never spin: a deadline in the past after a tick that did nothing
+         * waits a second. */
+        if (when <= now && what == ESTC_TICK_NOTHING)
+            when = now + 1;
+        if (when > stop_at)
+            when = stop_at;
+        sig = sleep_until(client, when, &set);
+        if (sig != 0)
+            break;
+    }
+    if (status == CLI_EXIT_OK) {
+        /* The objects stay: they are what the state describes. */
+        save(cli, client, &stream);
+        if (sig != 0)
+            event(cli, LOG_INFO, "stopping on %s; state written to %s",
+                  sig == SIGTERM ? "SIGTERM" : "SIGINT", cli->state);
+        else if (!cli->once)
+            event(cli, LOG_INFO, "stopping after --max-runtime; state written to %s", cli->state);
+        if (cli->once && !holds_valid(client))
+            status = last != ESTC_OK ? cli_exit_status(last) : CLI_EXIT_FAILURE;
+    }
+    estc_client_free(client);
+    sigprocmask(SIG_SETMASK, &old, NULL);
+    if (use_syslog)
+        closelog();
+    return status;
+}
+
+/* ---- estc status --state ------------------------------------------------ */
+
+int cli_status_state(struct cli *cli)
+{
+    if (cli->cert != NULL || cli->key != NULL || cli->new_cert != NULL || cli->new_key != NULL)
+        return cli_failf(cli, CLI_EXIT_USAGE,
+                         "--state names the certificate and key: leave out --cert, --key, "
+                         "--new-cert and --new-key");
+    struct stat st;
+    if (stat(cli->state, &st) != 0)
+        return cli_failf(cli, CLI_EXIT_FAILURE, "--state %s: %s", cli->state, strerror(errno));
+    estc_client *client = NULL;
+    estc_err err = estc_client_new(cli->ctx, &client);
+    if (err != ESTC_OK)
+        return cli_fail(cli, err, "creating the client");
+    estc_state_stream stream;
+    int status = CLI_EXIT_OK;
+    if (estc_state_stream_file(&stream, cli->state) != ESTC_OK)
+        status = cli_failf(cli, CLI_EXIT_USAGE, "--state: bad path");
+    /* Read-only: a running daemon's pending objects must not be purged. */
+    if (status == CLI_EXIT_OK) {
+        err = estc_client_restore_ex(client, &stream, ESTC_RESTORE_READ_ONLY);
+        if (err != ESTC_OK) {
+            char what[1100];
+            snprintf(what, sizeof(what), "--state %s", cli->state);
+            status = cli_fail(cli, err, what);
+        }
+    }
+    FILE *fp = stdout;
+    if (status == CLI_EXIT_OK && cli->out != NULL && strcmp(cli->out, "-") != 0) {
+        fp = fopen(cli->out, "w");
+        if (fp == NULL)
+            status = cli_failf(cli, CLI_EXIT_FAILURE, "--out %s: %s", cli->out, strerror(errno));
+    }
+    X509 *cert = NULL;
+    estc_buf der = {0};
+    bool have_cert = false;
+    if (status == CLI_EXIT_OK) {
+        err = estc_client_certificate(client, &der);
+        if (err == ESTC_OK) {
+            const unsigned char *p = der.data;
+            cert = d2i_X509(NULL, &p, (long)der.len);
+            if (cert == NULL)
+                status = cli_failf(cli, CLI_EXIT_FAILURE, "the held certificate is not DER");
+            have_cert = cert != NULL;
+        } else if (err != ESTC_ERR_NOT_FOUND) {
+            status = cli_fail(cli, err, "reading the certificate");
+        }
+    }
+    char shown[1100], t[32];
+    if (status == CLI_EXIT_OK) {
+        fprintf(fp, "%-12s %s\n", "state", cli->state);
+        if (!have_cert) {
+            fprintf(fp, "%-12s none (not enrolled yet)\n", "certificate");
+            cli_redact(estc_client_key_address(client), shown, sizeof(shown));
+            fprintf(fp, "%-12s %s\n", "key", shown);
+        }
+    }
+    int cert_status = CLI_EXIT_OK;
+    if (status == CLI_EXIT_OK && have_cert) {
+        /* Subject, issuer, validity, the key check; fails when not valid. */
+        cert_status = cli_print_status(cli, fp, cert, estc_client_cert_address(client),
+                                       estc_client_key_address(client));
+    }
+    if (status == CLI_EXIT_OK) {
+        int64_t prov = 0, renewal = 0;
+        unsigned failures = 0;
+        if (have_cert &&
+            estc_client_renewal_info(client, NULL, NULL, &prov, &renewal, &failures) == ESTC_OK) {
+            fprintf(fp, "%-12s %s\n", "provisioned", fmt_time(prov, t, sizeof(t)));
+            fprintf(fp, "%-12s %s\n", "renewal", fmt_time(renewal, t, sizeof(t)));
+            fprintf(fp, "%-12s %u\n", "failures", failures);
+        }
+        int64_t next = ESTC_NEVER;
+        if (estc_client_next_deadline(client, &next) == ESTC_OK)
+            fprintf(fp, "%-12s %s\n", "next action", fmt_time(next, t, sizeof(t)));
+        size_t n = estc_client_ca_count(client);
+        fprintf(fp, "%-12s %zu CA certificate%s\n", "trust store", n, n == 1 ? "" : "s");
+        for (size_t i = 0; i < n; i++) {
+            cli_redact(estc_client_ca_address(client, i), shown, sizeof(shown));
+            fprintf(fp, "%-12s %s\n", "ca", shown);
+        }
+        if (fflush(fp) != 0)
+            status = cli_failf(cli, CLI_EXIT_FAILURE, "cannot write the status");
+    }
+    if (status == CLI_EXIT_OK && !have_cert)
+        status = cli_failf(cli, CLI_EXIT_FAILURE, "no certificate is held");
+    if (status == CLI_EXIT_OK)
+        status = cert_status;
+    if (fp != NULL && fp != stdout && fclose(fp) != 0 && status == CLI_EXIT_OK)
+        status = cli_failf(cli, CLI_EXIT_FAILURE, "--out %s: %s", cli->out, strerror(errno));
+    X509_free(cert);
+    estc_buf_free(&der);
+    estc_client_free(client);
+    return status;
+}
