@@ -1,0 +1,66 @@
+# shellcheck shell=bash
+# Shared by the daemon tests: the estc-server and SoftHSM2 fixtures, the
+# estc command, and helpers for daemons started in the background.
+. "$(dirname "${BASH_SOURCE[0]}")/../client-interop/lib.sh"
+. "$SRC/tests/fixtures/softhsm.sh"
+
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
+DAEMON_PIDS=()
+stop_daemons() {
+  local p
+  for p in "${DAEMON_PIDS[@]}"; do
+    kill -TERM "$p" 2>/dev/null && wait "$p" 2>/dev/null
+  done
+  DAEMON_PIDS=()
+}
+CLEANUPS+=(stop_daemons)
+
+# A SoftHSM2 token "dev" with user PIN $PIN; addr NAME gives an object's address.
+PIN=362514
+start_token() {
+  softhsm_start
+  local rc=$?
+  [ "$rc" -eq 0 ] || exit "$rc"
+  CLEANUPS+=(softhsm_stop)
+  command -v pkcs11-tool >/dev/null || { echo "FAIL: pkcs11-tool missing"; exit 1; }
+  softhsm_init_token dev "$PIN" 5678 || { echo "FAIL: cannot make a token"; exit 1; }
+  P11="pkcs11:token=dev"
+  Q="?module-path=$SOFTHSM_MODULE"
+}
+addr() { echo "$P11;object=$1;pin-value=$PIN$Q"; }
+count() { softhsm_count_objects dev "$PIN"; }
+
+# The options of a daemon whose credentials live in the token.
+run_opts() {
+  RUN=(--state "$T/state" "${NET[@]}" "${BOOT[@]}" --subject /CN=daemon-1
+    --new-key "$(addr est-key)" --new-cert "$(addr est-cert)" --ca-out "$P11;pin-value=$PIN$Q"
+    --retry-spacing 1)
+}
+
+# held_cert OUT.pem: the certificate the state names, read from the token
+# with pkcs11-tool (not through estc); fails when there is none.
+held_cert() {
+  local label
+  timeout 60 "$ESTC" status --state "$T/state" >"$T/status.out" 2>"$T/status.err" || true
+  label=$(sed -n 's/^certificate .*object=\([^;?]*\).*/\1/p' "$T/status.out")
+  [ -n "$label" ] || return 1
+  pkcs11-tool --module "$SOFTHSM_MODULE" --token-label dev --login --pin "$PIN" \
+    --read-object --type cert --label "$label" 2>/dev/null >"$T/held.der" || return 1
+  openssl x509 -inform DER -in "$T/held.der" -out "$1" 2>/dev/null
+}
+
+# valid_held: the held certificate verifies against the server's CA now.
+valid_held() {
+  held_cert "$T/held.pem" && openssl verify -CAfile "$ESTC_SERVER_CA" "$T/held.pem" >/dev/null 2>&1
+}
+
+# wait_for FILE REGEX COUNT SECONDS: until FILE has COUNT lines matching.
+wait_for() {
+  local i n
+  for i in $(seq 1 $(($4 * 5))); do
+    n=$(grep -cE -- "$2" "$1" 2>/dev/null || true)
+    [ "${n:-0}" -ge "$3" ] && return 0
+    sleep 0.2
+  done
+  return 1
+}
