@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <openssl/err.h>
+#include <openssl/evp.h>
 #include <openssl/pem.h>
 
 #include "client_internal.h"
@@ -124,6 +125,7 @@ void estc_client_free(estc_client *c)
     free(c->cert_base);
     free(c->ca_prefix);
     free(c->subject);
+    free(c->pop_key);
     for (size_t i = 0; i < c->n_sans; i++)
         free(c->sans[i]);
     free(c->sans);
@@ -163,7 +165,8 @@ estc_err estc_client_set_server(estc_client *c, const char *uri)
         char *end;
         errno = 0;
         port = strtoul(p + 1, &end, 10);
-        if (end == p + 1 || errno != 0 || port == 0 || port > 65535 || (*end != '\0' && *end != '/'))
+        if (end == p + 1 || errno != 0 || port == 0 || port > 65535 ||
+            (*end != '\0' && *end != '/'))
             return estc_error(c->ctx, ESTC_ERR_INVALID_ARG, "server \"%s\": bad port", uri);
         p = end;
     }
@@ -414,6 +417,14 @@ estc_err estc_client_set_block_size(estc_client *c, unsigned bytes)
     return ESTC_ERR_INVALID_ARG;
 }
 
+estc_err estc_client_set_pop(estc_client *c, bool enable)
+{
+    if (c == NULL)
+        return ESTC_ERR_INVALID_ARG;
+    c->pop = enable;
+    return ESTC_OK;
+}
+
 estc_err estc_client_set_transport(estc_client *c, estc_transport *t)
 {
     if (c == NULL || t == NULL)
@@ -634,18 +645,74 @@ static void diagnostic(const estc_response *r, char *out, size_t n)
     out[o] = '\0';
 }
 
-static estc_err send_path(estc_client *c, enum estc__creds creds, const char *path,
-                          estc_coap_method method, int cf, int accept, const uint8_t *payload,
-                          size_t len, estc_response *resp)
+/* The tls-unique value of the open session, in base64. */
+static estc_err session_pop_value(estc_client *c, char b64[ESTC__POP_B64_MAX])
 {
-    estc_request req = {.method = method, .path = path, .content_format = cf, .accept = accept,
-                        .payload = payload, .payload_len = len};
-    unsigned lost = 0, waits = 0;
-    for (;;) {
+    uint8_t raw[ESTC_TLS_UNIQUE_MAX];
+    size_t n = 0;
+    estc_err err = estc_transport_tls_unique(c->transport, raw, sizeof(raw), &n);
+    if (err == ESTC_OK && (n == 0 || n > sizeof(raw)))
+        err = ESTC_ERR_PROTOCOL;
+    if (err == ESTC_OK)
+        EVP_EncodeBlock((unsigned char *)b64, raw, (int)n);
+    OPENSSL_cleanse(raw, sizeof(raw));
+    return err;
+}
+
+estc_err estc__client_pop_value(estc_client *c, enum estc__creds creds, char b64[ESTC__POP_B64_MAX])
+{
+    for (unsigned lost = 0;;) {
         estc_err err = open_transport(c, creds);
         if (err != ESTC_OK)
             return err;
-        err = estc_transport_request(c->transport, &req, resp);
+        err = session_pop_value(c, b64);
+        if (err == ESTC_OK)
+            return ESTC_OK;
+        estc_err e = estc_error(c->ctx, err, "proof-of-possession: %s",
+                                estc_transport_error_detail(c->transport));
+        estc__client_reset_transport(c);
+        if ((err != ESTC_ERR_TIMEOUT && err != ESTC_ERR_TRANSPORT) ||
+            ++lost >= ESTC__MAX_LOST_EXCHANGES)
+            return e;
+    }
+}
+
+static estc_err send_path(estc_client *c, enum estc__creds creds, const char *path,
+                          estc_coap_method method, int cf, int accept, const uint8_t *payload,
+                          size_t len, bool pop, estc_response *resp)
+{
+    estc_request req = {.method = method,
+                        .path = path,
+                        .content_format = cf,
+                        .accept = accept,
+                        .payload = payload,
+                        .payload_len = len};
+    estc_buf bound = {0}; /* the CSR signed again for a newer session */
+    unsigned lost = 0, waits = 0;
+    estc_err err;
+    for (;;) {
+        err = open_transport(c, creds);
+        if (err != ESTC_OK)
+            break;
+        char b64[ESTC__POP_B64_MAX];
+        err = pop ? session_pop_value(c, b64) : ESTC_OK;
+        if (err == ESTC_OK && pop) {
+            /* RFC 7030 §3.5: the CSR names the session that carries it. */
+            estc_buf csr = {.data = (uint8_t *)req.payload, .len = req.payload_len};
+            estc_buf fresh = {0};
+            bool changed = false;
+            err = estc__csr_rebind(c, &csr, b64, &fresh, &changed);
+            if (err != ESTC_OK)
+                break;
+            if (changed) {
+                estc_buf_free(&bound);
+                bound = fresh;
+                req.payload = bound.data;
+                req.payload_len = bound.len;
+            }
+        }
+        if (err == ESTC_OK)
+            err = estc_transport_request(c->transport, &req, resp);
         if (err != ESTC_OK) {
             estc_err e = estc_error(c->ctx, err, "%s %s: %s", method_name(method), path,
                                     estc_transport_error_detail(c->transport));
@@ -660,46 +727,54 @@ static estc_err send_path(estc_client *c, enum estc__creds creds, const char *pa
                          method_name(method), path);
                 continue;
             }
-            return e;
+            err = e;
+            break;
         }
         lost = 0;
         if (resp->code / 100 == 2)
-            return ESTC_OK;
+            break;
         if (resp->code != 503) {
             char diag[128];
             diagnostic(resp, diag, sizeof(diag));
-            return estc_error(c->ctx, ESTC_ERR_SERVER, "%s %s: %d.%02d%s%s", method_name(method),
-                              path, resp->code / 100, resp->code % 100, diag[0] ? ": " : "",
-                              diag);
+            err = estc_error(c->ctx, ESTC_ERR_SERVER, "%s %s: %d.%02d%s%s", method_name(method),
+                             path, resp->code / 100, resp->code % 100, diag[0] ? ": " : "", diag);
+            break;
         }
         /* 5.03 + Max-Age (RFC 9148 §4.7): wait, then resend the same request. */
         uint32_t wait = resp->max_age;
-        if (waits >= c->max_retries)
-            return estc_error(c->ctx, ESTC_ERR_LIMIT,
-                              "%s %s: still 5.03 Service Unavailable after %u retries",
-                              method_name(method), path, waits);
+        if (waits >= c->max_retries) {
+            err = estc_error(c->ctx, ESTC_ERR_LIMIT,
+                             "%s %s: still 5.03 Service Unavailable after %u retries",
+                             method_name(method), path, waits);
+            break;
+        }
         waits++;
-        if (wait > c->max_wait_s)
-            return estc_error(c->ctx, ESTC_ERR_LIMIT,
-                              "%s %s: 5.03 with Max-Age %u s, over the %u s allowed",
-                              method_name(method), path, wait, c->max_wait_s);
+        if (wait > c->max_wait_s) {
+            err = estc_error(c->ctx, ESTC_ERR_LIMIT,
+                             "%s %s: 5.03 with Max-Age %u s, over the %u s allowed",
+                             method_name(method), path, wait, c->max_wait_s);
+            break;
+        }
         estc_log(c->ctx, ESTC_LOG_INFO, "%s %s: 5.03, retrying in %u s", method_name(method), path,
                  wait);
         struct timespec ts = {.tv_sec = wait, .tv_nsec = 0};
         while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
             ;
     }
+    estc_buf_free(&bound);
+    return err;
 }
 
 estc_err estc__client_exchange(estc_client *c, enum estc__creds creds, estc__est_resource res,
-                               estc_coap_method method, int cf, int accept,
-                               const uint8_t *payload, size_t len, estc_response *resp)
+                               estc_coap_method method, int cf, int accept, const uint8_t *payload,
+                               size_t len, estc_response *resp)
 {
     const char *path = NULL;
     estc_err err = resource_path(c, creds, res, &path);
     if (err != ESTC_OK)
         return err;
-    return send_path(c, creds, path, method, cf, accept, payload, len, resp);
+    bool pop = c->pop && cf == ESTC__CF_PKCS10 && len > 0;
+    return send_path(c, creds, path, method, cf, accept, payload, len, pop, resp);
 }
 
 estc_err estc_client_discover(estc_client *c)
@@ -712,8 +787,8 @@ estc_err estc_client_discover(estc_client *c)
 static estc_err discover(estc_client *c, enum estc__creds creds)
 {
     estc_response resp = {0};
-    estc_err err = send_path(c, creds, "/.well-known/core?rt=ace.est*",
-                             ESTC_COAP_GET, ESTC_CF_NONE, ESTC__CF_LINK_FORMAT, NULL, 0, &resp);
+    estc_err err = send_path(c, creds, "/.well-known/core?rt=ace.est*", ESTC_COAP_GET, ESTC_CF_NONE,
+                             ESTC__CF_LINK_FORMAT, NULL, 0, false, &resp);
     if (err != ESTC_OK) {
         estc_response_clear(&resp);
         return err;

@@ -68,6 +68,8 @@ struct estc_client {
     unsigned max_retries;
     unsigned max_wait_s;
     unsigned block_szx;
+    bool pop;      /* challengePassword = base64(tls-unique) in every CSR */
+    char *pop_key; /* the key the last CSR was signed with, to sign it again */
 
     /* transport */
     estc_transport *transport;
@@ -107,6 +109,13 @@ struct estc_client {
 estc_err estc__client_exchange(estc_client *c, enum estc__creds creds, estc__est_resource res,
                                estc_coap_method method, int cf, int accept,
                                const uint8_t *payload, size_t len, estc_response *resp);
+/* base64 of a tls-unique value, NUL included. */
+#define ESTC__POP_B64_MAX (4 * ((ESTC_TLS_UNIQUE_MAX + 2) / 3) + 1)
+/* Opens the session for @creds, completes its handshake and gives its
+ * tls-unique value in base64 (RFC 7030 §3.5), trying again like an exchange
+ * when the handshake gets no answer. */
+estc_err estc__client_pop_value(estc_client *c, enum estc__creds creds,
+                                char b64[ESTC__POP_B64_MAX]);
 /* Drops the DTLS session, so the next exchange handshakes anew (new trust
  * store, other credentials). */
 void estc__client_reset_transport(estc_client *c);
@@ -134,9 +143,16 @@ estc_err estc__write_file_atomic(const char *path, const uint8_t *data, size_t l
 /* ---- csr.c -------------------------------------------------------------- */
 
 /* A DER PKCS#10 request for the key at @key_addr with @subject and @sans
- * (and the CSR-attribute hints), signed through the provider. */
+ * (and the CSR-attribute hints), signed through the provider. With
+ * proof-of-possession it first completes the handshake of the session the
+ * request will most likely go on and carries its tls-unique value. */
 estc_err estc__csr_build(estc_client *c, const char *key_addr, const X509_NAME *subject,
                          const GENERAL_NAMES *sans, estc_buf *der);
+/* With proof-of-possession: @der's challengePassword made @b64, signed
+ * again with the key of the last estc__csr_build(), into @out; *@changed is
+ * false (and @out untouched) when it already is. */
+estc_err estc__csr_rebind(estc_client *c, const estc_buf *der, const char *b64, estc_buf *out,
+                          bool *changed);
 /* Parses "/CN=a/O=b" into a name. */
 estc_err estc__parse_subject(estc_client *c, const char *text, X509_NAME **out);
 /* The configured subjectAltName entries as GENERAL_NAMES (NULL when none). */

@@ -42,8 +42,8 @@ estc_err estc__parse_subject(estc_client *c, const char *text, X509_NAME **out)
          rdn = strtok_r(NULL, "/", &save)) {
         char *eq = strchr(rdn, '=');
         if (eq == NULL || eq == rdn || eq[1] == '\0') {
-            err = estc_error(c->ctx, ESTC_ERR_INVALID_ARG, "subject: \"%s\" is not type=value",
-                             rdn);
+            err =
+                estc_error(c->ctx, ESTC_ERR_INVALID_ARG, "subject: \"%s\" is not type=value", rdn);
             break;
         }
         *eq = '\0';
@@ -118,7 +118,7 @@ static estc_err load_pkey(estc_client *c, const char *addr, EVP_PKEY **out)
 }
 
 /* Adds the extensions /att asked for, except those we set ourselves. */
-static estc_err add_requested(estc_client *c, STACK_OF(X509_EXTENSION) **exts)
+static estc_err add_requested(estc_client *c, STACK_OF(X509_EXTENSION) * *exts)
 {
     if (c->hints.extension_request.len == 0)
         return ESTC_OK;
@@ -141,9 +141,52 @@ static estc_err add_requested(estc_client *c, STACK_OF(X509_EXTENSION) **exts)
     return err;
 }
 
+/* Replaces any challengePassword of @req by @b64. */
+static bool set_challenge(X509_REQ *req, const char *b64)
+{
+    int idx;
+    while ((idx = X509_REQ_get_attr_by_NID(req, NID_pkcs9_challengePassword, -1)) >= 0)
+        X509_ATTRIBUTE_free(X509_REQ_delete_attr(req, idx));
+    return X509_REQ_add1_attr_by_NID(req, NID_pkcs9_challengePassword, MBSTRING_ASC,
+                                     (const unsigned char *)b64, -1) == 1;
+}
+
+/* Which session will carry this CSR: /sen and /skg sign the configured
+ * subject and go with the bootstrap credentials; a CSR for another subject
+ * can only be /sren's. A /sren CSR for the configured subject is guessed
+ * wrong, and estc__csr_rebind() signs it again for the right session. */
+static enum estc__creds pop_creds(estc_client *c, const X509_NAME *subject)
+{
+    X509_NAME *conf = NULL;
+    enum estc__creds creds = ESTC__CREDS_ENROLLED;
+    if (c->subject != NULL && estc__parse_subject(c, c->subject, &conf) == ESTC_OK &&
+        X509_NAME_cmp(conf, subject) == 0)
+        creds = ESTC__CREDS_BOOTSTRAP;
+    X509_NAME_free(conf);
+    estc_ctx_clear_error(c->ctx);
+    return creds;
+}
+
 estc_err estc__csr_build(estc_client *c, const char *key_addr, const X509_NAME *subject,
                          const GENERAL_NAMES *sans, estc_buf *der)
 {
+    char b64[ESTC__POP_B64_MAX] = "";
+    if (c->pop) {
+        char *copy = strdup(key_addr);
+        if (copy == NULL)
+            return ESTC_ERR_NOMEM;
+        free(c->pop_key);
+        c->pop_key = copy;
+        /* A failed handshake here is not the end: the exchange binds the
+         * CSR to whatever session it does get (estc__csr_rebind()). */
+        if (estc__client_pop_value(c, pop_creds(c, subject), b64) != ESTC_OK) {
+            estc_log(c->ctx, ESTC_LOG_WARNING,
+                     "proof-of-possession: no session yet (%s); binding the CSR later",
+                     estc_ctx_error_detail(c->ctx));
+            estc_ctx_clear_error(c->ctx);
+            b64[0] = '\0';
+        }
+    }
     EVP_PKEY *pkey = NULL;
     estc_err err = load_pkey(c, key_addr, &pkey);
     if (err != ESTC_OK)
@@ -167,10 +210,13 @@ estc_err estc__csr_build(estc_client *c, const char *key_addr, const X509_NAME *
         err = openssl_fail(c, ESTC_ERR_CRYPTO, "CSR extensions");
         goto done;
     }
+    if (b64[0] != '\0' && !set_challenge(req, b64)) {
+        err = openssl_fail(c, ESTC_ERR_CRYPTO, "challengePassword");
+        goto done;
+    }
     /* The hash /att asked for; otherwise one that matches the key size. */
     const EVP_MD *md = EVP_sha256();
-    if (c->hints.hash == ESTC_HASH_SHA384 ||
-        (c->hints.hash == 0 && EVP_PKEY_get_bits(pkey) == 384))
+    if (c->hints.hash == ESTC_HASH_SHA384 || (c->hints.hash == 0 && EVP_PKEY_get_bits(pkey) == 384))
         md = EVP_sha384();
     else if (c->hints.hash == ESTC_HASH_SHA512)
         md = EVP_sha512();
@@ -190,5 +236,53 @@ done:
     sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
     X509_REQ_free(req);
     EVP_PKEY_free(pkey);
+    return err;
+}
+
+estc_err estc__csr_rebind(estc_client *c, const estc_buf *der, const char *b64, estc_buf *out,
+                          bool *changed)
+{
+    *changed = false;
+    const unsigned char *p = der->data;
+    X509_REQ *req = d2i_X509_REQ(NULL, &p, (long)der->len);
+    if (req == NULL)
+        return openssl_fail(c, ESTC_ERR_FORMAT, "proof-of-possession: the CSR");
+    /* Already bound to this session? */
+    int idx = X509_REQ_get_attr_by_NID(req, NID_pkcs9_challengePassword, -1);
+    ASN1_TYPE *t = idx >= 0 ? X509_ATTRIBUTE_get0_type(X509_REQ_get_attr(req, idx), 0) : NULL;
+    if (t != NULL &&
+        (t->type == V_ASN1_UTF8STRING || t->type == V_ASN1_PRINTABLESTRING ||
+         t->type == V_ASN1_IA5STRING) &&
+        (size_t)ASN1_STRING_length(t->value.asn1_string) == strlen(b64) &&
+        memcmp(ASN1_STRING_get0_data(t->value.asn1_string), b64, strlen(b64)) == 0) {
+        X509_REQ_free(req);
+        return ESTC_OK;
+    }
+    /* Another session: sign again with the same key and hash. */
+    EVP_PKEY *pkey = NULL;
+    estc_err err = c->pop_key != NULL
+                       ? load_pkey(c, c->pop_key, &pkey)
+                       : estc_error(c->ctx, ESTC_ERR_STATE, "proof-of-possession: no CSR key");
+    if (err != ESTC_OK) {
+        X509_REQ_free(req);
+        return estc_error(c->ctx, err,
+                          "proof-of-possession: the DTLS session changed after the CSR was "
+                          "signed and its key is no longer there; try again");
+    }
+    int md_nid = NID_undef;
+    const EVP_MD *md = NULL;
+    if (OBJ_find_sigid_algs(X509_REQ_get_signature_nid(req), &md_nid, NULL) == 1)
+        md = EVP_get_digestbynid(md_nid);
+    unsigned char *enc = NULL;
+    int n = 0;
+    if (md == NULL || !set_challenge(req, b64) || X509_REQ_sign(req, pkey, md) <= 0 ||
+        (n = i2d_X509_REQ(req, &enc)) <= 0)
+        err = openssl_fail(c, ESTC_ERR_CRYPTO, "proof-of-possession: signing the CSR again");
+    else
+        err = estc_buf_set(out, enc, (size_t)n);
+    *changed = err == ESTC_OK;
+    OPENSSL_free(enc);
+    EVP_PKEY_free(pkey);
+    X509_REQ_free(req);
     return err;
 }

@@ -2,6 +2,7 @@
  * The transport object: argument checks and error detail around one
  * implementation's operations.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -28,7 +29,8 @@ estc_err estc_transport_new(const estc_transport_ops *ops, void *impl, estc_tran
 {
     if (ops == NULL || ops->request == NULL || out == NULL)
         return ESTC_ERR_INVALID_ARG;
-    if (ops->api_version != ESTC_TRANSPORT_API_VERSION)
+    /* Version 1 structs end before tls_unique: never read it from them. */
+    if (ops->api_version != 1 && ops->api_version != 2)
         return ESTC_ERR_DRIVER;
     estc_transport *t = calloc(1, sizeof(*t));
     if (t == NULL) {
@@ -79,4 +81,19 @@ estc_err estc_transport_request(estc_transport *t, const estc_request *req, estc
     if (err != ESTC_OK)
         estc_response_clear(resp);
     return err;
+}
+
+estc_err estc_transport_tls_unique(estc_transport *t, uint8_t *out, size_t out_size,
+                                   size_t *out_len)
+{
+    if (t == NULL || out == NULL || out_len == NULL)
+        return ESTC_ERR_INVALID_ARG;
+    t->detail[0] = '\0';
+    *out_len = 0;
+    if (t->ops->api_version < 2 || t->ops->tls_unique == NULL) {
+        snprintf(t->detail, sizeof(t->detail), "the %s transport has no tls-unique value",
+                 t->ops->name != NULL ? t->ops->name : "custom");
+        return ESTC_ERR_UNSUPPORTED;
+    }
+    return t->ops->tls_unique(t->impl, out, out_size, out_len, t->detail, sizeof(t->detail));
 }

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include <openssl/crypto.h>
+#include <openssl/evp.h>
 #include <time.h>
 
 #include <coap3/coap.h>
@@ -222,8 +223,8 @@ static coap_response_t on_response(coap_session_t *session, const coap_pdu_t *se
     (void)sent;
     (void)mid;
     struct coap_impl *impl = impl_of(session);
-    if (impl == NULL || session != impl->session || !impl->busy || impl->done)
-        return COAP_RESPONSE_OK;
+    if (impl == NULL || session != impl->session || !impl->busy || impl->done || impl->resp == NULL)
+        return COAP_RESPONSE_OK; /* resp is NULL while only handshaking */
     coap_bin_const_t tok = coap_pdu_get_token(rcvd);
     if (tok.length != impl->token_len || memcmp(tok.s, impl->token, tok.length) != 0)
         return COAP_RESPONSE_OK; /* not ours (a late answer to an old request) */
@@ -583,6 +584,71 @@ static estc_err coap_request(void *arg, const estc_request *req, estc_response *
     return err;
 }
 
+/* Drives the session's handshake to its end; on failure the session goes. */
+static estc_err handshake(struct coap_impl *impl)
+{
+    estc_err err = ESTC_OK;
+    if (impl->session == NULL)
+        err = open_session(impl);
+    if (err != ESTC_OK)
+        return err;
+    impl->busy = true;
+    impl->done = false;
+    impl->err = ESTC_ERR_TIMEOUT;
+    uint64_t deadline = now_ms() + impl->timeout_ms;
+    while (!impl->done && coap_session_get_state(impl->session) != COAP_SESSION_STATE_ESTABLISHED) {
+        uint64_t now = now_ms();
+        if (now >= deadline) {
+            fail(impl, ESTC_ERR_TIMEOUT, "DTLS handshake with %s port %s not done within %u ms",
+                 impl->host, impl->port, impl->timeout_ms);
+            break;
+        }
+        uint64_t wait = deadline - now;
+        if (coap_io_process(impl->ctx, (uint32_t)(wait < 100 ? wait : 100)) < 0) {
+            fail(impl, ESTC_ERR_TRANSPORT, "CoAP I/O failed");
+            break;
+        }
+    }
+    err = impl->done ? impl->err : ESTC_OK;
+    impl->busy = false;
+    if (err != ESTC_OK)
+        drop_session(impl);
+    return err;
+}
+
+/* RFC 5929 §3.1: tls-unique is the first Finished message of the latest
+ * handshake: ours in a full handshake (the client finishes first), the
+ * server's in an abbreviated one. estc-server computes the same. */
+static estc_err coap_tls_unique(void *arg, uint8_t *out, size_t out_size, size_t *out_len,
+                                char *detail, size_t detail_len)
+{
+    struct coap_impl *impl = arg;
+    impl->detail = detail;
+    impl->detail_len = detail_len;
+    impl->resp = NULL;
+    impl->identity_failed = false;
+    estc_err err = handshake(impl);
+    impl->detail = NULL;
+    if (err != ESTC_OK)
+        return err;
+    coap_tls_library_t lib;
+    SSL *ssl = coap_session_get_tls(impl->session, &lib);
+    if (ssl == NULL || lib != COAP_TLS_LIBRARY_OPENSSL) {
+        snprintf(detail, detail_len, "no OpenSSL DTLS session to take tls-unique from");
+        return ESTC_ERR_UNSUPPORTED;
+    }
+    uint8_t fin[EVP_MAX_MD_SIZE];
+    size_t n = SSL_session_reused(ssl) ? SSL_get_peer_finished(ssl, fin, sizeof(fin))
+                                       : SSL_get_finished(ssl, fin, sizeof(fin));
+    if (n == 0 || n > sizeof(fin) || n > out_size) {
+        snprintf(detail, detail_len, "no usable Finished message for tls-unique (%zu bytes)", n);
+        return ESTC_ERR_PROTOCOL;
+    }
+    memcpy(out, fin, n);
+    *out_len = n;
+    return ESTC_OK;
+}
+
 static void coap_reset(void *arg)
 {
     drop_session(arg);
@@ -608,6 +674,7 @@ static const estc_transport_ops coap_ops = {
     .request = coap_request,
     .reset = coap_reset,
     .free = coap_impl_free,
+    .tls_unique = coap_tls_unique,
 };
 
 /* ------------------------------------------------------------------------ */

@@ -138,6 +138,18 @@ estc_err estc_client_set_limits(estc_client *client, unsigned timeout_ms, unsign
 estc_err estc_client_set_block_size(estc_client *client, unsigned bytes);
 
 /**
+ * estc_client_set_pop() - proof-of-possession (RFC 7030 §3.5, RFC 9148):
+ * every CSR (/sen, /sren, /skg) carries the tls-unique value of the DTLS
+ * session that sends it, base64, as its challengePassword, so the server can
+ * tell the CSR was made for this session. The handshake is completed before
+ * the CSR is signed; should the request still go on another session (a lost
+ * handshake tried again) the CSR is signed again for it. Off by default. The
+ * transport must offer tls_unique (the libcoap one does); otherwise
+ * operations with a CSR fail with ESTC_ERR_UNSUPPORTED.
+ */
+estc_err estc_client_set_pop(estc_client *client, bool enable);
+
+/**
  * estc_client_set_transport() - use @transport instead of libcoap (an LwM2M
  * client's own connection, or a test double). The client takes ownership.
  * The transport is then responsible for the server's authentication.

@@ -68,7 +68,16 @@ void estc_response_clear(estc_response *resp);
 /* Implementations                                                           */
 /* ------------------------------------------------------------------------ */
 
-#define ESTC_TRANSPORT_API_VERSION 1
+/*
+ * Version 2 added @tls_unique at the end of estc_transport_ops. Structs of
+ * version 1 (without it) are still accepted: the library reads a struct only
+ * up to the fields of its api_version.
+ */
+#define ESTC_TRANSPORT_API_VERSION 2
+
+/* Longest tls-unique value: a TLS 1.2 Finished is 12 bytes (RFC 5246 §7.4.9)
+ * unless a cipher suite says otherwise; room for any hash-sized one. */
+#define ESTC_TLS_UNIQUE_MAX 64
 
 /*
  * The operations of one transport implementation. @request fills @resp (which
@@ -87,6 +96,17 @@ typedef struct estc_transport_ops {
     void (*reset)(void *impl);
     /* Release @impl. May be NULL. */
     void (*free)(void *impl);
+
+    /* ---- api_version 2 ---- */
+    /* Complete the handshake of the current session (opening one when there
+     * is none, sending no request) and put its tls-unique channel binding
+     * (RFC 5929 §3.1: the first Finished message of the latest handshake)
+     * into @out (@out_size bytes), its length into @out_len. The next
+     * request must go on that same session. Errors as for @request. May be
+     * NULL: the transport has no such binding (proof-of-possession then
+     * fails with ESTC_ERR_UNSUPPORTED). */
+    estc_err (*tls_unique)(void *impl, uint8_t *out, size_t out_size, size_t *out_len,
+                           char *detail, size_t detail_len);
 } estc_transport_ops;
 
 /**
@@ -96,7 +116,7 @@ typedef struct estc_transport_ops {
  *        (also when this call fails with ESTC_ERR_NOMEM).
  *
  * Returns ESTC_OK, ESTC_ERR_INVALID_ARG (NULL @ops, @ops->request or @out),
- * ESTC_ERR_DRIVER (other api_version) or ESTC_ERR_NOMEM.
+ * ESTC_ERR_DRIVER (an api_version other than 1 or 2) or ESTC_ERR_NOMEM.
  */
 estc_err estc_transport_new(const estc_transport_ops *ops, void *impl, estc_transport **out);
 
@@ -118,6 +138,18 @@ void estc_transport_free(estc_transport *t);
  * estc_transport_error_detail().
  */
 estc_err estc_transport_request(estc_transport *t, const estc_request *req, estc_response *resp);
+
+/**
+ * estc_transport_tls_unique() - the tls-unique value of the session the next
+ * request goes on, the handshake completed first when needed.
+ * @out: at least ESTC_TLS_UNIQUE_MAX bytes (@out_size).
+ *
+ * Returns ESTC_OK, ESTC_ERR_INVALID_ARG (NULL argument), ESTC_ERR_UNSUPPORTED
+ * (the transport has no tls_unique operation: api_version 1 or NULL), or the
+ * implementation's errors with estc_transport_error_detail().
+ */
+estc_err estc_transport_tls_unique(estc_transport *t, uint8_t *out, size_t out_size,
+                                   size_t *out_len);
 
 /** estc_transport_reset() - drop the current session (a new one on next use). */
 void estc_transport_reset(estc_transport *t);

@@ -181,6 +181,55 @@ START_TEST(cmc_ra_server)
 }
 END_TEST
 
+static estc_err never_called(void *impl, const estc_request *req, estc_response *resp, char *detail,
+                             size_t detail_len)
+{
+    (void)impl;
+    (void)req;
+    (void)resp;
+    (void)detail;
+    (void)detail_len;
+    return ESTC_ERR_TRANSPORT;
+}
+
+/* tls-unique (RFC 5929): a TLS 1.2 Finished, stable for one session, new
+ * with the next one; the request after it goes on the same session. */
+START_TEST(tls_unique)
+{
+    estc_transport *t = make("127.0.0.1", port, "ca.pem", NULL, 6, 0);
+    uint8_t a[ESTC_TLS_UNIQUE_MAX], b[ESTC_TLS_UNIQUE_MAX];
+    size_t na = 0, nb = 0;
+    estc_err err = estc_transport_tls_unique(t, a, sizeof(a), &na);
+    ck_assert_msg(err == ESTC_OK, "got %s: %s", estc_err_name(err), estc_transport_error_detail(t));
+    ck_assert_uint_eq(na, 12);
+    estc_response resp = {0};
+    ck_assert_int_eq(get(t, "/", &resp), ESTC_OK);
+    ck_assert_int_eq(estc_transport_tls_unique(t, b, sizeof(b), &nb), ESTC_OK);
+    ck_assert_uint_eq(nb, na);
+    ck_assert_mem_eq(a, b, na);
+    estc_transport_reset(t);
+    ck_assert_int_eq(estc_transport_tls_unique(t, b, sizeof(b), &nb), ESTC_OK);
+    ck_assert_uint_eq(nb, na);
+    ck_assert_int_ne(memcmp(a, b, na), 0);
+    ck_assert_int_eq(estc_transport_tls_unique(t, NULL, sizeof(b), &nb), ESTC_ERR_INVALID_ARG);
+    ck_assert_int_eq(estc_transport_tls_unique(NULL, b, sizeof(b), &nb), ESTC_ERR_INVALID_ARG);
+    estc_response_clear(&resp);
+    estc_transport_free(t);
+
+    /* A server we do not trust: no value, the validation error instead. */
+    t = make("127.0.0.1", port_ra_untrusted, "ca.pem", NULL, 6, 0);
+    ck_assert_int_eq(estc_transport_tls_unique(t, a, sizeof(a), &na), ESTC_ERR_VALIDATION);
+    ck_assert_uint_eq(na, 0);
+    estc_transport_free(t);
+
+    /* An api_version the library does not know is refused. */
+    estc_transport_ops ops = {.api_version = 3, .name = "future", .request = never_called};
+    t = NULL;
+    ck_assert_int_eq(estc_transport_new(&ops, NULL, &t), ESTC_ERR_DRIVER);
+    ck_assert_ptr_null(t);
+}
+END_TEST
+
 START_TEST(untrusted_server)
 {
     estc_response resp = {0};
@@ -283,6 +332,7 @@ int main(void)
     tcase_add_test(tc, blockwise_szx2);
     tcase_add_test(tc, identity_mismatch);
     tcase_add_test(tc, cmc_ra_server);
+    tcase_add_test(tc, tls_unique);
     tcase_add_test(tc, untrusted_server);
     tcase_add_test(tc, no_server_times_out);
     tcase_add_test(tc, bad_arguments);
