@@ -75,7 +75,13 @@ same_key "07 pkcs11" "$T/stdout" "$(engine_pub "$(addr skg-key)")"
 n4=$(count)
 check "07 pkcs11: key pair and certificate added ($n3 -> $n4)" test "$n4" -eq $((n3 + 3))
 objs=$(pkcs11-tool --module "$SOFTHSM_MODULE" --token-label cli --login --pin "$PIN" --list-objects 2>/dev/null)
-check "07 pkcs11: the imported key is sensitive and not extractable" bash -c "printf '%s\n' \"\$1\" | grep -A12 '^Private Key Object' | grep 'label: *skg-key' -A10 | grep -m1 Access: | grep -q 'sensitive' && ! printf '%s\n' \"\$1\" | grep -A12 'label: *skg-key' | grep -m1 Access: | grep -qw extractable" _ "$objs"
+# The Access line of the private key labelled skg-key, whatever the listing order.
+skg_access=$(printf '%s\n' "$objs" | awk '
+  /^[A-Z][a-z]+ Key Object|^Certificate Object|^Data Object/ { priv = ($0 ~ /^Private Key Object/); label = ""; next }
+  /label:/ { label = $2 }
+  /Access:/ && priv && label == "skg-key" { sub(/^[ \t]*Access:[ \t]*/, ""); print; exit }')
+check "07 pkcs11: the imported key is sensitive and not extractable" \
+  bash -c '[[ $1 == *sensitive* ]] && ! [[ ${1//never extractable/} == *extractable* ]]' _ "$skg_access"
 
 # A wrong PIN: a clear error, nothing created.
 run_estc enroll "${NET[@]}" "${BOOT[@]}" --subject /CN=p11-bad \
