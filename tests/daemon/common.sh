@@ -64,3 +64,17 @@ wait_for() {
   done
   return 1
 }
+
+# count_split: LABELLED and PARTIAL, the token's objects with a label and
+# those without one. Every object estc makes has a label; an unlabelled
+# certificate is what SoftHSM2's file store leaves when the process dies
+# inside C_CreateObject (it writes the object's attributes in several steps).
+count_split() {
+  local out
+  out=$(pkcs11-tool --module "$SOFTHSM_MODULE" --token-label dev --login --pin "$PIN" \
+    --list-objects 2>/dev/null) || return 1
+  read -r LABELLED PARTIAL < <(printf '%s\n' "$out" | awk '
+    /^(Private Key|Public Key|Certificate|Data|Secret Key) Object/ { if (o) p++; o = 1; next }
+    o && /^ *label:/ { sub(/^ *label: */, ""); if ($0 != "") l++; else p++; o = 0 }
+    END { if (o) p++; print l + 0, p + 0 }')
+}

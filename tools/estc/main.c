@@ -178,7 +178,8 @@ static const struct opt {
     {O_NOMINAL, "nominal-usage", "FRACTION", RUN,
      "renew after this share of the validity, 0 < F <= 1 (default 0.9)"},
     {O_MAX_MARGIN, "max-margin", "SECONDS", RUN,
-     "renew no later than this before notAfter (default 2592000, 30 days)"},
+     "renew at most this long before notAfter: the later of this and the usage "
+     "rule wins (default 2592000, 30 days)"},
     {O_RETRY_SPACING, "retry-spacing", "SECONDS", RUN,
      "shortest wait between two attempts (default 60)"},
     {O_MAX_RUNTIME, "max-runtime", "SECONDS", RUN, "stop as on SIGTERM after SECONDS"},
