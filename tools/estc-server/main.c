@@ -90,6 +90,14 @@ static void usage(FILE *f)
           "  --dedup-window SECONDS  a repeated CSR from the same client gets the same\n"
           "                       answer within this time (default 60)\n"
           "  --max-runtime SECONDS  stop by itself after this time (default: never)\n"
+          "  --lwm2m-bootstrap    also act as LwM2M Bootstrap Server: answer POST /bs?ep=NAME,\n"
+          "                       write /0/1 (Security), /1/1 (Server) in TLV, then\n"
+          "                       Bootstrap-Finish, on the same DTLS session as EST\n"
+          "  --lwm2m-server-uri URI  management server URI written to /0/1/0\n"
+          "                       (default coaps://localhost:5784)\n"
+          "  --lwm2m-mode N       Security Mode written to /0/1/2 (default 4: EST)\n"
+          "  --lwm2m-bootstrap-mode N  also write the bootstrap account /0/0 with mode N\n"
+          "                       (its URI: coaps:// and the first --listen address)\n"
           "  -v                   more log output on stderr (repeat for debug)\n"
           "  -h, --help           this text\n"
           "\n"
@@ -128,6 +136,10 @@ enum {
     OPT_POP,
     OPT_DEDUP,
     OPT_MAX_RUNTIME,
+    OPT_LWM2M,
+    OPT_LWM2M_URI,
+    OPT_LWM2M_MODE,
+    OPT_LWM2M_BS_MODE,
 };
 
 static int parse_args(struct srv_options *o, int argc, char **argv)
@@ -150,6 +162,10 @@ static int parse_args(struct srv_options *o, int argc, char **argv)
         {"pop", no_argument, NULL, OPT_POP},
         {"dedup-window", required_argument, NULL, OPT_DEDUP},
         {"max-runtime", required_argument, NULL, OPT_MAX_RUNTIME},
+        {"lwm2m-bootstrap", no_argument, NULL, OPT_LWM2M},
+        {"lwm2m-server-uri", required_argument, NULL, OPT_LWM2M_URI},
+        {"lwm2m-mode", required_argument, NULL, OPT_LWM2M_MODE},
+        {"lwm2m-bootstrap-mode", required_argument, NULL, OPT_LWM2M_BS_MODE},
         {"verbose", no_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -162,6 +178,9 @@ static int parse_args(struct srv_options *o, int argc, char **argv)
     o->max_age = 5;
     o->root = "/est";
     o->dedup_window = 60;
+    o->lwm2m_uri = "coaps://localhost:5784";
+    o->lwm2m_mode = 4;
+    o->lwm2m_bs_mode = -1;
     while ((c = getopt_long(argc, argv, "vh", longopts, NULL)) != -1) {
         switch (c) {
         case OPT_LISTEN:
@@ -246,6 +265,27 @@ static int parse_args(struct srv_options *o, int argc, char **argv)
                 return -1;
             }
             break;
+        case OPT_LWM2M:
+            o->lwm2m = 1;
+            break;
+        case OPT_LWM2M_URI:
+            if (strlen(optarg) == 0 || strlen(optarg) > 255) {
+                fprintf(stderr, "estc-server: --lwm2m-server-uri wants a URI\n");
+                return -1;
+            }
+            o->lwm2m_uri = optarg;
+            break;
+        case OPT_LWM2M_MODE:
+        case OPT_LWM2M_BS_MODE:
+            if (parse_long(optarg, 0, 4, &v) != 0) {
+                fprintf(stderr, "estc-server: a security mode is 0 to 4\n");
+                return -1;
+            }
+            if (c == OPT_LWM2M_MODE)
+                o->lwm2m_mode = (int)v;
+            else
+                o->lwm2m_bs_mode = (int)v;
+            break;
         case 'v':
             o->verbose++;
             break;
@@ -256,6 +296,11 @@ static int parse_args(struct srv_options *o, int argc, char **argv)
             usage(stderr);
             return -1;
         }
+    }
+    if (!o->lwm2m && (o->lwm2m_bs_mode >= 0 || o->lwm2m_mode != 4 ||
+                      strcmp(o->lwm2m_uri, "coaps://localhost:5784") != 0)) {
+        fprintf(stderr, "estc-server: --lwm2m-* options need --lwm2m-bootstrap\n");
+        return -1;
     }
     if (optind != argc) {
         fprintf(stderr, "estc-server: unexpected argument '%s'\n", argv[optind]);
@@ -415,6 +460,7 @@ int main(int argc, char **argv)
     const char *default_listen[] = {"[::]:5684", "0.0.0.0:5684"};
     int rc = 1, i, n_bound = 0;
     double start;
+    char *bs_uri = NULL;
 
     memset(&s, 0, sizeof(s));
     if (parse_args(&s.opt, argc, argv) != 0)
@@ -424,6 +470,14 @@ int main(int argc, char **argv)
     if (s.root == NULL) {
         fprintf(stderr, "estc-server: --root must be a path like /est\n");
         return 2;
+    }
+    {
+        const char *l = s.opt.n_listen ? s.opt.listen[0] : "localhost:5684";
+        bs_uri = malloc(strlen(l) + 9);
+        if (bs_uri == NULL)
+            return 1;
+        sprintf(bs_uri, "coaps://%s", l);
+        s.opt.lwm2m_bs_uri = bs_uri;
     }
     if (!coap_dtls_is_supported()) {
         fprintf(stderr, "estc-server: libcoap has no DTLS support\n");
@@ -460,7 +514,7 @@ int main(int argc, char **argv)
         srv_log(SRV_LOG_ERR, "cannot use the server credentials %s", s.server_cert_path);
         goto out;
     }
-    if (srv_est_register(&s, ctx) != 0) {
+    if (srv_est_register(&s, ctx) != 0 || (s.opt.lwm2m && srv_lwm2m_register(&s, ctx) != 0)) {
         srv_log(SRV_LOG_ERR, "cannot create the resources");
         goto out;
     }
@@ -503,6 +557,8 @@ int main(int argc, char **argv)
             srv_log(SRV_LOG_ERR, "CoAP processing failed");
             goto out;
         }
+        if (s.opt.lwm2m)
+            srv_lwm2m_poll(&s);
         if (s.opt.max_runtime > 0 && now_s() - start >= (double)s.opt.max_runtime) {
             srv_log(SRV_LOG_INFO, "--max-runtime reached");
             break;
@@ -511,8 +567,10 @@ int main(int argc, char **argv)
     srv_log(SRV_LOG_INFO, "stopping");
     rc = 0;
 out:
+    srv_lwm2m_free();
     if (ctx != NULL)
         coap_free_context(ctx);
+    free(bs_uri);
     coap_cleanup();
     srv_free(&s);
     return rc;

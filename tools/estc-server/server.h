@@ -28,6 +28,7 @@
 
 #define SRV_MAX_LISTEN 16
 #define SRV_MAX_CLIENT_CA 16
+#define SRV_MAX_LWM2M 16
 
 /* Log levels: errors always, -v adds info, -vv adds debug. */
 enum srv_loglevel { SRV_LOG_ERR = 0, SRV_LOG_INFO = 1, SRV_LOG_DEBUG = 2 };
@@ -45,13 +46,18 @@ struct srv_options {
     const char *extra_ca;
     const char *csr_attrs_file;
     const char *root;
-    long validity;     /* seconds */
-    int block_szx;     /* -1: let libcoap choose */
-    int delay_first;   /* 5.03 for the first N enrollment requests per client */
-    unsigned max_age;  /* Max-Age of those 5.03 answers */
-    int pop;           /* require the tls-unique challengePassword */
-    long dedup_window; /* seconds a repeated CSR gets the same answer */
-    long max_runtime;  /* 0: run until SIGTERM */
+    long validity;         /* seconds */
+    int block_szx;         /* -1: let libcoap choose */
+    int delay_first;       /* 5.03 for the first N enrollment requests per client */
+    unsigned max_age;      /* Max-Age of those 5.03 answers */
+    int pop;               /* require the tls-unique challengePassword */
+    long dedup_window;     /* seconds a repeated CSR gets the same answer */
+    long max_runtime;      /* 0: run until SIGTERM */
+    int lwm2m;             /* the LwM2M bootstrap role */
+    const char *lwm2m_uri; /* server URI written to /0/1/0 */
+    int lwm2m_mode;        /* Security Mode written to /0/1/2 */
+    int lwm2m_bs_mode;     /* -1: no bootstrap account; else /0/0/2 */
+    const char *lwm2m_bs_uri;
     int verbose;
 };
 
@@ -149,5 +155,11 @@ void srv_answer_clear(struct srv_answer *a);
 
 /* est.c */
 int srv_est_register(struct srv *s, coap_context_t *ctx);
+
+/* lwm2m.c: the LwM2M bootstrap role */
+int srv_lwm2m_register(struct srv *s, coap_context_t *ctx);
+/* Start the writes of bootstraps answered since the last call. */
+void srv_lwm2m_poll(struct srv *s);
+void srv_lwm2m_free(void);
 
 #endif
