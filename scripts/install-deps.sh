@@ -6,7 +6,7 @@ set -euo pipefail
 
 packages=(
   # build
-  build-essential pkg-config meson ninja-build clang
+  build-essential pkg-config meson ninja-build clang libclang-rt-14-dev
   libssl-dev openssl libcoap3-dev libcoap3-bin
   libp11-kit-dev libtss2-dev libmbedtls-dev
   check
