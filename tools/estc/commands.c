@@ -373,8 +373,8 @@ static int run_status(struct cli *cli)
     const char *key_src = cli->new_key != NULL ? cli->new_key : cli->key;
     if (cert_src == NULL)
         return cli_failf(cli, CLI_EXIT_USAGE,
-                         "status needs --state FILE, or the certificate: --new-cert ADDR or "
-                         "--cert FILE|ADDR");
+                         "status needs the certificate: --new-cert ADDR or --cert FILE|ADDR, "
+                         "or the state file of estc run: --state FILE");
     char *key_addr = NULL;
     int status = CLI_EXIT_OK;
     if (key_src != NULL)
