@@ -26,6 +26,21 @@ trap cleanup EXIT
 estc=$top/build/tools/estc/estc
 say() { printf '\n== %s\n' "$*"; }
 
+# ---- LwM2M bootstrap flow (scripts/demo.sh --lwm2m) --------------------------
+# estc-server --lwm2m-bootstrap and the lwm2m-device example: Bootstrap-Request,
+# Writes of /0 (Security Mode 4) and /1, Bootstrap-Finish, then /crts and /sen
+# on the same DTLS session with the key in a SoftHSM2 token; a second run
+# restores the state without enrolling; a bootstrap account in EST mode
+# reconnects with the EST certificate. Output of the device is shown with "|".
+if [ "${1:-}" = --lwm2m ]; then
+  for c in flow bootstrap-est; do
+    say "LwM2M: $c"
+    ESTC_SOURCE_ROOT=$top ESTC_BUILD_ROOT=$top/build bash tests/lwm2m/run.sh "$c"
+  done
+  exit
+fi
+# ------------------------------------------------------------------------------
+
 say "a SoftHSM2 token for the device (in $work)"
 export SOFTHSM2_CONF=$work/softhsm2.conf
 mkdir "$work/tokens"
