@@ -79,5 +79,22 @@ echo "# $done_iter clean iterations; $events events logged by killed daemons;" \
   echo "# note: SoftHSM2 holds $partial_seen unlabelled partial object(s) from cuts inside C_CreateObject"
 check "at least 15 iterations recovered cleanly ($done_iter)" test "$done_iter" -ge 15
 check "the daemons were doing work when cut ($events events)" test "$events" -ge "$done_iter"
+
+# SIGTERM while work is always due (renewal every fraction of a second):
+# the daemon still stops, exits 0 and leaves exactly the enrolled objects.
+"$ESTC" run "${RUN[@]}" >"$T/run.log" 2>&1 &
+DPID=$!
+DAEMON_PIDS=("$DPID")
+sleep 2
+kill -TERM "$DPID"
+for i in $(seq 1 100); do kill -0 "$DPID" 2>/dev/null || break; sleep 0.1; done
+check "SIGTERM during continuous renewals: stopped within 10 s" bash -c "! kill -0 $DPID 2>/dev/null"
+wait "$DPID"
+RC=$?
+DAEMON_PIDS=()
+check "SIGTERM during continuous renewals: exit 0 ($RC)" test "$RC" -eq 0
+count_split
+check "SIGTERM during continuous renewals: $LABELLED objects == $n1" test "$LABELLED" -eq "$n1"
+check "SIGTERM during continuous renewals: valid certificate held" valid_held
 check "no PIN in any log" bash -c "! grep -q '$PIN' '$T/run.log' '$T/stderr' '$T/status.out'"
 finish

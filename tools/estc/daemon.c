@@ -294,8 +294,13 @@ static int sleep_until(estc_client *client, int64_t until, const sigset_t *set)
 {
     for (;;) {
         int64_t left = until - estc_client_now(client);
-        if (left <= 0)
-            return 0;
+        if (left <= 0) {
+            /* Work is due: still take a signal that is waiting, so that a
+             * daemon with work always due can be stopped. */
+            struct timespec zero = {0, 0};
+            int sig = sigtimedwait(set, NULL, &zero);
+            return sig > 0 ? sig : 0;
+        }
         if (left > 86400)
             left = 86400; /* re-read the clock at least daily */
         struct timespec ts = {.tv_sec = (time_t)left, .tv_nsec = 0};
@@ -319,11 +324,11 @@ int cli_run_daemon(struct cli *cli)
         openlog("estc", LOG_PID, LOG_DAEMON);
 
     /* Signals are taken only while sleeping (sigtimedwait). */
-    sigset_t set, old;
+    sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
-    sigprocmask(SIG_BLOCK, &set, &old);
+    sigprocmask(SIG_BLOCK, &set, NULL);
 
     int status = CLI_EXIT_OK;
     if (use_syslog || cli->verbose > 0) {
@@ -415,7 +420,8 @@ int cli_run_daemon(struct cli *cli)
             status = last != ESTC_OK ? cli_exit_status(last) : CLI_EXIT_FAILURE;
     }
     estc_client_free(client);
-    sigprocmask(SIG_SETMASK, &old, NULL);
+    /* The mask stays: a SIGTERM that came during --once would otherwise
+     * end the process now, with the state already written but exit 143. */
     if (use_syslog)
         closelog();
     return status;
