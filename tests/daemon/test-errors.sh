@@ -97,6 +97,11 @@ check "SIGINT: objects kept" test -s "$T/dev/key.pem" -a -s "$T/dev/cert.pem"
 run_estc status --state "$T/state"
 expect_ok "status after SIGINT"
 
+# --syslog: events go to syslog (or nowhere without a syslog daemon), not stderr.
+run_estc run "${RUN[@]}" --once --syslog
+expect_ok "run --once --syslog"
+check "--syslog: nothing on stderr" test ! -s "$T/stderr"
+
 # --psa-dir: made 0700 when missing; refused when open to others.
 run_estc status --state "$T/state" --psa-dir "$T/psa-new"
 expect_ok "status --psa-dir: a missing folder is made"
