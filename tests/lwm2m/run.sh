@@ -163,5 +163,9 @@ PY
   echo "unknown case $CASE"; exit 2 ;;
 esac
 
+# A sanitizer report or a crash makes the server exit non-zero.
+estc_server_stop_keep_state
+check "server stopped cleanly (status ${ESTC_SERVER_STATUS:-?})" [ "${ESTC_SERVER_STATUS:-1}" = 0 ]
+
 echo "$PASSED passed, $FAILED failed"
 [ "$FAILED" -eq 0 ]
