@@ -1,4 +1,5 @@
 # shellcheck shell=bash
+# shellcheck disable=SC2034 # variables set here are read by the tests
 # Shared by the daemon tests: the estc-server and SoftHSM2 fixtures, the
 # estc command, and helpers for daemons started in the background.
 . "$(dirname "${BASH_SOURCE[0]}")/../client-interop/lib.sh"

@@ -4,6 +4,7 @@
 # each cut: the state still reads and names a valid certificate (it held
 # one before); the restart recovers (purges what was half made) and leaves
 # exactly the expected objects in the SoftHSM2 token.
+# shellcheck disable=SC2034 # DAEMON_PIDS is read by the cleanup in common.sh
 . "$(dirname "$0")/common.sh"
 
 ITER=${ESTC_POWER_LOSS_ITERATIONS:-18}
