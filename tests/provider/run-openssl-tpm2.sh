@@ -1,0 +1,383 @@
+#!/usr/bin/env bash
+# The provider module with real OpenSSL programs and libcoap as peers, for
+# keys in a fresh swtpm TPM 2.0 simulator (tests/fixtures/swtpm.sh):
+#
+#   run-openssl-tpm2.sh csr  MODULE_DIR KEYTOOL [TEST_PROVIDER]
+#       openssl req -new with the reference PEM and with the tpm2: address
+#       (TCTI from the environment and from the address) for EC P-256, P-384
+#       and RSA 2048 keys, checked by openssl req -verify; the CSR holds the
+#       TPM's key; private export refused; the in-process tests against a TPM
+#       key; errors are clear and leave the TPM unchanged.
+#   run-openssl-tpm2.sh dtls MODULE_DIR KEYTOOL
+#       DTLS 1.2 client authentication (ECDHE-ECDSA-AES128-CCM8) with the
+#       client key in the TPM against openssl s_server -dtls1_2 -Verify 1 on
+#       loopback, through openssl s_client and through libcoap's client.
+#
+# swtpm has no resource manager here: it serves one connection at a time, so
+# every program that talks to the TPM (keytool, openssl, tpm2_getcap) runs
+# alone and has exited before the next one starts.
+#
+# Persistent handles and NV indices are listed before and after: nothing is
+# left behind except the storage primary key the engine provisions
+# (0x81000001), which is the engine's infrastructure, not a test object.
+set -euo pipefail
+
+mode=$1
+moddir=$(cd "$2" && pwd)
+keytool=$3
+inproc=${4:-}
+here=$(cd "$(dirname "$0")" && pwd)
+
+for tool in swtpm tpm2_getcap openssl; do
+    if ! command -v "$tool" >/dev/null 2>&1; then
+        echo "SKIP: $tool is not installed" >&2
+        exit 77
+    fi
+done
+
+# shellcheck source=../fixtures/swtpm.sh
+. "$here/../fixtures/swtpm.sh"
+SWTPM_LIFETIME=${SWTPM_LIFETIME:-280}
+rc=0
+swtpm_start || rc=$?
+[ "$rc" = 0 ] || exit "$rc"
+
+# A sanitizer build of the module runs inside programs that are not: load
+# the runtimes first. Leaks are not checked in those foreign programs.
+if ldd "$moddir/estc.so" | grep -q libasan; then
+    LD_PRELOAD=$(ldd "$moddir/estc.so" | awk '/libasan|libubsan/ { printf "%s ", $3 }')
+    export LD_PRELOAD ASAN_OPTIONS=detect_leaks=0
+fi
+work=$(mktemp -d "${TMPDIR:-/tmp}/estc-provider-tpm2.XXXXXX")
+pids=()
+cleanup() {
+    local p
+    for p in "${pids[@]}"; do
+        kill "$p" 2>/dev/null || true
+        wait "$p" 2>/dev/null || true
+    done
+    [ -n "${KEEP:-}" ] || rm -rf "$work"
+    swtpm_stop
+}
+trap cleanup EXIT
+cd "$work"
+
+fail() {
+    echo "FAIL: $*" >&2
+    exit 1
+}
+
+# Test objects on the TPM: persistent handles other than the engine's SRK,
+# and NV indices.
+handles() {
+    local p nv
+    p=$(timeout 20 tpm2_getcap handles-persistent) || return 1
+    nv=$(timeout 20 tpm2_getcap handles-nv-index) || return 1
+    grep -v -i -e 0x81000001 -e "^$" <<<"$p" || true
+    echo "--"
+    echo "$nv"
+}
+count_keys() {
+    local p
+    p=$(timeout 20 tpm2_getcap handles-persistent) || return 1
+    grep -v -i -c -e 0x81000001 -e "^$" <<<"$p" || true
+}
+
+before=$(handles) || fail "tpm2_getcap"
+echo "TPM objects before: [$before]"
+
+# Key handles of this test, one per key type.
+addr_of() {
+    case "$1" in
+    ec256) echo "tpm2:handle=0x81000320" ;;
+    ec384) echo "tpm2:handle=0x81000321" ;;
+    rsa2048) echo "tpm2:handle=0x81000322" ;;
+    esac
+}
+# The same key, with the TCTI in the address instead of the environment.
+with_tcti() {
+    echo "$1?tcti=swtpm:host%3D127.0.0.1,port%3D$SWTPM_PORT"
+}
+P=(-provider-path "$moddir" -provider estc -provider default -propquery '?provider=default')
+# Bounded openssl: a TPM that stops answering must not hang the test.
+ossl() {
+    timeout 60 openssl "$@"
+}
+
+# An openssl.cnf that loads the module, as docs/provider.md shows it.
+cat >openssl.cnf <<EOF
+openssl_conf = openssl_init
+
+[openssl_init]
+providers = provider_sect
+alg_section = algorithm_sect
+
+[provider_sect]
+default = default_sect
+estc = estc_sect
+
+[default_sect]
+activate = 1
+
+[estc_sect]
+module = $moddir/estc.so
+activate = 1
+
+[algorithm_sect]
+default_properties = ?provider=default
+EOF
+
+free_udp_port() {
+    python3 -c 'import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])'
+}
+
+case "$mode" in
+csr)
+    n=0
+    for kt in ec256 ec384 rsa2048; do
+        addr=$(addr_of "$kt")
+        timeout 60 "$keytool" gen "$addr" "$kt"
+        "$keytool" ref "$addr" "ref-$kt.pem"
+        n=$((n + 1))
+        [ "$(stat -c %a "ref-$kt.pem")" = 600 ] || fail "reference file not 0600"
+        grep -q -- "-----BEGIN ESTC KEY REFERENCE-----" "ref-$kt.pem" || fail "no PEM label"
+
+        # Every way of naming the key makes a CSR that openssl accepts.
+        ossl req -new "${P[@]}" -key "ref-$kt.pem" -subj "/CN=ref-$kt" -out "ref-$kt.csr"
+        ossl req -verify -noout -in "ref-$kt.csr" 2>&1 | grep -q "verify OK" ||
+            fail "$kt: CSR from the reference does not verify"
+        ossl req -new "${P[@]}" -key "$addr" -subj "/CN=addr-$kt" -out "addr-$kt.csr"
+        ossl req -verify -noout -in "addr-$kt.csr" 2>&1 | grep -q "verify OK" ||
+            fail "$kt: CSR from the address does not verify"
+        ossl req -new "${P[@]}" -key "$(with_tcti "$addr")" -subj "/CN=tcti-$kt" \
+            -out "tcti-$kt.csr"
+        ossl req -verify -noout -in "tcti-$kt.csr" 2>&1 | grep -q "verify OK" ||
+            fail "$kt: CSR from the address with tcti= does not verify"
+
+        # The CSRs carry the TPM's key.
+        ossl pkey "${P[@]}" -in "ref-$kt.pem" -pubout -out "pub-$kt.pem"
+        for c in ref addr tcti; do
+            ossl req -in "$c-$kt.csr" -pubkey -noout >"csrpub-$c-$kt.pem"
+            cmp -s "pub-$kt.pem" "csrpub-$c-$kt.pem" ||
+                fail "$kt: the $c CSR holds another public key"
+        done
+        if command -v tpm2_readpublic >/dev/null 2>&1; then
+            timeout 20 tpm2_readpublic -c "${addr#tpm2:handle=}" -f pem -o "tpmpub-$kt.pem" \
+                >/dev/null
+            ossl pkey -pubin -in "tpmpub-$kt.pem" -out "tpmpub2-$kt.pem"
+            cmp -s "pub-$kt.pem" "tpmpub2-$kt.pem" ||
+                fail "$kt: the provider's public key is not the TPM's"
+        fi
+
+        # No private key comes out, through any output format.
+        for fmt in PEM DER; do
+            if ossl pkey "${P[@]}" -in "ref-$kt.pem" -outform "$fmt" -out "priv-$kt" \
+                2>"err-$kt"; then
+                fail "$kt: openssl pkey wrote the private key ($fmt)"
+            fi
+            [ ! -s "priv-$kt" ] || fail "$kt: private key bytes written ($fmt)"
+            grep -q "private key material cannot leave its engine" "err-$kt" ||
+                fail "$kt: no clear export refusal ($fmt): $(cat "err-$kt")"
+        done
+        if ossl pkey "${P[@]}" -in "$addr" -out "priv-addr-$kt" 2>/dev/null; then
+            fail "$kt: openssl pkey wrote the private key from the address"
+        fi
+        [ ! -s "priv-addr-$kt" ] || fail "$kt: private key bytes written from the address"
+        if ossl pkcs8 -topk8 -nocrypt "${P[@]}" -in "ref-$kt.pem" -out "p8-$kt" 2>/dev/null; then
+            fail "$kt: openssl pkcs8 wrote the private key"
+        fi
+        [ ! -s "p8-$kt" ] || fail "$kt: PKCS#8 bytes written"
+    done
+    [ "$(count_keys)" = "$n" ] || fail "expected $n test keys on the TPM"
+
+    # The configuration file alone is enough.
+    OPENSSL_CONF=$work/openssl.cnf ossl req -new -key ref-ec256.pem -subj /CN=conf -out conf.csr
+    ossl req -verify -noout -in conf.csr 2>&1 | grep -q "verify OK" || fail "openssl.cnf CSR"
+
+    # The in-process suite with a TPM key too.
+    if [ -n "$inproc" ]; then
+        ESTC_TEST_KEY_ADDR=$(addr_of ec256) timeout 120 "$inproc"
+    fi
+
+    # Bad input: clear failures, the TPM unchanged.
+    keys_now=$(handles)
+    missing=tpm2:handle=0x81000329
+    if ossl req -new "${P[@]}" -key "$missing" -subj /CN=x -out bad.csr 2>err-missing; then
+        fail "a CSR from a missing key"
+    fi
+    # An absent object is an empty store: openssl says it found no key.
+    grep -q "Could not read private key" err-missing ||
+        fail "no clear error for a missing key: $(cat err-missing)"
+    "$keytool" ref "$missing" ref-missing.pem
+    if ossl req -new "${P[@]}" -key ref-missing.pem -subj /CN=x -out bad.csr 2>err-refmissing; then
+        fail "a CSR from a reference to a missing key"
+    fi
+    # An NV index is not a key; a handle outside the persistent range is
+    # refused before the TPM is asked.
+    if ossl req -new "${P[@]}" -key tpm2:nv=0x01000320 -subj /CN=x -out bad.csr 2>/dev/null; then
+        fail "a CSR from an NV address"
+    fi
+    if ossl req -new "${P[@]}" -key tpm2:handle=0x80000001 -subj /CN=x -out bad.csr \
+        2>/dev/null; then
+        fail "a CSR from a transient handle"
+    fi
+    # A TCTI where no TPM listens fails, and promptly.
+    deadport=$(free_udp_port)
+    if ossl req -new "${P[@]}" -key "tpm2:handle=0x81000320?tcti=swtpm:host%3D127.0.0.1,port%3D$deadport" \
+        -subj /CN=x -out bad.csr 2>err-tcti; then
+        fail "a CSR through a TCTI without a TPM"
+    fi
+    grep -q "estc:.*ESTC_ERR_ENGINE.*Tss2_TctiLdr_Initialize" err-tcti ||
+        fail "no clear error for a TCTI without a TPM: $(cat err-tcti)"
+    printf '%s\n' '-----BEGIN ESTC KEY REFERENCE-----' 'bm90IGFuIGFkZHJlc3M=' \
+        '-----END ESTC KEY REFERENCE-----' >ref-garbage.pem
+    if ossl req -new "${P[@]}" -key ref-garbage.pem -subj /CN=x -out bad.csr 2>/dev/null; then
+        fail "a CSR from a malformed reference"
+    fi
+    [ ! -s bad.csr ] || fail "a failed request wrote a CSR"
+    [ "$(handles)" = "$keys_now" ] || fail "errors changed the TPM"
+
+    for kt in ec256 ec384 rsa2048; do
+        "$keytool" remove "$(addr_of "$kt")"
+    done
+    if "$keytool" remove "$(addr_of ec256)" 2>err-remove; then
+        fail "removing a removed key succeeded"
+    fi
+    grep -q "ESTC_ERR_NOT_FOUND" err-remove || fail "no NOT_FOUND for a removed key"
+    ;;
+
+dtls)
+    addr=$(addr_of ec256)
+    timeout 60 "$keytool" gen "$addr" ec256
+    "$keytool" ref "$addr" client-ref.pem
+
+    # A software CA and server; the client's certificate is issued for the
+    # TPM key from a CSR the provider signed.
+    openssl ecparam -name prime256v1 -genkey -noout -out ca.key
+    openssl req -x509 -new -key ca.key -subj /CN=estc-test-ca -days 2 -out ca.pem
+    openssl ecparam -name prime256v1 -genkey -noout -out server.key
+    openssl req -new -key server.key -subj /CN=127.0.0.1 -out server.csr
+    printf 'subjectAltName=IP:127.0.0.1\n' >server.ext
+    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+        -extfile server.ext -out server.pem 2>/dev/null
+    ossl req -new "${P[@]}" -key client-ref.pem -subj /CN=estc-client -out client.csr
+    openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+        -out client.pem 2>/dev/null
+
+    # start_s_server LOG: one DTLS 1.2 connection that must present a client
+    # certificate. Its input is a FIFO held open until stop_s_server, so it
+    # neither quits early nor outlives the check; timeout bounds it anyway.
+    start_s_server() {
+        port=$(free_udp_port)
+        rm -f s_server.in
+        mkfifo s_server.in
+        timeout 30 openssl s_server -dtls1_2 -Verify 1 -verify_return_error \
+            -accept "127.0.0.1:$port" -cert server.pem -key server.key -CAfile ca.pem \
+            -cipher ECDHE-ECDSA-AES128-CCM8 -naccept 1 <s_server.in >"$1" 2>&1 &
+        spid=$!
+        pids+=("$spid")
+        exec {srvin}>s_server.in
+        for _ in $(seq 50); do
+            grep -q ACCEPT "$1" && return 0
+            sleep 0.1
+        done
+        fail "s_server did not start"
+    }
+    # stop_s_server: end of input, then a few seconds to finish, then TERM.
+    stop_s_server() {
+        exec {srvin}>&-
+        for _ in $(seq 30); do
+            kill -0 "$spid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill "$spid" 2>/dev/null || true
+        wait "$spid" 2>/dev/null || true
+    }
+    check_s_server() {
+        for _ in $(seq 100); do
+            grep -q "subject=CN = estc-client" "$1" && break
+            kill -0 "$spid" 2>/dev/null || break
+            sleep 0.1
+        done
+        stop_s_server
+        grep -q "CIPHER is ECDHE-ECDSA-AES128-CCM8" "$1" || {
+            cat "$1"
+            fail "$2: no ECDHE-ECDSA-AES128-CCM8 session"
+        }
+        grep -q "subject=CN = estc-client" "$1" || {
+            cat "$1"
+            fail "$2: s_server saw no client certificate"
+        }
+    }
+
+    # 1. openssl s_client with the provider module and the reference PEM.
+    start_s_server s_server-1.log
+    (
+        echo hello
+        sleep 1
+    ) | timeout 20 openssl s_client -dtls1_2 -connect "127.0.0.1:$port" "${P[@]}" \
+        -key client-ref.pem -cert client.pem -CAfile ca.pem -verify_return_error \
+        -cipher ECDHE-ECDSA-AES128-CCM8 >s_client-1.log 2>&1 || true
+    check_s_server s_server-1.log "s_client (reference)"
+    grep -q "Verification: OK" s_client-1.log || fail "s_client did not verify the server"
+    grep -q hello s_server-1.log || fail "s_server did not receive the application data"
+
+    # 2. openssl s_client with the key named by its tpm2: address.
+    start_s_server s_server-2.log
+    (
+        echo hello
+        sleep 1
+    ) | timeout 20 openssl s_client -dtls1_2 -connect "127.0.0.1:$port" "${P[@]}" \
+        -key "$addr" -cert client.pem -CAfile ca.pem -verify_return_error \
+        -cipher ECDHE-ECDSA-AES128-CCM8 >s_client-2.log 2>&1 || true
+    check_s_server s_server-2.log "s_client (address)"
+
+    # 3. A client certificate for another key: the provider's key does not
+    #    match it, and no handshake happens.
+    openssl ecparam -name prime256v1 -genkey -noout -out other.key
+    openssl req -new -key other.key -subj /CN=estc-client -out other.csr
+    openssl x509 -req -in other.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+        -out other.pem 2>/dev/null
+    start_s_server s_server-3.log
+    if echo hello | timeout 20 openssl s_client -dtls1_2 -connect "127.0.0.1:$port" "${P[@]}" \
+        -key client-ref.pem -cert other.pem -CAfile ca.pem \
+        -cipher ECDHE-ECDSA-AES128-CCM8 >s_client-3.log 2>&1; then
+        fail "s_client accepted a certificate for another key"
+    fi
+    stop_s_server
+    grep -q "key values mismatch" s_client-3.log || {
+        cat s_client-3.log
+        fail "no key mismatch reported for a certificate of another key"
+    }
+    if grep -q "CIPHER is" s_server-3.log; then
+        fail "a handshake with a certificate that does not match the TPM key"
+    fi
+
+    # 4. libcoap's client: it loads the key from PEM, so the reference PEM,
+    #    with the provider from openssl.cnf.
+    if command -v coap-client-openssl >/dev/null 2>&1; then
+        start_s_server s_server-4.log
+        OPENSSL_CONF=$work/openssl.cnf timeout 20 coap-client-openssl -B 3 -v 6 \
+            -c client.pem -j client-ref.pem -R ca.pem "coaps://127.0.0.1:$port/" \
+            >coap-client.log 2>&1 || true
+        check_s_server s_server-4.log "libcoap client"
+    else
+        echo "note: coap-client-openssl not installed; libcoap client part not run"
+    fi
+
+    "$keytool" remove "$addr"
+    ;;
+*)
+    fail "unknown mode $mode"
+    ;;
+esac
+
+after=$(handles)
+echo "TPM objects after: [$after]"
+[ "$after" = "$before" ] || fail "TPM objects differ: before [$before] after [$after]"
+transient=$(timeout 20 tpm2_getcap handles-transient)
+[ -z "$transient" ] || fail "transient objects left loaded: $transient"
+echo "PASS: $mode"
