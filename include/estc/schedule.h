@@ -42,8 +42,10 @@ typedef struct estc_schedule_config {
     /* Renew after this share of the validity from provisioning,
      * 0 < nominal_usage <= 1. Default 0.9. */
     double nominal_usage;
-    /* ... and no later than this many seconds before notAfter.
-     * Default 30 days (2592000); 0: at notAfter - the usage rule alone. */
+    /* ... but not earlier than this many seconds before notAfter: the
+     * later of the two times wins, so at most this much validity is given
+     * up on long-lived certificates. Default 30 days (2592000); 0: the
+     * margin term is notAfter itself. */
     int64_t max_margin_s;
     /* Failed /sren attempts tried again before falling back to /sen with
      * the bootstrap credentials (and a new key). Default 3. */
