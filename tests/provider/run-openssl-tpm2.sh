@@ -38,28 +38,34 @@ done
 # shellcheck source=../fixtures/swtpm.sh
 . "$here/../fixtures/swtpm.sh"
 SWTPM_LIFETIME=${SWTPM_LIFETIME:-280}
-rc=0
-swtpm_start || rc=$?
-[ "$rc" = 0 ] || exit "$rc"
+
+work=
+spid=
+# Stops what is still running, by PID; the exit status stays the script's.
+cleanup() {
+    local rc=$?
+    set +e
+    if [ -n "$spid" ]; then
+        kill "$spid" 2>/dev/null
+        wait "$spid" 2>/dev/null
+    fi
+    [ -z "$work" ] || [ -n "${KEEP:-}" ] || rm -rf "$work"
+    swtpm_stop
+    exit "$rc"
+}
+trap cleanup EXIT
+swtpm_start || exit $?
 
 # A sanitizer build of the module runs inside programs that are not: load
-# the runtimes first. Leaks are not checked in those foreign programs.
-if ldd "$moddir/estc.so" | grep -q libasan; then
-    LD_PRELOAD=$(ldd "$moddir/estc.so" | awk '/libasan|libubsan/ { printf "%s ", $3 }')
+# the runtimes first. Leaks are not checked in those foreign programs. (ldd's
+# output is kept whole: with pipefail, `ldd | grep -q` fails now and then
+# when grep's early exit breaks ldd's pipe.)
+moddeps=$(ldd "$moddir/estc.so")
+if grep -q libasan <<<"$moddeps"; then
+    LD_PRELOAD=$(awk '/libasan|libubsan/ { printf "%s ", $3 }' <<<"$moddeps")
     export LD_PRELOAD ASAN_OPTIONS=detect_leaks=0
 fi
 work=$(mktemp -d "${TMPDIR:-/tmp}/estc-provider-tpm2.XXXXXX")
-pids=()
-cleanup() {
-    local p
-    for p in "${pids[@]}"; do
-        kill "$p" 2>/dev/null || true
-        wait "$p" 2>/dev/null || true
-    done
-    [ -n "${KEEP:-}" ] || rm -rf "$work"
-    swtpm_stop
-}
-trap cleanup EXIT
 cd "$work"
 
 fail() {
@@ -67,19 +73,23 @@ fail() {
     exit 1
 }
 
+# tpm2-tools, without the sanitizer runtimes meant for the module.
+getcap() {
+    env -u LD_PRELOAD timeout 20 tpm2_getcap "$@"
+}
 # Test objects on the TPM: persistent handles other than the engine's SRK,
 # and NV indices.
 handles() {
     local p nv
-    p=$(timeout 20 tpm2_getcap handles-persistent) || return 1
-    nv=$(timeout 20 tpm2_getcap handles-nv-index) || return 1
+    p=$(getcap handles-persistent) || return 1
+    nv=$(getcap handles-nv-index) || return 1
     grep -v -i -e 0x81000001 -e "^$" <<<"$p" || true
     echo "--"
     echo "$nv"
 }
 count_keys() {
     local p
-    p=$(timeout 20 tpm2_getcap handles-persistent) || return 1
+    p=$(getcap handles-persistent) || return 1
     grep -v -i -c -e 0x81000001 -e "^$" <<<"$p" || true
 }
 
@@ -165,7 +175,7 @@ csr)
                 fail "$kt: the $c CSR holds another public key"
         done
         if command -v tpm2_readpublic >/dev/null 2>&1; then
-            timeout 20 tpm2_readpublic -c "${addr#tpm2:handle=}" -f pem -o "tpmpub-$kt.pem" \
+            env -u LD_PRELOAD timeout 20 tpm2_readpublic -c "${addr#tpm2:handle=}" -f pem -o "tpmpub-$kt.pem" \
                 >/dev/null
             ossl pkey -pubin -in "tpmpub-$kt.pem" -out "tpmpub2-$kt.pem"
             cmp -s "pub-$kt.pem" "tpmpub2-$kt.pem" ||
@@ -278,7 +288,6 @@ dtls)
             -accept "127.0.0.1:$port" -cert server.pem -key server.key -CAfile ca.pem \
             -cipher ECDHE-ECDSA-AES128-CCM8 -naccept 1 <s_server.in >"$1" 2>&1 &
         spid=$!
-        pids+=("$spid")
         exec {srvin}>s_server.in
         for _ in $(seq 50); do
             grep -q ACCEPT "$1" && return 0
@@ -295,6 +304,7 @@ dtls)
         done
         kill "$spid" 2>/dev/null || true
         wait "$spid" 2>/dev/null || true
+        spid=
     }
     check_s_server() {
         for _ in $(seq 100); do
@@ -378,6 +388,6 @@ esac
 after=$(handles)
 echo "TPM objects after: [$after]"
 [ "$after" = "$before" ] || fail "TPM objects differ: before [$before] after [$after]"
-transient=$(timeout 20 tpm2_getcap handles-transient)
+transient=$(getcap handles-transient)
 [ -z "$transient" ] || fail "transient objects left loaded: $transient"
 echo "PASS: $mode"
