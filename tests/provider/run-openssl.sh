@@ -27,8 +27,11 @@ softhsm_start || exit $?
 
 # A sanitizer build of the module runs inside programs that are not: load
 # the runtimes first. Leaks are not checked in those foreign programs.
-if ldd "$moddir/estc.so" | grep -q libasan; then
-    LD_PRELOAD=$(ldd "$moddir/estc.so" | awk '/libasan|libubsan/ { printf "%s ", $3 }')
+# ldd's output is read whole: under pipefail `ldd | grep -q` can fail when
+# grep's early exit breaks the pipe, and the preload would silently be lost.
+moddeps=$(ldd "$moddir/estc.so")
+if [[ $moddeps == *libasan* ]]; then
+    LD_PRELOAD=$(printf '%s\n' "$moddeps" | awk '/libasan|libubsan/ { printf "%s ", $3 }')
     export LD_PRELOAD ASAN_OPTIONS=detect_leaks=0
 fi
 work=$(mktemp -d "${TMPDIR:-/tmp}/estc-provider.XXXXXX")
