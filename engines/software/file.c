@@ -141,41 +141,54 @@ static estc_err read_file(estc_ctx *ctx, const char *addr, const char *path, est
     return ESTC_OK;
 }
 
-static estc_err load_key(estc_ctx *ctx, const char *addr, EVP_PKEY **key)
+/* The file at @addr as a memory BIO (wiped and freed by pem_done()). */
+static estc_err pem_open(estc_ctx *ctx, const char *addr, estc_buf *pem, BIO **bio)
 {
     const char *path;
-    estc_buf pem = {0};
     estc_err err = path_of(ctx, addr, &path);
     if (err == ESTC_OK)
-        err = read_file(ctx, addr, path, &pem);
+        err = read_file(ctx, addr, path, pem);
     if (err != ESTC_OK)
         return err;
-    BIO *bio = BIO_new_mem_buf(pem.data, (int)pem.len);
-    EVP_PKEY *k = bio != NULL ? PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL) : NULL;
+    *bio = BIO_new_mem_buf(pem->data, (int)pem->len);
+    if (*bio == NULL) {
+        estc_buf_free(pem);
+        return ESTC_ERR_NOMEM;
+    }
+    return ESTC_OK;
+}
+
+static void pem_done(estc_buf *pem, BIO *bio)
+{
     BIO_free(bio);
-    estc_buf_free(&pem);
-    if (k == NULL)
+    estc_buf_free(pem);
+}
+
+static estc_err load_key(estc_ctx *ctx, const char *addr, EVP_PKEY **key)
+{
+    estc_buf pem = {0};
+    BIO *bio = NULL;
+    estc_err err = pem_open(ctx, addr, &pem, &bio);
+    if (err != ESTC_OK)
+        return err;
+    *key = PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL);
+    pem_done(&pem, bio);
+    if (*key == NULL)
         return estc__sw_fail(ctx, ESTC_ERR_NOT_FOUND, addr, "no PEM private key in the file");
-    *key = k;
     return ESTC_OK;
 }
 
 static estc_err load_cert(estc_ctx *ctx, const char *addr, X509 **cert)
 {
-    const char *path;
     estc_buf pem = {0};
-    estc_err err = path_of(ctx, addr, &path);
-    if (err == ESTC_OK)
-        err = read_file(ctx, addr, path, &pem);
+    BIO *bio = NULL;
+    estc_err err = pem_open(ctx, addr, &pem, &bio);
     if (err != ESTC_OK)
         return err;
-    BIO *bio = BIO_new_mem_buf(pem.data, (int)pem.len);
-    X509 *x = bio != NULL ? PEM_read_bio_X509(bio, NULL, NULL, NULL) : NULL;
-    BIO_free(bio);
-    estc_buf_free(&pem);
-    if (x == NULL)
+    *cert = PEM_read_bio_X509(bio, NULL, NULL, NULL);
+    pem_done(&pem, bio);
+    if (*cert == NULL)
         return estc__sw_fail(ctx, ESTC_ERR_NOT_FOUND, addr, "no PEM certificate in the file");
-    *cert = x;
     return ESTC_OK;
 }
 
