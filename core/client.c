@@ -32,6 +32,28 @@ static estc_err dup_str(const char *s, char **out)
     return ESTC_OK;
 }
 
+/* The addresses used when none is configured: objects in the first engine
+ * whose objects live in process memory. */
+static estc_err default_addresses(estc_client *c)
+{
+    const struct estc_driver *drv;
+    char prefix[ESTC_SCHEME_MAX + 2];
+    estc_err err = estc_engine_find_cap(c->ctx, ESTC_CAP_VOLATILE, &drv);
+    if (err != ESTC_OK)
+        return err;
+    snprintf(prefix, sizeof(prefix), "%s:", drv->scheme);
+    err = estc_address_derive(c->ctx, prefix, ESTC_OBJ_KEY, "estc-key", &c->key_addr);
+    if (err == ESTC_OK)
+        err = estc_address_derive(c->ctx, prefix, ESTC_OBJ_CERT, "estc-cert", &c->cert_addr);
+    if (err == ESTC_OK)
+        err = dup_str(c->key_addr, &c->key_base);
+    if (err == ESTC_OK)
+        err = dup_str(c->cert_addr, &c->cert_base);
+    if (err == ESTC_OK)
+        err = dup_str(prefix, &c->ca_prefix);
+    return err;
+}
+
 estc_err estc_client_new(estc_ctx *ctx, estc_client **out)
 {
     if (ctx == NULL || out == NULL)
@@ -47,13 +69,7 @@ estc_err estc_client_new(estc_ctx *ctx, estc_client **out)
     c->max_retries = 5;
     c->max_wait_s = 300;
     c->block_szx = 6;
-    estc_err err = ESTC_OK;
-    if (dup_str("mem:estc-key", &c->key_addr) != ESTC_OK ||
-        dup_str("mem:estc-cert", &c->cert_addr) != ESTC_OK ||
-        dup_str("mem:estc-key", &c->key_base) != ESTC_OK ||
-        dup_str("mem:estc-cert", &c->cert_base) != ESTC_OK ||
-        dup_str("mem:", &c->ca_prefix) != ESTC_OK)
-        err = ESTC_ERR_NOMEM;
+    estc_err err = default_addresses(c);
     if (err == ESTC_OK)
         err = estc_lifecycle_new(ctx, &c->lc);
     c->own_lc = true;
@@ -524,17 +540,22 @@ static estc_err cert_file(estc_client *c, const char *src, char *path, size_t pa
     return err;
 }
 
-/* The key as a PEM file: file: keys are PEM already; every other engine's
- * key goes as a key reference that the provider resolves. */
+/* The key as a PEM file: keys of an engine whose objects are files are PEM
+ * already; every other engine's key goes as a key reference that the
+ * provider resolves. */
 static estc_err key_file(estc_client *c, const char *src, char *path, size_t path_len)
 {
     if (!estc__is_engine_address(c, src)) {
         snprintf(path, path_len, "%s", src);
         return ESTC_OK;
     }
-    if (strncmp(src, "file:", 5) == 0) {
-        snprintf(path, path_len, "%s", src + 5);
-        return ESTC_OK;
+    if ((estc_engine_caps(c->ctx, src) & ESTC_CAP_FILES) != 0) {
+        char *p = NULL;
+        estc_err err = estc_key_file_path(c->ctx, src, &p);
+        if (err == ESTC_OK)
+            snprintf(path, path_len, "%s", p);
+        free(p);
+        return err;
     }
     snprintf(path, path_len, "%s/key.pem", c->tmpdir);
     return estc_keyref_write(c->ctx, path, src);

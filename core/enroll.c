@@ -389,8 +389,14 @@ static estc_err serverkeygen_op(estc_client *c)
         err = estc__parse_sans(c, &sans);
     /* The request must be signed, but the server makes the key: sign it
      * with a throw-away key in process memory. */
+    const struct estc_driver *volatile_drv = NULL;
+    char volatile_prefix[ESTC_SCHEME_MAX + 2] = "";
     if (err == ESTC_OK)
-        err = estc_address_generate(c->ctx, "mem:", ESTC_OBJ_KEY, NULL, 0, &temp);
+        err = estc_engine_find_cap(c->ctx, ESTC_CAP_VOLATILE, &volatile_drv);
+    if (err == ESTC_OK) {
+        snprintf(volatile_prefix, sizeof(volatile_prefix), "%s:", volatile_drv->scheme);
+        err = estc_address_generate(c->ctx, volatile_prefix, ESTC_OBJ_KEY, NULL, 0, &temp);
+    }
     if (err == ESTC_OK)
         err = estc_key_generate(c->ctx, temp, ESTC_KEY_EC_P256);
     if (err == ESTC_OK) {

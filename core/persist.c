@@ -21,7 +21,6 @@
 #include <openssl/evp.h>
 
 #include "client_internal.h"
-#include "software/mem_internal.h"
 
 #define MAGIC "ESTCSTAT"
 #define MAGIC_LEN 8
@@ -333,13 +332,22 @@ static estc_err lifecycle_text(estc_client *c, const struct view *v, estc_buf *o
     return ESTC_OK;
 }
 
-static bool is_mem(const char *addr)
+/* Whether objects at @addr vanish with the process, so that the state must
+ * carry them (the driver says so, not the scheme's name). */
+static bool is_volatile(estc_client *c, const char *addr)
 {
-    return addr != NULL && strncmp(addr, "mem:", 4) == 0;
+    return addr != NULL && (estc_engine_caps(c->ctx, addr) & ESTC_CAP_VOLATILE) != 0;
 }
 
-/* Adds the mem: key at @addr once; engines other than the built-in mem:
- * and absent keys are skipped. */
+/* Whether the state may carry the private key at @addr. */
+static bool key_exportable(estc_client *c, const char *addr)
+{
+    const unsigned both = ESTC_CAP_VOLATILE | ESTC_CAP_KEY_EXPORT;
+    return addr != NULL && (estc_engine_caps(c->ctx, addr) & both) == both;
+}
+
+/* Adds the in-memory key at @addr once; keys of other engines and absent
+ * keys are skipped. */
 static estc_err put_mem_key(estc_client *c, struct writer *w, const char *addr, char ***done,
                             size_t *n_done)
 {
@@ -348,7 +356,7 @@ static estc_err put_mem_key(estc_client *c, struct writer *w, const char *addr, 
             return ESTC_OK;
     }
     estc_buf pk = {0};
-    estc_err err = estc__mem_export(c->ctx, addr, &pk);
+    estc_err err = estc_key_export(c->ctx, addr, &pk);
     if (err == ESTC_ERR_UNSUPPORTED || err == ESTC_ERR_NOT_FOUND) {
         estc_ctx_clear_error(c->ctx);
         return ESTC_OK;
@@ -412,12 +420,12 @@ static estc_err encode(estc_client *c, const struct view *v, estc_buf *out)
         estc_obj_kind k;
         estc_obj_state st;
         if (estc_lifecycle_get(c->lc, i, &a, &k, &st, NULL) != ESTC_OK || k != ESTC_OBJ_KEY ||
-            !is_mem(a))
+            !key_exportable(c, a))
             continue;
         if (st == ESTC_OBJ_COMMITTED || (v->mode == VIEW_COMMIT && st == ESTC_OBJ_PENDING))
             err = put_mem_key(c, &body, a, &done, &n_done);
     }
-    if (err == ESTC_OK && is_mem(v->key))
+    if (err == ESTC_OK && key_exportable(c, v->key))
         err = put_mem_key(c, &body, v->key, &done, &n_done);
     free(done);
     estc_buf_free(&lc);
@@ -765,17 +773,17 @@ static estc_err recreate(estc_client *c, const struct parsed *p, struct made *ma
     estc_err err = ESTC_OK;
     bool there = false;
     for (size_t i = 0; err == ESTC_OK && i < p->n_keys; i++) {
-        if (!is_mem(p->keys[i].addr))
+        if (!key_exportable(c, p->keys[i].addr))
             return ESTC_ERR_FORMAT;
         err = estc_object_exists(c->ctx, p->keys[i].addr, ESTC_OBJ_KEY, &there);
         if (err == ESTC_OK && !there) {
-            err = estc__mem_import(c->ctx, p->keys[i].addr, p->keys[i].data.data,
-                                   p->keys[i].data.len);
+            err = estc_key_import(c->ctx, p->keys[i].addr, p->keys[i].data.data,
+                                  p->keys[i].data.len);
             if (err == ESTC_OK)
                 made[(*n)++] = (struct made){p->keys[i].addr, ESTC_OBJ_KEY};
         }
     }
-    if (err == ESTC_OK && is_mem(p->cert_addr) && p->cert.len > 0) {
+    if (err == ESTC_OK && is_volatile(c, p->cert_addr) && p->cert.len > 0) {
         err = estc_object_exists(c->ctx, p->cert_addr, ESTC_OBJ_CERT, &there);
         if (err == ESTC_OK && !there) {
             err = estc_cert_store(c->ctx, p->cert_addr, p->cert.data, p->cert.len);
@@ -784,7 +792,7 @@ static estc_err recreate(estc_client *c, const struct parsed *p, struct made *ma
         }
     }
     for (size_t i = 0; err == ESTC_OK && i < p->n_cas; i++) {
-        if (!is_mem(p->cas[i].addr))
+        if (!is_volatile(c, p->cas[i].addr))
             continue;
         err = estc_object_exists(c->ctx, p->cas[i].addr, ESTC_OBJ_TRUST, &there);
         if (err == ESTC_OK && !there) {

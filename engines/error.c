@@ -3,6 +3,7 @@
  */
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include "internal.h"
 
@@ -47,34 +48,49 @@ const char *estc_err_name(estc_err err)
     return err_table[err].name;
 }
 
-/*
- * Hides PIN values in @text (at most @size bytes with the NUL): whatever
- * follows "pin-value=" up to ';', '&', '?', a space or the end becomes
- * "***". Addresses carry PINs; detail texts and log lines name addresses.
- */
-static void redact(char *text, size_t size)
+/* Attributes whose values are secrets. Addresses carry PINs; detail texts
+ * and log lines name addresses. */
+static const char *const secret_attrs[] = {"pin-value="};
+
+char *estc_redact(const char *text, char *out, size_t out_size)
 {
-    static const char key[] = "pin-value=";
-    char out[1024];
     size_t o = 0;
-    const char *p = text;
-    if (size > sizeof(out))
-        size = sizeof(out);
-    while (*p != '\0' && o + 1 < size) {
-        if (strncmp(p, key, sizeof(key) - 1) == 0) {
-            for (const char *k = key; *k != '\0' && o + 1 < size; k++)
-                out[o++] = *k;
-            for (const char *k = "***"; *k != '\0' && o + 1 < size; k++)
-                out[o++] = *k;
-            p += sizeof(key) - 1;
-            while (*p != '\0' && strchr(";&? \t", *p) == NULL)
-                p++;
+    if (out == NULL || out_size == 0)
+        return out;
+    const char *p = text != NULL ? text : "";
+    while (*p != '\0' && o + 1 < out_size) {
+        const char *key = NULL;
+        for (size_t i = 0; i < sizeof(secret_attrs) / sizeof(secret_attrs[0]); i++) {
+            size_t n = strlen(secret_attrs[i]);
+            if (strncasecmp(p, secret_attrs[i], n) == 0) {
+                key = secret_attrs[i];
+                p += n;
+                break;
+            }
+        }
+        if (key == NULL) {
+            out[o++] = *p++;
             continue;
         }
-        out[o++] = *p++;
+        for (const char *k = key; *k != '\0' && o + 1 < out_size; k++)
+            out[o++] = *k;
+        for (const char *k = "***"; *k != '\0' && o + 1 < out_size; k++)
+            out[o++] = *k;
+        while (*p != '\0' && strchr(";&? \t\n", *p) == NULL)
+            p++;
     }
     out[o] = '\0';
-    memcpy(text, out, o + 1);
+    return out;
+}
+
+/* Redacts @text in place (@size bytes with the NUL). */
+static void redact(char *text, size_t size)
+{
+    char out[1024];
+    if (size > sizeof(out))
+        size = sizeof(out);
+    estc_redact(text, out, size);
+    memcpy(text, out, strlen(out) + 1);
 }
 
 static void log_text(estc_ctx *ctx, estc_log_level level, const char *text)

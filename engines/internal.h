@@ -28,6 +28,11 @@ struct estc_ctx {
 /* The engine for @addr, with the checks of estc_engine_find(). */
 estc_err estc__engine_for(estc_ctx *ctx, const char *addr, struct estc__engine **engine);
 
+/* The engine for @addr and the address parsed as its driver wants it (free
+ * *@parsed with estc_address_free()); errors carry a detail text. */
+estc_err estc__engine_parse(estc_ctx *ctx, const char *addr, struct estc__engine **engine,
+                            estc_address **parsed);
+
 /* Registers "mem", "file" and the optional drivers built in. */
 estc_err estc__register_builtin(estc_ctx *ctx);
 

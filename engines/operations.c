@@ -11,13 +11,25 @@
 #include "internal.h"
 #include "util.h"
 
-/* Finds the engine for @addr or returns its error; for the entry points. */
-#define ENGINE_OR_RETURN(ctx, addr, e)                                                             \
+/* Finds the engine for @addr and parses it once, or returns the error; for
+ * the entry points. The caller frees @pa with estc_address_free(). */
+#define ENGINE_OR_RETURN(ctx, addr, e, pa)                                                         \
     do {                                                                                           \
-        estc_err err_ = estc__engine_for((ctx), (addr), &(e));                                     \
+        estc_err err_ = estc__engine_parse((ctx), (addr), &(e), &(pa));                            \
         if (err_ != ESTC_OK)                                                                       \
             return err_;                                                                           \
     } while (0)
+
+/* Runs one driver call with the parsed address and releases it. */
+#define CALL(ctx, addr, e, expr)                                                                   \
+    do {                                                                                           \
+        estc_address *pa_;                                                                         \
+        ENGINE_OR_RETURN(ctx, addr, e, pa_);                                                       \
+        estc_err r_ = (expr);                                                                      \
+        estc_address_free(pa_);                                                                    \
+        return r_;                                                                                 \
+    } while (0)
+#define PA pa_
 
 static bool valid_key_type(estc_key_type t)
 {
@@ -46,19 +58,22 @@ estc_err estc_key_generate(estc_ctx *ctx, const char *addr, estc_key_type type)
     struct estc__engine *e;
     if (!valid_key_type(type))
         return estc_error(ctx, ESTC_ERR_INVALID_ARG, "unknown key type %d", (int)type);
-    ENGINE_OR_RETURN(ctx, addr, e);
-    return e->driver->key_generate(ctx, e->state, addr, type);
+    CALL(ctx, addr, e, e->driver->key_generate(ctx, e->state, PA, type));
 }
 
 estc_err estc_key_import(estc_ctx *ctx, const char *addr, const uint8_t *pkcs8, size_t len)
 {
     struct estc__engine *e;
+    estc_address *pa;
     if (pkcs8 == NULL || len == 0)
         return estc_error(ctx, ESTC_ERR_INVALID_ARG, "no key to import");
-    ENGINE_OR_RETURN(ctx, addr, e);
-    if (e->driver->key_import == NULL)
-        return estc_error(ctx, ESTC_ERR_UNSUPPORTED, "%s: engine cannot import keys", addr);
-    return e->driver->key_import(ctx, e->state, addr, pkcs8, len);
+    ENGINE_OR_RETURN(ctx, addr, e, pa);
+    estc_err err = e->driver->key_import == NULL
+                       ? estc_error(ctx, ESTC_ERR_UNSUPPORTED, "%s: engine cannot import keys",
+                                    pa->redacted)
+                       : e->driver->key_import(ctx, e->state, pa, pkcs8, len);
+    estc_address_free(pa);
+    return err;
 }
 
 estc_err estc_key_public(estc_ctx *ctx, const char *addr, estc_buf *spki)
@@ -67,8 +82,7 @@ estc_err estc_key_public(estc_ctx *ctx, const char *addr, estc_buf *spki)
     estc_buf tmp = {0};
     if (spki == NULL)
         return ESTC_ERR_INVALID_ARG;
-    ENGINE_OR_RETURN(ctx, addr, e);
-    return into(e->driver->key_public(ctx, e->state, addr, &tmp), &tmp, spki);
+    CALL(ctx, addr, e, into(e->driver->key_public(ctx, e->state, PA, &tmp), &tmp, spki));
 }
 
 estc_err estc_key_sign(estc_ctx *ctx, const char *addr, estc_sig_alg alg, estc_hash hash,
@@ -84,16 +98,14 @@ estc_err estc_key_sign(estc_ctx *ctx, const char *addr, estc_sig_alg alg, estc_h
     if (want == 0 || want != digest_len)
         return estc_error(ctx, ESTC_ERR_INVALID_ARG, "digest of %zu bytes does not match hash %d",
                           digest_len, (int)hash);
-    ENGINE_OR_RETURN(ctx, addr, e);
-    return into(e->driver->key_sign(ctx, e->state, addr, alg, hash, digest, digest_len, &tmp), &tmp,
-                sig);
+    CALL(ctx, addr, e, into(e->driver->key_sign(ctx, e->state, PA, alg, hash, digest, digest_len, &tmp), &tmp,
+                sig));
 }
 
 estc_err estc_key_remove(estc_ctx *ctx, const char *addr)
 {
     struct estc__engine *e;
-    ENGINE_OR_RETURN(ctx, addr, e);
-    return e->driver->key_remove(ctx, e->state, addr);
+    CALL(ctx, addr, e, e->driver->key_remove(ctx, e->state, PA));
 }
 
 static estc_err check_cert_der(estc_ctx *ctx, const uint8_t *der, size_t len)
@@ -116,8 +128,7 @@ static estc_err store(estc_ctx *ctx, const char *addr, estc_obj_kind kind, const
     estc_err err = check_cert_der(ctx, der, len);
     if (err != ESTC_OK)
         return err;
-    ENGINE_OR_RETURN(ctx, addr, e);
-    return e->driver->cert_store(ctx, e->state, addr, kind, der, len);
+    CALL(ctx, addr, e, e->driver->cert_store(ctx, e->state, PA, kind, der, len));
 }
 
 estc_err estc_cert_store(estc_ctx *ctx, const char *addr, const uint8_t *der, size_t len)
@@ -136,15 +147,13 @@ estc_err estc_cert_load(estc_ctx *ctx, const char *addr, estc_buf *der)
     estc_buf tmp = {0};
     if (der == NULL)
         return ESTC_ERR_INVALID_ARG;
-    ENGINE_OR_RETURN(ctx, addr, e);
-    return into(e->driver->cert_load(ctx, e->state, addr, &tmp), &tmp, der);
+    CALL(ctx, addr, e, into(e->driver->cert_load(ctx, e->state, PA, &tmp), &tmp, der));
 }
 
 estc_err estc_cert_remove(estc_ctx *ctx, const char *addr)
 {
     struct estc__engine *e;
-    ENGINE_OR_RETURN(ctx, addr, e);
-    return e->driver->cert_remove(ctx, e->state, addr);
+    CALL(ctx, addr, e, e->driver->cert_remove(ctx, e->state, PA));
 }
 
 estc_err estc_trust_remove(estc_ctx *ctx, const char *addr)
@@ -158,8 +167,7 @@ estc_err estc_object_list(estc_ctx *ctx, const char *prefix, estc_obj_kind kind,
     struct estc__engine *e;
     if (fn == NULL || !valid_kind(kind))
         return ESTC_ERR_INVALID_ARG;
-    ENGINE_OR_RETURN(ctx, prefix, e);
-    return e->driver->list(ctx, e->state, prefix, kind, fn, arg);
+    CALL(ctx, prefix, e, e->driver->list(ctx, e->state, PA, kind, fn, arg));
 }
 
 estc_err estc_trust_list(estc_ctx *ctx, const char *prefix, estc_list_fn fn, void *arg)
@@ -172,9 +180,11 @@ estc_err estc_object_exists(estc_ctx *ctx, const char *addr, estc_obj_kind kind,
     struct estc__engine *e;
     if (found == NULL || !valid_kind(kind))
         return ESTC_ERR_INVALID_ARG;
-    ENGINE_OR_RETURN(ctx, addr, e);
+    estc_address *pa;
+    ENGINE_OR_RETURN(ctx, addr, e, pa);
     bool f = false;
-    estc_err err = e->driver->exists(ctx, e->state, addr, kind, &f);
+    estc_err err = e->driver->exists(ctx, e->state, pa, kind, &f);
+    estc_address_free(pa);
     if (err == ESTC_OK)
         *found = f;
     return err;
@@ -196,9 +206,11 @@ estc_err estc_address_derive(estc_ctx *ctx, const char *prefix, estc_obj_kind ki
     if (!estc__valid_object_name(name))
         return estc_error(ctx, ESTC_ERR_INVALID_ARG,
                           "object name must be 1 to 64 of [A-Za-z0-9_-]");
-    ENGINE_OR_RETURN(ctx, prefix, e);
+    estc_address *pa;
+    ENGINE_OR_RETURN(ctx, prefix, e, pa);
     char *out = NULL;
-    estc_err err = e->driver->address_derive(ctx, e->state, prefix, kind, name, &out);
+    estc_err err = e->driver->address_derive(ctx, e->state, pa, kind, name, &out);
+    estc_address_free(pa);
     if (err != ESTC_OK) {
         free(out);
         return err;
@@ -208,5 +220,42 @@ estc_err estc_address_derive(estc_ctx *ctx, const char *prefix, estc_obj_kind ki
         return estc_error(ctx, ESTC_ERR_BAD_ADDRESS, "derived address too long");
     }
     *addr = out;
+    return ESTC_OK;
+}
+
+estc_err estc_key_export(estc_ctx *ctx, const char *addr, estc_buf *pkcs8)
+{
+    struct estc__engine *e;
+    estc_buf tmp = {0};
+    estc_address *pa;
+    if (pkcs8 == NULL)
+        return ESTC_ERR_INVALID_ARG;
+    ENGINE_OR_RETURN(ctx, addr, e, pa);
+    estc_err err = (e->driver->caps & ESTC_CAP_KEY_EXPORT) == 0
+                       ? estc_error(ctx, ESTC_ERR_UNSUPPORTED,
+                                    "%s: the engine keeps its keys to itself", pa->redacted)
+                       : into(e->driver->key_export(ctx, e->state, pa, &tmp), &tmp, pkcs8);
+    estc_address_free(pa);
+    return err;
+}
+
+estc_err estc_key_file_path(estc_ctx *ctx, const char *addr, char **path)
+{
+    struct estc__engine *e;
+    estc_address *pa;
+    if (path == NULL)
+        return ESTC_ERR_INVALID_ARG;
+    ENGINE_OR_RETURN(ctx, addr, e, pa);
+    char *out = NULL;
+    estc_err err = (e->driver->caps & ESTC_CAP_FILES) == 0
+                       ? estc_error(ctx, ESTC_ERR_UNSUPPORTED, "%s: the engine's keys are not files",
+                                    pa->redacted)
+                       : e->driver->key_file_path(ctx, e->state, pa, &out);
+    estc_address_free(pa);
+    if (err != ESTC_OK) {
+        free(out);
+        return err;
+    }
+    *path = out;
     return ESTC_OK;
 }

@@ -24,6 +24,13 @@ static bool valid_scheme(const char *s)
 
 static estc_err check_driver(estc_ctx *ctx, const struct estc_driver *d)
 {
+    if (d->api_version == 1)
+        return estc_error(ctx, ESTC_ERR_DRIVER,
+                          "driver API version 1, this library speaks %u: since version 2 the "
+                          "operations receive parsed addresses (struct estc_address) and the "
+                          "driver declares its capabilities; rebuild the driver against this "
+                          "estc/engine.h (see docs/writing-a-driver.md)",
+                          ESTC_DRIVER_API_VERSION);
     if (d->api_version != ESTC_DRIVER_API_VERSION)
         return estc_error(ctx, ESTC_ERR_DRIVER, "driver API version %u, this library speaks %u",
                           d->api_version, ESTC_DRIVER_API_VERSION);
@@ -54,6 +61,18 @@ static estc_err check_driver(estc_ctx *ctx, const struct estc_driver *d)
     if (missing != NULL)
         return estc_error(ctx, ESTC_ERR_DRIVER, "driver \"%s\" lacks the required operation %s",
                           d->scheme, missing);
+    if ((d->caps & ~(unsigned)ESTC_CAP_ALL) != 0)
+        return estc_error(ctx, ESTC_ERR_DRIVER,
+                          "driver \"%s\" declares capabilities this library does not know (0x%x)",
+                          d->scheme, d->caps & ~(unsigned)ESTC_CAP_ALL);
+    /* An operation and its capability come together, or neither. */
+    if (((d->caps & ESTC_CAP_KEY_EXPORT) != 0) != (d->key_export != NULL))
+        return estc_error(ctx, ESTC_ERR_DRIVER,
+                          "driver \"%s\": key_export and ESTC_CAP_KEY_EXPORT go together",
+                          d->scheme);
+    if (((d->caps & ESTC_CAP_FILES) != 0) != (d->key_file_path != NULL))
+        return estc_error(ctx, ESTC_ERR_DRIVER,
+                          "driver \"%s\": key_file_path and ESTC_CAP_FILES go together", d->scheme);
     return ESTC_OK;
 }
 
@@ -143,6 +162,51 @@ estc_err estc__engine_for(estc_ctx *ctx, const char *addr, struct estc__engine *
         return estc_error(ctx, ESTC_ERR_UNKNOWN_SCHEME, "no engine for scheme \"%s:\"", scheme);
     *engine = e;
     return ESTC_OK;
+}
+
+estc_err estc__engine_parse(estc_ctx *ctx, const char *addr, struct estc__engine **engine,
+                            estc_address **parsed)
+{
+    struct estc__engine *e;
+    estc_err err = estc__engine_for(ctx, addr, &e);
+    if (err != ESTC_OK)
+        return err;
+    estc_address *a = NULL;
+    err = estc_address_parse(addr, (e->driver->caps & ESTC_CAP_ATTRIBUTES) != 0, &a);
+    if (err == ESTC_ERR_BAD_ADDRESS) {
+        char shown[ESTC_ADDRESS_MAX + 64];
+        return estc_error(ctx, err,
+                          "bad address \"%s\": attributes must be name=value, each given once, "
+                          "with valid percent-encoding",
+                          estc_redact(addr, shown, sizeof(shown)));
+    }
+    if (err != ESTC_OK)
+        return err;
+    *engine = e;
+    *parsed = a;
+    return ESTC_OK;
+}
+
+unsigned estc_engine_caps(estc_ctx *ctx, const char *addr)
+{
+    char scheme[ESTC_SCHEME_MAX + 1];
+    if (ctx == NULL || addr == NULL || estc_address_scheme(addr, scheme) != ESTC_OK)
+        return 0;
+    struct estc__engine *e = lookup(ctx, scheme);
+    return e != NULL ? e->driver->caps : 0;
+}
+
+estc_err estc_engine_find_cap(estc_ctx *ctx, unsigned caps, const struct estc_driver **driver)
+{
+    if (ctx == NULL || driver == NULL || caps == 0)
+        return ESTC_ERR_INVALID_ARG;
+    for (size_t i = 0; i < ctx->n_engines; i++) {
+        if ((ctx->engines[i].driver->caps & caps) == caps) {
+            *driver = ctx->engines[i].driver;
+            return ESTC_OK;
+        }
+    }
+    return estc_error(ctx, ESTC_ERR_UNKNOWN_SCHEME, "no engine has the capabilities 0x%x", caps);
 }
 
 estc_err estc_engine_find(estc_ctx *ctx, const char *addr, const struct estc_driver **driver)

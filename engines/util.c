@@ -163,6 +163,33 @@ estc_err estc__digest_info(estc_hash hash, const uint8_t *digest, size_t len, es
     return estc_buf_set(out, buf, sizeof(di_sha256) + len);
 }
 
+estc_err estc__pkey_key_type(const struct evp_pkey_st *pkey, estc_key_type *type)
+{
+    if (pkey == NULL || type == NULL)
+        return ESTC_ERR_INVALID_ARG;
+    if (EVP_PKEY_is_a(pkey, "EC")) {
+        char group[64] = "";
+        if (EVP_PKEY_get_utf8_string_param(pkey, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof(group),
+                                           NULL) != 1)
+            return ESTC_ERR_FORMAT;
+        /* OpenSSL reports SEC names for keys it decoded, NIST names for some
+         * it generated: accept both. */
+        if (strcmp(group, "prime256v1") == 0 || strcmp(group, "P-256") == 0)
+            *type = ESTC_KEY_EC_P256;
+        else if (strcmp(group, "secp384r1") == 0 || strcmp(group, "P-384") == 0)
+            *type = ESTC_KEY_EC_P384;
+        else
+            return ESTC_ERR_UNSUPPORTED;
+        return ESTC_OK;
+    }
+    int bits = EVP_PKEY_get_bits(pkey);
+    if (EVP_PKEY_is_a(pkey, "RSA") && (bits == 2048 || bits == 3072)) {
+        *type = bits == 2048 ? ESTC_KEY_RSA_2048 : ESTC_KEY_RSA_3072;
+        return ESTC_OK;
+    }
+    return ESTC_ERR_UNSUPPORTED;
+}
+
 estc_err estc__spki_key_type(const uint8_t *spki, size_t len, estc_key_type *type)
 {
     if (spki == NULL || type == NULL || len == 0)
@@ -170,28 +197,8 @@ estc_err estc__spki_key_type(const uint8_t *spki, size_t len, estc_key_type *typ
     const unsigned char *p = spki;
     EVP_PKEY *pkey = d2i_PUBKEY(NULL, &p, (long)len);
     estc_err err = ESTC_ERR_FORMAT;
-    if (pkey != NULL && p == spki + len) {
-        char group[32] = "";
-        int bits = EVP_PKEY_get_bits(pkey);
-        if (EVP_PKEY_is_a(pkey, "EC") &&
-            EVP_PKEY_get_utf8_string_param(pkey, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof(group),
-                                           NULL) == 1) {
-            if (strcmp(group, "prime256v1") == 0 || strcmp(group, "P-256") == 0) {
-                *type = ESTC_KEY_EC_P256;
-                err = ESTC_OK;
-            } else if (strcmp(group, "secp384r1") == 0 || strcmp(group, "P-384") == 0) {
-                *type = ESTC_KEY_EC_P384;
-                err = ESTC_OK;
-            } else {
-                err = ESTC_ERR_UNSUPPORTED;
-            }
-        } else if (EVP_PKEY_is_a(pkey, "RSA") && (bits == 2048 || bits == 3072)) {
-            *type = bits == 2048 ? ESTC_KEY_RSA_2048 : ESTC_KEY_RSA_3072;
-            err = ESTC_OK;
-        } else {
-            err = ESTC_ERR_UNSUPPORTED;
-        }
-    }
+    if (pkey != NULL && p == spki + len)
+        err = estc__pkey_key_type(pkey, type);
     EVP_PKEY_free(pkey);
     return err;
 }

@@ -40,6 +40,12 @@ estc_err estc__spki_from_rsa(const uint8_t *n, size_t n_len, const uint8_t *e, s
  */
 estc_err estc__digest_info(estc_hash hash, const uint8_t *digest, size_t len, estc_buf *out);
 
+/* The one mapping of OpenSSL keys to key types: EC P-256/P-384 (by either
+ * curve name), RSA 2048/3072. ESTC_ERR_FORMAT for an EC key without a named
+ * curve, ESTC_ERR_UNSUPPORTED for anything else. */
+struct evp_pkey_st;
+estc_err estc__pkey_key_type(const struct evp_pkey_st *pkey, estc_key_type *type);
+
 /* Key type of a SubjectPublicKeyInfo (EC P-256/P-384, RSA 2048/3072). */
 estc_err estc__spki_key_type(const uint8_t *spki, size_t len, estc_key_type *type);
 

@@ -40,7 +40,7 @@ struct estc__prov {
     estc_ctx *ectx;
     bool own_ectx;          /* module: we created it and free it */
     pthread_mutex_t lock;   /* an estc_ctx is used by one thread at a time */
-    OSSL_ALGORITHM *stores; /* one per engine scheme except "file" */
+    OSSL_ALGORITHM *stores; /* one per engine scheme, except those of file engines */
     size_t n_stores;
 
     OSSL_FUNC_core_new_error_fn *core_new_error;

@@ -219,8 +219,9 @@ static void add_store(void *arg, const struct estc_driver *drv)
     OSSL_ALGORITHM *grown;
     char *name;
 
-    /* OpenSSL's own file: loader reads software PEM keys; never shadow it. */
-    if (w->failed || strcmp(drv->scheme, "file") == 0)
+    /* Where the engine's keys are PEM files, OpenSSL's own loader reads
+     * them; never shadow it. */
+    if (w->failed || (drv->caps & ESTC_CAP_FILES) != 0)
         return;
     grown = realloc(prov->stores, (prov->n_stores + 2) * sizeof(*grown));
     if (grown == NULL) {

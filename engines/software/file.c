@@ -39,7 +39,7 @@ static const char *kind_suffix(estc_obj_kind kind)
 
 static estc_err path_of(estc_ctx *ctx, const char *addr, const char **path)
 {
-    const char *p = addr + strlen("file:");
+    const char *p = strchr(addr, ':') + 1;
     /* "file://host/..." URLs are not paths; a bare "file:" names nothing. */
     if (*p == '\0' || strncmp(p, "//", 2) == 0 || p[strlen(p) - 1] == '/')
         return estc_error(ctx, ESTC_ERR_BAD_ADDRESS, "\"%s\": file: needs a file path", addr);
@@ -54,68 +54,6 @@ static estc_err io_fail(estc_ctx *ctx, const char *addr, const char *what, int e
     if (e == EACCES || e == EPERM)
         return estc_error(ctx, ESTC_ERR_AUTH, "%s: %s: %s", addr, what, strerror(e));
     return estc_error(ctx, ESTC_ERR_IO, "%s: %s: %s", addr, what, strerror(e));
-}
-
-/* Writes @len bytes to a new file at @path with @mode, atomically; refuses
- * to replace an existing file. */
-static estc_err write_new(estc_ctx *ctx, const char *addr, const char *path, const void *data,
-                          size_t len, mode_t mode)
-{
-    if (access(path, F_OK) == 0)
-        return estc_error(ctx, ESTC_ERR_EXISTS, "%s: the file exists already", addr);
-    size_t tn = strlen(path) + 16;
-    char *tmp = malloc(tn);
-    if (tmp == NULL)
-        return ESTC_ERR_NOMEM;
-    snprintf(tmp, tn, "%s.tmpXXXXXX", path);
-    int fd = mkstemp(tmp);
-    if (fd < 0) {
-        estc_err err = io_fail(ctx, addr, "create", errno);
-        free(tmp);
-        return err;
-    }
-    estc_err err = ESTC_OK;
-    const uint8_t *p = data;
-    size_t left = len;
-    if (fchmod(fd, mode) != 0)
-        err = io_fail(ctx, addr, "chmod", errno);
-    while (err == ESTC_OK && left > 0) {
-        ssize_t n = write(fd, p, left);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0) {
-            err = io_fail(ctx, addr, "write", errno);
-            break;
-        }
-        p += n;
-        left -= (size_t)n;
-    }
-    if (err == ESTC_OK && fsync(fd) != 0)
-        err = io_fail(ctx, addr, "fsync", errno);
-    if (close(fd) != 0 && err == ESTC_OK)
-        err = io_fail(ctx, addr, "close", errno);
-    /* link() fails if the target appeared meanwhile: no silent replace. */
-    if (err == ESTC_OK && link(tmp, path) != 0)
-        err = errno == EEXIST
-                  ? estc_error(ctx, ESTC_ERR_EXISTS, "%s: the file exists already", addr)
-                  : io_fail(ctx, addr, "link", errno);
-    unlink(tmp);
-    free(tmp);
-    if (err == ESTC_OK) {
-        /* Make the new directory entry durable too. */
-        char *dir = strdup(path);
-        if (dir != NULL) {
-            char *slash = strrchr(dir, '/');
-            const char *d = slash == NULL ? "." : (slash == dir ? "/" : (*slash = '\0', dir));
-            int dfd = open(d, O_RDONLY | O_DIRECTORY);
-            if (dfd >= 0) {
-                (void)fsync(dfd);
-                close(dfd);
-            }
-            free(dir);
-        }
-    }
-    return err;
 }
 
 static estc_err read_file(estc_ctx *ctx, const char *addr, const char *path, estc_buf *out)
@@ -205,13 +143,14 @@ static estc_err store_key(estc_ctx *ctx, const char *addr, EVP_PKEY *key)
         (n = BIO_get_mem_data(bio, &data)) <= 0)
         err = estc__sw_fail(ctx, ESTC_ERR_CRYPTO, addr, "PEM encoding");
     else
-        err = write_new(ctx, addr, path, data, (size_t)n, 0600);
+        err = estc_file_write(ctx, path, data, (size_t)n, 0600, 0);
     BIO_free(bio); /* secure memory BIO: wiped on free */
     return err;
 }
 
-static estc_err file_key_generate(estc_ctx *ctx, void *state, const char *addr, estc_key_type type)
+static estc_err file_key_generate(estc_ctx *ctx, void *state, const estc_address *a, estc_key_type type)
 {
+    const char *addr = a->text;
     (void)state;
     const char *path;
     EVP_PKEY *key = NULL;
@@ -228,9 +167,10 @@ static estc_err file_key_generate(estc_ctx *ctx, void *state, const char *addr, 
     return err;
 }
 
-static estc_err file_key_import(estc_ctx *ctx, void *state, const char *addr, const uint8_t *der,
+static estc_err file_key_import(estc_ctx *ctx, void *state, const estc_address *a, const uint8_t *der,
                                 size_t len)
 {
+    const char *addr = a->text;
     (void)state;
     EVP_PKEY *key = NULL;
     estc_err err = estc__sw_from_pkcs8(der, len, &key);
@@ -241,8 +181,9 @@ static estc_err file_key_import(estc_ctx *ctx, void *state, const char *addr, co
     return err;
 }
 
-static estc_err file_key_public(estc_ctx *ctx, void *state, const char *addr, estc_buf *spki)
+static estc_err file_key_public(estc_ctx *ctx, void *state, const estc_address *a, estc_buf *spki)
 {
+    const char *addr = a->text;
     (void)state;
     EVP_PKEY *key = NULL;
     estc_err err = load_key(ctx, addr, &key);
@@ -252,9 +193,10 @@ static estc_err file_key_public(estc_ctx *ctx, void *state, const char *addr, es
     return err;
 }
 
-static estc_err file_key_sign(estc_ctx *ctx, void *state, const char *addr, estc_sig_alg alg,
+static estc_err file_key_sign(estc_ctx *ctx, void *state, const estc_address *a, estc_sig_alg alg,
                               estc_hash hash, const uint8_t *digest, size_t len, estc_buf *sig)
 {
+    const char *addr = a->text;
     (void)state;
     EVP_PKEY *key = NULL;
     estc_err err = load_key(ctx, addr, &key);
@@ -290,15 +232,17 @@ static estc_err remove_file(estc_ctx *ctx, const char *addr, bool key)
     return ESTC_OK;
 }
 
-static estc_err file_key_remove(estc_ctx *ctx, void *state, const char *addr)
+static estc_err file_key_remove(estc_ctx *ctx, void *state, const estc_address *a)
 {
+    const char *addr = a->text;
     (void)state;
     return remove_file(ctx, addr, true);
 }
 
-static estc_err file_cert_store(estc_ctx *ctx, void *state, const char *addr, estc_obj_kind kind,
+static estc_err file_cert_store(estc_ctx *ctx, void *state, const estc_address *a, estc_obj_kind kind,
                                 const uint8_t *der, size_t len)
 {
+    const char *addr = a->text;
     (void)state;
     (void)kind;
     const char *path;
@@ -314,14 +258,15 @@ static estc_err file_cert_store(estc_ctx *ctx, void *state, const char *addr, es
         (n = BIO_get_mem_data(bio, &data)) <= 0)
         err = estc__sw_fail(ctx, ESTC_ERR_FORMAT, addr, "PEM encoding");
     else
-        err = write_new(ctx, addr, path, data, (size_t)n, 0644);
+        err = estc_file_write(ctx, path, data, (size_t)n, 0644, 0);
     BIO_free(bio);
     X509_free(x);
     return err;
 }
 
-static estc_err file_cert_load(estc_ctx *ctx, void *state, const char *addr, estc_buf *der)
+static estc_err file_cert_load(estc_ctx *ctx, void *state, const estc_address *a, estc_buf *der)
 {
+    const char *addr = a->text;
     (void)state;
     X509 *x = NULL;
     estc_err err = load_cert(ctx, addr, &x);
@@ -337,17 +282,19 @@ static estc_err file_cert_load(estc_ctx *ctx, void *state, const char *addr, est
     return err;
 }
 
-static estc_err file_cert_remove(estc_ctx *ctx, void *state, const char *addr)
+static estc_err file_cert_remove(estc_ctx *ctx, void *state, const estc_address *a)
 {
+    const char *addr = a->text;
     (void)state;
     return remove_file(ctx, addr, false);
 }
 
-static estc_err file_list(estc_ctx *ctx, void *state, const char *prefix, estc_obj_kind kind,
+static estc_err file_list(estc_ctx *ctx, void *state, const estc_address *pa, estc_obj_kind kind,
                           estc_list_fn fn, void *arg)
 {
+    const char *prefix = pa->text;
     (void)state;
-    const char *p = prefix + strlen("file:");
+    const char *p = pa->body;
     if (*p == '\0' || strncmp(p, "//", 2) == 0)
         return estc_error(ctx, ESTC_ERR_BAD_ADDRESS, "\"%s\": not a file: prefix", prefix);
     const char *slash = strrchr(p, '/');
@@ -387,9 +334,10 @@ static estc_err file_list(estc_ctx *ctx, void *state, const char *prefix, estc_o
     return err;
 }
 
-static estc_err file_exists(estc_ctx *ctx, void *state, const char *addr, estc_obj_kind kind,
+static estc_err file_exists(estc_ctx *ctx, void *state, const estc_address *a, estc_obj_kind kind,
                             bool *found)
 {
+    const char *addr = a->text;
     (void)state;
     const char *path;
     estc_err err = path_of(ctx, addr, &path);
@@ -414,11 +362,12 @@ static estc_err file_exists(estc_ctx *ctx, void *state, const char *addr, estc_o
     return ESTC_OK;
 }
 
-static estc_err file_address_derive(estc_ctx *ctx, void *state, const char *prefix,
+static estc_err file_address_derive(estc_ctx *ctx, void *state, const estc_address *pa,
                                     estc_obj_kind kind, const char *name, char **addr)
 {
+    const char *prefix = pa->text;
     (void)state;
-    if (prefix[strlen("file:")] == '\0')
+    if (pa->body[0] == '\0')
         return estc_error(ctx, ESTC_ERR_BAD_ADDRESS, "\"%s\": file: prefix needs a folder", prefix);
     const char *suffix = kind_suffix(kind);
     size_t n = strlen(prefix) + strlen(name) + strlen(suffix) + 1;
@@ -430,11 +379,24 @@ static estc_err file_address_derive(estc_ctx *ctx, void *state, const char *pref
     return ESTC_OK;
 }
 
+static estc_err file_key_file_path(estc_ctx *ctx, void *state, const estc_address *a, char **out)
+{
+    (void)state;
+    const char *path;
+    estc_err err = path_of(ctx, a->text, &path);
+    if (err != ESTC_OK)
+        return err;
+    *out = strdup(path);
+    return *out != NULL ? ESTC_OK : ESTC_ERR_NOMEM;
+}
+
 const struct estc_driver estc__driver_file = {
     .api_version = ESTC_DRIVER_API_VERSION,
     .scheme = "file",
     .description = "software keys and certificates in PEM files (keys 0600)",
     .state_size = 0,
+    /* Keys are PEM files: OpenSSL and libcoap read them themselves. */
+    .caps = ESTC_CAP_FILES,
     .key_generate = file_key_generate,
     .key_import = file_key_import,
     .key_public = file_key_public,
@@ -446,4 +408,5 @@ const struct estc_driver estc__driver_file = {
     .list = file_list,
     .exists = file_exists,
     .address_derive = file_address_derive,
+    .key_file_path = file_key_file_path,
 };

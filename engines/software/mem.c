@@ -15,7 +15,6 @@
 #include "../util.h"
 #include "../internal.h"
 #include "keys.h"
-#include "mem_internal.h"
 
 struct mem_obj {
     char *addr;
@@ -32,7 +31,7 @@ struct mem_state {
 
 static estc_err check_addr(estc_ctx *ctx, const char *addr)
 {
-    if (addr[4] == '\0')
+    if (strchr(addr, ':')[1] == '\0')
         return estc_error(ctx, ESTC_ERR_BAD_ADDRESS, "\"%s\": mem: needs a name", addr);
     return ESTC_OK;
 }
@@ -94,8 +93,9 @@ static estc_err get_key(estc_ctx *ctx, struct mem_state *st, const char *addr, E
     return ESTC_OK;
 }
 
-static estc_err mem_key_generate(estc_ctx *ctx, void *state, const char *addr, estc_key_type type)
+static estc_err mem_key_generate(estc_ctx *ctx, void *state, const estc_address *a, estc_key_type type)
 {
+    const char *addr = a->text;
     EVP_PKEY *key = NULL;
     estc_err err = check_addr(ctx, addr);
     if (err != ESTC_OK)
@@ -108,9 +108,10 @@ static estc_err mem_key_generate(estc_ctx *ctx, void *state, const char *addr, e
     return add(ctx, state, addr, ESTC_OBJ_KEY, key, NULL, 0);
 }
 
-static estc_err mem_key_import(estc_ctx *ctx, void *state, const char *addr, const uint8_t *der,
+static estc_err mem_key_import(estc_ctx *ctx, void *state, const estc_address *a, const uint8_t *der,
                                size_t len)
 {
+    const char *addr = a->text;
     EVP_PKEY *key = NULL;
     estc_err err = check_addr(ctx, addr);
     if (err != ESTC_OK)
@@ -123,8 +124,9 @@ static estc_err mem_key_import(estc_ctx *ctx, void *state, const char *addr, con
     return add(ctx, state, addr, ESTC_OBJ_KEY, key, NULL, 0);
 }
 
-static estc_err mem_key_public(estc_ctx *ctx, void *state, const char *addr, estc_buf *spki)
+static estc_err mem_key_public(estc_ctx *ctx, void *state, const estc_address *a, estc_buf *spki)
 {
+    const char *addr = a->text;
     EVP_PKEY *key = NULL;
     estc_err err = get_key(ctx, state, addr, &key);
     if (err == ESTC_OK)
@@ -132,9 +134,10 @@ static estc_err mem_key_public(estc_ctx *ctx, void *state, const char *addr, est
     return err;
 }
 
-static estc_err mem_key_sign(estc_ctx *ctx, void *state, const char *addr, estc_sig_alg alg,
+static estc_err mem_key_sign(estc_ctx *ctx, void *state, const estc_address *a, estc_sig_alg alg,
                              estc_hash hash, const uint8_t *digest, size_t len, estc_buf *sig)
 {
+    const char *addr = a->text;
     EVP_PKEY *key = NULL;
     estc_err err = get_key(ctx, state, addr, &key);
     if (err != ESTC_OK)
@@ -156,22 +159,25 @@ static estc_err remove_kind(estc_ctx *ctx, struct mem_state *st, const char *add
     return ESTC_OK;
 }
 
-static estc_err mem_key_remove(estc_ctx *ctx, void *state, const char *addr)
+static estc_err mem_key_remove(estc_ctx *ctx, void *state, const estc_address *a)
 {
+    const char *addr = a->text;
     return remove_kind(ctx, state, addr, true);
 }
 
-static estc_err mem_cert_store(estc_ctx *ctx, void *state, const char *addr, estc_obj_kind kind,
+static estc_err mem_cert_store(estc_ctx *ctx, void *state, const estc_address *a, estc_obj_kind kind,
                                const uint8_t *der, size_t len)
 {
+    const char *addr = a->text;
     estc_err err = check_addr(ctx, addr);
     if (err != ESTC_OK)
         return err;
     return add(ctx, state, addr, kind, NULL, der, len);
 }
 
-static estc_err mem_cert_load(estc_ctx *ctx, void *state, const char *addr, estc_buf *der)
+static estc_err mem_cert_load(estc_ctx *ctx, void *state, const estc_address *a, estc_buf *der)
 {
+    const char *addr = a->text;
     estc_err err = check_addr(ctx, addr);
     if (err != ESTC_OK)
         return err;
@@ -181,14 +187,16 @@ static estc_err mem_cert_load(estc_ctx *ctx, void *state, const char *addr, estc
     return estc_buf_set(der, o->der.data, o->der.len);
 }
 
-static estc_err mem_cert_remove(estc_ctx *ctx, void *state, const char *addr)
+static estc_err mem_cert_remove(estc_ctx *ctx, void *state, const estc_address *a)
 {
+    const char *addr = a->text;
     return remove_kind(ctx, state, addr, false);
 }
 
-static estc_err mem_list(estc_ctx *ctx, void *state, const char *prefix, estc_obj_kind kind,
+static estc_err mem_list(estc_ctx *ctx, void *state, const estc_address *pa, estc_obj_kind kind,
                          estc_list_fn fn, void *arg)
 {
+    const char *prefix = pa->text;
     (void)ctx;
     struct mem_state *st = state;
     size_t plen = strlen(prefix);
@@ -200,9 +208,10 @@ static estc_err mem_list(estc_ctx *ctx, void *state, const char *prefix, estc_ob
     return ESTC_OK;
 }
 
-static estc_err mem_exists(estc_ctx *ctx, void *state, const char *addr, estc_obj_kind kind,
+static estc_err mem_exists(estc_ctx *ctx, void *state, const estc_address *a, estc_obj_kind kind,
                            bool *found)
 {
+    const char *addr = a->text;
     estc_err err = check_addr(ctx, addr);
     if (err != ESTC_OK)
         return err;
@@ -211,9 +220,10 @@ static estc_err mem_exists(estc_ctx *ctx, void *state, const char *addr, estc_ob
     return ESTC_OK;
 }
 
-static estc_err mem_address_derive(estc_ctx *ctx, void *state, const char *prefix,
+static estc_err mem_address_derive(estc_ctx *ctx, void *state, const estc_address *pa,
                                    estc_obj_kind kind, const char *name, char **addr)
 {
+    const char *prefix = pa->text;
     (void)ctx;
     (void)state;
     (void)kind;
@@ -235,11 +245,32 @@ static void mem_cleanup(estc_ctx *ctx, void *state)
     free(st->objs);
 }
 
+
+static estc_err mem_key_export(estc_ctx *ctx, void *state, const estc_address *a,
+                               estc_buf *pkcs8)
+{
+    EVP_PKEY *key = NULL;
+    estc_err err = get_key(ctx, state, a->text, &key);
+    if (err != ESTC_OK)
+        return err;
+    PKCS8_PRIV_KEY_INFO *p8 = EVP_PKEY2PKCS8(key);
+    unsigned char *der = NULL;
+    int n = p8 != NULL ? i2d_PKCS8_PRIV_KEY_INFO(p8, &der) : -1;
+    PKCS8_PRIV_KEY_INFO_free(p8);
+    if (n <= 0)
+        return estc_error(ctx, ESTC_ERR_CRYPTO, "%s: cannot encode the key", a->text);
+    err = estc_buf_set(pkcs8, der, (size_t)n);
+    OPENSSL_clear_free(der, (size_t)n);
+    return err;
+}
+
 const struct estc_driver estc__driver_mem = {
     .api_version = ESTC_DRIVER_API_VERSION,
     .scheme = "mem",
     .description = "software keys and certificates in process memory",
     .state_size = sizeof(struct mem_state),
+    /* Nothing outlives the process, so the persisted state carries the keys. */
+    .caps = ESTC_CAP_VOLATILE | ESTC_CAP_KEY_EXPORT,
     .cleanup = mem_cleanup,
     .key_generate = mem_key_generate,
     .key_import = mem_key_import,
@@ -252,49 +283,5 @@ const struct estc_driver estc__driver_mem = {
     .list = mem_list,
     .exists = mem_exists,
     .address_derive = mem_address_derive,
+    .key_export = mem_key_export,
 };
-
-/* ---- library-internal export and import, for the persisted state ------ */
-
-static estc_err mem_engine(estc_ctx *ctx, const char *addr, struct mem_state **st)
-{
-    struct estc__engine *eng = NULL;
-    estc_err err = estc__engine_for(ctx, addr, &eng);
-    if (err != ESTC_OK)
-        return err;
-    if (eng->driver != &estc__driver_mem)
-        return estc_error(ctx, ESTC_ERR_UNSUPPORTED, "%s: not a built-in mem: key", addr);
-    *st = eng->state;
-    return ESTC_OK;
-}
-
-estc_err estc__mem_export(estc_ctx *ctx, const char *addr, estc_buf *pkcs8)
-{
-    if (ctx == NULL || addr == NULL || pkcs8 == NULL)
-        return ESTC_ERR_INVALID_ARG;
-    struct mem_state *st = NULL;
-    EVP_PKEY *key = NULL;
-    estc_err err = mem_engine(ctx, addr, &st);
-    if (err == ESTC_OK)
-        err = get_key(ctx, st, addr, &key);
-    if (err != ESTC_OK)
-        return err;
-    PKCS8_PRIV_KEY_INFO *p8 = EVP_PKEY2PKCS8(key);
-    unsigned char *der = NULL;
-    int n = p8 != NULL ? i2d_PKCS8_PRIV_KEY_INFO(p8, &der) : -1;
-    PKCS8_PRIV_KEY_INFO_free(p8);
-    if (n <= 0)
-        return estc_error(ctx, ESTC_ERR_CRYPTO, "%s: cannot encode the key", addr);
-    err = estc_buf_set(pkcs8, der, (size_t)n);
-    OPENSSL_clear_free(der, (size_t)n);
-    return err;
-}
-
-estc_err estc__mem_import(estc_ctx *ctx, const char *addr, const uint8_t *pkcs8, size_t len)
-{
-    if (ctx == NULL || addr == NULL || pkcs8 == NULL)
-        return ESTC_ERR_INVALID_ARG;
-    struct mem_state *st = NULL;
-    estc_err err = mem_engine(ctx, addr, &st);
-    return err != ESTC_OK ? err : mem_key_import(ctx, st, addr, pkcs8, len);
-}

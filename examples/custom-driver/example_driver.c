@@ -39,25 +39,33 @@ struct example_state {
     size_t cap;
 };
 
-/* Splits an address into bank and label; the label is optional only for
- * prefixes. Errors name the address, as every driver's should. */
-static estc_err parse(estc_ctx *ctx, const char *addr, bool need_label, char **bank, char **label)
+/* Copies bank and label out of the parsed address; the label is optional
+ * only for prefixes. The framework has parsed and percent-decoded the
+ * attributes already (this driver declares ESTC_CAP_ATTRIBUTES). Errors
+ * name the address, as every driver's should. */
+static estc_err parse(estc_ctx *ctx, const estc_address *addr, bool need_label, char **bank,
+                      char **label)
 {
+    static const estc_attr no_label = {.name = "label", .value = "", .value_len = 0};
+    const estc_attr *b = estc_address_get(addr, "bank");
+    const estc_attr *l = estc_address_get(addr, "label");
     *bank = *label = NULL;
-    estc_err err = estc_address_attr(addr, "bank", bank, NULL);
-    if (err == ESTC_ERR_NOT_FOUND)
-        return estc_error(ctx, ESTC_ERR_BAD_ADDRESS, "%s: no bank= attribute", addr);
-    if (err != ESTC_OK)
-        return estc_error(ctx, err, "%s: malformed address", addr);
-    err = estc_address_attr(addr, "label", label, NULL);
-    if (err == ESTC_ERR_NOT_FOUND && !need_label)
-        return ESTC_OK;
-    if (err == ESTC_OK && (*label)[0] != '\0')
-        return ESTC_OK;
-    free(*bank);
-    free(*label);
-    *bank = *label = NULL;
-    return estc_error(ctx, ESTC_ERR_BAD_ADDRESS, "%s: no label= naming the object", addr);
+    if (b == NULL || b->value[0] == '\0')
+        return estc_error(ctx, ESTC_ERR_BAD_ADDRESS, "%s: no bank= attribute", addr->text);
+    if (l == NULL && !need_label)
+        l = &no_label;
+    if (l == NULL || (need_label && l->value[0] == '\0'))
+        return estc_error(ctx, ESTC_ERR_BAD_ADDRESS, "%s: no label= naming the object",
+                          addr->text);
+    *bank = strdup(b->value);
+    *label = strdup(l->value);
+    if (*bank == NULL || *label == NULL) {
+        free(*bank);
+        free(*label);
+        *bank = *label = NULL;
+        return ESTC_ERR_NOMEM;
+    }
+    return ESTC_OK;
 }
 
 static struct object *find(struct example_state *st, const char *bank, const char *label)
@@ -70,7 +78,7 @@ static struct object *find(struct example_state *st, const char *bank, const cha
 }
 
 /* Looks the object at @addr up; *@obj is NULL when there is none. */
-static estc_err lookup(estc_ctx *ctx, struct example_state *st, const char *addr,
+static estc_err lookup(estc_ctx *ctx, struct example_state *st, const estc_address *addr,
                        struct object **obj)
 {
     char *bank, *label;
@@ -83,13 +91,13 @@ static estc_err lookup(estc_ctx *ctx, struct example_state *st, const char *addr
     return ESTC_OK;
 }
 
-static estc_err add(estc_ctx *ctx, struct example_state *st, const char *addr, estc_obj_kind kind,
+static estc_err add(estc_ctx *ctx, struct example_state *st, const estc_address *addr, estc_obj_kind kind,
                     EVP_PKEY *key, const uint8_t *der, size_t len)
 {
     char *bank, *label;
     estc_err err = parse(ctx, addr, true, &bank, &label);
     if (err == ESTC_OK && find(st, bank, label) != NULL)
-        err = estc_error(ctx, ESTC_ERR_EXISTS, "%s: label in use", addr);
+        err = estc_error(ctx, ESTC_ERR_EXISTS, "%s: label in use", addr->text);
     if (err == ESTC_OK && st->count == st->cap) {
         size_t cap = st->cap == 0 ? 4 : st->cap * 2;
         struct object *grown = realloc(st->objs, cap * sizeof(*grown));
@@ -121,14 +129,14 @@ static void drop(struct example_state *st, struct object *o)
     *o = st->objs[--st->count];
 }
 
-static estc_err ex_key_generate(estc_ctx *ctx, void *state, const char *addr, estc_key_type type)
+static estc_err ex_key_generate(estc_ctx *ctx, void *state, const estc_address *addr, estc_key_type type)
 {
     struct object *o;
     estc_err err = lookup(ctx, state, addr, &o);
     if (err != ESTC_OK)
         return err;
     if (o != NULL)
-        return estc_error(ctx, ESTC_ERR_EXISTS, "%s: label in use", addr);
+        return estc_error(ctx, ESTC_ERR_EXISTS, "%s: label in use", addr->text);
     EVP_PKEY *key = NULL;
     switch (type) {
     case ESTC_KEY_EC_P256:
@@ -139,29 +147,29 @@ static estc_err ex_key_generate(estc_ctx *ctx, void *state, const char *addr, es
         break;
     default:
         /* This engine makes EC keys only: say so, cleanly. */
-        return estc_error(ctx, ESTC_ERR_UNSUPPORTED, "%s: only EC P-256 and P-384", addr);
+        return estc_error(ctx, ESTC_ERR_UNSUPPORTED, "%s: only EC P-256 and P-384", addr->text);
     }
     if (key == NULL)
-        return estc_error(ctx, ESTC_ERR_CRYPTO, "%s: key generation failed", addr);
+        return estc_error(ctx, ESTC_ERR_CRYPTO, "%s: key generation failed", addr->text);
     err = add(ctx, state, addr, ESTC_OBJ_KEY, key, NULL, 0);
     if (err != ESTC_OK)
         EVP_PKEY_free(key);
     return err;
 }
 
-static estc_err key_at(estc_ctx *ctx, void *state, const char *addr, EVP_PKEY **key)
+static estc_err key_at(estc_ctx *ctx, void *state, const estc_address *addr, EVP_PKEY **key)
 {
     struct object *o;
     estc_err err = lookup(ctx, state, addr, &o);
     if (err != ESTC_OK)
         return err;
     if (o == NULL || o->kind != ESTC_OBJ_KEY)
-        return estc_error(ctx, ESTC_ERR_NOT_FOUND, "%s: no key", addr);
+        return estc_error(ctx, ESTC_ERR_NOT_FOUND, "%s: no key", addr->text);
     *key = o->key;
     return ESTC_OK;
 }
 
-static estc_err ex_key_public(estc_ctx *ctx, void *state, const char *addr, estc_buf *spki)
+static estc_err ex_key_public(estc_ctx *ctx, void *state, const estc_address *addr, estc_buf *spki)
 {
     EVP_PKEY *key;
     estc_err err = key_at(ctx, state, addr, &key);
@@ -170,13 +178,13 @@ static estc_err ex_key_public(estc_ctx *ctx, void *state, const char *addr, estc
     unsigned char *der = NULL;
     int n = i2d_PUBKEY(key, &der);
     if (n <= 0)
-        return estc_error(ctx, ESTC_ERR_CRYPTO, "%s: cannot encode the public key", addr);
+        return estc_error(ctx, ESTC_ERR_CRYPTO, "%s: cannot encode the public key", addr->text);
     err = estc_buf_set(spki, der, (size_t)n);
     OPENSSL_free(der);
     return err;
 }
 
-static estc_err ex_key_sign(estc_ctx *ctx, void *state, const char *addr, estc_sig_alg alg,
+static estc_err ex_key_sign(estc_ctx *ctx, void *state, const estc_address *addr, estc_sig_alg alg,
                             estc_hash hash, const uint8_t *digest, size_t len, estc_buf *sig)
 {
     EVP_PKEY *key;
@@ -184,7 +192,7 @@ static estc_err ex_key_sign(estc_ctx *ctx, void *state, const char *addr, estc_s
     if (err != ESTC_OK)
         return err;
     if (alg != ESTC_SIG_ECDSA)
-        return estc_error(ctx, ESTC_ERR_UNSUPPORTED, "%s: EC keys sign ECDSA only", addr);
+        return estc_error(ctx, ESTC_ERR_UNSUPPORTED, "%s: EC keys sign ECDSA only", addr->text);
     const EVP_MD *md = hash == ESTC_HASH_SHA256   ? EVP_sha256()
                        : hash == ESTC_HASH_SHA384 ? EVP_sha384()
                                                   : EVP_sha512();
@@ -195,53 +203,53 @@ static estc_err ex_key_sign(estc_ctx *ctx, void *state, const char *addr, estc_s
     if (pctx == NULL || EVP_PKEY_sign_init(pctx) != 1 ||
         EVP_PKEY_CTX_set_signature_md(pctx, md) != 1 ||
         EVP_PKEY_sign(pctx, out, &out_len, digest, len) != 1)
-        err = estc_error(ctx, ESTC_ERR_CRYPTO, "%s: signing failed", addr);
+        err = estc_error(ctx, ESTC_ERR_CRYPTO, "%s: signing failed", addr->text);
     else
         err = estc_buf_set(sig, out, out_len);
     EVP_PKEY_CTX_free(pctx);
     return err;
 }
 
-static estc_err remove_kind(estc_ctx *ctx, void *state, const char *addr, bool key)
+static estc_err remove_kind(estc_ctx *ctx, void *state, const estc_address *addr, bool key)
 {
     struct object *o;
     estc_err err = lookup(ctx, state, addr, &o);
     if (err != ESTC_OK)
         return err;
     if (o == NULL || (o->kind == ESTC_OBJ_KEY) != key)
-        return estc_error(ctx, ESTC_ERR_NOT_FOUND, "%s: nothing to remove", addr);
+        return estc_error(ctx, ESTC_ERR_NOT_FOUND, "%s: nothing to remove", addr->text);
     drop(state, o);
     return ESTC_OK;
 }
 
-static estc_err ex_key_remove(estc_ctx *ctx, void *state, const char *addr)
+static estc_err ex_key_remove(estc_ctx *ctx, void *state, const estc_address *addr)
 {
     return remove_kind(ctx, state, addr, true);
 }
 
-static estc_err ex_cert_store(estc_ctx *ctx, void *state, const char *addr, estc_obj_kind kind,
+static estc_err ex_cert_store(estc_ctx *ctx, void *state, const estc_address *addr, estc_obj_kind kind,
                               const uint8_t *der, size_t len)
 {
     return add(ctx, state, addr, kind, NULL, der, len);
 }
 
-static estc_err ex_cert_load(estc_ctx *ctx, void *state, const char *addr, estc_buf *der)
+static estc_err ex_cert_load(estc_ctx *ctx, void *state, const estc_address *addr, estc_buf *der)
 {
     struct object *o;
     estc_err err = lookup(ctx, state, addr, &o);
     if (err != ESTC_OK)
         return err;
     if (o == NULL || o->kind == ESTC_OBJ_KEY)
-        return estc_error(ctx, ESTC_ERR_NOT_FOUND, "%s: no certificate", addr);
+        return estc_error(ctx, ESTC_ERR_NOT_FOUND, "%s: no certificate", addr->text);
     return estc_buf_set(der, o->der.data, o->der.len);
 }
 
-static estc_err ex_cert_remove(estc_ctx *ctx, void *state, const char *addr)
+static estc_err ex_cert_remove(estc_ctx *ctx, void *state, const estc_address *addr)
 {
     return remove_kind(ctx, state, addr, false);
 }
 
-static estc_err ex_list(estc_ctx *ctx, void *state, const char *prefix, estc_obj_kind kind,
+static estc_err ex_list(estc_ctx *ctx, void *state, const estc_address *prefix, estc_obj_kind kind,
                         estc_list_fn fn, void *arg)
 {
     struct example_state *st = state;
@@ -263,7 +271,7 @@ static estc_err ex_list(estc_ctx *ctx, void *state, const char *prefix, estc_obj
     return err;
 }
 
-static estc_err ex_exists(estc_ctx *ctx, void *state, const char *addr, estc_obj_kind kind,
+static estc_err ex_exists(estc_ctx *ctx, void *state, const estc_address *addr, estc_obj_kind kind,
                           bool *found)
 {
     struct object *o;
@@ -273,7 +281,7 @@ static estc_err ex_exists(estc_ctx *ctx, void *state, const char *addr, estc_obj
     return err;
 }
 
-static estc_err ex_address_derive(estc_ctx *ctx, void *state, const char *prefix,
+static estc_err ex_address_derive(estc_ctx *ctx, void *state, const estc_address *prefix,
                                   estc_obj_kind kind, const char *name, char **addr)
 {
     (void)state;
@@ -307,6 +315,8 @@ const struct estc_driver example_driver = {
     .scheme = "example",
     .description = "example driver: EC keys and certificates in labelled in-memory banks",
     .state_size = sizeof(struct example_state),
+    /* Addresses are RFC 7512 attribute lists: the framework parses them. */
+    .caps = ESTC_CAP_ATTRIBUTES,
     .cleanup = ex_cleanup,
     .key_generate = ex_key_generate,
     .key_public = ex_key_public,

@@ -141,17 +141,65 @@ void estc_log(estc_ctx *ctx, estc_log_level level, const char *fmt, ...)
  */
 estc_err estc_address_scheme(const char *addr, char scheme[ESTC_SCHEME_MAX + 1]);
 
-/**
- * estc_address_attr() - find attribute @name in an RFC 7512-style address.
+/* One "name=value" attribute of an address; @value is percent-decoded and
+ * NUL-terminated, @value_len counts its bytes (a value may hold a NUL). */
+typedef struct estc_attr {
+    const char *name;
+    const char *value;
+    size_t value_len;
+} estc_attr;
+
+/*
+ * A parsed address, as every driver operation receives it. The framework
+ * parses each address once: drivers never cut address strings apart.
  *
- * The part after the scheme is "path?query": path attributes are separated by
- * ';', query attributes by '&', each "name=value". The value is
- * percent-decoded into a new NUL-terminated string in *@value (free() it);
- * @value_len (optional) receives its length, which matters for binary values.
- * Path attributes are searched first.
+ * For a driver that declares ESTC_CAP_ATTRIBUTES the part after the scheme is
+ * RFC 7512-style "path?query": path attributes separated by ';', query
+ * attributes by '&', each "name=value" with a percent-encoded value. Empty
+ * segments are skipped; a segment without '=', an empty or malformed name,
+ * bad percent-encoding and an attribute given twice (in the path, the query,
+ * or both) are refused. For other drivers the address is opaque: @body is
+ * all there is and no attribute is parsed.
+ */
+typedef struct estc_address {
+    const char *text;     /* the whole address as given: may hold a PIN, never print it */
+    const char *redacted; /* @text with secrets hidden (see estc_redact()): for messages */
+    char scheme[ESTC_SCHEME_MAX + 1]; /* lower case, without ':' */
+    const char *body;     /* everything after "scheme:", verbatim */
+    const estc_attr *path;
+    size_t n_path;
+    const estc_attr *query;
+    size_t n_query;
+} estc_address;
+
+/**
+ * estc_address_parse() - parse @text into a new address (*@out; release it
+ * with estc_address_free()).
+ * @attributes: parse RFC 7512 attributes (see struct estc_address).
+ *
+ * Returns ESTC_OK, ESTC_ERR_INVALID_ARG, ESTC_ERR_BAD_ADDRESS (with the
+ * reason in nothing but the return code: the caller names the address) or
+ * ESTC_ERR_NOMEM. *@out is untouched on failure.
+ */
+estc_err estc_address_parse(const char *text, bool attributes, estc_address **out);
+
+/** estc_address_free() - release a parsed address. Accepts NULL. */
+void estc_address_free(estc_address *addr);
+
+/**
+ * estc_address_get() - the attribute called @name, searched in the path and
+ * the query (a name can be in one of them only), or NULL when absent.
+ */
+const estc_attr *estc_address_get(const estc_address *addr, const char *name);
+
+/**
+ * estc_address_attr() - find attribute @name in an RFC 7512-style address
+ * string: estc_address_parse() with attributes and estc_address_get() in one
+ * call. The value is copied into a new NUL-terminated string in *@value
+ * (free() it); @value_len (optional) receives its length.
  *
  * Returns ESTC_OK, ESTC_ERR_NOT_FOUND (no such attribute; *@value is NULL),
- * ESTC_ERR_BAD_ADDRESS (bad percent-encoding or attribute given twice),
+ * ESTC_ERR_BAD_ADDRESS (a malformed address, see struct estc_address),
  * ESTC_ERR_INVALID_ARG or ESTC_ERR_NOMEM.
  */
 estc_err estc_address_attr(const char *addr, const char *name, char **value, size_t *value_len);
@@ -164,12 +212,23 @@ estc_err estc_address_attr(const char *addr, const char *name, char **value, siz
  */
 estc_err estc_pct_decode(const char *in, size_t len, char **out, size_t *out_len);
 
+/**
+ * estc_redact() - copy @text into @out (@out_size bytes, always
+ * NUL-terminated, cut when too long) with every secret hidden: the value of
+ * each "pin-value=" attribute, up to the next ';', '&', '?', blank or the
+ * end, becomes "***". The one redaction used by every error text, log line
+ * and provider message; use it for anything that may contain an address.
+ * Returns @out ("" for a NULL @text).
+ */
+char *estc_redact(const char *text, char *out, size_t out_size);
+
 /* ------------------------------------------------------------------------ */
 /* The driver API                                                            */
 /* ------------------------------------------------------------------------ */
 
-/* Bump on any incompatible change of struct estc_driver. */
-#define ESTC_DRIVER_API_VERSION 1
+/* Bump on any incompatible change of struct estc_driver. Version 2: the
+ * operations receive parsed addresses, and drivers declare capabilities. */
+#define ESTC_DRIVER_API_VERSION 2
 
 typedef enum estc_key_type {
     ESTC_KEY_EC_P256 = 1, /* required of every driver */
@@ -196,27 +255,51 @@ typedef enum estc_obj_kind {
     ESTC_OBJ_TRUST,   /* a trust-store (CA) certificate */
 } estc_obj_kind;
 
+/*
+ * What a driver is, declared in estc_driver.caps. The library and the tools
+ * decide by these flags, never by the scheme's name.
+ */
+enum estc_driver_cap {
+    /* Addresses are RFC 7512 attribute lists ("token=T;object=K?pin-source=F");
+     * the framework parses them (struct estc_address). */
+    ESTC_CAP_ATTRIBUTES = 1u << 0,
+    /* Objects live in process memory and vanish with the context: the
+     * persisted state must carry them, and it is the engine used when no
+     * address is configured. */
+    ESTC_CAP_VOLATILE = 1u << 1,
+    /* key_export is offered: private keys may be written into the persisted
+     * state. Only for software engines whose keys are in memory anyway. */
+    ESTC_CAP_KEY_EXPORT = 1u << 2,
+    /* Objects are PEM files that OpenSSL reads by itself; key_file_path is
+     * offered and a plain file path maps to "scheme:path". */
+    ESTC_CAP_FILES = 1u << 3,
+};
+#define ESTC_CAP_ALL (ESTC_CAP_ATTRIBUTES | ESTC_CAP_VOLATILE | ESTC_CAP_KEY_EXPORT | ESTC_CAP_FILES)
+
 /* Called once per object by estc_driver.list; return false to stop early. */
 typedef bool (*estc_list_fn)(void *arg, const char *addr, estc_obj_kind kind);
 
 /*
- * One engine driver. Every address handed to an operation is the whole
- * address, scheme included, already checked by estc_address_scheme(). The
- * driver reports failures with estc_error() so that the detail names the
- * address and the engine's own code. @state is the driver's private state of
- * state_size bytes, zeroed and passed to init() when the driver is registered
- * on a context, and to cleanup() when the context is freed.
+ * One engine driver. Every address handed to an operation is parsed by the
+ * framework (struct estc_address; its scheme is the driver's). The driver
+ * reports failures with estc_error() so that the detail names the address
+ * (addr->text: estc_error() hides secrets) and the engine's own code. @state
+ * is the driver's private state of state_size bytes, zeroed and passed to
+ * init() when the driver is registered on a context, and to cleanup() when
+ * the context is freed.
  *
  * Required operations: key_generate, key_public, key_sign, key_remove,
  * cert_store, cert_load, cert_remove, list, exists, address_derive.
  * Optional ones may be NULL: init, cleanup, key_import (the library answers
- * ESTC_ERR_UNSUPPORTED).
+ * ESTC_ERR_UNSUPPORTED). key_export and key_file_path are present exactly
+ * when the matching capability is declared.
  */
 struct estc_driver {
     unsigned api_version;    /* ESTC_DRIVER_API_VERSION */
     const char *scheme;      /* "pkcs11": lower case, no ':' */
     const char *description; /* one line, for listings */
     size_t state_size;
+    unsigned caps;           /* enum estc_driver_cap flags */
 
     estc_err (*init)(estc_ctx *ctx, void *state);
     void (*cleanup)(estc_ctx *ctx, void *state);
@@ -224,42 +307,50 @@ struct estc_driver {
     /* Create a non-exportable key pair at @addr. ESTC_ERR_EXISTS when
      * something is there, ESTC_ERR_UNSUPPORTED for a type it cannot make.
      * On failure nothing is left at @addr. */
-    estc_err (*key_generate)(estc_ctx *ctx, void *state, const char *addr, estc_key_type type);
+    estc_err (*key_generate)(estc_ctx *ctx, void *state, const estc_address *addr,
+                             estc_key_type type);
     /* Import a PKCS#8 private key (server-side key generation) as a
      * non-exportable key pair at @addr. Same failures as key_generate. */
-    estc_err (*key_import)(estc_ctx *ctx, void *state, const char *addr, const uint8_t *pkcs8,
-                           size_t pkcs8_len);
+    estc_err (*key_import)(estc_ctx *ctx, void *state, const estc_address *addr,
+                           const uint8_t *pkcs8, size_t pkcs8_len);
     /* The public key as SubjectPublicKeyInfo DER into @spki. */
-    estc_err (*key_public)(estc_ctx *ctx, void *state, const char *addr, estc_buf *spki);
+    estc_err (*key_public)(estc_ctx *ctx, void *state, const estc_address *addr, estc_buf *spki);
     /* Sign a digest of @hash (its length matches the hash) into @sig. */
-    estc_err (*key_sign)(estc_ctx *ctx, void *state, const char *addr, estc_sig_alg alg,
+    estc_err (*key_sign)(estc_ctx *ctx, void *state, const estc_address *addr, estc_sig_alg alg,
                          estc_hash hash, const uint8_t *digest, size_t digest_len, estc_buf *sig);
     /* Remove both parts of a key pair; ESTC_ERR_NOT_FOUND when absent. */
-    estc_err (*key_remove)(estc_ctx *ctx, void *state, const char *addr);
+    estc_err (*key_remove)(estc_ctx *ctx, void *state, const estc_address *addr);
 
     /* Store a DER certificate of @kind (ESTC_OBJ_CERT or ESTC_OBJ_TRUST) at
      * @addr; ESTC_ERR_EXISTS when something is there. On failure nothing is
      * left at @addr. */
-    estc_err (*cert_store)(estc_ctx *ctx, void *state, const char *addr, estc_obj_kind kind,
-                           const uint8_t *der, size_t der_len);
+    estc_err (*cert_store)(estc_ctx *ctx, void *state, const estc_address *addr,
+                           estc_obj_kind kind, const uint8_t *der, size_t der_len);
     /* Load the certificate at @addr (either kind), byte-exact, into @der. */
-    estc_err (*cert_load)(estc_ctx *ctx, void *state, const char *addr, estc_buf *der);
+    estc_err (*cert_load)(estc_ctx *ctx, void *state, const estc_address *addr, estc_buf *der);
     /* Remove the certificate at @addr; ESTC_ERR_NOT_FOUND when absent. */
-    estc_err (*cert_remove)(estc_ctx *ctx, void *state, const char *addr);
+    estc_err (*cert_remove)(estc_ctx *ctx, void *state, const estc_address *addr);
 
     /* Call @fn for every object of @kind whose address was derived from
      * @prefix (see address_derive). ESTC_ERR_UNSUPPORTED where the engine
      * cannot enumerate that kind; ESTC_OBJ_TRUST must always be listable. */
-    estc_err (*list)(estc_ctx *ctx, void *state, const char *prefix, estc_obj_kind kind,
+    estc_err (*list)(estc_ctx *ctx, void *state, const estc_address *prefix, estc_obj_kind kind,
                      estc_list_fn fn, void *arg);
     /* Set *@found to whether an object of @kind is at @addr. */
-    estc_err (*exists)(estc_ctx *ctx, void *state, const char *addr, estc_obj_kind kind,
+    estc_err (*exists)(estc_ctx *ctx, void *state, const estc_address *addr, estc_obj_kind kind,
                        bool *found);
     /* Compose the address of the object called @name (letters, digits, '-',
      * '_', at most 64 bytes) of @kind under @prefix, into a new string in
      * *@addr (free() it). Deterministic: same inputs, same address. */
-    estc_err (*address_derive)(estc_ctx *ctx, void *state, const char *prefix, estc_obj_kind kind,
-                               const char *name, char **addr);
+    estc_err (*address_derive)(estc_ctx *ctx, void *state, const estc_address *prefix,
+                               estc_obj_kind kind, const char *name, char **addr);
+
+    /* ESTC_CAP_KEY_EXPORT only: the private key at @addr as PKCS#8 DER into
+     * @pkcs8, for the persisted state. */
+    estc_err (*key_export)(estc_ctx *ctx, void *state, const estc_address *addr, estc_buf *pkcs8);
+    /* ESTC_CAP_FILES only: the path of the PEM file OpenSSL reads for the key
+     * at @addr, as a new string in *@path (free() it). */
+    estc_err (*key_file_path)(estc_ctx *ctx, void *state, const estc_address *addr, char **path);
 };
 
 /**
@@ -297,6 +388,21 @@ estc_err estc_engine_load_module(estc_ctx *ctx, const char *path);
 estc_err estc_engine_find(estc_ctx *ctx, const char *addr, const struct estc_driver **driver);
 
 /**
+ * estc_engine_caps() - the capability flags (enum estc_driver_cap) of the
+ * driver for the scheme of @addr; 0 when there is none or @addr is bad.
+ * @addr may be a bare scheme with ':'.
+ */
+unsigned estc_engine_caps(estc_ctx *ctx, const char *addr);
+
+/**
+ * estc_engine_find_cap() - the first registered driver (in registration
+ * order) that has every flag of @caps; for example the engine to use when no
+ * address is configured is the first with ESTC_CAP_VOLATILE.
+ * Returns ESTC_OK, ESTC_ERR_INVALID_ARG or ESTC_ERR_UNKNOWN_SCHEME (none).
+ */
+estc_err estc_engine_find_cap(estc_ctx *ctx, unsigned caps, const struct estc_driver **driver);
+
+/**
  * estc_engine_schemes() - call @fn with each registered scheme, in
  * registration order. Returns ESTC_OK or ESTC_ERR_INVALID_ARG.
  */
@@ -320,6 +426,31 @@ estc_err estc_key_public(estc_ctx *ctx, const char *addr, estc_buf *spki);
 estc_err estc_key_sign(estc_ctx *ctx, const char *addr, estc_sig_alg alg, estc_hash hash,
                        const uint8_t *digest, size_t digest_len, estc_buf *sig);
 estc_err estc_key_remove(estc_ctx *ctx, const char *addr);
+
+/**
+ * estc_key_export() - the private key at @addr as PKCS#8 DER into @pkcs8
+ * (wipe it with estc_buf_free()), for the persisted state. Only engines that
+ * declare ESTC_CAP_KEY_EXPORT (software keys in process memory) answer; every
+ * other gives ESTC_ERR_UNSUPPORTED.
+ */
+estc_err estc_key_export(estc_ctx *ctx, const char *addr, estc_buf *pkcs8);
+
+/**
+ * estc_key_file_path() - the PEM file OpenSSL reads for the key at @addr, as
+ * a new string in *@path (free() it). ESTC_ERR_UNSUPPORTED unless the engine
+ * declares ESTC_CAP_FILES.
+ */
+estc_err estc_key_file_path(estc_ctx *ctx, const char *addr, char **path);
+
+/**
+ * estc_address_for_file() - the address of the file at @path in the first
+ * engine that declares ESTC_CAP_FILES, as a new string in *@addr (free() it).
+ * A relative @path is made absolute once, here, so that the address does not
+ * depend on the current folder later. The file need not exist.
+ * Returns ESTC_OK, ESTC_ERR_INVALID_ARG, ESTC_ERR_IO (no current folder),
+ * ESTC_ERR_BAD_ADDRESS (too long), ESTC_ERR_UNKNOWN_SCHEME or ESTC_ERR_NOMEM.
+ */
+estc_err estc_address_for_file(estc_ctx *ctx, const char *path, char **addr);
 
 /* Also checks that @der is one whole DER certificate (ESTC_ERR_FORMAT). */
 estc_err estc_cert_store(estc_ctx *ctx, const char *addr, const uint8_t *der, size_t len);
@@ -345,6 +476,28 @@ estc_err estc_object_remove(estc_ctx *ctx, const char *addr, estc_obj_kind kind)
  */
 estc_err estc_address_derive(estc_ctx *ctx, const char *prefix, estc_obj_kind kind,
                              const char *name, char **addr);
+
+/* ------------------------------------------------------------------------ */
+/* Files                                                                     */
+/* ------------------------------------------------------------------------ */
+
+/* Flags of estc_file_write(). */
+#define ESTC_FILE_REPLACE 1u /* replace an existing file; without it, ESTC_ERR_EXISTS */
+
+/**
+ * estc_file_write() - write @len bytes to @path all or nothing: a temporary
+ * file in the same folder with @mode from the start, fsync, then rename()
+ * (with ESTC_FILE_REPLACE) or link() (never replacing), then fsync of the
+ * folder so that the new name survives a power cut. On any failure @path is
+ * as it was and no temporary file is left. For drivers, the state file and
+ * the tools: the one implementation of the rule.
+ *
+ * Returns ESTC_OK, ESTC_ERR_INVALID_ARG, ESTC_ERR_EXISTS, ESTC_ERR_NOT_FOUND
+ * (no such folder), ESTC_ERR_AUTH (permission denied) or ESTC_ERR_IO, with
+ * the system's reason in the detail text (a NULL @ctx only returns it).
+ */
+estc_err estc_file_write(estc_ctx *ctx, const char *path, const void *data, size_t len,
+                         unsigned mode, unsigned flags);
 
 /* ------------------------------------------------------------------------ */
 /* Address generators                                                        */

@@ -5,7 +5,7 @@
  */
 #include <openssl/core.h>
 
-#include "../internal.h"
+#include "internal.h"
 
 __attribute__((visibility("default"))) int OSSL_provider_init(const OSSL_CORE_HANDLE *handle,
                                                               const OSSL_DISPATCH *in,

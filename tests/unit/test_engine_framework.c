@@ -104,46 +104,46 @@ END_TEST
 
 /* ---- registry --------------------------------------------------------- */
 
-static estc_err nop_gen(estc_ctx *c, void *s, const char *a, estc_key_type t)
+static estc_err nop_gen(estc_ctx *c, void *s, const estc_address *a, estc_key_type t)
 {
     (void)c, (void)s, (void)a, (void)t;
     return ESTC_ERR_UNSUPPORTED;
 }
-static estc_err nop_pub(estc_ctx *c, void *s, const char *a, estc_buf *b)
+static estc_err nop_pub(estc_ctx *c, void *s, const estc_address *a, estc_buf *b)
 {
     (void)c, (void)s, (void)a, (void)b;
     return ESTC_ERR_NOT_FOUND;
 }
-static estc_err nop_sign(estc_ctx *c, void *s, const char *a, estc_sig_alg al, estc_hash h,
+static estc_err nop_sign(estc_ctx *c, void *s, const estc_address *a, estc_sig_alg al, estc_hash h,
                          const uint8_t *d, size_t l, estc_buf *b)
 {
     (void)c, (void)s, (void)a, (void)al, (void)h, (void)d, (void)l, (void)b;
     return ESTC_ERR_NOT_FOUND;
 }
-static estc_err nop_rm(estc_ctx *c, void *s, const char *a)
+static estc_err nop_rm(estc_ctx *c, void *s, const estc_address *a)
 {
     (void)c, (void)s, (void)a;
     return ESTC_ERR_NOT_FOUND;
 }
-static estc_err nop_store(estc_ctx *c, void *s, const char *a, estc_obj_kind k, const uint8_t *d,
+static estc_err nop_store(estc_ctx *c, void *s, const estc_address *a, estc_obj_kind k, const uint8_t *d,
                           size_t l)
 {
     (void)c, (void)s, (void)a, (void)k, (void)d, (void)l;
     return ESTC_ERR_UNSUPPORTED;
 }
-static estc_err nop_list(estc_ctx *c, void *s, const char *p, estc_obj_kind k, estc_list_fn f,
+static estc_err nop_list(estc_ctx *c, void *s, const estc_address *p, estc_obj_kind k, estc_list_fn f,
                          void *arg)
 {
     (void)c, (void)s, (void)p, (void)k, (void)f, (void)arg;
     return ESTC_OK;
 }
-static estc_err nop_exists(estc_ctx *c, void *s, const char *a, estc_obj_kind k, bool *found)
+static estc_err nop_exists(estc_ctx *c, void *s, const estc_address *a, estc_obj_kind k, bool *found)
 {
     (void)c, (void)s, (void)a, (void)k;
     *found = false;
     return ESTC_OK;
 }
-static estc_err nop_derive(estc_ctx *c, void *s, const char *p, estc_obj_kind k, const char *n,
+static estc_err nop_derive(estc_ctx *c, void *s, const estc_address *p, estc_obj_kind k, const char *n,
                            char **out)
 {
     (void)c, (void)s, (void)p, (void)k, (void)n;

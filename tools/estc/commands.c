@@ -29,9 +29,10 @@ static void say_stored_ca(const struct cli *cli, const char *addr)
     fprintf(stderr, "estc: %s: CA certificate stored at %s\n", cli->cmd_name, shown);
 }
 
-static bool is_mem(const char *addr)
+/* Whether the objects at @addr vanish when estc exits. */
+static bool is_volatile(const struct cli *cli, const char *addr)
 {
-    return addr != NULL && strncasecmp(addr, "mem:", 4) == 0;
+    return addr != NULL && (estc_engine_caps(cli->ctx, addr) & ESTC_CAP_VOLATILE) != 0;
 }
 
 /* An option value as an engine address: a plain file path becomes a file:
@@ -44,11 +45,11 @@ static int as_address(const struct cli *cli, const char *opt, const char *src, c
         char *abs = realpath(src, NULL);
         if (abs == NULL)
             return cli_failf(cli, CLI_EXIT_FAILURE, "--%s %s: %s", opt, src, strerror(errno));
-        size_t len = strlen(abs) + 6;
-        *out = malloc(len);
-        if (*out != NULL)
-            snprintf(*out, len, "file:%s", abs);
+        estc_err err = estc_address_for_file(cli->ctx, abs, out);
         free(abs);
+        if (err != ESTC_OK && err != ESTC_ERR_NOMEM)
+            return cli_failf(cli, CLI_EXIT_FAILURE, "--%s %s: %s", opt, src,
+                             estc_ctx_error_detail(cli->ctx));
     }
     if (*out == NULL)
         return cli_failf(cli, CLI_EXIT_FAILURE, "out of memory");
@@ -283,7 +284,8 @@ static int print_issued(struct cli *cli, estc_client *client, const char *cert_a
     cli_redact(estc_client_key_address(client), key, sizeof(key));
     cli_redact(cert_at != NULL ? cert_at : estc_client_cert_address(client), cert, sizeof(cert));
     fprintf(stderr, "estc: %s: certificate stored at %s, key at %s\n", cli->cmd_name, cert, key);
-    if (is_mem(estc_client_key_address(client)) || is_mem(estc_client_cert_address(client)))
+    if (is_volatile(cli, estc_client_key_address(client)) ||
+        is_volatile(cli, estc_client_cert_address(client)))
         fprintf(stderr,
                 "estc: %s: note: mem: objects vanish when estc exits; keep the key and "
                 "certificate with --new-key/--new-cert file:, pkcs11:, tpm2: or psa: "

@@ -1,0 +1,137 @@
+/*
+ * Files: the one all-or-nothing write of the library, and the mapping of a
+ * plain path to the address of the engine whose objects are files.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+static estc_err sys_fail(estc_ctx *ctx, const char *path, const char *what, int e)
+{
+    estc_err err = e == ENOENT ? ESTC_ERR_NOT_FOUND
+                   : e == EEXIST ? ESTC_ERR_EXISTS
+                   : (e == EACCES || e == EPERM) ? ESTC_ERR_AUTH
+                   : e == ENOMEM ? ESTC_ERR_NOMEM
+                                  : ESTC_ERR_IO;
+    return estc_error(ctx, err, "%s: %s: %s", path, what, strerror(e));
+}
+
+static bool write_all(int fd, const uint8_t *p, size_t len)
+{
+    while (len > 0) {
+        ssize_t n = write(fd, p, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            if (n == 0)
+                errno = EIO;
+            return false;
+        }
+        p += n;
+        len -= (size_t)n;
+    }
+    return true;
+}
+
+/* fsync() of the folder holding @path, so that a new name is durable. */
+static int sync_folder(const char *path)
+{
+    char *dir = strdup(path);
+    if (dir == NULL)
+        return ENOMEM;
+    char *slash = strrchr(dir, '/');
+    const char *d = slash == NULL ? "." : (slash == dir ? "/" : (*slash = '\0', dir));
+    int rc = 0;
+    int dfd = open(d, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0 || fsync(dfd) != 0)
+        rc = errno;
+    if (dfd >= 0)
+        close(dfd);
+    free(dir);
+    return rc;
+}
+
+estc_err estc_file_write(estc_ctx *ctx, const char *path, const void *data, size_t len,
+                         unsigned mode, unsigned flags)
+{
+    if (path == NULL || path[0] == '\0' || (data == NULL && len > 0) || (mode & ~0777u) != 0 ||
+        (flags & ~ESTC_FILE_REPLACE) != 0)
+        return ESTC_ERR_INVALID_ARG;
+    bool replace = (flags & ESTC_FILE_REPLACE) != 0;
+    if (!replace && access(path, F_OK) == 0)
+        return estc_error(ctx, ESTC_ERR_EXISTS, "%s: the file exists already", path);
+    size_t tn = strlen(path) + 16;
+    char *tmp = malloc(tn);
+    if (tmp == NULL)
+        return ESTC_ERR_NOMEM;
+    snprintf(tmp, tn, "%s.tmpXXXXXX", path);
+    /* mkstemp() creates the file 0600: never more open than the final mode. */
+    int fd = mkstemp(tmp);
+    if (fd < 0) {
+        estc_err err = sys_fail(ctx, path, "create", errno);
+        free(tmp);
+        return err;
+    }
+    const char *step = NULL;
+    int e = 0;
+    if (fchmod(fd, (mode_t)mode) != 0)
+        step = "chmod";
+    else if (!write_all(fd, data, len))
+        step = "write";
+    else if (fsync(fd) != 0)
+        step = "fsync";
+    if (step != NULL)
+        e = errno;
+    if (close(fd) != 0 && step == NULL) {
+        step = "close";
+        e = errno;
+    }
+    /* link() fails if the target appeared meanwhile: no silent replace. */
+    if (step == NULL && (replace ? rename(tmp, path) : link(tmp, path)) != 0) {
+        step = replace ? "rename" : "link";
+        e = errno;
+    }
+    if (step != NULL || !replace)
+        unlink(tmp);
+    free(tmp);
+    if (step != NULL) {
+        if (e == EEXIST)
+            return estc_error(ctx, ESTC_ERR_EXISTS, "%s: the file exists already", path);
+        return sys_fail(ctx, path, step, e);
+    }
+    e = sync_folder(path);
+    return e == 0 ? ESTC_OK : sys_fail(ctx, path, "fsync of the folder", e);
+}
+
+estc_err estc_address_for_file(estc_ctx *ctx, const char *path, char **addr)
+{
+    const struct estc_driver *drv;
+    if (ctx == NULL || path == NULL || path[0] == '\0' || addr == NULL)
+        return ESTC_ERR_INVALID_ARG;
+    estc_err err = estc_engine_find_cap(ctx, ESTC_CAP_FILES, &drv);
+    if (err != ESTC_OK)
+        return err;
+    char cwd[4096] = "";
+    if (path[0] != '/' && getcwd(cwd, sizeof(cwd)) == NULL)
+        return sys_fail(ctx, path, "current folder", errno);
+    size_t len = strlen(drv->scheme) + 1 + strlen(cwd) + 1 + strlen(path) + 1;
+    if (len > ESTC_ADDRESS_MAX + 1)
+        return estc_error(ctx, ESTC_ERR_BAD_ADDRESS, "%s: the path is too long", path);
+    char *out = malloc(len);
+    if (out == NULL)
+        return ESTC_ERR_NOMEM;
+    /* len was counted from these very strings: nothing is cut. */
+    int n = snprintf(out, len, "%s:%s%s%s", drv->scheme, cwd, cwd[0] != '\0' ? "/" : "", path);
+    if (n < 0 || (size_t)n >= len) {
+        free(out);
+        return ESTC_ERR_BAD_ADDRESS;
+    }
+    *addr = out;
+    return ESTC_OK;
+}
