@@ -69,5 +69,22 @@ run_suite "valgrind" build-vg -Dbuildtype=debug -- --suite unit --suite conforma
   --suite software \
   --wrapper 'valgrind --quiet --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite'
 
+# The Debian packages: built, checked with lintian, installed with apt,
+# used, removed (needs root; skipped with a note otherwise).
+echo "=== package ==="
+if [ "$(id -u)" -eq 0 ]; then
+  pkg_out=$(mktemp)
+  rc=0
+  bash tests/package/run.sh | tee "$pkg_out" || rc=$?
+  read -r ok bad < <(sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p' "$pkg_out" | tail -1)
+  rm -f "$pkg_out"
+  passed=$((passed + ${ok:-0}))
+  failed=$((failed + ${bad:-0}))
+  if [ "$rc" -ne 0 ] && [ "${bad:-0}" -eq 0 ]; then failed=$((failed + 1)); fi
+else
+  echo "package: not root, the Debian package stage is skipped"
+  skipped=$((skipped + 1))
+fi
+
 echo "$passed passed, $failed failed, $skipped skipped"
 [ "$failed" -eq 0 ]

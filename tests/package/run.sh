@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Builds the Debian packages from the working tree with dpkg-buildpackage,
+# checks them with lintian (no errors), installs them with apt, checks what
+# a user reaches (pkg-config, man pages, the provider in openssl, the
+# programs, the custom driver example built against the installed library)
+# and removes them again. Needs root (apt). Prints one line per check and
+# 'N passed, N failed'.
+set -euo pipefail
+src=$(cd "$(dirname "$0")/../.." && pwd)
+passed=0
+failed=0
+check() { # check DESCRIPTION COMMAND...
+  local what=$1; shift
+  if "$@" >"$work/check.log" 2>&1; then
+    echo "ok    $what"; passed=$((passed + 1))
+  else
+    echo "FAIL  $what"; sed 's/^/      /' "$work/check.log" | tail -20; failed=$((failed + 1))
+  fi
+}
+
+work=$(mktemp -d)
+installed=()
+cleanup() {
+  if [ ${#installed[@]} -gt 0 ]; then
+    apt-get purge -y -qq "${installed[@]}" >/dev/null 2>&1 || true
+  fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# The tracked files as they are in the working tree, nothing built.
+mkdir "$work/estc"
+git -C "$src" ls-files -z | (cd "$src" && tar --null -T - -cf -) | tar -C "$work/estc" -xf -
+
+echo "=== dpkg-buildpackage ==="
+if ! (cd "$work/estc" && dpkg-buildpackage -us -uc -b) >"$work/build.log" 2>&1; then
+  tail -60 "$work/build.log"
+  echo "package: dpkg-buildpackage failed"
+  echo "0 passed, 1 failed"
+  exit 1
+fi
+debs=("$work"/*.deb)
+echo "built: $(cd "$work" && ls -- *.deb | tr '\n' ' ')"
+
+check "lintian reports no errors" lintian --fail-on error --no-tag-display-limit "$work"/*.changes
+for p in libestc0 libestc-dev estc estc-server; do
+  check "package $p was built" test -f "$(ls "$work/${p}_"*.deb 2>/dev/null | head -1)"
+done
+
+echo "=== apt install ==="
+apt-get install -y -qq --no-install-recommends "${debs[@]}" >"$work/install.log" 2>&1 || {
+  tail -30 "$work/install.log"; echo "package: apt-get install failed"; echo "$passed passed, $((failed + 1)) failed"; exit 1; }
+installed=(estc estc-server libestc-dev libestc0)
+
+version=$(sed -n "s/^project('estc', 'c',//; s/^ *version: '\([^']*\)'.*/\1/p" "$src/meson.build" | head -1)
+check "pkg-config estc gives version $version" test "$(pkg-config --modversion estc)" = "$version"
+check "pkg-config estc gives -lestc" sh -c 'pkg-config --libs estc | grep -q -- -lestc'
+check "man estc finds the installed page" sh -c 'man -w estc | grep -q "^/usr/share/man/man1/estc.1"'
+check "man estc-server finds the installed page" man -w estc-server
+check "man estc-provider finds the installed page" man -w estc-provider
+check "openssl list -providers -provider estc shows it active" sh -c \
+  'openssl list -providers -provider estc -provider default | grep -A3 "^ *estc" | grep -q "status: active"'
+check "estc --version" sh -c "estc --version | grep -qx 'estc $version'"
+check "estc-server --help" sh -c 'estc-server --help >/dev/null'
+check "the daemon's unit is installed, not enabled" sh -c \
+  'test -f /lib/systemd/system/estc.service && ! test -e /etc/systemd/system/multi-user.target.wants/estc.service'
+check "the estc system user exists" getent passwd estc
+cp -r /usr/share/doc/libestc-dev/examples/custom-driver "$work/custom-driver"
+check "the custom driver example builds against the installed library" \
+  make -C "$work/custom-driver"
+check "the example driver passes the conformance suite" \
+  estc-engine-test 'example:bank=conformance' --driver "$work/custom-driver/example-driver.so"
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
