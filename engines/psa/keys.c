@@ -130,6 +130,24 @@ static estc_err rsa_spki(estc_ctx *ctx, const char *addr, const uint8_t *der, si
     return err;
 }
 
+/* Records why @pk, which estc__pkey_key_type() refused, cannot be imported. */
+static estc_err refuse_key(estc_ctx *ctx, const char *addr, const EVP_PKEY *pk)
+{
+    if (EVP_PKEY_is_a(pk, "EC")) {
+        char group[64];
+        if (!EVP_PKEY_get_utf8_string_param(pk, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof(group),
+                                            NULL))
+            return estc_error(ctx, ESTC_ERR_UNSUPPORTED, "%s: EC key without a named curve", addr);
+        return estc_error(ctx, ESTC_ERR_UNSUPPORTED, "%s: curve %s", addr, group);
+    }
+    if (EVP_PKEY_is_a(pk, "RSA"))
+        return estc_error(ctx, ESTC_ERR_UNSUPPORTED, "%s: RSA key of %d bits", addr,
+                          EVP_PKEY_get_bits(pk));
+    const char *name = EVP_PKEY_get0_type_name(pk);
+    return estc_error(ctx, ESTC_ERR_UNSUPPORTED, "%s: key algorithm %s", addr,
+                      name != NULL ? name : "?");
+}
+
 /* The private value of an EC key, big-endian and as long as the field. */
 static estc_err ec_material(estc_ctx *ctx, const char *addr, EVP_PKEY *pk, estc_key_type type,
                             uint8_t **out, size_t *out_len)
@@ -185,29 +203,10 @@ static estc_err import_material(estc_ctx *ctx, const char *addr, EVP_PKEY *pk,
                                 psa_key_attributes_t *a, uint8_t **out, size_t *out_len)
 {
     estc_key_type type;
-    estc_err err;
-    if (EVP_PKEY_is_a(pk, "EC")) {
-        char group[64];
-        if (!EVP_PKEY_get_utf8_string_param(pk, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof(group),
-                                            NULL))
-            return estc_error(ctx, ESTC_ERR_UNSUPPORTED, "%s: EC key without a named curve", addr);
-        if (strcmp(group, "prime256v1") == 0)
-            type = ESTC_KEY_EC_P256;
-        else if (strcmp(group, "secp384r1") == 0)
-            type = ESTC_KEY_EC_P384;
-        else
-            return estc_error(ctx, ESTC_ERR_UNSUPPORTED, "%s: curve %s", addr, group);
-        err = ec_material(ctx, addr, pk, type, out, out_len);
-    } else if (EVP_PKEY_is_a(pk, "RSA")) {
-        int bits = EVP_PKEY_get_bits(pk);
-        if (bits != 2048 && bits != 3072)
-            return estc_error(ctx, ESTC_ERR_UNSUPPORTED, "%s: RSA key of %d bits", addr, bits);
-        type = bits == 2048 ? ESTC_KEY_RSA_2048 : ESTC_KEY_RSA_3072;
-        err = rsa_material(ctx, addr, pk, out, out_len);
-    } else {
-        return estc_error(ctx, ESTC_ERR_UNSUPPORTED, "%s: key algorithm %s", addr,
-                          EVP_PKEY_get0_type_name(pk) ? EVP_PKEY_get0_type_name(pk) : "?");
-    }
+    if (estc__pkey_key_type(pk, &type) != ESTC_OK)
+        return refuse_key(ctx, addr, pk);
+    estc_err err = estc__ec_field_len(type) != 0 ? ec_material(ctx, addr, pk, type, out, out_len)
+                                                 : rsa_material(ctx, addr, pk, out, out_len);
     if (err == ESTC_OK)
         key_attributes(type, psa_get_key_id(a), a);
     return err;
