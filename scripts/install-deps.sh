@@ -13,6 +13,8 @@ packages=(
   # test peers and tools
   softhsm2 opensc p11-kit swtpm swtpm-tools tpm2-tools valgrind
   python3 procps iproute2 ca-certificates
+  # manual pages: rendered and checked by tests/man
+  man-db groff-base
 )
 
 missing=()
