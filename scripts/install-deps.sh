@@ -14,7 +14,9 @@ packages=(
   softhsm2 opensc p11-kit swtpm swtpm-tools tpm2-tools valgrind
   python3 procps iproute2 ca-certificates
   # Debian packages: build, check, install (tests/package)
-  debhelper dpkg-dev fakeroot lintian git man-db groff-base make
+  debhelper dpkg-dev fakeroot lintian git make
+  # manual pages: rendered and checked by tests/man
+  man-db groff-base
 )
 
 missing=()
