@@ -4,6 +4,7 @@
  * is the only place in the library that cuts an address apart.
  */
 #include <ctype.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -263,4 +264,76 @@ bool estc__valid_object_name(const char *name)
             return false;
     }
     return n > 0;
+}
+
+estc_err estc__address_parse_defaults(const char *text, const char *defaults, estc_address **out)
+{
+    estc_address *a = NULL;
+    estc_err err = estc_address_parse(text, true, &a);
+    if (err != ESTC_OK || defaults == NULL)
+        goto done;
+    estc_address *d = NULL;
+    /* The defaults as an address of their own, to read them one by one. */
+    size_t dn = strlen(defaults) + 3;
+    char *dtext = malloc(dn);
+    if (dtext == NULL) {
+        err = ESTC_ERR_NOMEM;
+        goto done;
+    }
+    snprintf(dtext, dn, "d:?%s", defaults);
+    err = estc_address_parse(dtext, true, &d);
+    free(dtext);
+    if (err != ESTC_OK)
+        goto done;
+    /* Append what is missing, still percent-encoded, and parse again. */
+    size_t len = strlen(text);
+    size_t cap = len + strlen(defaults) + d->n_query + 2;
+    char *aug = malloc(cap);
+    if (aug == NULL) {
+        estc_address_free(d);
+        err = ESTC_ERR_NOMEM;
+        goto done;
+    }
+    memcpy(aug, text, len + 1);
+    size_t n = len;
+    bool has_query = strchr(a->body, '?') != NULL;
+    const char *p = defaults;
+    for (size_t i = 0; i < d->n_query; i++) {
+        const char *seg = p;
+        const char *amp = strchr(p, '&');
+        size_t seg_len = amp != NULL ? (size_t)(amp - p) : strlen(p);
+        p = amp != NULL ? amp + 1 : p + seg_len;
+        if (seg_len == 0) {
+            i--; /* empty segments were skipped by the parser too */
+            continue;
+        }
+        if (estc_address_get(a, d->query[i].name) != NULL)
+            continue;
+        aug[n++] = has_query ? '&' : '?';
+        has_query = true;
+        memcpy(aug + n, seg, seg_len);
+        n += seg_len;
+        aug[n] = '\0';
+    }
+    estc_address_free(d);
+    if (n > len) {
+        estc_address *b = NULL;
+        err = estc_address_parse(aug, true, &b);
+        if (err == ESTC_OK) {
+            /* Shown and derived from as given: cut the copy back. */
+            char *copy = (char *)b->text;
+            copy[len] = '\0';
+            estc_redact(copy, (char *)b->redacted, 2 * len + 8);
+            estc_address_free(a);
+            a = b;
+        }
+    }
+    free(aug);
+done:
+    if (err != ESTC_OK) {
+        estc_address_free(a);
+        return err;
+    }
+    *out = a;
+    return ESTC_OK;
 }

@@ -13,6 +13,8 @@ struct estc__engine {
     void *module;            /* dlopen() handle when loaded from a file */
     estc_address_gen_fn gen; /* NULL: the default generator */
     void *gen_arg;
+    char *defaults; /* "name=pct-value&name=pct-value": query attributes an
+                       address lacks, or NULL (estc_engine_set_default()) */
 };
 
 struct estc_ctx {
@@ -32,6 +34,11 @@ estc_err estc__engine_for(estc_ctx *ctx, const char *addr, struct estc__engine *
  * *@parsed with estc_address_free()); errors carry a detail text. */
 estc_err estc__engine_parse(estc_ctx *ctx, const char *addr, struct estc__engine **engine,
                             estc_address **parsed);
+
+/* Parses @text like estc_address_parse() with attributes, then adds each
+ * attribute of @defaults (a query string) that the address lacks to its
+ * query attributes. text, redacted and body stay those of @text. */
+estc_err estc__address_parse_defaults(const char *text, const char *defaults, estc_address **out);
 
 /* Registers "mem", "file" and the optional drivers built in. */
 estc_err estc__register_builtin(estc_ctx *ctx);

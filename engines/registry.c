@@ -4,6 +4,7 @@
  */
 #include <ctype.h>
 #include <dlfcn.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -117,7 +118,8 @@ static estc_err add_engine(estc_ctx *ctx, const struct estc_driver *driver, void
         }
     }
     ctx->engines[ctx->n_engines++] = (struct estc__engine){
-        .driver = driver, .state = state, .module = module, .gen = NULL, .gen_arg = NULL};
+        .driver = driver, .state = state, .module = module, .gen = NULL, .gen_arg = NULL,
+        .defaults = NULL};
     estc_log(ctx, ESTC_LOG_DEBUG, "engine \"%s\" registered", driver->scheme);
     return ESTC_OK;
 }
@@ -172,7 +174,10 @@ estc_err estc__engine_parse(estc_ctx *ctx, const char *addr, struct estc__engine
     if (err != ESTC_OK)
         return err;
     estc_address *a = NULL;
-    err = estc_address_parse(addr, (e->driver->caps & ESTC_CAP_ATTRIBUTES) != 0, &a);
+    if (e->defaults != NULL)
+        err = estc__address_parse_defaults(addr, e->defaults, &a);
+    else
+        err = estc_address_parse(addr, (e->driver->caps & ESTC_CAP_ATTRIBUTES) != 0, &a);
     if (err == ESTC_ERR_BAD_ADDRESS) {
         char shown[ESTC_ADDRESS_MAX + 64];
         return estc_error(ctx, err,
@@ -184,6 +189,84 @@ estc_err estc__engine_parse(estc_ctx *ctx, const char *addr, struct estc__engine
         return err;
     *engine = e;
     *parsed = a;
+    return ESTC_OK;
+}
+
+/* Appends "name=value" (value percent-encoded where needed) to @q. */
+static bool append_attr(char **q, const char *name, const char *value)
+{
+    static const char plain[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~/:,";
+    size_t old = *q != NULL ? strlen(*q) : 0;
+    size_t cap = old + 1 + strlen(name) + 1 + 3 * strlen(value) + 1;
+    char *grown = realloc(*q, cap);
+    if (grown == NULL)
+        return false;
+    size_t n = old;
+    if (old > 0)
+        grown[n++] = '&';
+    n += (size_t)snprintf(grown + n, cap - n, "%s=", name);
+    for (const unsigned char *v = (const unsigned char *)value; *v != '\0'; v++) {
+        if (strchr(plain, *v) != NULL)
+            grown[n++] = (char)*v;
+        else
+            n += (size_t)snprintf(grown + n, cap - n, "%%%02X", *v);
+    }
+    grown[n] = '\0';
+    *q = grown;
+    return true;
+}
+
+estc_err estc_engine_set_default(estc_ctx *ctx, const char *scheme, const char *name,
+                                 const char *value)
+{
+    char probe[ESTC_SCHEME_MAX + 3];
+    if (ctx == NULL || scheme == NULL || name == NULL || strlen(scheme) > ESTC_SCHEME_MAX ||
+        !valid_scheme(scheme))
+        return ESTC_ERR_INVALID_ARG;
+    size_t nl = strlen(name);
+    if (nl == 0 || nl > 64 || strspn(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                           "0123456789-_.") != nl)
+        return estc_error(ctx, ESTC_ERR_INVALID_ARG, "bad attribute name for a default");
+    snprintf(probe, sizeof(probe), "%s:", scheme);
+    struct estc__engine *e;
+    estc_err err = estc__engine_for(ctx, probe, &e);
+    if (err != ESTC_OK)
+        return err;
+    if ((e->driver->caps & ESTC_CAP_ATTRIBUTES) == 0)
+        return estc_error(ctx, ESTC_ERR_UNSUPPORTED,
+                          "engine \"%s\" takes no attributes, so it has no defaults", scheme);
+    /* Rebuild the list without @name, then add it again with its value. */
+    char *rebuilt = NULL;
+    bool ok = true;
+    if (e->defaults != NULL) {
+        estc_address *d = NULL;
+        size_t dn = strlen(e->defaults) + 3;
+        char *dtext = malloc(dn);
+        if (dtext == NULL)
+            return ESTC_ERR_NOMEM;
+        snprintf(dtext, dn, "d:?%s", e->defaults);
+        err = estc_address_parse(dtext, true, &d);
+        free(dtext);
+        if (err != ESTC_OK)
+            return err;
+        for (size_t i = 0; ok && i < d->n_query; i++) {
+            if (strcmp(d->query[i].name, name) != 0)
+                ok = append_attr(&rebuilt, d->query[i].name, d->query[i].value);
+        }
+        estc_address_free(d);
+    }
+    if (ok && value != NULL) {
+        if (strlen(value) > ESTC_ADDRESS_MAX)
+            ok = false, err = ESTC_ERR_INVALID_ARG;
+        else
+            ok = append_attr(&rebuilt, name, value);
+    }
+    if (!ok) {
+        free(rebuilt);
+        return err != ESTC_OK ? err : ESTC_ERR_NOMEM;
+    }
+    free(e->defaults);
+    e->defaults = rebuilt;
     return ESTC_OK;
 }
 
@@ -240,6 +323,7 @@ void estc_ctx_free(estc_ctx *ctx)
         if (e->driver->cleanup != NULL)
             e->driver->cleanup(ctx, e->state);
         free(e->state);
+        free(e->defaults);
         if (e->module != NULL)
             dlclose(e->module);
     }

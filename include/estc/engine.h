@@ -395,6 +395,21 @@ estc_err estc_engine_find(estc_ctx *ctx, const char *addr, const struct estc_dri
 unsigned estc_engine_caps(estc_ctx *ctx, const char *addr);
 
 /**
+ * estc_engine_set_default() - give every address of @scheme that lacks the
+ * attribute @name the query attribute @name=@value (@value NULL removes the
+ * default). For configuration that belongs to the context rather than to
+ * each address: the default PKCS#11 module ("pkcs11", "module-path"), the
+ * default TCTI ("tpm2", "tcti"). An attribute in the address wins. The
+ * default is added to what the driver receives only: addresses are shown,
+ * stored and derived as given.
+ *
+ * Returns ESTC_OK, ESTC_ERR_INVALID_ARG, ESTC_ERR_UNKNOWN_SCHEME,
+ * ESTC_ERR_UNSUPPORTED (the engine takes no attributes) or ESTC_ERR_NOMEM.
+ */
+estc_err estc_engine_set_default(estc_ctx *ctx, const char *scheme, const char *name,
+                                 const char *value);
+
+/**
  * estc_engine_find_cap() - the first registered driver (in registration
  * order) that has every flag of @caps; for example the engine to use when no
  * address is configured is the first with ESTC_CAP_VOLATILE.
