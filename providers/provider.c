@@ -241,9 +241,50 @@ static void add_store(void *arg, const struct estc_driver *drv)
     memset(&prov->stores[prov->n_stores], 0, sizeof(*grown));
 }
 
+/*
+ * The provider's section of openssl.cnf (for the module and a built-in
+ * provider loaded by name, which own their context):
+ *   driver-modules = /usr/lib/x/a.so /usr/lib/x/b.so   driver modules to load
+ *   pkcs11-module-path = /usr/lib/softhsm/libsofthsm2.so   default PKCS#11 module
+ *   tpm2-tcti = device:/dev/tpmrm0                          default TCTI
+ * An attribute in an address wins over these defaults.
+ */
+static int apply_config(struct estc__prov *prov, OSSL_FUNC_core_get_params_fn *get_params)
+{
+    char *modules = NULL, *p11 = NULL, *tcti = NULL;
+    OSSL_PARAM params[] = {
+        OSSL_PARAM_utf8_ptr("driver-modules", &modules, 0),
+        OSSL_PARAM_utf8_ptr("pkcs11-module-path", &p11, 0),
+        OSSL_PARAM_utf8_ptr("tpm2-tcti", &tcti, 0),
+        OSSL_PARAM_END,
+    };
+    if (get_params == NULL || !get_params(prov->handle, params))
+        return 1;
+    estc_err err = ESTC_OK;
+    if (modules != NULL) {
+        char *list = strdup(modules), *save = NULL;
+        if (list == NULL)
+            return 0;
+        for (char *m = strtok_r(list, " \t,", &save); m != NULL && err == ESTC_OK;
+             m = strtok_r(NULL, " \t,", &save))
+            err = estc_engine_load_module(prov->ectx, m);
+        free(list);
+    }
+    if (err == ESTC_OK && p11 != NULL && p11[0] != '\0')
+        err = estc_engine_set_default(prov->ectx, "pkcs11", "module-path", p11);
+    if (err == ESTC_OK && tcti != NULL && tcti[0] != '\0')
+        err = estc_engine_set_default(prov->ectx, "tpm2", "tcti", tcti);
+    if (err != ESTC_OK) {
+        estc__prov_raise_engine(prov, err, "applying the provider's configuration");
+        return 0;
+    }
+    return 1;
+}
+
 int estc__provider_init(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in,
                         const OSSL_DISPATCH **out, void **provctx, estc_ctx *ectx, bool own_ectx)
 {
+    OSSL_FUNC_core_get_params_fn *get_params = NULL;
     struct estc__prov *prov;
     struct scheme_walk walk = {0};
 
@@ -277,11 +318,19 @@ int estc__provider_init(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in,
         case OSSL_FUNC_CORE_VSET_ERROR:
             prov->core_vset_error = OSSL_FUNC_core_vset_error(f);
             break;
+        case OSSL_FUNC_CORE_GET_PARAMS:
+            get_params = OSSL_FUNC_core_get_params(f);
+            break;
         default:
             break;
         }
     }
 
+    /* Driver modules first, so that their schemes get a STORE too. */
+    if (own_ectx && !apply_config(prov, get_params)) {
+        prov_teardown(prov);
+        return 0;
+    }
     walk.prov = prov;
     prov->stores = calloc(1, sizeof(*prov->stores));
     if (prov->stores == NULL)

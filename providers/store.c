@@ -19,7 +19,53 @@ struct storectx {
     char *addr;
     int step; /* 0: key next, 1: certificate next, 2: end */
     int expect;
+    /* A prefix (an address that names no one object, "pkcs11:token=T"):
+     * the addresses of the objects under it, handed out as names, which is
+     * what `openssl storeutl` lists. */
+    bool listing;
+    char **names;
+    size_t n_names, next_name;
 };
+
+static bool collect_name(void *arg, const char *addr, estc_obj_kind kind)
+{
+    struct storectx *ctx = arg;
+    (void)kind;
+    for (size_t i = 0; i < ctx->n_names; i++) {
+        if (strcmp(ctx->names[i], addr) == 0)
+            return true; /* a key and its certificate may share an address */
+    }
+    char **grown = realloc(ctx->names, (ctx->n_names + 1) * sizeof(*grown));
+    if (grown == NULL)
+        return false;
+    ctx->names = grown;
+    if ((grown[ctx->n_names] = strdup(addr)) == NULL)
+        return false;
+    ctx->n_names++;
+    return true;
+}
+
+/* Whether @addr names no single object but a place objects are under: the
+ * engine refuses it as an object's address. Then the names of the objects
+ * under it are collected. */
+static void detect_prefix(struct storectx *ctx)
+{
+    bool found = false;
+    estc_ctx *ectx = ctx->prov->ectx;
+    pthread_mutex_lock(&ctx->prov->lock);
+    estc_err err = estc_object_exists(ectx, ctx->addr, ESTC_OBJ_KEY, &found);
+    if (err == ESTC_ERR_BAD_ADDRESS) {
+        static const estc_obj_kind kinds[] = {ESTC_OBJ_KEY, ESTC_OBJ_CERT, ESTC_OBJ_TRUST};
+        ctx->listing = true;
+        for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
+            /* A kind the engine cannot enumerate is left out. */
+            if (estc_object_list(ectx, ctx->addr, kinds[i], collect_name, ctx) != ESTC_OK)
+                estc_ctx_clear_error(ectx);
+        }
+    }
+    estc_ctx_clear_error(ectx);
+    pthread_mutex_unlock(&ctx->prov->lock);
+}
 
 static void *store_open(void *provctx, const char *uri)
 {
@@ -37,6 +83,7 @@ static void *store_open(void *provctx, const char *uri)
         return NULL;
     }
     ctx->prov = prov;
+    detect_prefix(ctx);
     return ctx;
 }
 
@@ -45,6 +92,9 @@ static int store_close(void *vctx)
     struct storectx *ctx = vctx;
 
     if (ctx != NULL) {
+        for (size_t i = 0; i < ctx->n_names; i++)
+            free(ctx->names[i]);
+        free(ctx->names);
         free(ctx->addr);
         free(ctx);
     }
@@ -148,6 +198,17 @@ static int store_load(void *vctx, OSSL_CALLBACK *object_cb, void *object_cbarg,
     (void)pw_cbarg;
     if (ctx == NULL)
         return 0;
+    if (ctx->listing) {
+        int type = OSSL_OBJECT_NAME;
+        OSSL_PARAM params[3];
+        if (ctx->next_name >= ctx->n_names)
+            return 0;
+        char *name = ctx->names[ctx->next_name++];
+        params[0] = OSSL_PARAM_construct_int(OSSL_OBJECT_PARAM_TYPE, &type);
+        params[1] = OSSL_PARAM_construct_utf8_string(OSSL_OBJECT_PARAM_DATA, name, 0);
+        params[2] = OSSL_PARAM_construct_end();
+        return object_cb(params, object_cbarg);
+    }
     /* One object per call; skip what the engine does not hold. */
     while (!done && ctx->step < 2) {
         int step = ctx->step++;
@@ -168,6 +229,8 @@ static int store_eof(void *vctx)
 {
     struct storectx *ctx = vctx;
 
+    if (ctx != NULL && ctx->listing)
+        return ctx->next_name >= ctx->n_names;
     return ctx == NULL || ctx->step >= 2;
 }
 
