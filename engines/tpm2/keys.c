@@ -199,88 +199,78 @@ static bool bn_to_buf(const BIGNUM *bn, size_t len, uint8_t *out)
     return bn != NULL && BN_bn2binpad(bn, out, (int)len) == (int)len;
 }
 
+/* Why @pk is not a key type of the driver API, in the detail text. */
+static estc_err unsupported_key(const struct tpm2_op *op, EVP_PKEY *pk)
+{
+    if (EVP_PKEY_is_a(pk, "EC")) {
+        char group[64] = "";
+        EVP_PKEY_get_utf8_string_param(pk, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof(group), NULL);
+        return estc_error(op->ctx, ESTC_ERR_UNSUPPORTED, "%s: curve %s not supported", op->text,
+                          group[0] != '\0' ? group : "(unnamed)");
+    }
+    if (EVP_PKEY_is_a(pk, "RSA"))
+        return estc_error(op->ctx, ESTC_ERR_UNSUPPORTED, "%s: RSA %d not supported", op->text,
+                          EVP_PKEY_get_bits(pk));
+    return estc_error(op->ctx, ESTC_ERR_UNSUPPORTED, "%s: only EC and RSA keys can be imported",
+                      op->text);
+}
+
 /* Fills the public area and the sensitive part of an imported key. */
 static estc_err import_parts(const struct tpm2_op *op, EVP_PKEY *pk, TPM2B_PUBLIC *pub,
                              TPM2B_SENSITIVE *sens)
 {
     memset(pub, 0, sizeof(*pub));
     memset(sens, 0, sizeof(*sens));
+    estc_key_type type = 0;
+    estc_err err = estc__pkey_key_type(pk, &type);
+    if (err == ESTC_ERR_UNSUPPORTED)
+        return unsupported_key(op, pk);
+    if (err != ESTC_OK)
+        return estc_error(op->ctx, ESTC_ERR_FORMAT, "%s: malformed private key", op->text);
+
     TPMT_PUBLIC *p = &pub->publicArea;
     p->nameAlg = TPM2_ALG_SHA256;
     /* The TPM refuses fixedTPM/fixedParent/sensitiveDataOrigin on an object
      * made outside; the empty authPolicy means TPM2_Duplicate can never be
      * authorized, so the key cannot leave the TPM either. */
     p->objectAttributes = TPMA_OBJECT_USERWITHAUTH | TPMA_OBJECT_SIGN_ENCRYPT;
-    estc_err err = ESTC_ERR_UNSUPPORTED;
+    key_params(type, p);
+    bool ok;
     BIGNUM *b1 = NULL, *b2 = NULL, *b3 = NULL;
-    if (EVP_PKEY_is_a(pk, "EC")) {
-        char group[64] = "";
-        size_t field = 0;
-        if (!EVP_PKEY_get_utf8_string_param(pk, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof(group),
-                                            NULL))
-            goto out;
-        if (strcmp(group, "prime256v1") == 0 || strcmp(group, "P-256") == 0) {
-            p->parameters.eccDetail.curveID = TPM2_ECC_NIST_P256;
-            field = 32;
-        } else if (strcmp(group, "secp384r1") == 0 || strcmp(group, "P-384") == 0) {
-            p->parameters.eccDetail.curveID = TPM2_ECC_NIST_P384;
-            field = 48;
-        } else {
-            estc_error(op->ctx, err, "%s: curve %s not supported", op->text, group);
-            goto out;
-        }
-        p->type = TPM2_ALG_ECC;
-        p->parameters.eccDetail.symmetric.algorithm = TPM2_ALG_NULL;
-        p->parameters.eccDetail.scheme.scheme = TPM2_ALG_NULL;
-        p->parameters.eccDetail.kdf.scheme = TPM2_ALG_NULL;
-        err = ESTC_ERR_FORMAT;
-        if (!EVP_PKEY_get_bn_param(pk, OSSL_PKEY_PARAM_EC_PUB_X, &b1) ||
-            !EVP_PKEY_get_bn_param(pk, OSSL_PKEY_PARAM_EC_PUB_Y, &b2) ||
-            !EVP_PKEY_get_bn_param(pk, OSSL_PKEY_PARAM_PRIV_KEY, &b3) ||
-            !bn_to_buf(b1, field, p->unique.ecc.x.buffer) ||
-            !bn_to_buf(b2, field, p->unique.ecc.y.buffer) ||
-            !bn_to_buf(b3, field, sens->sensitiveArea.sensitive.ecc.buffer))
-            goto out;
+    if (p->type == TPM2_ALG_ECC) {
+        size_t field = estc__ec_field_len(type);
+        ok = EVP_PKEY_get_bn_param(pk, OSSL_PKEY_PARAM_EC_PUB_X, &b1) &&
+             EVP_PKEY_get_bn_param(pk, OSSL_PKEY_PARAM_EC_PUB_Y, &b2) &&
+             EVP_PKEY_get_bn_param(pk, OSSL_PKEY_PARAM_PRIV_KEY, &b3) &&
+             bn_to_buf(b1, field, p->unique.ecc.x.buffer) &&
+             bn_to_buf(b2, field, p->unique.ecc.y.buffer) &&
+             bn_to_buf(b3, field, sens->sensitiveArea.sensitive.ecc.buffer);
         p->unique.ecc.x.size = (UINT16)field;
         p->unique.ecc.y.size = (UINT16)field;
         sens->sensitiveArea.sensitiveType = TPM2_ALG_ECC;
         sens->sensitiveArea.sensitive.ecc.size = (UINT16)field;
-    } else if (EVP_PKEY_is_a(pk, "RSA")) {
-        int bits = EVP_PKEY_get_bits(pk);
-        if (bits != 2048 && bits != 3072) {
-            estc_error(op->ctx, err, "%s: RSA %d not supported", op->text, bits);
-            goto out;
+    } else {
+        size_t nlen = (size_t)p->parameters.rsaDetail.keyBits / 8;
+        ok = EVP_PKEY_get_bn_param(pk, OSSL_PKEY_PARAM_RSA_N, &b1) &&
+             EVP_PKEY_get_bn_param(pk, OSSL_PKEY_PARAM_RSA_E, &b2) &&
+             EVP_PKEY_get_bn_param(pk, OSSL_PKEY_PARAM_RSA_FACTOR1, &b3) &&
+             bn_to_buf(b1, nlen, p->unique.rsa.buffer) &&
+             bn_to_buf(b3, nlen / 2, sens->sensitiveArea.sensitive.rsa.buffer) &&
+             BN_num_bits(b2) <= 32;
+        if (ok) {
+            uint32_t e = (uint32_t)BN_get_word(b2);
+            p->parameters.rsaDetail.exponent = e == 65537 ? 0 : e;
         }
-        size_t nlen = (size_t)bits / 8;
-        p->type = TPM2_ALG_RSA;
-        p->parameters.rsaDetail.symmetric.algorithm = TPM2_ALG_NULL;
-        p->parameters.rsaDetail.scheme.scheme = TPM2_ALG_NULL;
-        p->parameters.rsaDetail.keyBits = (TPMI_RSA_KEY_BITS)bits;
-        err = ESTC_ERR_FORMAT;
-        if (!EVP_PKEY_get_bn_param(pk, OSSL_PKEY_PARAM_RSA_N, &b1) ||
-            !EVP_PKEY_get_bn_param(pk, OSSL_PKEY_PARAM_RSA_E, &b2) ||
-            !EVP_PKEY_get_bn_param(pk, OSSL_PKEY_PARAM_RSA_FACTOR1, &b3) ||
-            !bn_to_buf(b1, nlen, p->unique.rsa.buffer) ||
-            !bn_to_buf(b3, nlen / 2, sens->sensitiveArea.sensitive.rsa.buffer) ||
-            BN_num_bits(b2) > 32)
-            goto out;
         p->unique.rsa.size = (UINT16)nlen;
-        uint32_t e = (uint32_t)BN_get_word(b2);
-        p->parameters.rsaDetail.exponent = e == 65537 ? 0 : e;
         sens->sensitiveArea.sensitiveType = TPM2_ALG_RSA;
         sens->sensitiveArea.sensitive.rsa.size = (UINT16)(nlen / 2);
-    } else {
-        estc_error(op->ctx, err, "%s: only EC and RSA keys can be imported", op->text);
-        goto out;
     }
-    err = ESTC_OK;
-out:
     BN_clear_free(b3);
     BN_free(b2);
     BN_free(b1);
-    if (err == ESTC_ERR_FORMAT)
-        estc_error(op->ctx, err, "%s: malformed private key", op->text);
-    return err;
+    if (!ok)
+        return estc_error(op->ctx, ESTC_ERR_FORMAT, "%s: malformed private key", op->text);
+    return ESTC_OK;
 }
 
 estc_err estc__tpm2_key_import(const struct tpm2_op *op, const uint8_t *pkcs8, size_t pkcs8_len)
