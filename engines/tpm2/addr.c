@@ -66,6 +66,17 @@ static const estc_attr *unknown_attr(const estc_attr *attrs, size_t n, const cha
     return NULL;
 }
 
+/* The first attribute of @attrs whose value holds a NUL byte, NULL when none:
+ * every value of this driver is text. */
+static const estc_attr *nul_in_value(const estc_attr *attrs, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (strlen(attrs[i].value) != attrs[i].value_len)
+            return &attrs[i];
+    }
+    return NULL;
+}
+
 estc_err estc__tpm2_addr_read(estc_ctx *ctx, const estc_address *addr, struct tpm2_addr *a)
 {
     const char *text = addr->text;
@@ -85,6 +96,12 @@ estc_err estc__tpm2_addr_read(estc_ctx *ctx, const estc_address *addr, struct tp
                           "%s: unknown or misplaced attribute '%s' (path: handle, nv, "
                           "handle-range, nv-range; query: tcti, srk)",
                           text, bad->name);
+    bad = nul_in_value(addr->path, addr->n_path);
+    if (bad == NULL)
+        bad = nul_in_value(addr->query, addr->n_query);
+    if (bad != NULL)
+        return estc_error(ctx, ESTC_ERR_BAD_ADDRESS, "%s: NUL byte in attribute '%s'", text,
+                          bad->name);
 
     /* Each name is in its own place (checked above) and given once (the
      * framework refuses repeats). */
