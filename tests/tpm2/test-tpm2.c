@@ -357,6 +357,10 @@ START_TEST(derive_and_list)
     ck_assert_int_eq(strncmp(q, k1, strlen(k1)), 0);
     ck_assert_str_eq(q + strlen(k1), strchr(qprefix, '?'));
     free(q);
+    /* Empty attributes are skipped, as in every attribute address. */
+    expect(estc_address_derive(ctx, PREFIX ";", ESTC_OBJ_KEY, "k1", &q), ESTC_OK, "derive ;");
+    ck_assert_str_eq(q, k1);
+    free(q);
 
     expect(estc_key_remove(ctx, k1), ESTC_OK, "rm key");
     expect(estc_cert_remove(ctx, c1), ESTC_OK, "rm cert");
@@ -402,7 +406,6 @@ START_TEST(bad_addresses)
         "tpm2:handle=0x81000010;nv=0x01500010",                      /* both */
         "tpm2:handle=0x81000010;handle=0x81000011",                  /* twice */
         "tpm2:object=foo",                                           /* unknown attribute */
-        "tpm2:handle=0x81000010;",                                   /* empty attribute */
         "tpm2:handle=0x81000010?tcti=",                              /* empty TCTI */
         "tpm2:handle=0x81000010?srk=0x1",                            /* bad SRK */
         "tpm2:handle=0x81000010?pin-value=1",                        /* unknown query */

@@ -1,0 +1,495 @@
+/*
+ * The tpm2: driver's keys: persistent objects under the storage primary key,
+ * generated in the TPM or imported from PKCS#8, their public keys as
+ * SubjectPublicKeyInfo, signatures with TPM2_Sign, and removal.
+ */
+#include <string.h>
+
+#include <openssl/core_names.h>
+#include <openssl/evp.h>
+
+#include <tss2/tss2_mu.h>
+#include <tss2/tss2_rc.h>
+
+#include "util.h"
+#include "tpm2_internal.h"
+
+/* ------------------------------------------------------------------------ */
+/* Key types                                                                 */
+/* ------------------------------------------------------------------------ */
+
+/* The TPM curve of each EC key type: the one mapping both ways. */
+static const struct {
+    estc_key_type type;
+    TPMI_ECC_CURVE curve;
+} curves[] = {
+    {ESTC_KEY_EC_P256, TPM2_ECC_NIST_P256},
+    {ESTC_KEY_EC_P384, TPM2_ECC_NIST_P384},
+};
+
+static TPMI_ECC_CURVE curve_of(estc_key_type type)
+{
+    for (size_t i = 0; i < sizeof(curves) / sizeof(curves[0]); i++) {
+        if (curves[i].type == type)
+            return curves[i].curve;
+    }
+    return TPM2_ECC_NONE;
+}
+
+/* The key type of a TPM curve, 0 for a curve the driver API lacks. */
+static estc_key_type key_type_of(TPMI_ECC_CURVE curve)
+{
+    for (size_t i = 0; i < sizeof(curves) / sizeof(curves[0]); i++) {
+        if (curves[i].curve == curve)
+            return curves[i].type;
+    }
+    return 0;
+}
+
+static TPMI_RSA_KEY_BITS rsa_bits_of(estc_key_type type)
+{
+    return type == ESTC_KEY_RSA_2048 ? 2048 : type == ESTC_KEY_RSA_3072 ? 3072 : 0;
+}
+
+bool estc__tpm2_key_type_known(estc_key_type type)
+{
+    return curve_of(type) != TPM2_ECC_NONE || rsa_bits_of(type) != 0;
+}
+
+static const char *key_type_name(estc_key_type type)
+{
+    switch (type) {
+    case ESTC_KEY_EC_P256:
+        return "EC P-256";
+    case ESTC_KEY_EC_P384:
+        return "EC P-384";
+    case ESTC_KEY_RSA_2048:
+        return "RSA 2048";
+    case ESTC_KEY_RSA_3072:
+        return "RSA 3072";
+    }
+    return "?";
+}
+
+/* The public area's type and parameters for keys of @type (no fixed scheme:
+ * the scheme is chosen per signature). */
+static void key_params(estc_key_type type, TPMT_PUBLIC *p)
+{
+    TPMI_ECC_CURVE curve = curve_of(type);
+    if (curve != TPM2_ECC_NONE) {
+        p->type = TPM2_ALG_ECC;
+        p->parameters.eccDetail.symmetric.algorithm = TPM2_ALG_NULL;
+        p->parameters.eccDetail.scheme.scheme = TPM2_ALG_NULL;
+        p->parameters.eccDetail.curveID = curve;
+        p->parameters.eccDetail.kdf.scheme = TPM2_ALG_NULL;
+    } else {
+        p->type = TPM2_ALG_RSA;
+        p->parameters.rsaDetail.symmetric.algorithm = TPM2_ALG_NULL;
+        p->parameters.rsaDetail.scheme.scheme = TPM2_ALG_NULL;
+        p->parameters.rsaDetail.keyBits = rsa_bits_of(type);
+        p->parameters.rsaDetail.exponent = 0;
+    }
+}
+
+/* The template of a key made in the TPM; @type is known. */
+static void key_template(estc_key_type type, TPM2B_PUBLIC *pub)
+{
+    memset(pub, 0, sizeof(*pub));
+    TPMT_PUBLIC *p = &pub->publicArea;
+    p->nameAlg = TPM2_ALG_SHA256;
+    p->objectAttributes = TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT |
+                          TPMA_OBJECT_SENSITIVEDATAORIGIN | TPMA_OBJECT_USERWITHAUTH |
+                          TPMA_OBJECT_SIGN_ENCRYPT;
+    key_params(type, p);
+}
+
+TPM2_ALG_ID estc__tpm2_hash_alg(estc_hash hash)
+{
+    switch (hash) {
+    case ESTC_HASH_SHA256:
+        return TPM2_ALG_SHA256;
+    case ESTC_HASH_SHA384:
+        return TPM2_ALG_SHA384;
+    case ESTC_HASH_SHA512:
+        return TPM2_ALG_SHA512;
+    }
+    return TPM2_ALG_NULL;
+}
+
+/* Asks the TPM whether it can make keys with these parameters. */
+static estc_err check_params(const struct tpm2_op *op, const TPM2B_PUBLIC *pub, const char *what)
+{
+    TPMT_PUBLIC_PARMS parms = {.type = pub->publicArea.type};
+    parms.parameters = pub->publicArea.parameters;
+    TSS2_RC rc = Esys_TestParms(op->c->esys, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &parms);
+    if (rc == TSS2_RC_SUCCESS)
+        return ESTC_OK;
+    if ((rc & 0xFFFF0000u) == 0)
+        return estc_error(op->ctx, ESTC_ERR_UNSUPPORTED, "%s: the TPM offers no %s keys: %s",
+                          op->text, what, Tss2_RC_Decode(rc));
+    return estc__tpm2_tss_err(op, "Esys_TestParms", rc);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Generation and import                                                     */
+/* ------------------------------------------------------------------------ */
+
+/* Persists transient @key at the address's handle and flushes it. */
+static estc_err persist_key(const struct tpm2_op *op, ESYS_TR *key)
+{
+    struct tpm2_conn *c = op->c;
+    ESYS_TR pers = ESYS_TR_NONE;
+    estc__tpm2_key_forget(c, op->a.handle); /* a stale cache entry from an earlier key there */
+    TSS2_RC rc = Esys_EvictControl(c->esys, ESYS_TR_RH_OWNER, *key, ESYS_TR_PASSWORD, ESYS_TR_NONE,
+                                   ESYS_TR_NONE, op->a.handle, &pers);
+    estc__tpm2_flush(c, key);
+    if (rc != TSS2_RC_SUCCESS)
+        return estc__tpm2_tss_err(op, "Esys_EvictControl", rc);
+    estc__tpm2_tr_close(c, &pers);
+    return ESTC_OK;
+}
+
+estc_err estc__tpm2_key_generate(const struct tpm2_op *op, estc_key_type type)
+{
+    struct tpm2_conn *c = op->c;
+    TPM2B_PUBLIC tmpl;
+    key_template(type, &tmpl);
+    ESYS_TR srk = ESYS_TR_NONE, key = ESYS_TR_NONE;
+    TPM2B_PRIVATE *priv = NULL;
+    TPM2B_PUBLIC *pub = NULL;
+    estc_err err = ESTC_OK;
+    if (!(c->tested_types & (1u << type))) {
+        err = check_params(op, &tmpl, key_type_name(type));
+        if (err == ESTC_OK)
+            c->tested_types |= 1u << type;
+    }
+    if (err == ESTC_OK)
+        err = estc__tpm2_check_free(op);
+    if (err == ESTC_OK)
+        err = estc__tpm2_srk_get(op, &srk);
+    if (err != ESTC_OK)
+        goto out;
+
+    TPM2B_SENSITIVE_CREATE sens = {0};
+    TPM2B_DATA outside = {0};
+    TPML_PCR_SELECTION pcrs = {0};
+    TSS2_RC rc = Esys_Create(c->esys, srk, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, &sens,
+                             &tmpl, &outside, &pcrs, &priv, &pub, NULL, NULL, NULL);
+    if (rc != TSS2_RC_SUCCESS) {
+        err = estc__tpm2_tss_err(op, "Esys_Create", rc);
+        goto out;
+    }
+    rc = Esys_Load(c->esys, srk, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, priv, pub, &key);
+    if (rc != TSS2_RC_SUCCESS) {
+        err = estc__tpm2_tss_err(op, "Esys_Load", rc);
+        goto out;
+    }
+    err = persist_key(op, &key);
+out:
+    estc__tpm2_flush(c, &key);
+    estc__tpm2_srk_check(c, err);
+    Esys_Free(priv);
+    Esys_Free(pub);
+    return err;
+}
+
+/* Big-endian bytes of @bn padded to @len into @out. */
+static bool bn_to_buf(const BIGNUM *bn, size_t len, uint8_t *out)
+{
+    return bn != NULL && BN_bn2binpad(bn, out, (int)len) == (int)len;
+}
+
+/* Why @pk is not a key type of the driver API, in the detail text. */
+static estc_err unsupported_key(const struct tpm2_op *op, EVP_PKEY *pk)
+{
+    if (EVP_PKEY_is_a(pk, "EC")) {
+        char group[64] = "";
+        EVP_PKEY_get_utf8_string_param(pk, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof(group), NULL);
+        return estc_error(op->ctx, ESTC_ERR_UNSUPPORTED, "%s: curve %s not supported", op->text,
+                          group[0] != '\0' ? group : "(unnamed)");
+    }
+    if (EVP_PKEY_is_a(pk, "RSA"))
+        return estc_error(op->ctx, ESTC_ERR_UNSUPPORTED, "%s: RSA %d not supported", op->text,
+                          EVP_PKEY_get_bits(pk));
+    return estc_error(op->ctx, ESTC_ERR_UNSUPPORTED, "%s: only EC and RSA keys can be imported",
+                      op->text);
+}
+
+/* Fills the public area and the sensitive part of an imported key. */
+static estc_err import_parts(const struct tpm2_op *op, EVP_PKEY *pk, TPM2B_PUBLIC *pub,
+                             TPM2B_SENSITIVE *sens)
+{
+    memset(pub, 0, sizeof(*pub));
+    memset(sens, 0, sizeof(*sens));
+    estc_key_type type = 0;
+    estc_err err = estc__pkey_key_type(pk, &type);
+    if (err == ESTC_ERR_UNSUPPORTED)
+        return unsupported_key(op, pk);
+    if (err != ESTC_OK)
+        return estc_error(op->ctx, ESTC_ERR_FORMAT, "%s: malformed private key", op->text);
+
+    TPMT_PUBLIC *p = &pub->publicArea;
+    p->nameAlg = TPM2_ALG_SHA256;
+    /* The TPM refuses fixedTPM/fixedParent/sensitiveDataOrigin on an object
+     * made outside; the empty authPolicy means TPM2_Duplicate can never be
+     * authorized, so the key cannot leave the TPM either. */
+    p->objectAttributes = TPMA_OBJECT_USERWITHAUTH | TPMA_OBJECT_SIGN_ENCRYPT;
+    key_params(type, p);
+    bool ok;
+    BIGNUM *b1 = NULL, *b2 = NULL, *b3 = NULL;
+    if (p->type == TPM2_ALG_ECC) {
+        size_t field = estc__ec_field_len(type);
+        ok = EVP_PKEY_get_bn_param(pk, OSSL_PKEY_PARAM_EC_PUB_X, &b1) &&
+             EVP_PKEY_get_bn_param(pk, OSSL_PKEY_PARAM_EC_PUB_Y, &b2) &&
+             EVP_PKEY_get_bn_param(pk, OSSL_PKEY_PARAM_PRIV_KEY, &b3) &&
+             bn_to_buf(b1, field, p->unique.ecc.x.buffer) &&
+             bn_to_buf(b2, field, p->unique.ecc.y.buffer) &&
+             bn_to_buf(b3, field, sens->sensitiveArea.sensitive.ecc.buffer);
+        p->unique.ecc.x.size = (UINT16)field;
+        p->unique.ecc.y.size = (UINT16)field;
+        sens->sensitiveArea.sensitiveType = TPM2_ALG_ECC;
+        sens->sensitiveArea.sensitive.ecc.size = (UINT16)field;
+    } else {
+        size_t nlen = (size_t)p->parameters.rsaDetail.keyBits / 8;
+        ok = EVP_PKEY_get_bn_param(pk, OSSL_PKEY_PARAM_RSA_N, &b1) &&
+             EVP_PKEY_get_bn_param(pk, OSSL_PKEY_PARAM_RSA_E, &b2) &&
+             EVP_PKEY_get_bn_param(pk, OSSL_PKEY_PARAM_RSA_FACTOR1, &b3) &&
+             bn_to_buf(b1, nlen, p->unique.rsa.buffer) &&
+             bn_to_buf(b3, nlen / 2, sens->sensitiveArea.sensitive.rsa.buffer) &&
+             BN_num_bits(b2) <= 32;
+        if (ok) {
+            uint32_t e = (uint32_t)BN_get_word(b2);
+            p->parameters.rsaDetail.exponent = e == 65537 ? 0 : e;
+        }
+        p->unique.rsa.size = (UINT16)nlen;
+        sens->sensitiveArea.sensitiveType = TPM2_ALG_RSA;
+        sens->sensitiveArea.sensitive.rsa.size = (UINT16)(nlen / 2);
+    }
+    BN_clear_free(b3);
+    BN_free(b2);
+    BN_free(b1);
+    if (!ok)
+        return estc_error(op->ctx, ESTC_ERR_FORMAT, "%s: malformed private key", op->text);
+    return ESTC_OK;
+}
+
+estc_err estc__tpm2_key_import(const struct tpm2_op *op, const uint8_t *pkcs8, size_t pkcs8_len)
+{
+    struct tpm2_conn *c = op->c;
+    ESYS_TR srk = ESYS_TR_NONE, key = ESYS_TR_NONE;
+    TPM2B_PRIVATE *priv = NULL;
+    TPM2B_PUBLIC pub;
+    TPM2B_SENSITIVE sens;
+    TPM2B_PRIVATE dup = {0};
+    memset(&sens, 0, sizeof(sens));
+    estc_err err;
+
+    EVP_PKEY *pk = NULL;
+    if (estc__pkcs8_decode(pkcs8, pkcs8_len, &pk) != ESTC_OK) {
+        err = estc_error(op->ctx, ESTC_ERR_FORMAT, "%s: not a PKCS#8 private key", op->text);
+        goto out;
+    }
+    err = import_parts(op, pk, &pub, &sens);
+    if (err == ESTC_OK)
+        err = check_params(op, &pub, "such");
+    if (err == ESTC_OK)
+        err = estc__tpm2_check_free(op);
+    if (err == ESTC_OK)
+        err = estc__tpm2_srk_get(op, &srk);
+    if (err != ESTC_OK)
+        goto out;
+
+    /* No outer or inner wrapper (empty seed, NULL symmetric algorithm): the
+     * duplicate is the marshalled TPM2B_SENSITIVE itself. */
+    size_t off = 0;
+    TSS2_RC rc = Tss2_MU_TPM2B_SENSITIVE_Marshal(&sens, dup.buffer, sizeof(dup.buffer), &off);
+    if (rc != TSS2_RC_SUCCESS) {
+        err = estc__tpm2_tss_err(op, "Tss2_MU_TPM2B_SENSITIVE_Marshal", rc);
+        goto out;
+    }
+    dup.size = (UINT16)off;
+    TPM2B_DATA enc_key = {0};
+    TPM2B_ENCRYPTED_SECRET seed = {0};
+    TPMT_SYM_DEF_OBJECT sym = {.algorithm = TPM2_ALG_NULL};
+    rc = Esys_Import(c->esys, srk, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, &enc_key, &pub,
+                     &dup, &seed, &sym, &priv);
+    if (rc != TSS2_RC_SUCCESS) {
+        err = estc__tpm2_tss_err(op, "Esys_Import", rc);
+        goto out;
+    }
+    rc = Esys_Load(c->esys, srk, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, priv, &pub, &key);
+    if (rc != TSS2_RC_SUCCESS) {
+        err = estc__tpm2_tss_err(op, "Esys_Load", rc);
+        goto out;
+    }
+    err = persist_key(op, &key);
+out:
+    OPENSSL_cleanse(&sens, sizeof(sens));
+    OPENSSL_cleanse(&dup, sizeof(dup));
+    EVP_PKEY_free(pk);
+    estc__tpm2_flush(c, &key);
+    estc__tpm2_srk_check(c, err);
+    Esys_Free(priv);
+    return err;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Using keys                                                                */
+/* ------------------------------------------------------------------------ */
+
+/* Opens the key at the address's handle (the ESYS_TR stays owned by the
+ * connection's cache) and reads its public area, which also proves it is
+ * still there. */
+static estc_err key_open(const struct tpm2_op *op, ESYS_TR *tr, TPM2B_PUBLIC **pub)
+{
+    struct tpm2_conn *c = op->c;
+    uint32_t handle = op->a.handle;
+    *tr = ESYS_TR_NONE;
+    for (size_t i = 0; i < c->n_keys; i++) {
+        if (c->keys[i].handle == handle) {
+            TSS2_RC rc = Esys_ReadPublic(c->esys, c->keys[i].tr, ESYS_TR_NONE, ESYS_TR_NONE,
+                                         ESYS_TR_NONE, pub, NULL, NULL);
+            if (rc == TSS2_RC_SUCCESS)
+                *tr = c->keys[i].tr;
+            else
+                estc__tpm2_key_forget(c, handle); /* gone or replaced: open it afresh */
+            break;
+        }
+    }
+    if (*tr == ESYS_TR_NONE) {
+        estc_err err = estc__tpm2_tr_from(op, handle, tr);
+        if (err != ESTC_OK)
+            return err;
+        TSS2_RC rc = Esys_ReadPublic(c->esys, *tr, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, pub,
+                                     NULL, NULL);
+        if (rc != TSS2_RC_SUCCESS) {
+            estc__tpm2_tr_close(c, tr);
+            return estc__tpm2_tss_err(op, "Esys_ReadPublic", rc);
+        }
+        estc__tpm2_key_remember(c, handle, *tr);
+    }
+    TPMA_OBJECT attrs = (*pub)->publicArea.objectAttributes;
+    if (!(attrs & TPMA_OBJECT_SIGN_ENCRYPT) || (attrs & TPMA_OBJECT_RESTRICTED) ||
+        ((*pub)->publicArea.type != TPM2_ALG_ECC && (*pub)->publicArea.type != TPM2_ALG_RSA)) {
+        estc__tpm2_key_forget(c, handle);
+        *tr = ESYS_TR_NONE;
+        Esys_Free(*pub);
+        *pub = NULL;
+        return estc_error(op->ctx, ESTC_ERR_UNSUPPORTED,
+                          "%s: the object is not an unrestricted EC or RSA signing key", op->text);
+    }
+    return ESTC_OK;
+}
+
+estc_err estc__tpm2_key_public(const struct tpm2_op *op, estc_buf *spki)
+{
+    ESYS_TR tr = ESYS_TR_NONE;
+    TPM2B_PUBLIC *pub = NULL;
+    estc_err err = key_open(op, &tr, &pub);
+    if (err != ESTC_OK)
+        return err;
+    const TPMT_PUBLIC *p = &pub->publicArea;
+    if (p->type == TPM2_ALG_ECC) {
+        estc_key_type type = key_type_of(p->parameters.eccDetail.curveID);
+        size_t field = estc__ec_field_len(type);
+        if (field == 0 || p->unique.ecc.x.size > field || p->unique.ecc.y.size > field) {
+            err = estc_error(op->ctx, ESTC_ERR_UNSUPPORTED, "%s: unsupported curve 0x%x", op->text,
+                             (unsigned)p->parameters.eccDetail.curveID);
+            goto out;
+        }
+        uint8_t point[1 + 2 * 66] = {0x04};
+        memcpy(point + 1 + field - p->unique.ecc.x.size, p->unique.ecc.x.buffer,
+               p->unique.ecc.x.size);
+        memcpy(point + 1 + 2 * field - p->unique.ecc.y.size, p->unique.ecc.y.buffer,
+               p->unique.ecc.y.size);
+        err = estc__spki_from_ec_point(type, point, 1 + 2 * field, spki);
+    } else {
+        uint32_t e = p->parameters.rsaDetail.exponent;
+        if (e == 0)
+            e = 65537;
+        uint8_t eb[4] = {(uint8_t)(e >> 24), (uint8_t)(e >> 16), (uint8_t)(e >> 8), (uint8_t)e};
+        err = estc__spki_from_rsa(p->unique.rsa.buffer, p->unique.rsa.size, eb, sizeof(eb), spki);
+    }
+    if (err != ESTC_OK && err != ESTC_ERR_UNSUPPORTED)
+        err = estc_error(op->ctx, err, "%s: cannot encode the public key", op->text);
+out:
+    Esys_Free(pub);
+    return err;
+}
+
+estc_err estc__tpm2_key_sign(const struct tpm2_op *op, estc_sig_alg alg, estc_hash hash,
+                             const uint8_t *digest, size_t digest_len, estc_buf *sig)
+{
+    ESYS_TR tr = ESYS_TR_NONE;
+    TPM2B_PUBLIC *pub = NULL;
+    TPMT_SIGNATURE *s = NULL;
+    estc_err err = key_open(op, &tr, &pub);
+    if (err != ESTC_OK)
+        goto out;
+    bool is_ec = pub->publicArea.type == TPM2_ALG_ECC;
+    if (is_ec != (alg == ESTC_SIG_ECDSA)) {
+        err = estc_error(op->ctx, ESTC_ERR_UNSUPPORTED,
+                         "%s: signature algorithm does not fit a%s key", op->text,
+                         is_ec ? "n EC" : "n RSA");
+        goto out;
+    }
+    TPMT_SIG_SCHEME scheme = {0};
+    scheme.scheme = alg == ESTC_SIG_ECDSA       ? TPM2_ALG_ECDSA
+                    : alg == ESTC_SIG_RSA_PKCS1 ? TPM2_ALG_RSASSA
+                                                : TPM2_ALG_RSAPSS;
+    scheme.details.any.hashAlg = estc__tpm2_hash_alg(hash);
+    TPM2B_DIGEST dg = {.size = (UINT16)digest_len};
+    memcpy(dg.buffer, digest, digest_len);
+    TPMT_TK_HASHCHECK ticket = {.tag = TPM2_ST_HASHCHECK, .hierarchy = TPM2_RH_NULL};
+    TSS2_RC rc = Esys_Sign(op->c->esys, tr, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, &dg,
+                           &scheme, &ticket, &s);
+    if (rc != TSS2_RC_SUCCESS) {
+        err = estc__tpm2_tss_err(op, "Esys_Sign", rc);
+        goto out;
+    }
+    if (is_ec) {
+        size_t field =
+            estc__ec_field_len(key_type_of(pub->publicArea.parameters.eccDetail.curveID));
+        const TPM2B_ECC_PARAMETER *r = &s->signature.ecdsa.signatureR;
+        const TPM2B_ECC_PARAMETER *sv = &s->signature.ecdsa.signatureS;
+        uint8_t rs[2 * 66] = {0};
+        if (field == 0 || r->size > field || sv->size > field) {
+            err = estc_error(op->ctx, ESTC_ERR_ENGINE, "%s: unexpected ECDSA signature size",
+                             op->text);
+            goto out;
+        }
+        memcpy(rs + field - r->size, r->buffer, r->size);
+        memcpy(rs + 2 * field - sv->size, sv->buffer, sv->size);
+        err = estc__ecdsa_raw_to_der(rs, 2 * field, sig);
+    } else {
+        const TPM2B_PUBLIC_KEY_RSA *rsig =
+            alg == ESTC_SIG_RSA_PKCS1 ? &s->signature.rsassa.sig : &s->signature.rsapss.sig;
+        err = estc_buf_set(sig, rsig->buffer, rsig->size);
+    }
+out:
+    Esys_Free(s);
+    Esys_Free(pub);
+    return err;
+}
+
+estc_err estc__tpm2_key_remove(const struct tpm2_op *op)
+{
+    struct tpm2_conn *c = op->c;
+    ESYS_TR tr = ESYS_TR_NONE, out_tr = ESYS_TR_NONE;
+    TPM2B_PUBLIC *pub = NULL;
+    /* key_open refuses storage keys: the SRK is never removed here. */
+    estc_err err = key_open(op, &tr, &pub);
+    if (err != ESTC_OK)
+        goto out;
+    TSS2_RC rc = Esys_EvictControl(c->esys, ESYS_TR_RH_OWNER, tr, ESYS_TR_PASSWORD, ESYS_TR_NONE,
+                                   ESYS_TR_NONE, op->a.handle, &out_tr);
+    if (rc != TSS2_RC_SUCCESS)
+        err = estc__tpm2_tss_err(op, "Esys_EvictControl", rc);
+out:
+    Esys_Free(pub);
+    /* ESYS may have dropped the handle already: closing again is harmless. */
+    if (tr != ESYS_TR_NONE)
+        estc__tpm2_key_forget(c, op->a.handle);
+    estc__tpm2_tr_close(c, &out_tr);
+    return err;
+}
