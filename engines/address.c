@@ -186,6 +186,7 @@ estc_err estc_address_parse(const char *text, bool attributes, estc_address **ou
     p->pub.redacted = redacted;
     memcpy(p->pub.scheme, scheme, sizeof(scheme));
     p->pub.body = copy + (body - text);
+    p->pub.query_text = query != NULL ? copy + (query - text) + 1 : copy + len;
     p->pub.path = p->attrs;
     p->pub.n_path = n_path;
     p->pub.query = p->attrs + n_path;
@@ -323,6 +324,8 @@ estc_err estc__address_parse_defaults(const char *text, const char *defaults, es
             /* Shown and derived from as given: cut the copy back. */
             char *copy = (char *)b->text;
             copy[len] = '\0';
+            if (b->query_text > copy + len)
+                b->query_text = copy + len; /* the defaults are not the address's own */
             estc_redact(copy, (char *)b->redacted, 2 * len + 8);
             estc_address_free(a);
             a = b;

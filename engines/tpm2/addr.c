@@ -180,12 +180,10 @@ void estc__tpm2_kind_range(const struct tpm2_addr *a, estc_obj_kind kind, uint32
 
 /* The prefix's query (tcti=, srk=) as the prefix spelled it, "" when it has
  * none: derived addresses carry it byte for byte, whatever percent-encoding
- * the user chose, so that they stay the same as they always were. The
- * framework's query is what follows the first '?' of the body. */
+ * the user chose, so that they stay the same as they always were. */
 static const char *prefix_query(const estc_address *prefix)
 {
-    const char *q = strchr(prefix->body, '?');
-    return q != NULL ? q + 1 : "";
+    return prefix->query_text;
 }
 
 /* "tpm2:handle=0x..." or "tpm2:nv=0x...", with the prefix's query. */

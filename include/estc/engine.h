@@ -166,6 +166,8 @@ typedef struct estc_address {
     const char *redacted; /* @text with secrets hidden (see estc_redact()): for messages */
     char scheme[ESTC_SCHEME_MAX + 1]; /* lower case, without ':' */
     const char *body;     /* everything after "scheme:", verbatim */
+    const char *query_text; /* with attributes: the query after '?', verbatim ("" if none),
+                               for drivers that carry a prefix's query into derived addresses */
     const estc_attr *path;
     size_t n_path;
     const estc_attr *query;
