@@ -12,7 +12,9 @@
 
 static char dir[1024];
 
-/* Runs after unit_setup(): a scratch folder per test. */
+/* Runs after unit_setup(): a scratch folder per test, inside the folder
+ * main() made for the run (a failed test ends without its teardown; main()
+ * removes what is left). */
 static void files_setup(void)
 {
     unit_mkdtemp(dir, sizeof(dir));
@@ -451,5 +453,15 @@ int main(void)
     tcase_add_test(tc, bug_address_for_file_in_root_folder);
     tcase_add_test(tc, bug_address_for_absolute_path_at_limit);
     tcase_add_test(tc, bug_address_for_file_too_long_reason_cut);
-    return unit_run(s);
+    const char *tmp = getenv("TMPDIR");
+    char base[1024];
+    snprintf(base, sizeof(base), "%s/estc-unit-files-XXXXXX",
+             tmp != NULL && tmp[0] != '\0' ? tmp : "/tmp");
+    if (mkdtemp(base) == NULL || setenv("TMPDIR", base, 1) != 0) {
+        perror("scratch folder");
+        return EXIT_FAILURE;
+    }
+    int status = unit_run(s);
+    unit_rm_rf(base);
+    return status;
 }
