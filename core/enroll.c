@@ -122,14 +122,14 @@ static estc_err cacerts_op(estc_client *c)
         /* Copy the detail first: estc_error() writes into the same buffer. */
         char why[512];
         snprintf(why, sizeof(why), "%s", estc_ctx_error_detail(c->ctx));
-        estc_err e = err == ESTC_ERR_VALIDATION
-                         ? estc_error(c->ctx, err,
-                                      "the server does not verify against the CA certificates it "
-                                      "sent (%s)",
-                                      why)
-                         : estc_error(c->ctx, err,
-                                      "re-checking the server against the new CA certificates: %s",
-                                      why);
+        estc_err e =
+            err == ESTC_ERR_VALIDATION
+                ? estc_error(c->ctx, err,
+                             "the server does not verify against the CA certificates it "
+                             "sent (%s)",
+                             why)
+                : estc_error(c->ctx, err,
+                             "re-checking the server against the new CA certificates: %s", why);
         c->explicit_certs = old;
         c->have_explicit = had_explicit;
         estc__client_reset_transport(c);
@@ -154,8 +154,7 @@ static estc_err cacerts_op(estc_client *c)
             err = estc_cert_load(c->ctx, addrs[i], &have);
             if (err == ESTC_OK && (have.len != certs.items[i].len ||
                                    memcmp(have.data, certs.items[i].data, have.len) != 0))
-                err = estc_error(c->ctx, ESTC_ERR_EXISTS, "%s holds another certificate",
-                                 addrs[i]);
+                err = estc_error(c->ctx, ESTC_ERR_EXISTS, "%s holds another certificate", addrs[i]);
             estc_buf_free(&have);
             if (err == ESTC_OK && record_state(c, addrs[i]) == ESTC_OBJ_SUPERSEDED)
                 err = estc_error(c->ctx, ESTC_ERR_STATE,
@@ -328,8 +327,7 @@ static estc_err reenroll_op(estc_client *c, bool rekey)
     estc_buf der = {0};
     estc_err err = estc_cert_load(c->ctx, c->cert_addr, &der);
     if (err != ESTC_OK)
-        return estc_error(c->ctx, ESTC_ERR_STATE, "reenroll: no certificate at %s",
-                          c->cert_addr);
+        return estc_error(c->ctx, ESTC_ERR_STATE, "reenroll: no certificate at %s", c->cert_addr);
     const unsigned char *p = der.data;
     X509 *old = d2i_X509(NULL, &p, (long)der.len);
     estc_buf_free(&der);
@@ -409,8 +407,7 @@ static estc_err serverkeygen_op(estc_client *c)
                                     &resp);
     if (err == ESTC_OK && resp.content_format != ESTC__CF_MULTIPART_CORE)
         err = estc_error(c->ctx, ESTC_ERR_PROTOCOL,
-                         "POST /skg: answered with Content-Format %d, not 62",
-                         resp.content_format);
+                         "POST /skg: answered with Content-Format %d, not 62", resp.content_format);
     if (err == ESTC_OK) {
         err = estc__codec_multipart(resp.payload.data, resp.payload.len, &mp);
         if (err != ESTC_OK)
@@ -467,8 +464,7 @@ static estc_err csrattrs_op(estc_client *c)
                                          ESTC_CF_NONE, ESTC__CF_CSRATTRS, NULL, 0, &resp);
     if (err == ESTC_OK && resp.payload.len > 0 && resp.content_format != ESTC__CF_CSRATTRS)
         err = estc_error(c->ctx, ESTC_ERR_PROTOCOL,
-                         "GET /att: answered with Content-Format %d, not 285",
-                         resp.content_format);
+                         "GET /att: answered with Content-Format %d, not 285", resp.content_format);
     if (err == ESTC_OK) {
         err = estc__codec_csrattrs(resp.payload.data, resp.payload.len, &attrs);
         if (err != ESTC_OK)

@@ -777,8 +777,8 @@ static estc_err recreate(estc_client *c, const struct parsed *p, struct made *ma
             return ESTC_ERR_FORMAT;
         err = estc_object_exists(c->ctx, p->keys[i].addr, ESTC_OBJ_KEY, &there);
         if (err == ESTC_OK && !there) {
-            err = estc_key_import(c->ctx, p->keys[i].addr, p->keys[i].data.data,
-                                  p->keys[i].data.len);
+            err =
+                estc_key_import(c->ctx, p->keys[i].addr, p->keys[i].data.data, p->keys[i].data.len);
             if (err == ESTC_OK)
                 made[(*n)++] = (struct made){p->keys[i].addr, ESTC_OBJ_KEY};
         }

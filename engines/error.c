@@ -1,6 +1,7 @@
 /*
  * Error codes: names and descriptions, and the per-context detail text.
  */
+#include <ctype.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -52,31 +53,50 @@ const char *estc_err_name(estc_err err)
  * and log lines name addresses. */
 static const char *const secret_attrs[] = {"pin-value="};
 
+/* Whether the secret value that @p is in ends at @p. A value runs to the end
+ * of its attribute: ';' or '?' in the path, '&' in the query (RFC 7512 lets
+ * a path value hold '&' and a query value '?' and ';'). Blanks and quotes
+ * never stand raw in an address, so they end it too, as does ": " (the
+ * separator after an address in a message). */
+static bool value_ends(const char *p, bool in_query)
+{
+    if (*p == '\0' || isspace((unsigned char)*p) || *p == '"' || *p == '\'')
+        return true;
+    if (*p == ':' && (p[1] == '\0' || isspace((unsigned char)p[1])))
+        return true;
+    return in_query ? *p == '&' : (*p == ';' || *p == '?');
+}
+
 char *estc_redact(const char *text, char *out, size_t out_size)
 {
     size_t o = 0;
+    bool in_query = false; /* past the '?' of the address being read */
     if (out == NULL || out_size == 0)
         return out;
     const char *p = text != NULL ? text : "";
     while (*p != '\0' && o + 1 < out_size) {
-        const char *key = NULL;
+        size_t key_len = 0;
         for (size_t i = 0; i < sizeof(secret_attrs) / sizeof(secret_attrs[0]); i++) {
             size_t n = strlen(secret_attrs[i]);
             if (strncasecmp(p, secret_attrs[i], n) == 0) {
-                key = secret_attrs[i];
-                p += n;
+                key_len = n;
                 break;
             }
         }
-        if (key == NULL) {
+        if (key_len == 0) {
+            if (*p == '?')
+                in_query = true;
+            else if (isspace((unsigned char)*p) || *p == '"' || *p == '\'')
+                in_query = false;
             out[o++] = *p++;
             continue;
         }
-        for (const char *k = key; *k != '\0' && o + 1 < out_size; k++)
-            out[o++] = *k;
+        /* The name as written, then the mask. */
+        for (size_t k = 0; k < key_len && o + 1 < out_size; k++)
+            out[o++] = *p++;
         for (const char *k = "***"; *k != '\0' && o + 1 < out_size; k++)
             out[o++] = *k;
-        while (*p != '\0' && strchr(";&? \t\n", *p) == NULL)
+        while (!value_ends(p, in_query))
             p++;
     }
     out[o] = '\0';

@@ -14,11 +14,11 @@
 
 static estc_err sys_fail(estc_ctx *ctx, const char *path, const char *what, int e)
 {
-    estc_err err = e == ENOENT ? ESTC_ERR_NOT_FOUND
-                   : e == EEXIST ? ESTC_ERR_EXISTS
+    estc_err err = e == ENOENT                   ? ESTC_ERR_NOT_FOUND
+                   : e == EEXIST                 ? ESTC_ERR_EXISTS
                    : (e == EACCES || e == EPERM) ? ESTC_ERR_AUTH
-                   : e == ENOMEM ? ESTC_ERR_NOMEM
-                                  : ESTC_ERR_IO;
+                   : e == ENOMEM                 ? ESTC_ERR_NOMEM
+                                                 : ESTC_ERR_IO;
     return estc_error(ctx, err, "%s: %s: %s", path, what, strerror(e));
 }
 
@@ -120,14 +120,20 @@ estc_err estc_address_for_file(estc_ctx *ctx, const char *path, char **addr)
     char cwd[4096] = "";
     if (path[0] != '/' && getcwd(cwd, sizeof(cwd)) == NULL)
         return sys_fail(ctx, path, "current folder", errno);
-    size_t len = strlen(drv->scheme) + 1 + strlen(cwd) + 1 + strlen(path) + 1;
+    /* A joining '/' only between a folder and a relative path, and never
+     * after the root folder's own. */
+    size_t cwd_len = strlen(cwd);
+    const char *join = cwd_len > 0 && cwd[cwd_len - 1] != '/' ? "/" : "";
+    size_t len = strlen(drv->scheme) + 1 + cwd_len + strlen(join) + strlen(path) + 1;
     if (len > ESTC_ADDRESS_MAX + 1)
-        return estc_error(ctx, ESTC_ERR_BAD_ADDRESS, "%s: the path is too long", path);
+        return estc_error(ctx, ESTC_ERR_BAD_ADDRESS,
+                          "the path is too long for an address (%zu bytes, at most %d): %.200s...",
+                          len - 1, ESTC_ADDRESS_MAX, path);
     char *out = malloc(len);
     if (out == NULL)
         return ESTC_ERR_NOMEM;
     /* len was counted from these very strings: nothing is cut. */
-    int n = snprintf(out, len, "%s:%s%s%s", drv->scheme, cwd, cwd[0] != '\0' ? "/" : "", path);
+    int n = snprintf(out, len, "%s:%s%s%s", drv->scheme, cwd, join, path);
     if (n < 0 || (size_t)n >= len) {
         free(out);
         return ESTC_ERR_BAD_ADDRESS;

@@ -17,8 +17,12 @@ estc_err estc_generator_set(estc_ctx *ctx, const char *scheme, estc_address_gen_
         return ESTC_ERR_INVALID_ARG;
     char probe[ESTC_SCHEME_MAX + 3];
     size_t n = strlen(scheme);
-    if (n == 0 || n > ESTC_SCHEME_MAX)
-        return estc_error(ctx, ESTC_ERR_INVALID_ARG, "bad scheme for a generator");
+    /* A bare scheme: "mem", not "mem:" nor "mem:dev-" (which would install
+     * the generator for every mem: address, not for a prefix). */
+    if (n == 0 || n > ESTC_SCHEME_MAX ||
+        strspn(scheme, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+-.") != n)
+        return estc_error(ctx, ESTC_ERR_INVALID_ARG,
+                          "bad scheme for a generator (the scheme alone, without ':')");
     memcpy(probe, scheme, n);
     probe[n] = ':';
     probe[n + 1] = '\0';

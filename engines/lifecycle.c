@@ -394,8 +394,8 @@ estc_err estc_lifecycle_deserialize(estc_lifecycle *lc, const uint8_t *data, siz
 {
     if (lc == NULL || (data == NULL && len > 0))
         return ESTC_ERR_INVALID_ARG;
-    if (len > 16 * 1024 * 1024 || memchr(data, '\0', len) != NULL)
-        return estc_error(lc->ctx, ESTC_ERR_FORMAT, "lifecycle record: not text");
+    if (len == 0 || len > 16 * 1024 * 1024 || memchr(data, '\0', len) != NULL)
+        return estc_error(lc->ctx, ESTC_ERR_FORMAT, "lifecycle record: empty or not text");
     char *text = malloc(len + 1);
     if (text == NULL)
         return ESTC_ERR_NOMEM;
@@ -459,14 +459,27 @@ done:
             return estc_error(lc->ctx, err, "lifecycle record: malformed at line %zu", lineno + 1);
         return err;
     }
-    if (take_snapshot(lc, data, len) != ESTC_OK) {
-        free_items(items, count);
-        return ESTC_ERR_NOMEM;
-    }
-    free_items(lc->items, lc->count);
+    /* The snapshot is the record as parsed, written the one way serialize
+     * writes it: a record spelled differently (a blank line, "gen 01") is
+     * still unchanged, so cleanup keeps its objects. */
+    struct estc_lifecycle old = *lc;
     lc->items = items;
     lc->count = count;
     lc->cap = cap;
     lc->generation = generation;
+    estc_buf canonical = {0};
+    err = render(lc, &canonical);
+    if (err == ESTC_OK)
+        err = take_snapshot(lc, canonical.data, canonical.len);
+    estc_buf_free(&canonical);
+    if (err != ESTC_OK) {
+        free_items(items, count);
+        lc->items = old.items;
+        lc->count = old.count;
+        lc->cap = old.cap;
+        lc->generation = old.generation;
+        return err;
+    }
+    free_items(old.items, old.count);
     return ESTC_OK;
 }

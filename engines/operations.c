@@ -68,10 +68,10 @@ estc_err estc_key_import(estc_ctx *ctx, const char *addr, const uint8_t *pkcs8, 
     if (pkcs8 == NULL || len == 0)
         return estc_error(ctx, ESTC_ERR_INVALID_ARG, "no key to import");
     ENGINE_OR_RETURN(ctx, addr, e, pa);
-    estc_err err = e->driver->key_import == NULL
-                       ? estc_error(ctx, ESTC_ERR_UNSUPPORTED, "%s: engine cannot import keys",
-                                    pa->redacted)
-                       : e->driver->key_import(ctx, e->state, pa, pkcs8, len);
+    estc_err err =
+        e->driver->key_import == NULL
+            ? estc_error(ctx, ESTC_ERR_UNSUPPORTED, "%s: engine cannot import keys", pa->redacted)
+            : e->driver->key_import(ctx, e->state, pa, pkcs8, len);
     estc_address_free(pa);
     return err;
 }
@@ -98,8 +98,9 @@ estc_err estc_key_sign(estc_ctx *ctx, const char *addr, estc_sig_alg alg, estc_h
     if (want == 0 || want != digest_len)
         return estc_error(ctx, ESTC_ERR_INVALID_ARG, "digest of %zu bytes does not match hash %d",
                           digest_len, (int)hash);
-    CALL(ctx, addr, e, into(e->driver->key_sign(ctx, e->state, PA, alg, hash, digest, digest_len, &tmp), &tmp,
-                sig));
+    CALL(ctx, addr, e,
+         into(e->driver->key_sign(ctx, e->state, PA, alg, hash, digest, digest_len, &tmp), &tmp,
+              sig));
 }
 
 estc_err estc_key_remove(estc_ctx *ctx, const char *addr)
@@ -248,8 +249,8 @@ estc_err estc_key_file_path(estc_ctx *ctx, const char *addr, char **path)
     ENGINE_OR_RETURN(ctx, addr, e, pa);
     char *out = NULL;
     estc_err err = (e->driver->caps & ESTC_CAP_FILES) == 0
-                       ? estc_error(ctx, ESTC_ERR_UNSUPPORTED, "%s: the engine's keys are not files",
-                                    pa->redacted)
+                       ? estc_error(ctx, ESTC_ERR_UNSUPPORTED,
+                                    "%s: the engine's keys are not files", pa->redacted)
                        : e->driver->key_file_path(ctx, e->state, pa, &out);
     estc_address_free(pa);
     if (err != ESTC_OK) {

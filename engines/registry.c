@@ -117,9 +117,12 @@ static estc_err add_engine(estc_ctx *ctx, const struct estc_driver *driver, void
             return err;
         }
     }
-    ctx->engines[ctx->n_engines++] = (struct estc__engine){
-        .driver = driver, .state = state, .module = module, .gen = NULL, .gen_arg = NULL,
-        .defaults = NULL};
+    ctx->engines[ctx->n_engines++] = (struct estc__engine){.driver = driver,
+                                                           .state = state,
+                                                           .module = module,
+                                                           .gen = NULL,
+                                                           .gen_arg = NULL,
+                                                           .defaults = NULL};
     estc_log(ctx, ESTC_LOG_DEBUG, "engine \"%s\" registered", driver->scheme);
     return ESTC_OK;
 }
@@ -195,7 +198,8 @@ estc_err estc__engine_parse(estc_ctx *ctx, const char *addr, struct estc__engine
 /* Appends "name=value" (value percent-encoded where needed) to @q. */
 static bool append_attr(char **q, const char *name, const char *value)
 {
-    static const char plain[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~/:,";
+    static const char plain[] =
+        "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~/:,";
     size_t old = *q != NULL ? strlen(*q) : 0;
     size_t cap = old + 1 + strlen(name) + 1 + 3 * strlen(value) + 1;
     char *grown = realloc(*q, cap);
@@ -224,8 +228,9 @@ estc_err estc_engine_set_default(estc_ctx *ctx, const char *scheme, const char *
         !valid_scheme(scheme))
         return ESTC_ERR_INVALID_ARG;
     size_t nl = strlen(name);
-    if (nl == 0 || nl > 64 || strspn(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-                                           "0123456789-_.") != nl)
+    if (nl == 0 || nl > 64 ||
+        strspn(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                     "0123456789-_.") != nl)
         return estc_error(ctx, ESTC_ERR_INVALID_ARG, "bad attribute name for a default");
     snprintf(probe, sizeof(probe), "%s:", scheme);
     struct estc__engine *e;

@@ -148,7 +148,8 @@ static estc_err store_key(estc_ctx *ctx, const char *addr, EVP_PKEY *key)
     return err;
 }
 
-static estc_err file_key_generate(estc_ctx *ctx, void *state, const estc_address *a, estc_key_type type)
+static estc_err file_key_generate(estc_ctx *ctx, void *state, const estc_address *a,
+                                  estc_key_type type)
 {
     const char *addr = a->text;
     (void)state;
@@ -167,8 +168,8 @@ static estc_err file_key_generate(estc_ctx *ctx, void *state, const estc_address
     return err;
 }
 
-static estc_err file_key_import(estc_ctx *ctx, void *state, const estc_address *a, const uint8_t *der,
-                                size_t len)
+static estc_err file_key_import(estc_ctx *ctx, void *state, const estc_address *a,
+                                const uint8_t *der, size_t len)
 {
     const char *addr = a->text;
     (void)state;
@@ -239,8 +240,8 @@ static estc_err file_key_remove(estc_ctx *ctx, void *state, const estc_address *
     return remove_file(ctx, addr, true);
 }
 
-static estc_err file_cert_store(estc_ctx *ctx, void *state, const estc_address *a, estc_obj_kind kind,
-                                const uint8_t *der, size_t len)
+static estc_err file_cert_store(estc_ctx *ctx, void *state, const estc_address *a,
+                                estc_obj_kind kind, const uint8_t *der, size_t len)
 {
     const char *addr = a->text;
     (void)state;

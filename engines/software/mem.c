@@ -93,7 +93,8 @@ static estc_err get_key(estc_ctx *ctx, struct mem_state *st, const char *addr, E
     return ESTC_OK;
 }
 
-static estc_err mem_key_generate(estc_ctx *ctx, void *state, const estc_address *a, estc_key_type type)
+static estc_err mem_key_generate(estc_ctx *ctx, void *state, const estc_address *a,
+                                 estc_key_type type)
 {
     const char *addr = a->text;
     EVP_PKEY *key = NULL;
@@ -108,8 +109,8 @@ static estc_err mem_key_generate(estc_ctx *ctx, void *state, const estc_address 
     return add(ctx, state, addr, ESTC_OBJ_KEY, key, NULL, 0);
 }
 
-static estc_err mem_key_import(estc_ctx *ctx, void *state, const estc_address *a, const uint8_t *der,
-                               size_t len)
+static estc_err mem_key_import(estc_ctx *ctx, void *state, const estc_address *a,
+                               const uint8_t *der, size_t len)
 {
     const char *addr = a->text;
     EVP_PKEY *key = NULL;
@@ -165,8 +166,8 @@ static estc_err mem_key_remove(estc_ctx *ctx, void *state, const estc_address *a
     return remove_kind(ctx, state, addr, true);
 }
 
-static estc_err mem_cert_store(estc_ctx *ctx, void *state, const estc_address *a, estc_obj_kind kind,
-                               const uint8_t *der, size_t len)
+static estc_err mem_cert_store(estc_ctx *ctx, void *state, const estc_address *a,
+                               estc_obj_kind kind, const uint8_t *der, size_t len)
 {
     const char *addr = a->text;
     estc_err err = check_addr(ctx, addr);
@@ -245,9 +246,7 @@ static void mem_cleanup(estc_ctx *ctx, void *state)
     free(st->objs);
 }
 
-
-static estc_err mem_key_export(estc_ctx *ctx, void *state, const estc_address *a,
-                               estc_buf *pkcs8)
+static estc_err mem_key_export(estc_ctx *ctx, void *state, const estc_address *a, estc_buf *pkcs8)
 {
     EVP_PKEY *key = NULL;
     estc_err err = get_key(ctx, state, a->text, &key);

@@ -55,8 +55,7 @@ static estc_err parse(estc_ctx *ctx, const estc_address *addr, bool need_label, 
     if (l == NULL && !need_label)
         l = &no_label;
     if (l == NULL || (need_label && l->value[0] == '\0'))
-        return estc_error(ctx, ESTC_ERR_BAD_ADDRESS, "%s: no label= naming the object",
-                          addr->text);
+        return estc_error(ctx, ESTC_ERR_BAD_ADDRESS, "%s: no label= naming the object", addr->text);
     *bank = strdup(b->value);
     *label = strdup(l->value);
     if (*bank == NULL || *label == NULL) {
@@ -91,8 +90,8 @@ static estc_err lookup(estc_ctx *ctx, struct example_state *st, const estc_addre
     return ESTC_OK;
 }
 
-static estc_err add(estc_ctx *ctx, struct example_state *st, const estc_address *addr, estc_obj_kind kind,
-                    EVP_PKEY *key, const uint8_t *der, size_t len)
+static estc_err add(estc_ctx *ctx, struct example_state *st, const estc_address *addr,
+                    estc_obj_kind kind, EVP_PKEY *key, const uint8_t *der, size_t len)
 {
     char *bank, *label;
     estc_err err = parse(ctx, addr, true, &bank, &label);
@@ -129,7 +128,8 @@ static void drop(struct example_state *st, struct object *o)
     *o = st->objs[--st->count];
 }
 
-static estc_err ex_key_generate(estc_ctx *ctx, void *state, const estc_address *addr, estc_key_type type)
+static estc_err ex_key_generate(estc_ctx *ctx, void *state, const estc_address *addr,
+                                estc_key_type type)
 {
     struct object *o;
     estc_err err = lookup(ctx, state, addr, &o);
@@ -227,8 +227,8 @@ static estc_err ex_key_remove(estc_ctx *ctx, void *state, const estc_address *ad
     return remove_kind(ctx, state, addr, true);
 }
 
-static estc_err ex_cert_store(estc_ctx *ctx, void *state, const estc_address *addr, estc_obj_kind kind,
-                              const uint8_t *der, size_t len)
+static estc_err ex_cert_store(estc_ctx *ctx, void *state, const estc_address *addr,
+                              estc_obj_kind kind, const uint8_t *der, size_t len)
 {
     return add(ctx, state, addr, kind, NULL, der, len);
 }

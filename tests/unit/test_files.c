@@ -349,15 +349,15 @@ START_TEST(address_for_relative_path_at_limit)
 }
 END_TEST
 
-/* ---- framework bugs (these fail until engines/files.c is fixed) -------- */
+/* ---- regressions: each of these failed before its fix ------------------ */
 
 /*
- * FRAMEWORK BUG (engines/files.c estc_address_for_file): the current folder
+ * Regression (engines/files.c estc_address_for_file): the current folder
  * and the relative path are joined with a '/' even when the folder is "/",
  * so in the root folder "x.pem" becomes "file://x.pem", which the file:
  * engine refuses as a URL ("file: needs a file path").
  */
-START_TEST(bug_address_for_file_in_root_folder)
+START_TEST(regression_address_for_file_in_root_folder)
 {
     char old[PATH_MAX];
     ck_assert_ptr_nonnull(getcwd(old, sizeof(old)));
@@ -380,13 +380,13 @@ START_TEST(bug_address_for_file_in_root_folder)
 END_TEST
 
 /*
- * FRAMEWORK BUG (engines/files.c estc_address_for_file): the length check
+ * Regression (engines/files.c estc_address_for_file): the length check
  * counts the '/' that joins the current folder and the path even for an
  * absolute path, where no folder and no '/' are added, so an absolute path
  * whose address is exactly ESTC_ADDRESS_MAX bytes is refused as too long
  * (the relative case above is right).
  */
-START_TEST(bug_address_for_absolute_path_at_limit)
+START_TEST(regression_address_for_absolute_path_at_limit)
 {
     size_t n = ESTC_ADDRESS_MAX - strlen("file:");
     char *abs_path = malloc(n + 1);
@@ -407,12 +407,12 @@ START_TEST(bug_address_for_absolute_path_at_limit)
 END_TEST
 
 /*
- * FRAMEWORK BUG (engines/files.c estc_address_for_file): the refusal of an
+ * Regression (engines/files.c estc_address_for_file): the refusal of an
  * over-long path is "<path>: the path is too long", but any path refused
  * here is over 1000 bytes and the detail text holds 511, so the reason is
  * always cut off and the user sees only the start of a path.
  */
-START_TEST(bug_address_for_file_too_long_reason_cut)
+START_TEST(regression_address_for_file_too_long_reason_cut)
 {
     char *huge = malloc(ESTC_ADDRESS_MAX + 8);
     ck_assert_ptr_nonnull(huge);
@@ -449,10 +449,10 @@ int main(void)
     tcase_add_test(tc, address_for_file_arguments);
     tcase_add_test(tc, address_for_file_first_files_engine);
     tcase_add_test(tc, address_for_relative_path_at_limit);
-    tc = unit_tcase(s, "framework bugs (fail until fixed)");
-    tcase_add_test(tc, bug_address_for_file_in_root_folder);
-    tcase_add_test(tc, bug_address_for_absolute_path_at_limit);
-    tcase_add_test(tc, bug_address_for_file_too_long_reason_cut);
+    tc = unit_tcase(s, "regressions");
+    tcase_add_test(tc, regression_address_for_file_in_root_folder);
+    tcase_add_test(tc, regression_address_for_absolute_path_at_limit);
+    tcase_add_test(tc, regression_address_for_file_too_long_reason_cut);
     const char *tmp = getenv("TMPDIR");
     char base[1024];
     snprintf(base, sizeof(base), "%s/estc-unit-files-XXXXXX",

@@ -259,17 +259,17 @@ START_TEST(address_generate_arguments)
 }
 END_TEST
 
-/* ---- framework bugs (these fail until engines/generator.c is fixed) ----- */
+/* ---- regressions: each of these failed before its fix ------------------ */
 
 /*
- * FRAMEWORK BUG (engines/generator.c estc_generator_set): @scheme is to be
+ * Regression (engines/generator.c estc_generator_set): @scheme is to be
  * given without ':', but "mem:" and even "mem:anything" are accepted and
  * install the generator for every mem: address (the text is only probed by
  * appending ':' and reading the scheme in front of the first ':'). A caller
  * who passes a prefix, thinking the generator is per prefix, silently
  * changes the whole engine.
  */
-START_TEST(bug_generator_set_accepts_scheme_with_colon)
+START_TEST(regression_generator_set_accepts_scheme_with_colon)
 {
     memset(&gen, 0, sizeof(gen));
     strcpy(gen.answer, "mem:custom");
@@ -296,7 +296,7 @@ int main(void)
     tcase_add_test(tc, set_null_restores_default);
     tcase_add_test(tc, generator_set_arguments);
     tcase_add_test(tc, address_generate_arguments);
-    tc = unit_tcase(s, "framework bugs (fail until fixed)");
-    tcase_add_test(tc, bug_generator_set_accepts_scheme_with_colon);
+    tc = unit_tcase(s, "regressions");
+    tcase_add_test(tc, regression_generator_set_accepts_scheme_with_colon);
     return unit_run(s);
 }

@@ -630,10 +630,10 @@ START_TEST(get_and_count_arguments)
 }
 END_TEST
 
-/* ---- framework bugs (these fail until engines/lifecycle.c is fixed) ----- */
+/* ---- regressions: each of these failed before its fix ------------------ */
 
 /*
- * FRAMEWORK BUG (engines/lifecycle.c estc_lifecycle_deserialize /
+ * Regression (engines/lifecycle.c estc_lifecycle_deserialize /
  * estc_lifecycle_changed): the parser accepts records that are not in the
  * exact form serialize() writes (blank lines, skipped by strtok_r; numbers
  * with leading zeros or a '+'; several blanks between fields), but the
@@ -644,7 +644,7 @@ END_TEST
  * Either refusing such records (ESTC_ERR_FORMAT, record unchanged) or
  * accepting them as unchanged would be right.
  */
-START_TEST(bug_noncanonical_record_then_cleanup_removes_objects)
+START_TEST(regression_noncanonical_record_then_cleanup_removes_objects)
 {
     const char *records[] = {
         "estc-lifecycle 1\ngen 1\n\nobj key committed 0 mem:enrolled\n",
@@ -678,7 +678,7 @@ START_TEST(bug_noncanonical_record_then_cleanup_removes_objects)
 END_TEST
 
 /*
- * FRAMEWORK BUG (engines/lifecycle.c estc_lifecycle_deserialize): NULL data
+ * Regression (engines/lifecycle.c estc_lifecycle_deserialize): NULL data
  * with length 0 passes the argument check (as documented for empty input)
  * but then goes to memchr(NULL, '\0', 0) and memcpy(text, NULL, 0), both
  * undefined behaviour (glibc declares the pointers nonnull). The answer is
@@ -686,7 +686,7 @@ END_TEST
  * as argument 1, which is declared to never be null" at lifecycle.c, with
  * UBSAN_OPTIONS=halt_on_error=1 as set for these tests).
  */
-START_TEST(bug_deserialize_null_empty_undefined_behaviour)
+START_TEST(regression_deserialize_null_empty_undefined_behaviour)
 {
     ck_assert_int_eq(estc_lifecycle_key_generate(lc, "mem:k", ESTC_KEY_EC_P256), ESTC_OK);
     ck_assert_int_eq(estc_lifecycle_deserialize(lc, NULL, 0), ESTC_ERR_FORMAT);
@@ -715,9 +715,9 @@ int main(void)
     tcase_add_test(tc, commit_keeps_superseded_on_removal_failure);
     tcase_add_test(tc, rollback_and_cleanup_keep_failed_objects);
     tcase_add_test(tc, get_and_count_arguments);
-    tc = unit_tcase(s, "framework bugs (fail until fixed)");
+    tc = unit_tcase(s, "regressions");
     tcase_add_checked_fixture(tc, lc_setup, lc_teardown);
-    tcase_add_test(tc, bug_noncanonical_record_then_cleanup_removes_objects);
-    tcase_add_test(tc, bug_deserialize_null_empty_undefined_behaviour);
+    tcase_add_test(tc, regression_noncanonical_record_then_cleanup_removes_objects);
+    tcase_add_test(tc, regression_deserialize_null_empty_undefined_behaviour);
     return unit_run(s);
 }

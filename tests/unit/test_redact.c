@@ -312,10 +312,10 @@ START_TEST(long_detail_never_shows_pin)
 }
 END_TEST
 
-/* ---- framework bugs (these fail until engines/ is fixed) --------------- */
+/* ---- regressions: each of these failed before its fix ------------------ */
 
 /*
- * FRAMEWORK BUG (engines/error.c estc_redact vs engines/address.c): a PIN
+ * Regression (engines/error.c estc_redact vs engines/address.c): a PIN
  * value is hidden only up to the next ';', '&', '?' or blank, but the
  * parser hands drivers a path value up to ';' or '?' only, and a query
  * value up to '&' only. RFC 7512 allows a raw '&' in path values
@@ -324,7 +324,7 @@ END_TEST
  * whole by the parser, and its tail "5678" shows in addr->redacted, in every
  * detail text and in the log.
  */
-START_TEST(bug_redact_shows_tail_of_pin)
+START_TEST(regression_redact_shows_tail_of_pin)
 {
     static struct estc_driver drv;
     drv = unit_stub_driver("loud", ESTC_CAP_ATTRIBUTES);
@@ -377,7 +377,7 @@ int main(void)
     tcase_add_test(tc, lifecycle_logs_hide_pin);
     tcase_add_test(tc, driver_failure_hides_pin);
     tcase_add_test(tc, long_detail_never_shows_pin);
-    tc = unit_tcase(s, "framework bugs (fail until fixed)");
-    tcase_add_test(tc, bug_redact_shows_tail_of_pin);
+    tc = unit_tcase(s, "regressions");
+    tcase_add_test(tc, regression_redact_shows_tail_of_pin);
     return unit_run(s);
 }
