@@ -275,7 +275,7 @@ estc_err estc__address_parse_defaults(const char *text, const char *defaults, es
         goto done;
     estc_address *d = NULL;
     /* The defaults as an address of their own, to read them one by one. */
-    size_t dn = strlen(defaults) + 3;
+    size_t dn = strlen(defaults) + 4; /* "d:?" and the NUL */
     char *dtext = malloc(dn);
     if (dtext == NULL) {
         err = ESTC_ERR_NOMEM;

@@ -245,7 +245,7 @@ estc_err estc_engine_set_default(estc_ctx *ctx, const char *scheme, const char *
     bool ok = true;
     if (e->defaults != NULL) {
         estc_address *d = NULL;
-        size_t dn = strlen(e->defaults) + 3;
+        size_t dn = strlen(e->defaults) + 4; /* "d:?" and the NUL */
         char *dtext = malloc(dn);
         if (dtext == NULL)
             return ESTC_ERR_NOMEM;

@@ -494,6 +494,87 @@ START_TEST(attributes_driver_gets_parsed_address)
 }
 END_TEST
 
+/* Context-wide defaults reach the driver as query attributes when the
+ * address lacks them; the address itself is shown as given. */
+START_TEST(defaults_fill_missing_attributes)
+{
+    static struct estc_driver d;
+    d = unit_stub_driver("tdef", ESTC_CAP_ATTRIBUTES);
+    d.key_public = recording_public;
+    ck_assert_int_eq(estc_engine_register(ctx, &d), ESTC_OK);
+    ck_assert_int_eq(estc_engine_set_default(ctx, "tdef", "module-path", "/usr/lib/a b.so"),
+                     ESTC_OK);
+    ck_assert_int_eq(estc_engine_set_default(ctx, "tdef", "tcti", "swtpm:port=2321"), ESTC_OK);
+    estc_buf b = {0};
+
+    /* Missing in the address: added, decoded like any attribute. */
+    memset(&seen, 0, sizeof(seen));
+    ck_assert_int_eq(estc_key_public(ctx, "tdef:object=k", &b), ESTC_OK);
+    ck_assert_str_eq(seen.text, "tdef:object=k");
+    ck_assert_str_eq(seen.body, "object=k");
+    ck_assert_uint_eq(seen.n_path, 1);
+    ck_assert_uint_eq(seen.n_query, 2);
+    ck_assert_str_eq(seen.names[1], "module-path");
+    ck_assert_str_eq(seen.values[1], "/usr/lib/a b.so");
+    ck_assert_str_eq(seen.names[2], "tcti");
+    ck_assert_str_eq(seen.values[2], "swtpm:port=2321");
+
+    /* Given in the address (path or query): the address wins. */
+    memset(&seen, 0, sizeof(seen));
+    ck_assert_int_eq(estc_key_public(ctx, "tdef:object=k?tcti=mine&x=1", &b), ESTC_OK);
+    ck_assert_str_eq(seen.text, "tdef:object=k?tcti=mine&x=1");
+    ck_assert_uint_eq(seen.n_query, 3);
+    ck_assert_str_eq(seen.values[1], "mine");
+    ck_assert_str_eq(seen.names[3], "module-path");
+
+    /* Replaced, then removed. */
+    ck_assert_int_eq(estc_engine_set_default(ctx, "tdef", "tcti", "other"), ESTC_OK);
+    ck_assert_int_eq(estc_engine_set_default(ctx, "tdef", "module-path", NULL), ESTC_OK);
+    memset(&seen, 0, sizeof(seen));
+    ck_assert_int_eq(estc_key_public(ctx, "tdef:object=k", &b), ESTC_OK);
+    ck_assert_uint_eq(seen.n_query, 1);
+    ck_assert_str_eq(seen.names[1], "tcti");
+    ck_assert_str_eq(seen.values[1], "other");
+    estc_buf_free(&b);
+
+    /* Refusals: an opaque engine, an unknown scheme, a bad name. */
+    ck_assert_int_eq(estc_engine_set_default(ctx, "mem", "x", "1"), ESTC_ERR_UNSUPPORTED);
+    ck_assert_int_eq(estc_engine_set_default(ctx, "nosuch", "x", "1"), ESTC_ERR_UNKNOWN_SCHEME);
+    ck_assert_int_eq(estc_engine_set_default(ctx, "tdef", "a=b", "1"), ESTC_ERR_INVALID_ARG);
+    ck_assert_int_eq(estc_engine_set_default(ctx, "tdef", "", "1"), ESTC_ERR_INVALID_ARG);
+}
+END_TEST
+
+static char seen_query[256];
+static estc_err recording_query(estc_ctx *c, void *s, const estc_address *a, estc_buf *b)
+{
+    (void)c, (void)s;
+    snprintf(seen_query, sizeof(seen_query), "%s", a->query_text);
+    return estc_buf_set(b, "spki", 4);
+}
+
+/* The query as spelled, for drivers that carry it into derived addresses. */
+START_TEST(query_text_verbatim)
+{
+    static struct estc_driver d;
+    d = unit_stub_driver("tqry", ESTC_CAP_ATTRIBUTES);
+    d.key_public = recording_query;
+    ck_assert_int_eq(estc_engine_register(ctx, &d), ESTC_OK);
+    estc_buf b = {0};
+    ck_assert_int_eq(estc_key_public(ctx, "tqry:h=1?tcti=swtpm:host%3D1&x=%41", &b), ESTC_OK);
+    ck_assert_str_eq(seen_query, "tcti=swtpm:host%3D1&x=%41");
+    ck_assert_int_eq(estc_key_public(ctx, "tqry:h=1", &b), ESTC_OK);
+    ck_assert_str_eq(seen_query, "");
+    /* A default is the context's, not part of the address's query. */
+    ck_assert_int_eq(estc_engine_set_default(ctx, "tqry", "tcti", "dev"), ESTC_OK);
+    ck_assert_int_eq(estc_key_public(ctx, "tqry:h=1", &b), ESTC_OK);
+    ck_assert_str_eq(seen_query, "");
+    ck_assert_int_eq(estc_key_public(ctx, "tqry:h=1?x=2", &b), ESTC_OK);
+    ck_assert_str_eq(seen_query, "x=2");
+    estc_buf_free(&b);
+}
+END_TEST
+
 START_TEST(opaque_driver_gets_body_only)
 {
     static struct estc_driver d;
@@ -783,6 +864,8 @@ int main(void)
     tcase_add_test(tc, unknown_scheme_and_bad_address);
     tcase_add_test(tc, key_export_by_capability);
     tcase_add_test(tc, key_export_mem_round_trip);
+    tcase_add_test(tc, defaults_fill_missing_attributes);
+    tcase_add_test(tc, query_text_verbatim);
     tcase_add_test(tc, key_file_path_by_capability);
     tcase_add_test(tc, address_derive_checks);
     tc = unit_tcase(s, "modules");
