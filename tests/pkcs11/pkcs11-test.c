@@ -694,6 +694,15 @@ START_TEST(test_list_and_derive)
                      ESTC_OK);
     ck_assert_str_eq(d, "pkcs11:token=T;pin-value=1;object=xn_1?module-path=/m.so");
     free(d);
+    /* Values that need percent-encoding come out encoded, the same way each time. */
+    ck_assert_int_eq(estc_address_derive(ctx,
+                                         "pkcs11:token=A%20B%3Bc;object=d%3F-?"
+                                         "pin-source=file:/p%26q&module-path=/m.so",
+                                         ESTC_OBJ_CERT, "n", &d),
+                     ESTC_OK);
+    ck_assert_str_eq(d, "pkcs11:token=A%20B%3Bc;object=d%3F-n?pin-source=file:/p%26q&"
+                        "module-path=/m.so");
+    free(d);
 
     for (int i = 0; i < 3; i++) {
         ck_assert_int_eq(estc_key_remove(ctx, addr_for(token1, names[i], "1234")), ESTC_OK);
@@ -856,7 +865,11 @@ START_TEST(test_error_paths)
         "pkcs11:object=x;pin-value=1?pin-value=2",
         "pkcs11:object=x?module-path=/a&module-path=/b",
         "pkcs11:object=x?foo=1",
-        "pkcs11:object=x;;token=A",
+        "pkcs11:object=x?token=A",
+        "pkcs11:object=x;module-path=/a",
+        "pkcs11:object=x;type=private;objecttype=cert",
+        "pkcs11:object=x;type=key",
+        "pkcs11:object=x;slot-id=1a",
         "pkcs11:object",
         "pkcs11:=x",
     };
@@ -865,6 +878,13 @@ START_TEST(test_error_paths)
                                     &sig) == ESTC_ERR_BAD_ADDRESS,
                       "%s", refused[i]);
     }
+    /* An empty segment is skipped, and what follows it still counts (p11-kit
+     * alone would take token=A for a query attribute and ignore it). */
+    snprintf(bad, sizeof(bad),
+             "pkcs11:object=errors;;token=NoSuchToken;pin-value=1234?module-path=%s", module_path);
+    ck_assert_int_eq(estc_key_sign(ctx, bad, ESTC_SIG_ECDSA, ESTC_HASH_SHA256, dg, 32, &sig),
+                     ESTC_ERR_ENGINE);
+    ck_assert_ptr_nonnull(strstr(estc_ctx_error_detail(ctx), "CKR_TOKEN_NOT_PRESENT"));
 
     /* An absent token, an absent module. */
     const char *absent = addr_for("NoSuchToken", "errors", "1234");

@@ -1,0 +1,217 @@
+/*
+ * Objects on the token: finding them by class, label and id, reading their
+ * attributes, the per-token cache of found handles, and removal.
+ */
+#include "p11_internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* Find up to @max objects of @cls; with @use_uri only those that carry the
+ * address's label and id. */
+estc_err estc__p11_find_objects(struct p11_op *op, CK_OBJECT_CLASS cls, bool use_uri,
+                                CK_OBJECT_HANDLE *out, CK_ULONG max, CK_ULONG *n)
+{
+    CK_ATTRIBUTE tmpl[3];
+    CK_ULONG nt = 0;
+    tmpl[nt++] = (CK_ATTRIBUTE){CKA_CLASS, &cls, sizeof(cls)};
+    if (use_uri && op->uri.label != NULL) {
+        tmpl[nt++] = *op->uri.label;
+    }
+    if (use_uri && op->uri.id != NULL) {
+        tmpl[nt++] = *op->uri.id;
+    }
+    *n = 0;
+    CK_RV rv = op->fn->C_FindObjectsInit(op->s, tmpl, nt);
+    if (rv != CKR_OK) {
+        return estc__p11_fail(op, "C_FindObjectsInit", rv);
+    }
+    rv = op->fn->C_FindObjects(op->s, out, max, n);
+    CK_RV rv2 = op->fn->C_FindObjectsFinal(op->s);
+    if (rv != CKR_OK) {
+        return estc__p11_fail(op, "C_FindObjects", rv);
+    }
+    if (rv2 != CKR_OK) {
+        return estc__p11_fail(op, "C_FindObjectsFinal", rv2);
+    }
+    return ESTC_OK;
+}
+
+/* Read attribute @type of @h into a new buffer. */
+estc_err estc__p11_get_attr(struct p11_op *op, CK_OBJECT_HANDLE h, CK_ATTRIBUTE_TYPE type,
+                            estc_buf *out)
+{
+    CK_ATTRIBUTE a = {type, NULL, 0};
+    CK_RV rv = op->fn->C_GetAttributeValue(op->s, h, &a, 1);
+    if (rv != CKR_OK) {
+        return estc__p11_fail(op, "C_GetAttributeValue", rv);
+    }
+    if (a.ulValueLen == CK_UNAVAILABLE_INFORMATION) {
+        return estc__p11_fail(op, "C_GetAttributeValue", CKR_ATTRIBUTE_TYPE_INVALID);
+    }
+    uint8_t *p = malloc(a.ulValueLen > 0 ? a.ulValueLen : 1);
+    if (p == NULL) {
+        return estc__p11_nomem(op);
+    }
+    a.pValue = p;
+    rv = op->fn->C_GetAttributeValue(op->s, h, &a, 1);
+    if (rv != CKR_OK) {
+        free(p);
+        return estc__p11_fail(op, "C_GetAttributeValue", rv);
+    }
+    out->data = p;
+    out->len = a.ulValueLen;
+    return ESTC_OK;
+}
+
+bool estc__p11_get_ulong(struct p11_op *op, CK_OBJECT_HANDLE h, CK_ATTRIBUTE_TYPE type, CK_ULONG *v)
+{
+    CK_ATTRIBUTE a = {type, v, sizeof(*v)};
+    return op->fn->C_GetAttributeValue(op->s, h, &a, 1) == CKR_OK && a.ulValueLen == sizeof(*v);
+}
+
+bool estc__p11_get_bool(struct p11_op *op, CK_OBJECT_HANDLE h, CK_ATTRIBUTE_TYPE type, bool *v)
+{
+    CK_BBOOL b = CK_FALSE;
+    CK_ATTRIBUTE a = {type, &b, sizeof(b)};
+    if (op->fn->C_GetAttributeValue(op->s, h, &a, 1) != CKR_OK || a.ulValueLen != sizeof(b)) {
+        return false;
+    }
+    *v = (b == CK_TRUE);
+    return true;
+}
+
+/* A certificate is a trust-store one when the token marks it trusted or it
+ * was stored as an authority certificate. */
+bool estc__p11_cert_is_trust(struct p11_op *op, CK_OBJECT_HANDLE h)
+{
+    bool trusted = false;
+    CK_ULONG category = 0;
+    if (estc__p11_get_bool(op, h, CKA_TRUSTED, &trusted) && trusted) {
+        return true;
+    }
+    return estc__p11_get_ulong(op, h, CKA_CERTIFICATE_CATEGORY, &category) &&
+           category == CERT_CATEGORY_AUTHORITY;
+}
+
+/* ------------------------------------------------------------------------ */
+/* The handle cache                                                          */
+/* ------------------------------------------------------------------------ */
+
+static bool hc_same(const struct hcache_entry *e, CK_OBJECT_CLASS cls, const CK_ATTRIBUTE *label,
+                    const CK_ATTRIBUTE *id)
+{
+    return e->used && e->cls == cls && e->has_label == (label != NULL) &&
+           e->has_id == (id != NULL) &&
+           (label == NULL || (e->label_len == label->ulValueLen &&
+                              memcmp(e->label, label->pValue, e->label_len) == 0)) &&
+           (id == NULL ||
+            (e->id_len == id->ulValueLen && memcmp(e->id, id->pValue, e->id_len) == 0));
+}
+
+/* A cached handle is used only when the object behind it still has the
+ * class, label and id the address asks for: whatever the token did with
+ * handles meanwhile, it is then the object the address names. */
+static bool hc_valid(struct p11_op *op, CK_OBJECT_HANDLE h, CK_OBJECT_CLASS cls,
+                     const CK_ATTRIBUTE *label, const CK_ATTRIBUTE *id)
+{
+    CK_OBJECT_CLASS c = (CK_OBJECT_CLASS)-1;
+    uint8_t lb[HCACHE_LABEL_MAX], ib[HCACHE_ID_MAX];
+    CK_ATTRIBUTE t[3] = {
+        {CKA_CLASS, &c, sizeof(c)}, {CKA_LABEL, lb, sizeof(lb)}, {CKA_ID, ib, sizeof(ib)}};
+    if (op->fn->C_GetAttributeValue(op->s, h, t, 3) != CKR_OK || c != cls) {
+        return false;
+    }
+    if (label != NULL &&
+        (t[1].ulValueLen != label->ulValueLen || memcmp(lb, label->pValue, t[1].ulValueLen) != 0)) {
+        return false;
+    }
+    return id == NULL ||
+           (t[2].ulValueLen == id->ulValueLen && memcmp(ib, id->pValue, t[2].ulValueLen) == 0);
+}
+
+static void hc_store(struct p11_op *op, CK_OBJECT_CLASS cls, const CK_ATTRIBUTE *label,
+                     const CK_ATTRIBUTE *id, CK_OBJECT_HANDLE h)
+{
+    if ((label != NULL && label->ulValueLen > HCACHE_LABEL_MAX) ||
+        (id != NULL && id->ulValueLen > HCACHE_ID_MAX)) {
+        return;
+    }
+    struct p11_token *t = op->tok;
+    struct hcache_entry *e = &t->hc[t->hc_next++ % HCACHE_SIZE];
+    memset(e, 0, sizeof(*e));
+    e->used = true;
+    e->cls = cls;
+    e->h = h;
+    if (label != NULL) {
+        e->has_label = true;
+        e->label_len = label->ulValueLen;
+        memcpy(e->label, label->pValue, e->label_len);
+    }
+    if (id != NULL) {
+        e->has_id = true;
+        e->id_len = id->ulValueLen;
+        memcpy(e->id, id->pValue, e->id_len);
+    }
+}
+
+/* The one object of @cls the address names; *@found false when none. */
+estc_err estc__p11_find_one(struct p11_op *op, CK_OBJECT_CLASS cls, CK_OBJECT_HANDLE *h,
+                            bool *found)
+{
+    const CK_ATTRIBUTE *label = op->uri.label, *id = op->uri.id;
+    for (unsigned i = 0; i < HCACHE_SIZE; i++) {
+        struct hcache_entry *e = &op->tok->hc[i];
+        if (hc_same(e, cls, label, id)) {
+            if (hc_valid(op, e->h, cls, label, id)) {
+                *h = e->h;
+                *found = true;
+                return ESTC_OK;
+            }
+            e->used = false;
+        }
+    }
+    CK_OBJECT_HANDLE hs[2];
+    CK_ULONG n = 0;
+    estc_err err = estc__p11_find_objects(op, cls, true, hs, 2, &n);
+    if (err != ESTC_OK) {
+        return err;
+    }
+    *found = n > 0;
+    if (n > 0) {
+        *h = hs[0];
+        hc_store(op, cls, label, id, hs[0]);
+    }
+    return ESTC_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Removal                                                                   */
+/* ------------------------------------------------------------------------ */
+
+estc_err estc__p11_not_found(struct p11_op *op, const char *what)
+{
+    return estc_error(op->ctx, ESTC_ERR_NOT_FOUND, "%s: no %s at this address", op->shown, what);
+}
+
+void estc__p11_destroy_quiet(struct p11_op *op, CK_OBJECT_HANDLE h)
+{
+    (void)op->fn->C_DestroyObject(op->s, h);
+}
+
+/* Remove every object of @cls the address names; *@n counts them. */
+estc_err estc__p11_destroy_all(struct p11_op *op, CK_OBJECT_CLASS cls, CK_ULONG *n)
+{
+    CK_OBJECT_HANDLE hs[16];
+    CK_ULONG found = 0;
+    *n = 0;
+    estc_err err = estc__p11_find_objects(op, cls, true, hs, 16, &found);
+    for (CK_ULONG i = 0; err == ESTC_OK && i < found; i++) {
+        CK_RV rv = op->fn->C_DestroyObject(op->s, hs[i]);
+        if (rv != CKR_OK) {
+            return estc__p11_fail(op, "C_DestroyObject", rv);
+        }
+        (*n)++;
+    }
+    return err;
+}
