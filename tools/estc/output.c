@@ -6,7 +6,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include <openssl/bio.h>
 #include <openssl/pem.h>
@@ -35,24 +34,14 @@ int cli_exit_status(estc_err err)
 
 void cli_redact(const char *in, char *out, size_t size)
 {
-    static const char pin[] = "pin-value=";
-    size_t o = 0;
     if (size == 0)
         return;
-    while (*in != '\0' && o + 1 < size) {
-        if (strncasecmp(in, pin, sizeof(pin) - 1) == 0) {
-            const char *rep = "pin-value=***";
-            while (*rep != '\0' && o + 1 < size)
-                out[o++] = *rep++;
-            in += sizeof(pin) - 1;
-            while (*in != '\0' && strchr(";&?\"' \t\r\n,)", *in) == NULL)
-                in++;
-            continue;
-        }
-        unsigned char ch = (unsigned char)*in++;
-        out[o++] = (ch < 0x20 || ch == 0x7f) ? ' ' : (char)ch;
+    estc_redact(in, out, size);
+    for (char *p = out; *p != '\0'; p++) {
+        unsigned char ch = (unsigned char)*p;
+        if (ch < 0x20 || ch == 0x7f)
+            *p = ' ';
     }
-    out[o] = '\0';
 }
 
 int cli_fail(const struct cli *cli, estc_err err, const char *what)
