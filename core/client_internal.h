@@ -33,10 +33,10 @@ struct estc_client {
     estc_provider *provider;
 
     /* server */
-    char *host;     /* DNS name or IP literal (IPv6 without brackets) */
+    char *host; /* DNS name or IP literal (IPv6 without brackets) */
     uint16_t port;
-    char *root;     /* "/est"; NULL: discover */
-    char *identity; /* NULL: the host */
+    char *root;                   /* "/est"; NULL: discover */
+    char *identity;               /* NULL: the host */
     char *paths[ESTC__EST_COUNT]; /* resource paths once known */
 
     /* trust */
@@ -82,24 +82,24 @@ struct estc_client {
 
     /* ---- persistence and re-enrollment (core/persist.c, core/schedule.c);
      * all zero at creation means: the defaults. ---- */
-    unsigned busy;               /* public operations in flight */
+    unsigned busy; /* public operations in flight */
     bool have_journal;
     estc_state_stream journal;
-    bool sched_set;              /* else estc_schedule_config_init() values */
+    bool sched_set; /* else estc_schedule_config_init() values */
     estc_schedule_config sched;
-    estc_clock_fn clock;         /* NULL: time() */
+    estc_clock_fn clock; /* NULL: time() */
     void *clock_arg;
-    bool policy_set;             /* else ESTC_CACERTS_EST */
+    bool policy_set; /* else ESTC_CACERTS_EST */
     estc_cacerts_policy policy;
     estc_trust_export_fn export_fn;
     void *export_arg;
-    int64_t provisioned;         /* when the current certificate was enrolled */
+    int64_t provisioned; /* when the current certificate was enrolled */
     bool have_cert_hash;
-    uint8_t cert_hash[32];       /* SHA-256 of the certificate provisioned refers to */
-    int64_t retry_at;            /* next attempt after a failure; 0: none */
-    unsigned failures;           /* failed /sren attempts since the last success */
-    bool fallback;               /* /sren gave up: /sen with bootstrap credentials */
-    bool crts_due;               /* /crts after a renewal, per policy */
+    uint8_t cert_hash[32]; /* SHA-256 of the certificate provisioned refers to */
+    int64_t retry_at;      /* next attempt after a failure; 0: none */
+    unsigned failures;     /* failed /sren attempts since the last success */
+    bool fallback;         /* /sren gave up: /sen with bootstrap credentials */
+    bool crts_due;         /* /crts after a renewal, per policy */
 };
 
 /* ---- client.c ---------------------------------------------------------- */
@@ -107,8 +107,8 @@ struct estc_client {
 /* Sends one request on the right session, waiting out 5.03 answers, and
  * turns CoAP errors into ESTC_ERR_SERVER. @resp holds the 2.xx answer. */
 estc_err estc__client_exchange(estc_client *c, enum estc__creds creds, estc__est_resource res,
-                               estc_coap_method method, int cf, int accept,
-                               const uint8_t *payload, size_t len, estc_response *resp);
+                               estc_coap_method method, int cf, int accept, const uint8_t *payload,
+                               size_t len, estc_response *resp);
 /* base64 of a tls-unique value, NUL included. */
 #define ESTC__POP_B64_MAX (4 * ((ESTC_TLS_UNIQUE_MAX + 2) / 3) + 1)
 /* Opens the session for @creds, completes its handshake and gives its
@@ -137,8 +137,6 @@ estc_err estc__journal_commit(estc_client *c, const char *cert, const char *key,
                               char *const *ca_addrs, const estc__der_list *cas);
 /* After an operation: the final state, when ready for persistence. */
 void estc__journal_done(estc_client *c);
-/* Replaces @path atomically (temporary file, fsync, rename, fsync folder). */
-estc_err estc__write_file_atomic(const char *path, const uint8_t *data, size_t len, int mode);
 
 /* ---- csr.c -------------------------------------------------------------- */
 

@@ -53,54 +53,12 @@ enum tag {
 
 /* ---- streams --------------------------------------------------------------- */
 
-estc_err estc__write_file_atomic(const char *path, const uint8_t *data, size_t len, int mode)
-{
-    size_t n = strlen(path);
-    char *tmp = malloc(n + 16);
-    if (tmp == NULL)
-        return ESTC_ERR_NOMEM;
-    snprintf(tmp, n + 16, "%s.tmpXXXXXX", path);
-    int fd = mkstemp(tmp);
-    if (fd < 0) {
-        free(tmp);
-        return ESTC_ERR_IO;
-    }
-    bool ok = fchmod(fd, (mode_t)mode) == 0;
-    for (size_t off = 0; ok && off < len;) {
-        ssize_t w = write(fd, data + off, len - off);
-        if (w < 0 && errno == EINTR)
-            continue;
-        ok = w > 0;
-        off += ok ? (size_t)w : 0;
-    }
-    ok = ok && fsync(fd) == 0;
-    ok = close(fd) == 0 && ok;
-    ok = ok && rename(tmp, path) == 0;
-    if (!ok) {
-        unlink(tmp);
-        free(tmp);
-        return ESTC_ERR_IO;
-    }
-    /* The rename itself must reach the disk: fsync the folder. */
-    char *slash = strrchr(tmp, '/');
-    if (slash == tmp)
-        slash[1] = '\0';
-    else if (slash != NULL)
-        *slash = '\0';
-    else
-        strcpy(tmp, ".");
-    int dfd = open(tmp, O_RDONLY | O_DIRECTORY);
-    free(tmp);
-    if (dfd < 0)
-        return ESTC_ERR_IO;
-    ok = fsync(dfd) == 0;
-    close(dfd);
-    return ok ? ESTC_OK : ESTC_ERR_IO;
-}
-
 static estc_err file_write(void *arg, const uint8_t *data, size_t len)
 {
-    return estc__write_file_atomic(arg, data, len, 0600);
+    /* The state may hold private keys: 0600 from the start. Every failure
+     * to write is ESTC_ERR_IO to the stream's user. */
+    estc_err err = estc_file_write(NULL, arg, data, len, 0600, ESTC_FILE_REPLACE);
+    return err == ESTC_OK || err == ESTC_ERR_NOMEM ? err : ESTC_ERR_IO;
 }
 
 static estc_err file_read(void *arg, estc_buf *out)
@@ -777,8 +735,8 @@ static estc_err recreate(estc_client *c, const struct parsed *p, struct made *ma
             return ESTC_ERR_FORMAT;
         err = estc_object_exists(c->ctx, p->keys[i].addr, ESTC_OBJ_KEY, &there);
         if (err == ESTC_OK && !there) {
-            err = estc_key_import(c->ctx, p->keys[i].addr, p->keys[i].data.data,
-                                  p->keys[i].data.len);
+            err =
+                estc_key_import(c->ctx, p->keys[i].addr, p->keys[i].data.data, p->keys[i].data.len);
             if (err == ESTC_OK)
                 made[(*n)++] = (struct made){p->keys[i].addr, ESTC_OBJ_KEY};
         }

@@ -120,8 +120,11 @@ estc_err estc_trust_export_file(void *arg, bool global, const estc_buf *certs, s
     }
     char *data = NULL;
     long len = err == ESTC_OK ? BIO_get_mem_data(bio, &data) : 0;
-    if (err == ESTC_OK)
-        err = estc__write_file_atomic(arg, (const uint8_t *)data, len > 0 ? (size_t)len : 0, 0644);
+    if (err == ESTC_OK) {
+        err = estc_file_write(NULL, arg, data, len > 0 ? (size_t)len : 0, 0644, ESTC_FILE_REPLACE);
+        if (err != ESTC_OK && err != ESTC_ERR_NOMEM)
+            err = ESTC_ERR_IO;
+    }
     BIO_free(bio);
     return err;
 }
