@@ -14,6 +14,9 @@
 
 #include "codec.h"
 
+/* The CoAPs port when the URI names none (RFC 7252). */
+#define ESTC__DEFAULT_PORT 5684
+
 /* One trust anchor as configured: its certificates, and whether it is an
  * implicit anchor (dropped once /crts gives the explicit set). */
 struct estc__anchor {
@@ -102,50 +105,30 @@ struct estc_client {
     bool crts_due;         /* /crts after a renewal, per policy */
 };
 
-/* ---- client.c ---------------------------------------------------------- */
-
-/* Sends one request on the right session, waiting out 5.03 answers, and
- * turns CoAP errors into ESTC_ERR_SERVER. @resp holds the 2.xx answer. */
-estc_err estc__client_exchange(estc_client *c, enum estc__creds creds, estc__est_resource res,
-                               estc_coap_method method, int cf, int accept, const uint8_t *payload,
-                               size_t len, estc_response *resp);
-/* base64 of a tls-unique value, NUL included. */
-#define ESTC__POP_B64_MAX (4 * ((ESTC_TLS_UNIQUE_MAX + 2) / 3) + 1)
-/* Opens the session for @creds, completes its handshake and gives its
- * tls-unique value in base64 (RFC 7030 §3.5), trying again like an exchange
- * when the handshake gets no answer. */
-estc_err estc__client_pop_value(estc_client *c, enum estc__creds creds,
-                                char b64[ESTC__POP_B64_MAX]);
-/* Drops the DTLS session, so the next exchange handshakes anew (new trust
- * store, other credentials). */
-void estc__client_reset_transport(estc_client *c);
-/* Whether @s names an engine object (else it is a file path). */
-bool estc__is_engine_address(estc_client *c, const char *s);
-/* Reads a PEM file of certificates into @out. */
-estc_err estc__read_pem_certs(estc_client *c, const char *path, estc__der_list *out);
-/* Appends a copy of @der to @list. */
-estc_err estc__der_list_add(estc__der_list *list, const uint8_t *der, size_t len);
-
-/* ---- persist.c ------------------------------------------------------------ */
-
-/* The journal (estc_client_set_journal()); each is a no-op without one.
- * Before an object is created at @addr: the state with it marked pending. */
-estc_err estc__journal_intent(estc_client *c, const char *addr, estc_obj_kind kind);
-/* Just before a commit: the state as it will be after it. NULL @cert, @key
- * or @cas: the current ones; @ca_addrs parallel to @cas. */
-estc_err estc__journal_commit(estc_client *c, const char *cert, const char *key,
-                              char *const *ca_addrs, const estc__der_list *cas);
-/* After an operation: the final state, when ready for persistence. */
-void estc__journal_done(estc_client *c);
+/*
+ * The files of core/ call each other in one direction only, the later ones
+ * using the earlier ones (never the reverse), sections below in this order:
+ *
+ *   codec_der.c, codec_cbor.c, codec_link.c  what servers send (codec.h)
+ *   transport.c, transport_coap.c            CoAP over DTLS (estc/transport.h)
+ *   csr.c, validate.c                        requests, and what was issued
+ *   client_transport.c                       the DTLS session and exchanges
+ *   client.c                                 creation, configuration, results
+ *   persist.c                                the persisted state, the journal
+ *   enroll.c                                 the EST operations
+ *   schedule.c                               re-enrollment: the tick
+ *   lwm2m.c                                  the public API only
+ */
 
 /* ---- csr.c -------------------------------------------------------------- */
 
 /* A DER PKCS#10 request for the key at @key_addr with @subject and @sans
  * (and the CSR-attribute hints), signed through the provider. With
- * proof-of-possession it first completes the handshake of the session the
- * request will most likely go on and carries its tls-unique value. */
+ * proof-of-possession it carries @pop_b64 (tls-unique in base64, see
+ * estc__client_pop_value()) as its challengePassword, unless that is empty,
+ * and the key is remembered for estc__csr_rebind(). */
 estc_err estc__csr_build(estc_client *c, const char *key_addr, const X509_NAME *subject,
-                         const GENERAL_NAMES *sans, estc_buf *der);
+                         const GENERAL_NAMES *sans, const char *pop_b64, estc_buf *der);
 /* With proof-of-possession: @der's challengePassword made @b64, signed
  * again with the key of the last estc__csr_build(), into @out; *@changed is
  * false (and @out untouched) when it already is. */
@@ -169,5 +152,37 @@ estc_err estc__trust_store(estc_client *c, X509_STORE **out);
  */
 estc_err estc__validate_issued(estc_client *c, const estc__der_list *certs, const estc_buf *spki,
                                X509 *old, size_t *leaf);
+
+/* ---- client_transport.c --------------------------------------------------- */
+
+/* Sends one request on the right session, waiting out 5.03 answers, and
+ * turns CoAP errors into ESTC_ERR_SERVER. @resp holds the 2.xx answer. */
+estc_err estc__client_exchange(estc_client *c, enum estc__creds creds, estc__est_resource res,
+                               estc_coap_method method, int cf, int accept, const uint8_t *payload,
+                               size_t len, estc_response *resp);
+/* base64 of a tls-unique value, NUL included. */
+#define ESTC__POP_B64_MAX (4 * ((ESTC_TLS_UNIQUE_MAX + 2) / 3) + 1)
+/* Opens the session for @creds, completes its handshake and gives its
+ * tls-unique value in base64 (RFC 7030 §3.5), trying again like an exchange
+ * when the handshake gets no answer. */
+estc_err estc__client_pop_value(estc_client *c, enum estc__creds creds,
+                                char b64[ESTC__POP_B64_MAX]);
+/* Drops the DTLS session, so the next exchange handshakes anew (new trust
+ * store, other credentials). */
+void estc__client_reset_transport(estc_client *c);
+/* Whether @s names an engine object (else it is a file path). */
+bool estc__is_engine_address(estc_client *c, const char *s);
+
+/* ---- persist.c ------------------------------------------------------------ */
+
+/* The journal (estc_client_set_journal()); each is a no-op without one.
+ * Before an object is created at @addr: the state with it marked pending. */
+estc_err estc__journal_intent(estc_client *c, const char *addr, estc_obj_kind kind);
+/* Just before a commit: the state as it will be after it. NULL @cert, @key
+ * or @cas: the current ones; @ca_addrs parallel to @cas. */
+estc_err estc__journal_commit(estc_client *c, const char *cert, const char *key,
+                              char *const *ca_addrs, const estc__der_list *cas);
+/* After an operation: the final state, when ready for persistence. */
+void estc__journal_done(estc_client *c);
 
 #endif

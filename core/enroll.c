@@ -93,6 +93,41 @@ static estc_err certs_of(estc_client *c, const estc_response *r, const char *wha
     return ESTC_OK;
 }
 
+/* Which session will carry this CSR: /sen and /skg sign the configured
+ * subject and go with the bootstrap credentials; a CSR for another subject
+ * can only be /sren's. A /sren CSR for the configured subject is guessed
+ * wrong, and estc__csr_rebind() signs it again for the right session. */
+static enum estc__creds pop_creds(estc_client *c, const X509_NAME *subject)
+{
+    X509_NAME *conf = NULL;
+    enum estc__creds creds = ESTC__CREDS_ENROLLED;
+    if (c->subject != NULL && estc__parse_subject(c, c->subject, &conf) == ESTC_OK &&
+        X509_NAME_cmp(conf, subject) == 0)
+        creds = ESTC__CREDS_BOOTSTRAP;
+    X509_NAME_free(conf);
+    estc_ctx_clear_error(c->ctx);
+    return creds;
+}
+
+/* The CSR for the key at @key. With proof-of-possession it first completes
+ * the handshake of the session the request will most likely go on and
+ * carries its tls-unique value. */
+static estc_err build_csr(estc_client *c, const char *key, const X509_NAME *subject,
+                          const GENERAL_NAMES *sans, estc_buf *der)
+{
+    char b64[ESTC__POP_B64_MAX] = "";
+    /* A failed handshake here is not the end: the exchange binds the CSR to
+     * whatever session it does get (estc__csr_rebind()). */
+    if (c->pop && estc__client_pop_value(c, pop_creds(c, subject), b64) != ESTC_OK) {
+        estc_log(c->ctx, ESTC_LOG_WARNING,
+                 "proof-of-possession: no session yet (%s); binding the CSR later",
+                 estc_ctx_error_detail(c->ctx));
+        estc_ctx_clear_error(c->ctx);
+        b64[0] = '\0';
+    }
+    return estc__csr_build(c, key, subject, sans, b64, der);
+}
+
 /* ---- /crts ---------------------------------------------------------------- */
 
 static estc_err cacerts_op(estc_client *c)
@@ -122,14 +157,14 @@ static estc_err cacerts_op(estc_client *c)
         /* Copy the detail first: estc_error() writes into the same buffer. */
         char why[512];
         snprintf(why, sizeof(why), "%s", estc_ctx_error_detail(c->ctx));
-        estc_err e = err == ESTC_ERR_VALIDATION
-                         ? estc_error(c->ctx, err,
-                                      "the server does not verify against the CA certificates it "
-                                      "sent (%s)",
-                                      why)
-                         : estc_error(c->ctx, err,
-                                      "re-checking the server against the new CA certificates: %s",
-                                      why);
+        estc_err e =
+            err == ESTC_ERR_VALIDATION
+                ? estc_error(c->ctx, err,
+                             "the server does not verify against the CA certificates it "
+                             "sent (%s)",
+                             why)
+                : estc_error(c->ctx, err,
+                             "re-checking the server against the new CA certificates: %s", why);
         c->explicit_certs = old;
         c->have_explicit = had_explicit;
         estc__client_reset_transport(c);
@@ -154,8 +189,7 @@ static estc_err cacerts_op(estc_client *c)
             err = estc_cert_load(c->ctx, addrs[i], &have);
             if (err == ESTC_OK && (have.len != certs.items[i].len ||
                                    memcmp(have.data, certs.items[i].data, have.len) != 0))
-                err = estc_error(c->ctx, ESTC_ERR_EXISTS, "%s holds another certificate",
-                                 addrs[i]);
+                err = estc_error(c->ctx, ESTC_ERR_EXISTS, "%s holds another certificate", addrs[i]);
             estc_buf_free(&have);
             if (err == ESTC_OK && record_state(c, addrs[i]) == ESTC_OBJ_SUPERSEDED)
                 err = estc_error(c->ctx, ESTC_ERR_STATE,
@@ -302,7 +336,7 @@ static estc_err enroll_op(estc_client *c)
         key_is_new = err == ESTC_OK;
     }
     if (err == ESTC_OK)
-        err = estc__csr_build(c, key, subject, sans, &csr);
+        err = build_csr(c, key, subject, sans, &csr);
     if (err == ESTC_OK)
         err = estc__client_exchange(c, ESTC__CREDS_BOOTSTRAP, ESTC__EST_SEN, ESTC_COAP_POST,
                                     ESTC__CF_PKCS10, c->accept, csr.data, csr.len, &resp);
@@ -328,8 +362,7 @@ static estc_err reenroll_op(estc_client *c, bool rekey)
     estc_buf der = {0};
     estc_err err = estc_cert_load(c->ctx, c->cert_addr, &der);
     if (err != ESTC_OK)
-        return estc_error(c->ctx, ESTC_ERR_STATE, "reenroll: no certificate at %s",
-                          c->cert_addr);
+        return estc_error(c->ctx, ESTC_ERR_STATE, "reenroll: no certificate at %s", c->cert_addr);
     const unsigned char *p = der.data;
     X509 *old = d2i_X509(NULL, &p, (long)der.len);
     estc_buf_free(&der);
@@ -353,7 +386,7 @@ static estc_err reenroll_op(estc_client *c, bool rekey)
     }
     bool made_key = rekey && err == ESTC_OK;
     if (err == ESTC_OK)
-        err = estc__csr_build(c, key, X509_get_subject_name(old), sans, &csr);
+        err = build_csr(c, key, X509_get_subject_name(old), sans, &csr);
     if (err == ESTC_OK)
         err = estc__client_exchange(c, ESTC__CREDS_ENROLLED, ESTC__EST_SREN, ESTC_COAP_POST,
                                     ESTC__CF_PKCS10, c->accept, csr.data, csr.len, &resp);
@@ -400,7 +433,7 @@ static estc_err serverkeygen_op(estc_client *c)
     if (err == ESTC_OK)
         err = estc_key_generate(c->ctx, temp, ESTC_KEY_EC_P256);
     if (err == ESTC_OK) {
-        err = estc__csr_build(c, temp, subject, sans, &csr);
+        err = build_csr(c, temp, subject, sans, &csr);
         estc_key_remove(c->ctx, temp);
     }
     if (err == ESTC_OK)
@@ -409,8 +442,7 @@ static estc_err serverkeygen_op(estc_client *c)
                                     &resp);
     if (err == ESTC_OK && resp.content_format != ESTC__CF_MULTIPART_CORE)
         err = estc_error(c->ctx, ESTC_ERR_PROTOCOL,
-                         "POST /skg: answered with Content-Format %d, not 62",
-                         resp.content_format);
+                         "POST /skg: answered with Content-Format %d, not 62", resp.content_format);
     if (err == ESTC_OK) {
         err = estc__codec_multipart(resp.payload.data, resp.payload.len, &mp);
         if (err != ESTC_OK)
@@ -467,8 +499,7 @@ static estc_err csrattrs_op(estc_client *c)
                                          ESTC_CF_NONE, ESTC__CF_CSRATTRS, NULL, 0, &resp);
     if (err == ESTC_OK && resp.payload.len > 0 && resp.content_format != ESTC__CF_CSRATTRS)
         err = estc_error(c->ctx, ESTC_ERR_PROTOCOL,
-                         "GET /att: answered with Content-Format %d, not 285",
-                         resp.content_format);
+                         "GET /att: answered with Content-Format %d, not 285", resp.content_format);
     if (err == ESTC_OK) {
         err = estc__codec_csrattrs(resp.payload.data, resp.payload.len, &attrs);
         if (err != ESTC_OK)
