@@ -83,8 +83,8 @@ struct estc_client {
     estc_lifecycle *lc;
     bool own_lc;
 
-    /* ---- persistence and re-enrollment (core/persist.c, core/schedule.c);
-     * all zero at creation means: the defaults. ---- */
+    /* ---- persistence and re-enrollment (core/persist.c, core/renewal.c,
+     * core/schedule.c); all zero at creation means: the defaults. ---- */
     unsigned busy; /* public operations in flight */
     bool have_journal;
     estc_state_stream journal;
@@ -112,6 +112,7 @@ struct estc_client {
  *   codec_der.c, codec_cbor.c, codec_link.c  what servers send (codec.h)
  *   transport.c, transport_coap.c            CoAP over DTLS (estc/transport.h)
  *   csr.c, validate.c                        requests, and what was issued
+ *   renewal.c                                when to renew; what was provisioned
  *   client_transport.c                       the DTLS session and exchanges
  *   client.c                                 creation, configuration, results
  *   persist.c                                the persisted state, the journal
@@ -152,6 +153,53 @@ estc_err estc__trust_store(estc_client *c, X509_STORE **out);
  */
 estc_err estc__validate_issued(estc_client *c, const estc__der_list *certs, const estc_buf *spki,
                                X509 *old, size_t *leaf);
+
+/* ---- renewal.c ------------------------------------------------------------ */
+
+/* The schedule's configuration: the client's, or the defaults in @tmp. */
+const estc_schedule_config *estc__schedule_config(const estc_client *c, estc_schedule_config *tmp);
+
+/* What the schedule needs of a certificate. */
+struct estc__cert_view {
+    bool have; /* false: no certificate */
+    int64_t not_before, not_after;
+    uint8_t hash[32]; /* SHA-256 of the DER */
+};
+/* Reads @der into @cv; ESTC_ERR_FORMAT (no detail) when it is no certificate. */
+estc_err estc__cert_view_parse(const estc_buf *der, struct estc__cert_view *cv);
+/* Loads the enrolled certificate into @cv (cv->have false when there is
+ * none) and, when @der is not NULL, its DER into @der. */
+estc_err estc__cert_view_load(estc_client *c, estc_buf *der, struct estc__cert_view *cv);
+/* Whether @cv is the certificate the provisioning record refers to. */
+bool estc__cert_known(const estc_client *c, const struct estc__cert_view *cv);
+
+/*
+ * The provisioning record (provisioned, cert_hash) changes here only:
+ * estc__provisioned() when a certificate begins its period (the commit of
+ * an enrollment, or the tick's first sight of one it did not enroll): no
+ * failures, retry or fallback then; estc__provisioned_restore() from the
+ * persisted state (@hash may be NULL); estc__provisioned_forget() when
+ * nothing is enrolled any more.
+ */
+void estc__provisioned(estc_client *c, const struct estc__cert_view *cv, int64_t when);
+void estc__provisioned_restore(estc_client *c, const uint8_t *hash, int64_t when);
+void estc__provisioned_forget(estc_client *c);
+
+/* The record as it applies to @cv at @now, changing nothing: a certificate
+ * not seen before counts as provisioned @now, without failures. */
+struct estc__schedule_state {
+    int64_t provisioned;
+    unsigned failures;
+    bool fallback;
+    int64_t retry_at;
+};
+void estc__schedule_state(const estc_client *c, const struct estc__cert_view *cv, int64_t now,
+                          struct estc__schedule_state *st);
+/* The renewal time of @cv when provisioned at @provisioned. */
+int64_t estc__renewal_time(const estc_client *c, int64_t provisioned,
+                           const struct estc__cert_view *cv);
+/* When the tick next has work (estc_client_next_deadline()) for @cv. */
+int64_t estc__deadline(const estc_client *c, const struct estc__cert_view *cv, int64_t now);
 
 /* ---- client_transport.c --------------------------------------------------- */
 

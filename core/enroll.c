@@ -292,6 +292,11 @@ static estc_err finish(estc_client *c, const estc_response *r, const char *what,
         cert = NULL;
         free(c->key_addr);
         c->key_addr = new_key;
+        /* The new certificate begins its provisioning period now. */
+        struct estc__cert_view cv;
+        if (estc__cert_view_parse(&certs.items[leaf], &cv) != ESTC_OK)
+            cv = (struct estc__cert_view){0};
+        estc__provisioned(c, &cv, estc_client_now(c));
         /* The next /sren handshakes with the new credentials. */
         estc__client_reset_transport(c);
         estc_log(c->ctx, ESTC_LOG_INFO, "%s: certificate stored at %s, key at %s", what,

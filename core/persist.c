@@ -880,9 +880,7 @@ estc_err estc_client_restore_ex(estc_client *c, const estc_state_stream *s, unsi
     estc__der_list_free(&c->explicit_certs);
     c->explicit_certs = cas;
     c->have_explicit = p.have_explicit;
-    c->provisioned = p.provisioned;
-    c->have_cert_hash = p.have_hash;
-    memcpy(c->cert_hash, p.hash, HASH_LEN);
+    estc__provisioned_restore(c, p.have_hash ? p.hash : NULL, p.provisioned);
     c->retry_at = p.retry_at;
     c->failures = p.failures;
     c->fallback = (p.flags & FLAG_FALLBACK) != 0;
@@ -921,8 +919,7 @@ estc_err estc_client_cleanup(estc_client *c)
         c->ca_addrs = NULL;
         c->n_ca_addrs = 0;
         c->have_explicit = false;
-        c->have_cert_hash = false;
-        c->provisioned = 0;
+        estc__provisioned_forget(c);
         estc__client_reset_transport(c);
     }
     return err;
