@@ -73,6 +73,9 @@ struct estc_client {
     unsigned block_szx;
     bool pop;      /* challengePassword = base64(tls-unique) in every CSR */
     char *pop_key; /* the key the last CSR was signed with, to sign it again */
+    /* While /sren runs: the enrolled certificate's DER, read once, for the
+     * session's PEM file too. Borrowed; NULL otherwise. */
+    const estc_buf *held_cert;
 
     /* transport */
     estc_transport *transport;
@@ -224,13 +227,22 @@ bool estc__is_engine_address(estc_client *c, const char *s);
 /* ---- persist.c ------------------------------------------------------------ */
 
 /* The journal (estc_client_set_journal()); each is a no-op without one.
- * Before an object is created at @addr: the state with it marked pending. */
-estc_err estc__journal_intent(estc_client *c, const char *addr, estc_obj_kind kind);
+ * Before an object is created at @addr: the state with it marked pending.
+ * @cert_der: the enrolled certificate's DER when in hand, else NULL. */
+estc_err estc__journal_intent(estc_client *c, const char *addr, estc_obj_kind kind,
+                              const estc_buf *cert_der);
 /* Just before a commit: the state as it will be after it. NULL @cert, @key
- * or @cas: the current ones; @ca_addrs parallel to @cas. */
-estc_err estc__journal_commit(estc_client *c, const char *cert, const char *key,
-                              char *const *ca_addrs, const estc__der_list *cas);
+ * or @cas: the current ones; @ca_addrs parallel to @cas. @cert_der: the
+ * DER of that certificate when in hand, else NULL. */
+estc_err estc__journal_commit(estc_client *c, const char *cert, const estc_buf *cert_der,
+                              const char *key, char *const *ca_addrs, const estc__der_list *cas);
 /* After an operation: the final state, when ready for persistence. */
 void estc__journal_done(estc_client *c);
+
+/* ---- enroll.c ----------------------------------------------------------------- */
+
+/* estc_client_reenroll() with the enrolled certificate's DER already read
+ * (@cert_der), so that it is not read again. */
+estc_err estc__client_reenroll_held(estc_client *c, bool rekey, const estc_buf *cert_der);
 
 #endif

@@ -118,7 +118,11 @@ static estc_err cert_file(estc_client *c, const char *src, char *path, size_t pa
         return ESTC_OK;
     }
     estc_buf der = {0};
-    estc_err err = estc_cert_load(c->ctx, src, &der);
+    estc_err err = ESTC_OK;
+    if (c->held_cert != NULL && strcmp(src, c->cert_addr) == 0)
+        err = estc_buf_set(&der, c->held_cert->data, c->held_cert->len); /* read already */
+    else
+        err = estc_cert_load(c->ctx, src, &der);
     if (err != ESTC_OK)
         return err;
     estc__der_list one = {.items = &der, .n = 1};

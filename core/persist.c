@@ -228,7 +228,8 @@ struct view {
     enum view_mode mode;
     const char *intent_addr; /* VIEW_INTENT: the object about to be created */
     estc_obj_kind intent_kind;
-    const char *cert, *key; /* the addresses to write */
+    const char *cert, *key;   /* the addresses to write */
+    const estc_buf *cert_der; /* @cert's DER when in hand, else NULL: read it */
     char *const *ca_addrs;
     const estc__der_list *cas;
     size_t n_cas;
@@ -345,13 +346,18 @@ static estc_err encode(estc_client *c, const struct view *v, estc_buf *out)
     put_str(&body, T_KEY_BASE, c->key_base);
     put_str(&body, T_CERT_BASE, c->cert_base);
     put_str(&body, T_CA_PREFIX, c->ca_prefix);
-    err = estc_cert_load(c->ctx, v->cert, &cert);
-    if (err == ESTC_ERR_NOT_FOUND) {
-        estc_ctx_clear_error(c->ctx);
-        err = ESTC_OK;
+    /* The certificate is read once, for its record and the deadline. */
+    const estc_buf *der = v->cert_der;
+    if (der == NULL) {
+        err = estc_cert_load(c->ctx, v->cert, &cert);
+        if (err == ESTC_ERR_NOT_FOUND) {
+            estc_ctx_clear_error(c->ctx);
+            err = ESTC_OK;
+        }
+        der = &cert;
     }
-    if (err == ESTC_OK && cert.len > 0)
-        put_rec(&body, T_CERT, cert.data, cert.len);
+    if (err == ESTC_OK && der->len > 0)
+        put_rec(&body, T_CERT, der->data, der->len);
     for (size_t i = 0; err == ESTC_OK && i < v->n_cas; i++)
         put_pair(&body, T_CA, v->ca_addrs[i], v->cas->items[i].data, v->cas->items[i].len);
     uint8_t b = c->have_explicit || v->n_cas > 0;
@@ -367,8 +373,9 @@ static estc_err encode(estc_client *c, const struct view *v, estc_buf *out)
         (uint8_t)((c->fallback ? FLAG_FALLBACK : 0) | (c->crts_due ? FLAG_CRTS_DUE : 0));
     put_rec(&body, T_FLAGS, &flags, 1);
     int64_t deadline = ESTC_NEVER;
-    if (v->mode == VIEW_NOW && estc_client_next_deadline(c, &deadline) != ESTC_OK)
-        deadline = ESTC_NEVER;
+    struct estc__cert_view cv = {0};
+    if (v->mode == VIEW_NOW && (der->len == 0 || estc__cert_view_parse(der, &cv) == ESTC_OK))
+        deadline = estc__deadline(c, &cv, estc_client_now(c));
     put_i64(&body, T_DEADLINE, deadline);
     put_rec(&body, T_LIFECYCLE, lc.data, lc.len);
 
@@ -473,26 +480,29 @@ estc_err estc_client_set_journal(estc_client *c, const estc_state_stream *s)
     return ESTC_OK;
 }
 
-estc_err estc__journal_intent(estc_client *c, const char *addr, estc_obj_kind kind)
+estc_err estc__journal_intent(estc_client *c, const char *addr, estc_obj_kind kind,
+                              const estc_buf *cert_der)
 {
     if (!c->have_journal)
         return ESTC_OK;
     struct view v;
     view_now(c, &v);
+    v.cert_der = cert_der;
     v.mode = VIEW_INTENT;
     v.intent_addr = addr;
     v.intent_kind = kind;
     return write_view(c, &v, &c->journal);
 }
 
-estc_err estc__journal_commit(estc_client *c, const char *cert, const char *key,
-                              char *const *ca_addrs, const estc__der_list *cas)
+estc_err estc__journal_commit(estc_client *c, const char *cert, const estc_buf *cert_der,
+                              const char *key, char *const *ca_addrs, const estc__der_list *cas)
 {
     if (!c->have_journal)
         return ESTC_OK;
     struct view v;
     view_now(c, &v);
     v.mode = VIEW_COMMIT;
+    v.cert_der = cert_der;
     if (cert != NULL)
         v.cert = cert;
     if (key != NULL)

@@ -108,28 +108,19 @@ static void renewed(estc_client *c)
     c->crts_due = policy(c) != ESTC_CACERTS_NEVER;
 }
 
-estc_err estc_client_tick(estc_client *c, estc_tick_result *what)
+/* The tick's decisions for the enrolled certificate @cv (DER @der). */
+static estc_err tick(estc_client *c, int64_t now, const estc_schedule_config *cfg,
+                     const estc_buf *der, const struct estc__cert_view *cv, estc_tick_result *what)
 {
-    if (c == NULL || what == NULL)
-        return ESTC_ERR_INVALID_ARG;
-    *what = ESTC_TICK_NOTHING;
-    if (c->busy > 0)
-        return estc_error(c->ctx, ESTC_ERR_STATE, "tick: an operation is in flight");
-    int64_t now = estc_client_now(c);
-    estc_schedule_config tmp;
-    const estc_schedule_config *cfg = estc__schedule_config(c, &tmp);
-    struct estc__cert_view cv;
-    estc_err err = estc__cert_view_load(c, NULL, &cv);
-    if (err != ESTC_OK)
-        return err;
+    estc_err err;
     /* A certificate this client did not enroll (configured, or replaced
      * behind its back) begins its period when the schedule first sees it. */
-    if (cv.have && !estc__cert_known(c, &cv))
-        estc__provisioned(c, &cv, now);
+    if (cv->have && !estc__cert_known(c, cv))
+        estc__provisioned(c, cv, now);
     if (c->retry_at != 0 && now < c->retry_at)
         return ESTC_OK;
 
-    if (!cv.have) {
+    if (!cv->have) {
         if (policy(c) != ESTC_CACERTS_NEVER && (!c->have_explicit || c->crts_due))
             return do_cacerts(c, now, cfg, what);
         err = estc_client_enroll(c);
@@ -145,14 +136,14 @@ estc_err estc_client_tick(estc_client *c, estc_tick_result *what)
     }
 
     bool due = c->fallback || c->retry_at != 0 ||
-               (cfg->enabled && now >= estc__renewal_time(c, c->provisioned, &cv));
+               (cfg->enabled && now >= estc__renewal_time(c, c->provisioned, cv));
     if (!due) {
         if (c->crts_due)
             return do_cacerts(c, now, cfg, what);
         return ESTC_OK;
     }
     /* An expired certificate cannot authenticate /sren: straight to /sen. */
-    if (c->fallback || now >= cv.not_after || c->failures > cfg->max_retries) {
+    if (c->fallback || now >= cv->not_after || c->failures > cfg->max_retries) {
         estc_log(c->ctx, ESTC_LOG_INFO, "renewal: /sen with the bootstrap credentials");
         err = estc_client_enroll(c);
         if (err == ESTC_OK) {
@@ -165,7 +156,7 @@ estc_err estc_client_tick(estc_client *c, estc_tick_result *what)
         }
         return err;
     }
-    err = estc_client_reenroll(c, cfg->rekey);
+    err = estc__client_reenroll_held(c, cfg->rekey, der);
     if (err == ESTC_OK) {
         renewed(c);
         *what = ESTC_TICK_REENROLLED;
@@ -180,11 +171,30 @@ estc_err estc_client_tick(estc_client *c, estc_tick_result *what)
         /* Spread what is left (the retries and the fallback) evenly over the
          * time until notAfter, never closer than the spacing. */
         int64_t left = (int64_t)(cfg->max_retries - c->failures) + 2;
-        int64_t step = cv.not_after > now ? (cv.not_after - now) / left : 0;
+        int64_t step = cv->not_after > now ? (cv->not_after - now) / left : 0;
         if (step < cfg->retry_spacing_s)
             step = cfg->retry_spacing_s;
         c->retry_at = now + step;
     }
     *what = ESTC_TICK_RETRY_SCHEDULED;
+    return err;
+}
+
+estc_err estc_client_tick(estc_client *c, estc_tick_result *what)
+{
+    if (c == NULL || what == NULL)
+        return ESTC_ERR_INVALID_ARG;
+    *what = ESTC_TICK_NOTHING;
+    if (c->busy > 0)
+        return estc_error(c->ctx, ESTC_ERR_STATE, "tick: an operation is in flight");
+    int64_t now = estc_client_now(c);
+    estc_schedule_config tmp;
+    const estc_schedule_config *cfg = estc__schedule_config(c, &tmp);
+    struct estc__cert_view cv;
+    estc_buf der = {0}; /* the certificate, read once for the whole tick */
+    estc_err err = estc__cert_view_load(c, &der, &cv);
+    if (err == ESTC_OK)
+        err = tick(c, now, cfg, &der, &cv, what);
+    estc_buf_free(&der);
     return err;
 }
