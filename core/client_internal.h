@@ -118,7 +118,8 @@ struct estc_client {
  *   renewal.c                                when to renew; what was provisioned
  *   client_transport.c                       the DTLS session and exchanges
  *   client.c                                 creation, configuration, results
- *   persist.c                                the persisted state, the journal
+ *   persist_format.c                         the state's encoding (persist_format.h)
+ *   persist.c                                streams, persist, restore, the journal
  *   enroll.c                                 the EST operations
  *   schedule.c                               re-enrollment: the tick
  *   lwm2m.c                                  the public API only
@@ -223,6 +224,8 @@ estc_err estc__client_pop_value(estc_client *c, enum estc__creds creds,
 void estc__client_reset_transport(estc_client *c);
 /* Whether @s names an engine object (else it is a file path). */
 bool estc__is_engine_address(estc_client *c, const char *s);
+
+/* ---- persist_format.c: in persist_format.h, for persist.c alone ----------- */
 
 /* ---- persist.c ------------------------------------------------------------ */
 
