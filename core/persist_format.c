@@ -136,7 +136,11 @@ static const char *kind_word(estc_obj_kind k)
 }
 
 /* The lifecycle text as the view has it: an extra pending object, or the
- * pending ones committed. */
+ * pending ones committed. The record's text belongs to engines/lifecycle.c;
+ * its public API can serialize the record as it is but not as it will be
+ * (an object recorded before it exists, pending objects committed without
+ * removing the superseded ones), so these two edits still read and write
+ * "obj KIND STATE GEN ADDR" lines here. */
 static estc_err lifecycle_text(estc_client *c, const struct estc__view *v, estc_buf *out)
 {
     estc_buf text = {0};
