@@ -288,6 +288,7 @@ static estc_err finish(estc_client *c, const estc_response *r, const char *what,
         if (estc_lifecycle_commit(c->lc) != ESTC_OK)
             estc_log(c->ctx, ESTC_LOG_WARNING, "%s: a replaced object could not be removed yet: %s",
                      what, estc_ctx_error_detail(c->ctx));
+        c->held_cert = NULL; /* it was the replaced certificate */
         free(c->cert_addr);
         c->cert_addr = cert;
         cert = NULL;
