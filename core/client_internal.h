@@ -14,6 +14,9 @@
 
 #include "codec.h"
 
+/* The CoAPs port when the URI names none (RFC 7252). */
+#define ESTC__DEFAULT_PORT 5684
+
 /* One trust anchor as configured: its certificates, and whether it is an
  * implicit anchor (dropped once /crts gives the explicit set). */
 struct estc__anchor {
@@ -33,10 +36,10 @@ struct estc_client {
     estc_provider *provider;
 
     /* server */
-    char *host;     /* DNS name or IP literal (IPv6 without brackets) */
+    char *host; /* DNS name or IP literal (IPv6 without brackets) */
     uint16_t port;
-    char *root;     /* "/est"; NULL: discover */
-    char *identity; /* NULL: the host */
+    char *root;                   /* "/est"; NULL: discover */
+    char *identity;               /* NULL: the host */
     char *paths[ESTC__EST_COUNT]; /* resource paths once known */
 
     /* trust */
@@ -70,6 +73,9 @@ struct estc_client {
     unsigned block_szx;
     bool pop;      /* challengePassword = base64(tls-unique) in every CSR */
     char *pop_key; /* the key the last CSR was signed with, to sign it again */
+    /* While /sren runs: the enrolled certificate's DER, read once, for the
+     * session's PEM file too. Borrowed; NULL otherwise. */
+    const estc_buf *held_cert;
 
     /* transport */
     estc_transport *transport;
@@ -80,74 +86,54 @@ struct estc_client {
     estc_lifecycle *lc;
     bool own_lc;
 
-    /* ---- persistence and re-enrollment (core/persist.c, core/schedule.c);
-     * all zero at creation means: the defaults. ---- */
-    unsigned busy;               /* public operations in flight */
+    /* ---- persistence and re-enrollment (core/persist.c, core/renewal.c,
+     * core/schedule.c); all zero at creation means: the defaults. ---- */
+    unsigned busy; /* public operations in flight */
     bool have_journal;
     estc_state_stream journal;
-    bool sched_set;              /* else estc_schedule_config_init() values */
+    bool sched_set; /* else estc_schedule_config_init() values */
     estc_schedule_config sched;
-    estc_clock_fn clock;         /* NULL: time() */
+    estc_clock_fn clock; /* NULL: time() */
     void *clock_arg;
-    bool policy_set;             /* else ESTC_CACERTS_EST */
+    bool policy_set; /* else ESTC_CACERTS_EST */
     estc_cacerts_policy policy;
     estc_trust_export_fn export_fn;
     void *export_arg;
-    int64_t provisioned;         /* when the current certificate was enrolled */
+    int64_t provisioned; /* when the current certificate was enrolled */
     bool have_cert_hash;
-    uint8_t cert_hash[32];       /* SHA-256 of the certificate provisioned refers to */
-    int64_t retry_at;            /* next attempt after a failure; 0: none */
-    unsigned failures;           /* failed /sren attempts since the last success */
-    bool fallback;               /* /sren gave up: /sen with bootstrap credentials */
-    bool crts_due;               /* /crts after a renewal, per policy */
+    uint8_t cert_hash[32]; /* SHA-256 of the certificate provisioned refers to */
+    int64_t retry_at;      /* next attempt after a failure; 0: none */
+    unsigned failures;     /* failed /sren attempts since the last success */
+    bool fallback;         /* /sren gave up: /sen with bootstrap credentials */
+    bool crts_due;         /* /crts after a renewal, per policy */
 };
 
-/* ---- client.c ---------------------------------------------------------- */
-
-/* Sends one request on the right session, waiting out 5.03 answers, and
- * turns CoAP errors into ESTC_ERR_SERVER. @resp holds the 2.xx answer. */
-estc_err estc__client_exchange(estc_client *c, enum estc__creds creds, estc__est_resource res,
-                               estc_coap_method method, int cf, int accept,
-                               const uint8_t *payload, size_t len, estc_response *resp);
-/* base64 of a tls-unique value, NUL included. */
-#define ESTC__POP_B64_MAX (4 * ((ESTC_TLS_UNIQUE_MAX + 2) / 3) + 1)
-/* Opens the session for @creds, completes its handshake and gives its
- * tls-unique value in base64 (RFC 7030 §3.5), trying again like an exchange
- * when the handshake gets no answer. */
-estc_err estc__client_pop_value(estc_client *c, enum estc__creds creds,
-                                char b64[ESTC__POP_B64_MAX]);
-/* Drops the DTLS session, so the next exchange handshakes anew (new trust
- * store, other credentials). */
-void estc__client_reset_transport(estc_client *c);
-/* Whether @s names an engine object (else it is a file path). */
-bool estc__is_engine_address(estc_client *c, const char *s);
-/* Reads a PEM file of certificates into @out. */
-estc_err estc__read_pem_certs(estc_client *c, const char *path, estc__der_list *out);
-/* Appends a copy of @der to @list. */
-estc_err estc__der_list_add(estc__der_list *list, const uint8_t *der, size_t len);
-
-/* ---- persist.c ------------------------------------------------------------ */
-
-/* The journal (estc_client_set_journal()); each is a no-op without one.
- * Before an object is created at @addr: the state with it marked pending. */
-estc_err estc__journal_intent(estc_client *c, const char *addr, estc_obj_kind kind);
-/* Just before a commit: the state as it will be after it. NULL @cert, @key
- * or @cas: the current ones; @ca_addrs parallel to @cas. */
-estc_err estc__journal_commit(estc_client *c, const char *cert, const char *key,
-                              char *const *ca_addrs, const estc__der_list *cas);
-/* After an operation: the final state, when ready for persistence. */
-void estc__journal_done(estc_client *c);
-/* Replaces @path atomically (temporary file, fsync, rename, fsync folder). */
-estc_err estc__write_file_atomic(const char *path, const uint8_t *data, size_t len, int mode);
+/*
+ * The files of core/ call each other in one direction only, the later ones
+ * using the earlier ones (never the reverse), sections below in this order:
+ *
+ *   codec_der.c, codec_cbor.c, codec_link.c  what servers send (codec.h)
+ *   transport.c, transport_coap.c            CoAP over DTLS (estc/transport.h)
+ *   csr.c, validate.c                        requests, and what was issued
+ *   renewal.c                                when to renew; what was provisioned
+ *   client_transport.c                       the DTLS session and exchanges
+ *   client.c                                 creation, configuration, results
+ *   persist_format.c                         the state's encoding (persist_format.h)
+ *   persist.c                                streams, persist, restore, the journal
+ *   enroll.c                                 the EST operations
+ *   schedule.c                               re-enrollment: the tick
+ *   lwm2m.c                                  the public API only
+ */
 
 /* ---- csr.c -------------------------------------------------------------- */
 
 /* A DER PKCS#10 request for the key at @key_addr with @subject and @sans
  * (and the CSR-attribute hints), signed through the provider. With
- * proof-of-possession it first completes the handshake of the session the
- * request will most likely go on and carries its tls-unique value. */
+ * proof-of-possession it carries @pop_b64 (tls-unique in base64, see
+ * estc__client_pop_value()) as its challengePassword, unless that is empty,
+ * and the key is remembered for estc__csr_rebind(). */
 estc_err estc__csr_build(estc_client *c, const char *key_addr, const X509_NAME *subject,
-                         const GENERAL_NAMES *sans, estc_buf *der);
+                         const GENERAL_NAMES *sans, const char *pop_b64, estc_buf *der);
 /* With proof-of-possession: @der's challengePassword made @b64, signed
  * again with the key of the last estc__csr_build(), into @out; *@changed is
  * false (and @out untouched) when it already is. */
@@ -171,5 +157,95 @@ estc_err estc__trust_store(estc_client *c, X509_STORE **out);
  */
 estc_err estc__validate_issued(estc_client *c, const estc__der_list *certs, const estc_buf *spki,
                                X509 *old, size_t *leaf);
+
+/* ---- renewal.c ------------------------------------------------------------ */
+
+/* The schedule's configuration: the client's, or the defaults in @tmp. */
+const estc_schedule_config *estc__schedule_config(const estc_client *c, estc_schedule_config *tmp);
+
+/* What the schedule needs of a certificate. */
+struct estc__cert_view {
+    bool have; /* false: no certificate */
+    int64_t not_before, not_after;
+    uint8_t hash[32]; /* SHA-256 of the DER */
+};
+/* Reads @der into @cv; ESTC_ERR_FORMAT (no detail) when it is no certificate. */
+estc_err estc__cert_view_parse(const estc_buf *der, struct estc__cert_view *cv);
+/* Loads the enrolled certificate into @cv (cv->have false when there is
+ * none) and, when @der is not NULL, its DER into @der. */
+estc_err estc__cert_view_load(estc_client *c, estc_buf *der, struct estc__cert_view *cv);
+/* Whether @cv is the certificate the provisioning record refers to. */
+bool estc__cert_known(const estc_client *c, const struct estc__cert_view *cv);
+
+/*
+ * The provisioning record (provisioned, cert_hash) changes here only:
+ * estc__provisioned() when a certificate begins its period (the commit of
+ * an enrollment, or the tick's first sight of one it did not enroll): no
+ * failures, retry or fallback then; estc__provisioned_restore() from the
+ * persisted state (@hash may be NULL); estc__provisioned_forget() when
+ * nothing is enrolled any more.
+ */
+void estc__provisioned(estc_client *c, const struct estc__cert_view *cv, int64_t when);
+void estc__provisioned_restore(estc_client *c, const uint8_t *hash, int64_t when);
+void estc__provisioned_forget(estc_client *c);
+
+/* The record as it applies to @cv at @now, changing nothing: a certificate
+ * not seen before counts as provisioned @now, without failures. */
+struct estc__schedule_state {
+    int64_t provisioned;
+    unsigned failures;
+    bool fallback;
+    int64_t retry_at;
+};
+void estc__schedule_state(const estc_client *c, const struct estc__cert_view *cv, int64_t now,
+                          struct estc__schedule_state *st);
+/* The renewal time of @cv when provisioned at @provisioned. */
+int64_t estc__renewal_time(const estc_client *c, int64_t provisioned,
+                           const struct estc__cert_view *cv);
+/* When the tick next has work (estc_client_next_deadline()) for @cv. */
+int64_t estc__deadline(const estc_client *c, const struct estc__cert_view *cv, int64_t now);
+
+/* ---- client_transport.c --------------------------------------------------- */
+
+/* Sends one request on the right session, waiting out 5.03 answers, and
+ * turns CoAP errors into ESTC_ERR_SERVER. @resp holds the 2.xx answer. */
+estc_err estc__client_exchange(estc_client *c, enum estc__creds creds, estc__est_resource res,
+                               estc_coap_method method, int cf, int accept, const uint8_t *payload,
+                               size_t len, estc_response *resp);
+/* base64 of a tls-unique value, NUL included. */
+#define ESTC__POP_B64_MAX (4 * ((ESTC_TLS_UNIQUE_MAX + 2) / 3) + 1)
+/* Opens the session for @creds, completes its handshake and gives its
+ * tls-unique value in base64 (RFC 7030 §3.5), trying again like an exchange
+ * when the handshake gets no answer. */
+estc_err estc__client_pop_value(estc_client *c, enum estc__creds creds,
+                                char b64[ESTC__POP_B64_MAX]);
+/* Drops the DTLS session, so the next exchange handshakes anew (new trust
+ * store, other credentials). */
+void estc__client_reset_transport(estc_client *c);
+/* Whether @s names an engine object (else it is a file path). */
+bool estc__is_engine_address(estc_client *c, const char *s);
+
+/* ---- persist_format.c: in persist_format.h, for persist.c alone ----------- */
+
+/* ---- persist.c ------------------------------------------------------------ */
+
+/* The journal (estc_client_set_journal()); each is a no-op without one.
+ * Before an object is created at @addr: the state with it marked pending.
+ * @cert_der: the enrolled certificate's DER when in hand, else NULL. */
+estc_err estc__journal_intent(estc_client *c, const char *addr, estc_obj_kind kind,
+                              const estc_buf *cert_der);
+/* Just before a commit: the state as it will be after it. NULL @cert, @key
+ * or @cas: the current ones; @ca_addrs parallel to @cas. @cert_der: the
+ * DER of that certificate when in hand, else NULL. */
+estc_err estc__journal_commit(estc_client *c, const char *cert, const estc_buf *cert_der,
+                              const char *key, char *const *ca_addrs, const estc__der_list *cas);
+/* After an operation: the final state, when ready for persistence. */
+void estc__journal_done(estc_client *c);
+
+/* ---- enroll.c ----------------------------------------------------------------- */
+
+/* estc_client_reenroll() with the enrolled certificate's DER already read
+ * (@cert_der), so that it is not read again. */
+estc_err estc__client_reenroll_held(estc_client *c, bool rekey, const estc_buf *cert_der);
 
 #endif

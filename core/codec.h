@@ -117,6 +117,8 @@ typedef struct estc__der_list {
 
 /* Wipe and free every item and the array; leaves the list empty. NULL ok. */
 void estc__der_list_free(estc__der_list *list);
+/* Appends a copy of @der to @list; on failure the list is unchanged. */
+estc_err estc__der_list_add(estc__der_list *list, const uint8_t *der, size_t len);
 
 /*
  * CF 281: a degenerate ("certs-only") CMS SignedData (RFC 5652, RFC 7030

@@ -174,6 +174,11 @@ static estc_err list_add(estc__der_list *list, const uint8_t *der, size_t len, s
     return ESTC_OK;
 }
 
+estc_err estc__der_list_add(estc__der_list *list, const uint8_t *der, size_t len)
+{
+    return list_add(list, der, len, SIZE_MAX);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Certificates                                                              */
 /* ------------------------------------------------------------------------ */

@@ -151,41 +151,15 @@ static bool set_challenge(X509_REQ *req, const char *b64)
                                      (const unsigned char *)b64, -1) == 1;
 }
 
-/* Which session will carry this CSR: /sen and /skg sign the configured
- * subject and go with the bootstrap credentials; a CSR for another subject
- * can only be /sren's. A /sren CSR for the configured subject is guessed
- * wrong, and estc__csr_rebind() signs it again for the right session. */
-static enum estc__creds pop_creds(estc_client *c, const X509_NAME *subject)
-{
-    X509_NAME *conf = NULL;
-    enum estc__creds creds = ESTC__CREDS_ENROLLED;
-    if (c->subject != NULL && estc__parse_subject(c, c->subject, &conf) == ESTC_OK &&
-        X509_NAME_cmp(conf, subject) == 0)
-        creds = ESTC__CREDS_BOOTSTRAP;
-    X509_NAME_free(conf);
-    estc_ctx_clear_error(c->ctx);
-    return creds;
-}
-
 estc_err estc__csr_build(estc_client *c, const char *key_addr, const X509_NAME *subject,
-                         const GENERAL_NAMES *sans, estc_buf *der)
+                         const GENERAL_NAMES *sans, const char *pop_b64, estc_buf *der)
 {
-    char b64[ESTC__POP_B64_MAX] = "";
     if (c->pop) {
         char *copy = strdup(key_addr);
         if (copy == NULL)
             return ESTC_ERR_NOMEM;
         free(c->pop_key);
         c->pop_key = copy;
-        /* A failed handshake here is not the end: the exchange binds the
-         * CSR to whatever session it does get (estc__csr_rebind()). */
-        if (estc__client_pop_value(c, pop_creds(c, subject), b64) != ESTC_OK) {
-            estc_log(c->ctx, ESTC_LOG_WARNING,
-                     "proof-of-possession: no session yet (%s); binding the CSR later",
-                     estc_ctx_error_detail(c->ctx));
-            estc_ctx_clear_error(c->ctx);
-            b64[0] = '\0';
-        }
     }
     EVP_PKEY *pkey = NULL;
     estc_err err = load_pkey(c, key_addr, &pkey);
@@ -210,7 +184,7 @@ estc_err estc__csr_build(estc_client *c, const char *key_addr, const X509_NAME *
         err = openssl_fail(c, ESTC_ERR_CRYPTO, "CSR extensions");
         goto done;
     }
-    if (b64[0] != '\0' && !set_challenge(req, b64)) {
+    if (c->pop && pop_b64 != NULL && pop_b64[0] != '\0' && !set_challenge(req, pop_b64)) {
         err = openssl_fail(c, ESTC_ERR_CRYPTO, "challengePassword");
         goto done;
     }

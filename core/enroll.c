@@ -93,6 +93,41 @@ static estc_err certs_of(estc_client *c, const estc_response *r, const char *wha
     return ESTC_OK;
 }
 
+/* Which session will carry this CSR: /sen and /skg sign the configured
+ * subject and go with the bootstrap credentials; a CSR for another subject
+ * can only be /sren's. A /sren CSR for the configured subject is guessed
+ * wrong, and estc__csr_rebind() signs it again for the right session. */
+static enum estc__creds pop_creds(estc_client *c, const X509_NAME *subject)
+{
+    X509_NAME *conf = NULL;
+    enum estc__creds creds = ESTC__CREDS_ENROLLED;
+    if (c->subject != NULL && estc__parse_subject(c, c->subject, &conf) == ESTC_OK &&
+        X509_NAME_cmp(conf, subject) == 0)
+        creds = ESTC__CREDS_BOOTSTRAP;
+    X509_NAME_free(conf);
+    estc_ctx_clear_error(c->ctx);
+    return creds;
+}
+
+/* The CSR for the key at @key. With proof-of-possession it first completes
+ * the handshake of the session the request will most likely go on and
+ * carries its tls-unique value. */
+static estc_err build_csr(estc_client *c, const char *key, const X509_NAME *subject,
+                          const GENERAL_NAMES *sans, estc_buf *der)
+{
+    char b64[ESTC__POP_B64_MAX] = "";
+    /* A failed handshake here is not the end: the exchange binds the CSR to
+     * whatever session it does get (estc__csr_rebind()). */
+    if (c->pop && estc__client_pop_value(c, pop_creds(c, subject), b64) != ESTC_OK) {
+        estc_log(c->ctx, ESTC_LOG_WARNING,
+                 "proof-of-possession: no session yet (%s); binding the CSR later",
+                 estc_ctx_error_detail(c->ctx));
+        estc_ctx_clear_error(c->ctx);
+        b64[0] = '\0';
+    }
+    return estc__csr_build(c, key, subject, sans, b64, der);
+}
+
 /* ---- /crts ---------------------------------------------------------------- */
 
 static estc_err cacerts_op(estc_client *c)
@@ -161,7 +196,7 @@ static estc_err cacerts_op(estc_client *c)
                                  "%s is still waiting for removal; try again", addrs[i]);
         }
         if (err == ESTC_OK && !there)
-            err = estc__journal_intent(c, addrs[i], ESTC_OBJ_TRUST);
+            err = estc__journal_intent(c, addrs[i], ESTC_OBJ_TRUST, NULL);
         if (err == ESTC_OK && !there)
             err = estc_lifecycle_cert_store(c->lc, addrs[i], ESTC_OBJ_TRUST, certs.items[i].data,
                                             certs.items[i].len);
@@ -174,7 +209,7 @@ static estc_err cacerts_op(estc_client *c)
             err = estc_lifecycle_supersede(c->lc, c->ca_addrs[j]);
     }
     if (err == ESTC_OK)
-        err = estc__journal_commit(c, NULL, NULL, addrs, &certs);
+        err = estc__journal_commit(c, NULL, NULL, NULL, addrs, &certs);
     if (err != ESTC_OK) {
         estc_err keep = err;
         estc_lifecycle_rollback(c->lc);
@@ -209,10 +244,11 @@ static estc_err cacerts_op(estc_client *c)
 /*
  * Validates the certificates of a 2.04 answer against the key at @key and
  * stores the issued one; then supersedes what it replaces and commits.
- * Rolls back on any failure.
+ * Rolls back on any failure. @old and @old_der: the enrolled certificate
+ * for /sren (its DER, already read), else NULL.
  */
 static estc_err finish(estc_client *c, const estc_response *r, const char *what, const char *key,
-                       X509 *old)
+                       X509 *old, const estc_buf *old_der)
 {
     estc__der_list certs = {0};
     estc_buf spki = {0};
@@ -226,7 +262,7 @@ static estc_err finish(estc_client *c, const estc_response *r, const char *what,
     if (err == ESTC_OK)
         err = free_address(c, c->cert_base, ESTC_OBJ_CERT, &certs.items[leaf], &cert);
     if (err == ESTC_OK)
-        err = estc__journal_intent(c, cert, ESTC_OBJ_CERT);
+        err = estc__journal_intent(c, cert, ESTC_OBJ_CERT, old_der);
     if (err == ESTC_OK)
         err = estc_lifecycle_cert_store(c->lc, cert, ESTC_OBJ_CERT, certs.items[leaf].data,
                                         certs.items[leaf].len);
@@ -240,7 +276,7 @@ static estc_err finish(estc_client *c, const estc_response *r, const char *what,
     if (err == ESTC_OK && (new_key = strdup(key)) == NULL)
         err = ESTC_ERR_NOMEM;
     if (err == ESTC_OK)
-        err = estc__journal_commit(c, cert, key, NULL, NULL);
+        err = estc__journal_commit(c, cert, &certs.items[leaf], key, NULL, NULL);
     if (err != ESTC_OK) {
         estc_err keep = err;
         estc_lifecycle_rollback(c->lc);
@@ -252,11 +288,17 @@ static estc_err finish(estc_client *c, const estc_response *r, const char *what,
         if (estc_lifecycle_commit(c->lc) != ESTC_OK)
             estc_log(c->ctx, ESTC_LOG_WARNING, "%s: a replaced object could not be removed yet: %s",
                      what, estc_ctx_error_detail(c->ctx));
+        c->held_cert = NULL; /* it was the replaced certificate */
         free(c->cert_addr);
         c->cert_addr = cert;
         cert = NULL;
         free(c->key_addr);
         c->key_addr = new_key;
+        /* The new certificate begins its provisioning period now. */
+        struct estc__cert_view cv;
+        if (estc__cert_view_parse(&certs.items[leaf], &cv) != ESTC_OK)
+            cv = (struct estc__cert_view){0};
+        estc__provisioned(c, &cv, estc_client_now(c));
         /* The next /sren handshakes with the new credentials. */
         estc__client_reset_transport(c);
         estc_log(c->ctx, ESTC_LOG_INFO, "%s: certificate stored at %s, key at %s", what,
@@ -295,18 +337,18 @@ static estc_err enroll_op(estc_client *c)
     } else if (err == ESTC_OK) {
         err = free_address(c, c->key_base, ESTC_OBJ_KEY, NULL, &key);
         if (err == ESTC_OK)
-            err = estc__journal_intent(c, key, ESTC_OBJ_KEY);
+            err = estc__journal_intent(c, key, ESTC_OBJ_KEY, NULL);
         if (err == ESTC_OK)
             err = estc_lifecycle_key_generate(c->lc, key, c->key_type);
         key_is_new = err == ESTC_OK;
     }
     if (err == ESTC_OK)
-        err = estc__csr_build(c, key, subject, sans, &csr);
+        err = build_csr(c, key, subject, sans, &csr);
     if (err == ESTC_OK)
         err = estc__client_exchange(c, ESTC__CREDS_BOOTSTRAP, ESTC__EST_SEN, ESTC_COAP_POST,
                                     ESTC__CF_PKCS10, c->accept, csr.data, csr.len, &resp);
     if (err == ESTC_OK)
-        err = finish(c, &resp, "POST /sen", key, NULL);
+        err = finish(c, &resp, "POST /sen", key, NULL, NULL);
     else if (key_is_new) {
         estc_err keep = err;
         estc_lifecycle_rollback(c->lc);
@@ -322,27 +364,36 @@ static estc_err enroll_op(estc_client *c)
 
 /* ---- /sren ------------------------------------------------------------------ */
 
-static estc_err reenroll_op(estc_client *c, bool rekey)
+/* @held: the enrolled certificate's DER when the caller has read it, else
+ * NULL. Read once, it serves the DTLS session, the CSR and the journal. */
+static estc_err reenroll_op(estc_client *c, bool rekey, const estc_buf *held)
 {
-    estc_buf der = {0};
-    estc_err err = estc_cert_load(c->ctx, c->cert_addr, &der);
-    if (err != ESTC_OK)
-        return estc_error(c->ctx, ESTC_ERR_STATE, "reenroll: no certificate at %s", c->cert_addr);
-    const unsigned char *p = der.data;
-    X509 *old = d2i_X509(NULL, &p, (long)der.len);
-    estc_buf_free(&der);
-    if (old == NULL)
+    estc_buf loaded = {0};
+    const estc_buf *der = held;
+    if (der == NULL) {
+        if (estc_cert_load(c->ctx, c->cert_addr, &loaded) != ESTC_OK)
+            return estc_error(c->ctx, ESTC_ERR_STATE, "reenroll: no certificate at %s",
+                              c->cert_addr);
+        der = &loaded;
+    }
+    const unsigned char *p = der->data;
+    X509 *old = d2i_X509(NULL, &p, (long)der->len);
+    if (old == NULL) {
+        estc_buf_free(&loaded);
         return estc_error(c->ctx, ESTC_ERR_FORMAT, "%s: not a certificate", c->cert_addr);
+    }
 
     /* The same Subject and subjectAltName as now (RFC 7030 §4.2.2). */
     GENERAL_NAMES *sans = X509_get_ext_d2i(old, NID_subject_alt_name, NULL, NULL);
     char *key = NULL;
     estc_buf csr = {0};
     estc_response resp = {0};
+    estc_err err;
+    c->held_cert = der;
     if (rekey) {
         err = free_address(c, c->key_base, ESTC_OBJ_KEY, NULL, &key);
         if (err == ESTC_OK)
-            err = estc__journal_intent(c, key, ESTC_OBJ_KEY);
+            err = estc__journal_intent(c, key, ESTC_OBJ_KEY, der);
         if (err == ESTC_OK)
             err = estc_lifecycle_key_generate(c->lc, key, c->key_type);
     } else {
@@ -351,22 +402,24 @@ static estc_err reenroll_op(estc_client *c, bool rekey)
     }
     bool made_key = rekey && err == ESTC_OK;
     if (err == ESTC_OK)
-        err = estc__csr_build(c, key, X509_get_subject_name(old), sans, &csr);
+        err = build_csr(c, key, X509_get_subject_name(old), sans, &csr);
     if (err == ESTC_OK)
         err = estc__client_exchange(c, ESTC__CREDS_ENROLLED, ESTC__EST_SREN, ESTC_COAP_POST,
                                     ESTC__CF_PKCS10, c->accept, csr.data, csr.len, &resp);
     if (err == ESTC_OK)
-        err = finish(c, &resp, "POST /sren", key, old);
+        err = finish(c, &resp, "POST /sren", key, old, der);
     else if (made_key) {
         estc_err keep = err;
         estc_lifecycle_rollback(c->lc);
         err = keep;
     }
+    c->held_cert = NULL;
     estc_response_clear(&resp);
     estc_buf_free(&csr);
     free(key);
     GENERAL_NAMES_free(sans);
     X509_free(old);
+    estc_buf_free(&loaded);
     return err;
 }
 
@@ -398,7 +451,7 @@ static estc_err serverkeygen_op(estc_client *c)
     if (err == ESTC_OK)
         err = estc_key_generate(c->ctx, temp, ESTC_KEY_EC_P256);
     if (err == ESTC_OK) {
-        err = estc__csr_build(c, temp, subject, sans, &csr);
+        err = build_csr(c, temp, subject, sans, &csr);
         estc_key_remove(c->ctx, temp);
     }
     if (err == ESTC_OK)
@@ -429,7 +482,7 @@ static estc_err serverkeygen_op(estc_client *c)
     if (err == ESTC_OK)
         err = free_address(c, c->key_base, ESTC_OBJ_KEY, NULL, &key);
     if (err == ESTC_OK)
-        err = estc__journal_intent(c, key, ESTC_OBJ_KEY);
+        err = estc__journal_intent(c, key, ESTC_OBJ_KEY, NULL);
     if (err == ESTC_OK)
         err = estc_lifecycle_key_import(c->lc, key, kp->data.data, kp->data.len);
     bool imported = err == ESTC_OK;
@@ -437,7 +490,7 @@ static estc_err serverkeygen_op(estc_client *c)
         /* Hand finish() the certificate part as a response of its own. */
         estc_response part = {.code = resp.code, .content_format = cp->cf};
         part.payload = cp->data;
-        err = finish(c, &part, "POST /skg", key, NULL);
+        err = finish(c, &part, "POST /skg", key, NULL, NULL);
     } else if (imported) {
         estc_lifecycle_rollback(c->lc);
     }
@@ -515,7 +568,12 @@ estc_err estc_client_enroll(estc_client *c)
 
 estc_err estc_client_reenroll(estc_client *c, bool rekey)
 {
-    ESTC__RUN_OP(c, reenroll_op(c, rekey));
+    ESTC__RUN_OP(c, reenroll_op(c, rekey, NULL));
+}
+
+estc_err estc__client_reenroll_held(estc_client *c, bool rekey, const estc_buf *cert_der)
+{
+    ESTC__RUN_OP(c, reenroll_op(c, rekey, cert_der));
 }
 
 estc_err estc_client_serverkeygen(estc_client *c)

@@ -1,90 +1,12 @@
 /*
- * Automatic re-enrollment: the renewal formula, retries spread over the
- * time left, the fallback to /sen, the /crts policy, and the tick that a
- * daemon loop calls.
+ * Automatic re-enrollment: the tick that a daemon loop calls, with retries
+ * spread over the time left, the fallback to /sen, and the /crts policy.
+ * When things are due is renewal.c's to say.
  */
-#include <string.h>
-#include <time.h>
-
-#include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
 #include "client_internal.h"
-
-#define DEFAULT_MARGIN (30 * 24 * 3600)
-
-void estc_schedule_config_init(estc_schedule_config *cfg)
-{
-    if (cfg == NULL)
-        return;
-    *cfg = (estc_schedule_config){.enabled = true,
-                                  .nominal_usage = 0.9,
-                                  .max_margin_s = DEFAULT_MARGIN,
-                                  .max_retries = 3,
-                                  .retry_spacing_s = 60,
-                                  .rekey = false};
-}
-
-static bool usage_ok(double u)
-{
-    return u > 0.0 && u <= 1.0;
-}
-
-estc_err estc_schedule_renewal_time(int64_t provisioned, int64_t not_before, int64_t not_after,
-                                    double nominal_usage, int64_t max_margin_s, int64_t *out)
-{
-    if (out == NULL || not_after < not_before || !usage_ok(nominal_usage) || max_margin_s < 0)
-        return ESTC_ERR_INVALID_ARG;
-    /* A clock behind notBefore (or an unknown time) counts from notBefore;
-     * one past notAfter makes the renewal due at once. */
-    int64_t p = provisioned;
-    if (p < not_before)
-        p = not_before;
-    if (p > not_after)
-        p = not_after;
-    /* Both terms in a range that cannot overflow: p <= not_after. */
-    int64_t by_usage = p + (int64_t)(nominal_usage * (double)(not_after - p));
-    int64_t by_margin =
-        max_margin_s >= not_after - INT64_MIN / 2 ? INT64_MIN / 2 : not_after - max_margin_s;
-    int64_t t = by_margin > by_usage ? by_margin : by_usage;
-    *out = t > not_after ? not_after : t;
-    return ESTC_OK;
-}
-
-static const estc_schedule_config *config(const estc_client *c, estc_schedule_config *tmp)
-{
-    if (c->sched_set)
-        return &c->sched;
-    estc_schedule_config_init(tmp);
-    return tmp;
-}
-
-estc_err estc_client_set_schedule(estc_client *c, const estc_schedule_config *cfg)
-{
-    if (c == NULL || cfg == NULL || !usage_ok(cfg->nominal_usage) || cfg->max_margin_s < 0 ||
-        cfg->retry_spacing_s < 1)
-        return ESTC_ERR_INVALID_ARG;
-    c->sched = *cfg;
-    c->sched_set = true;
-    return ESTC_OK;
-}
-
-estc_err estc_client_set_clock(estc_client *c, estc_clock_fn fn, void *arg)
-{
-    if (c == NULL)
-        return ESTC_ERR_INVALID_ARG;
-    c->clock = fn;
-    c->clock_arg = arg;
-    return ESTC_OK;
-}
-
-int64_t estc_client_now(const estc_client *c)
-{
-    if (c == NULL)
-        return 0;
-    return c->clock != NULL ? c->clock(c->clock_arg) : (int64_t)time(NULL);
-}
 
 estc_err estc_client_set_cacerts_policy(estc_client *c, estc_cacerts_policy policy,
                                         estc_trust_export_fn fn, void *arg)
@@ -120,122 +42,13 @@ estc_err estc_trust_export_file(void *arg, bool global, const estc_buf *certs, s
     }
     char *data = NULL;
     long len = err == ESTC_OK ? BIO_get_mem_data(bio, &data) : 0;
-    if (err == ESTC_OK)
-        err = estc__write_file_atomic(arg, (const uint8_t *)data, len > 0 ? (size_t)len : 0, 0644);
+    if (err == ESTC_OK) {
+        err = estc_file_write(NULL, arg, data, len > 0 ? (size_t)len : 0, 0644, ESTC_FILE_REPLACE);
+        if (err != ESTC_OK && err != ESTC_ERR_NOMEM)
+            err = ESTC_ERR_IO;
+    }
     BIO_free(bio);
     return err;
-}
-
-/* ---- the certificate the schedule refers to ------------------------------ */
-
-static bool asn1_to_unix(const ASN1_TIME *t, int64_t *out)
-{
-    ASN1_TIME *epoch = ASN1_TIME_set(NULL, 0);
-    int days = 0, secs = 0;
-    bool ok = epoch != NULL && ASN1_TIME_diff(&days, &secs, epoch, t) == 1;
-    ASN1_TIME_free(epoch);
-    if (ok)
-        *out = (int64_t)days * 86400 + secs;
-    return ok;
-}
-
-struct cert_view {
-    bool have;
-    int64_t not_before, not_after;
-};
-
-/*
- * Loads the enrolled certificate. A certificate the schedule has not seen
- * before (enrolled now, or by a direct call) starts a new provisioning
- * period at @now, with no failures.
- */
-static estc_err current_cert(estc_client *c, int64_t now, struct cert_view *cv)
-{
-    estc_buf der = {0};
-    *cv = (struct cert_view){0};
-    estc_err err = estc_cert_load(c->ctx, c->cert_addr, &der);
-    if (err == ESTC_ERR_NOT_FOUND) {
-        estc_ctx_clear_error(c->ctx);
-        return ESTC_OK;
-    }
-    if (err != ESTC_OK)
-        return err;
-    const unsigned char *p = der.data;
-    X509 *x = d2i_X509(NULL, &p, (long)der.len);
-    uint8_t md[32];
-    unsigned mdlen = 0;
-    bool ok = x != NULL && asn1_to_unix(X509_get0_notBefore(x), &cv->not_before) &&
-              asn1_to_unix(X509_get0_notAfter(x), &cv->not_after) &&
-              EVP_Digest(der.data, der.len, md, &mdlen, EVP_sha256(), NULL) == 1;
-    X509_free(x);
-    estc_buf_free(&der);
-    if (!ok)
-        return estc_error(c->ctx, ESTC_ERR_FORMAT, "%s: not a certificate", c->cert_addr);
-    cv->have = true;
-    if (!c->have_cert_hash || memcmp(md, c->cert_hash, sizeof(md)) != 0) {
-        memcpy(c->cert_hash, md, sizeof(md));
-        c->have_cert_hash = true;
-        c->provisioned = now;
-        c->failures = 0;
-        c->fallback = false;
-        c->retry_at = 0;
-    }
-    return ESTC_OK;
-}
-
-static int64_t renewal_time(const estc_client *c, const struct cert_view *cv)
-{
-    estc_schedule_config tmp;
-    const estc_schedule_config *cfg = config(c, &tmp);
-    int64_t t = cv->not_after;
-    if (estc_schedule_renewal_time(c->provisioned, cv->not_before, cv->not_after,
-                                   cfg->nominal_usage, cfg->max_margin_s, &t) != ESTC_OK)
-        t = cv->not_before; /* a certificate that ends before it begins: now */
-    return t;
-}
-
-estc_err estc_client_renewal_info(estc_client *c, int64_t *not_before, int64_t *not_after,
-                                  int64_t *provisioned, int64_t *renewal, unsigned *failures)
-{
-    if (c == NULL)
-        return ESTC_ERR_INVALID_ARG;
-    struct cert_view cv;
-    estc_err err = current_cert(c, estc_client_now(c), &cv);
-    if (err != ESTC_OK)
-        return err;
-    if (!cv.have)
-        return estc_error(c->ctx, ESTC_ERR_NOT_FOUND, "no certificate at %s", c->cert_addr);
-    if (not_before != NULL)
-        *not_before = cv.not_before;
-    if (not_after != NULL)
-        *not_after = cv.not_after;
-    if (provisioned != NULL)
-        *provisioned = c->provisioned;
-    if (renewal != NULL)
-        *renewal = renewal_time(c, &cv);
-    if (failures != NULL)
-        *failures = c->failures;
-    return ESTC_OK;
-}
-
-estc_err estc_client_next_deadline(estc_client *c, int64_t *when)
-{
-    if (c == NULL || when == NULL)
-        return ESTC_ERR_INVALID_ARG;
-    int64_t now = estc_client_now(c);
-    estc_schedule_config tmp;
-    const estc_schedule_config *cfg = config(c, &tmp);
-    struct cert_view cv;
-    estc_err err = current_cert(c, now, &cv);
-    if (err != ESTC_OK)
-        return err;
-    if (!cv.have || c->fallback || c->retry_at != 0 || c->crts_due)
-        *when = c->retry_at != 0 ? c->retry_at : now;
-    else if (!cfg->enabled)
-        *when = ESTC_NEVER;
-    else
-        *when = renewal_time(c, &cv);
-    return ESTC_OK;
 }
 
 /* ---- the tick ------------------------------------------------------------------ */
@@ -288,42 +101,31 @@ static estc_err do_cacerts(estc_client *c, int64_t now, const estc_schedule_conf
     return err;
 }
 
-/* After a new certificate: a new period, and /crts when the policy says. */
-static void renewed(estc_client *c, int64_t now)
+/* After a new certificate (its period began at the commit, with the
+ * failures cleared): /crts when the policy says. */
+static void renewed(estc_client *c)
 {
-    struct cert_view cv;
-    c->have_cert_hash = false; /* the new certificate starts its period now */
-    if (current_cert(c, now, &cv) != ESTC_OK)
-        estc_ctx_clear_error(c->ctx);
-    c->failures = 0;
-    c->fallback = false;
-    c->retry_at = 0;
     c->crts_due = policy(c) != ESTC_CACERTS_NEVER;
 }
 
-estc_err estc_client_tick(estc_client *c, estc_tick_result *what)
+/* The tick's decisions for the enrolled certificate @cv (DER @der). */
+static estc_err tick(estc_client *c, int64_t now, const estc_schedule_config *cfg,
+                     const estc_buf *der, const struct estc__cert_view *cv, estc_tick_result *what)
 {
-    if (c == NULL || what == NULL)
-        return ESTC_ERR_INVALID_ARG;
-    *what = ESTC_TICK_NOTHING;
-    if (c->busy > 0)
-        return estc_error(c->ctx, ESTC_ERR_STATE, "tick: an operation is in flight");
-    int64_t now = estc_client_now(c);
-    estc_schedule_config tmp;
-    const estc_schedule_config *cfg = config(c, &tmp);
-    struct cert_view cv;
-    estc_err err = current_cert(c, now, &cv);
-    if (err != ESTC_OK)
-        return err;
+    estc_err err;
+    /* A certificate this client did not enroll (configured, or replaced
+     * behind its back) begins its period when the schedule first sees it. */
+    if (cv->have && !estc__cert_known(c, cv))
+        estc__provisioned(c, cv, now);
     if (c->retry_at != 0 && now < c->retry_at)
         return ESTC_OK;
 
-    if (!cv.have) {
+    if (!cv->have) {
         if (policy(c) != ESTC_CACERTS_NEVER && (!c->have_explicit || c->crts_due))
             return do_cacerts(c, now, cfg, what);
         err = estc_client_enroll(c);
         if (err == ESTC_OK) {
-            renewed(c, now);
+            renewed(c);
             c->crts_due = false; /* the CA set is fresh */
             *what = ESTC_TICK_ENROLLED;
         } else {
@@ -333,18 +135,19 @@ estc_err estc_client_tick(estc_client *c, estc_tick_result *what)
         return err;
     }
 
-    bool due = c->fallback || c->retry_at != 0 || (cfg->enabled && now >= renewal_time(c, &cv));
+    bool due = c->fallback || c->retry_at != 0 ||
+               (cfg->enabled && now >= estc__renewal_time(c, c->provisioned, cv));
     if (!due) {
         if (c->crts_due)
             return do_cacerts(c, now, cfg, what);
         return ESTC_OK;
     }
     /* An expired certificate cannot authenticate /sren: straight to /sen. */
-    if (c->fallback || now >= cv.not_after || c->failures > cfg->max_retries) {
+    if (c->fallback || now >= cv->not_after || c->failures > cfg->max_retries) {
         estc_log(c->ctx, ESTC_LOG_INFO, "renewal: /sen with the bootstrap credentials");
         err = estc_client_enroll(c);
         if (err == ESTC_OK) {
-            renewed(c, now);
+            renewed(c);
             *what = ESTC_TICK_FALLBACK_ENROLLED;
         } else {
             c->fallback = true;
@@ -353,9 +156,9 @@ estc_err estc_client_tick(estc_client *c, estc_tick_result *what)
         }
         return err;
     }
-    err = estc_client_reenroll(c, cfg->rekey);
+    err = estc__client_reenroll_held(c, cfg->rekey, der);
     if (err == ESTC_OK) {
-        renewed(c, now);
+        renewed(c);
         *what = ESTC_TICK_REENROLLED;
         return ESTC_OK;
     }
@@ -368,11 +171,30 @@ estc_err estc_client_tick(estc_client *c, estc_tick_result *what)
         /* Spread what is left (the retries and the fallback) evenly over the
          * time until notAfter, never closer than the spacing. */
         int64_t left = (int64_t)(cfg->max_retries - c->failures) + 2;
-        int64_t step = cv.not_after > now ? (cv.not_after - now) / left : 0;
+        int64_t step = cv->not_after > now ? (cv->not_after - now) / left : 0;
         if (step < cfg->retry_spacing_s)
             step = cfg->retry_spacing_s;
         c->retry_at = now + step;
     }
     *what = ESTC_TICK_RETRY_SCHEDULED;
+    return err;
+}
+
+estc_err estc_client_tick(estc_client *c, estc_tick_result *what)
+{
+    if (c == NULL || what == NULL)
+        return ESTC_ERR_INVALID_ARG;
+    *what = ESTC_TICK_NOTHING;
+    if (c->busy > 0)
+        return estc_error(c->ctx, ESTC_ERR_STATE, "tick: an operation is in flight");
+    int64_t now = estc_client_now(c);
+    estc_schedule_config tmp;
+    const estc_schedule_config *cfg = estc__schedule_config(c, &tmp);
+    struct estc__cert_view cv;
+    estc_buf der = {0}; /* the certificate, read once for the whole tick */
+    estc_err err = estc__cert_view_load(c, &der, &cv);
+    if (err == ESTC_OK)
+        err = tick(c, now, cfg, &der, &cv, what);
+    estc_buf_free(&der);
     return err;
 }

@@ -77,7 +77,8 @@ struct estc__keyref {
     struct estc__key *key;
 };
 
-/* Puts an error on OpenSSL's queue, naming the caller's position. */
+/* Puts an error on OpenSSL's queue, naming the caller's position; the text
+ * goes through estc_redact() first. */
 void estc__prov_raise(struct estc__prov *prov, int reason, const char *file, int line,
                       const char *func, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
 #define ESTC__RAISE(prov, reason, ...)                                                             \

@@ -2,13 +2,8 @@
  * The PEM key reference: a PEM block "ESTC KEY REFERENCE" whose body is an
  * engine address. Written for code that loads keys only from PEM files.
  */
-#include <errno.h>
-#include <fcntl.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <openssl/bio.h>
 #include <openssl/err.h>
@@ -50,27 +45,9 @@ estc_err estc_keyref_pem(const char *addr, estc_buf *pem)
     return err;
 }
 
-static bool write_all(int fd, const uint8_t *p, size_t len)
-{
-    while (len > 0) {
-        ssize_t n = write(fd, p, len);
-
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return false;
-        p += n;
-        len -= (size_t)n;
-    }
-    return true;
-}
-
 estc_err estc_keyref_write(estc_ctx *ctx, const char *path, const char *addr)
 {
     estc_buf pem = {0};
-    char *tmp;
-    size_t plen;
-    int fd;
     estc_err err;
 
     if (path == NULL || addr == NULL || path[0] == '\0')
@@ -80,36 +57,12 @@ estc_err estc_keyref_write(estc_ctx *ctx, const char *path, const char *addr)
         return estc_error(ctx, err, "key reference: not an engine address");
     if (err != ESTC_OK)
         return estc_error(ctx, err, "key reference: %s", estc_strerror(err));
-
-    plen = strlen(path);
-    tmp = malloc(plen + sizeof(".XXXXXX"));
-    if (tmp == NULL) {
-        estc_buf_free(&pem);
-        return estc_error(ctx, ESTC_ERR_NOMEM, "key reference: out of memory");
-    }
-    memcpy(tmp, path, plen);
-    memcpy(tmp + plen, ".XXXXXX", sizeof(".XXXXXX"));
-    /* mkstemp() creates the file 0600: the address may carry a PIN. */
-    fd = mkstemp(tmp);
-    if (fd < 0) {
-        err = estc_error(ctx, ESTC_ERR_IO, "%s: cannot create: %s", path, strerror(errno));
-        goto out;
-    }
-    if (fchmod(fd, S_IRUSR | S_IWUSR) != 0 || !write_all(fd, pem.data, pem.len) || fsync(fd) != 0) {
-        err = estc_error(ctx, ESTC_ERR_IO, "%s: cannot write: %s", path, strerror(errno));
-        close(fd);
-        unlink(tmp);
-        goto out;
-    }
-    if (close(fd) != 0 || rename(tmp, path) != 0) {
-        err = estc_error(ctx, ESTC_ERR_IO, "%s: cannot write: %s", path, strerror(errno));
-        unlink(tmp);
-        goto out;
-    }
-    err = ESTC_OK;
-out:
-    free(tmp);
+    /* Mode 0600 from the start: the address may carry a PIN. */
+    err = estc_file_write(ctx, path, pem.data, pem.len, 0600, ESTC_FILE_REPLACE);
     estc_buf_free(&pem);
+    /* Whatever the system's reason (in the detail), the file was not written. */
+    if (err != ESTC_OK && err != ESTC_ERR_NOMEM)
+        err = ESTC_ERR_IO;
     return err;
 }
 

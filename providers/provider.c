@@ -30,19 +30,35 @@ static const OSSL_ITEM reason_strings[] = {
     {0, NULL},
 };
 
+static void set_error(struct estc__prov *prov, int reason, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void set_error(struct estc__prov *prov, int reason, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    prov->core_vset_error(prov->handle, (uint32_t)reason, fmt, ap);
+    va_end(ap);
+}
+
 void estc__prov_raise(struct estc__prov *prov, int reason, const char *file, int line,
                       const char *func, const char *fmt, ...)
 {
+    char msg[1024], shown[1024];
     va_list ap;
 
     if (prov == NULL || prov->core_new_error == NULL || prov->core_vset_error == NULL)
         return;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    /* Messages name addresses, and an address may carry a PIN. */
+    estc_redact(msg, shown, sizeof(shown));
     prov->core_new_error(prov->handle);
     if (prov->core_set_error_debug != NULL)
         prov->core_set_error_debug(prov->handle, file, line, func);
-    va_start(ap, fmt);
-    prov->core_vset_error(prov->handle, (uint32_t)reason, fmt, ap);
-    va_end(ap);
+    set_error(prov, reason, "%s", shown);
 }
 
 void estc__prov_raise_engine(struct estc__prov *prov, estc_err err, const char *what)

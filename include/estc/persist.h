@@ -48,10 +48,11 @@ typedef struct estc_state_stream {
 /**
  * estc_state_stream_file() - a stream on the file at @path.
  *
- * Writes are atomic: a temporary file in the same folder (mode 0600),
- * fsync, rename over @path, fsync of the folder. The string @path is not
- * copied: it must outlive the stream. Reading a missing file gives
- * ESTC_ERR_NOT_FOUND. Returns ESTC_OK or ESTC_ERR_INVALID_ARG.
+ * Writes are atomic, by estc_file_write(): a temporary file in the same
+ * folder (mode 0600), fsync, rename over @path, fsync of the folder; a
+ * failed write is ESTC_ERR_IO. The string @path is not copied: it must
+ * outlive the stream. Reading a missing file gives ESTC_ERR_NOT_FOUND.
+ * Returns ESTC_OK or ESTC_ERR_INVALID_ARG.
  */
 estc_err estc_state_stream_file(estc_state_stream *stream, const char *path);
 

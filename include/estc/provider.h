@@ -88,7 +88,8 @@ estc_err estc_keyref_pem(const char *addr, estc_buf *pem);
 /**
  * estc_keyref_write() - write the PEM key reference for @addr to the file
  * @path, created with mode 0600 (the address may carry a PIN) and replaced
- * atomically (temporary file, fsync, rename).
+ * atomically with estc_file_write() (temporary file, fsync, rename, fsync of
+ * the folder).
  * @ctx: receives the failure detail; may be NULL.
  *
  * Returns ESTC_OK, ESTC_ERR_INVALID_ARG, ESTC_ERR_BAD_ADDRESS, ESTC_ERR_NOMEM

@@ -163,6 +163,10 @@ const char *estc_tick_result_name(estc_tick_result what);
  *  - the renewal time passed: /sren (retries, then the fallback to /sen);
  *    an expired certificate goes to the fallback at once;
  *  - after a renewal, /crts when the policy wants it.
+ * A certificate the client did not enroll itself (configured with
+ * estc_client_set_enrolled(), or replaced behind its back) begins its
+ * provisioning period when the tick first sees it; one it enrolled began
+ * at the commit.
  * @what receives what happened (ESTC_TICK_NOTHING when nothing was due).
  * Returns ESTC_OK (nothing due, or the operation succeeded), the failed
  * operation's error (its detail in estc_ctx_error_detail(); the next
@@ -175,7 +179,8 @@ estc_err estc_client_tick(estc_client *client, estc_tick_result *what);
  * estc_client_next_deadline() - when estc_client_tick() next has work, in
  * the client's clock: now or earlier when something is due, ESTC_NEVER
  * when nothing ever will be (renewal disabled and enrolled). Sleep until
- * then. Returns ESTC_OK or ESTC_ERR_INVALID_ARG.
+ * then. Changes nothing (a certificate the tick has not seen yet counts as
+ * provisioned now). Returns ESTC_OK or ESTC_ERR_INVALID_ARG.
  */
 estc_err estc_client_next_deadline(estc_client *client, int64_t *when);
 
@@ -183,7 +188,8 @@ estc_err estc_client_next_deadline(estc_client *client, int64_t *when);
  * estc_client_renewal_info() - the schedule's view of the enrolled
  * certificate, for status displays: its notBefore and notAfter, the
  * provisioning time, the renewal time and the failed /sren attempts since
- * the last success. Any output may be NULL.
+ * the last success. Any output may be NULL. Changes nothing, like
+ * estc_client_next_deadline().
  * Returns ESTC_OK, ESTC_ERR_INVALID_ARG or ESTC_ERR_NOT_FOUND (no
  * certificate), ESTC_ERR_FORMAT (not a certificate).
  */

@@ -66,7 +66,9 @@ int main(int argc, char **argv)
             }
             driver = argv[++i];
         } else if (argv[i][0] == '-' || prefix != NULL) {
-            fprintf(stderr, "estc-engine-test: unexpected argument \"%s\"\n", argv[i]);
+            char shown[ESTC_ADDRESS_MAX + 1]; /* an address may carry a PIN */
+            fprintf(stderr, "estc-engine-test: unexpected argument \"%s\"\n",
+                    estc_redact(argv[i], shown, sizeof(shown)));
             usage(stderr, argv[0]);
             return 2;
         } else {

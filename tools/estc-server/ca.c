@@ -21,6 +21,8 @@
 #include <openssl/rand.h>
 #include <openssl/x509v3.h>
 
+#include <estc/engine.h>
+
 #define CA_VALIDITY_SECONDS (10L * 365 * 24 * 3600)
 #define SERVER_VALIDITY_SECONDS (365L * 24 * 3600)
 /* Certificates start a minute in the past so small clock offsets do not matter. */
@@ -62,51 +64,11 @@ int srv_read_file(const char *path, uint8_t **out, size_t *out_len)
     return 0;
 }
 
-/* Atomic write: temp file with the final mode, fsync, rename. */
-int srv_write_file(const char *path, const void *data, size_t len, int mode)
+/* Replaces @path all at once: the library's atomic write (temporary file
+ * with the final mode, fsync, rename, fsync of the folder). */
+static int write_file(const char *path, const void *data, size_t len, unsigned mode)
 {
-    size_t plen = strlen(path) + 8;
-    char *tmp = malloc(plen);
-    int fd;
-    const uint8_t *p = data;
-
-    if (tmp == NULL)
-        return -1;
-    snprintf(tmp, plen, "%s.tmp", path);
-    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
-    if (fd < 0) {
-        free(tmp);
-        return -1;
-    }
-    if (fchmod(fd, mode) != 0)
-        goto fail;
-    while (len > 0) {
-        ssize_t n = write(fd, p, len);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            goto fail;
-        }
-        p += n;
-        len -= (size_t)n;
-    }
-    if (fsync(fd) != 0)
-        goto fail;
-    if (close(fd) != 0) {
-        fd = -1;
-        goto fail;
-    }
-    fd = -1;
-    if (rename(tmp, path) != 0)
-        goto fail;
-    free(tmp);
-    return 0;
-fail:
-    if (fd >= 0)
-        close(fd);
-    unlink(tmp);
-    free(tmp);
-    return -1;
+    return estc_file_write(NULL, path, data, len, mode, ESTC_FILE_REPLACE) == ESTC_OK ? 0 : -1;
 }
 
 static char *path_join(const char *dir, const char *name)
@@ -158,7 +120,7 @@ static int write_pem_key(const char *path, EVP_PKEY *key)
     if (PEM_write_bio_PrivateKey(b, key, NULL, NULL, 0, NULL, NULL) == 1) {
         len = BIO_get_mem_data(b, &data);
         if (len > 0)
-            rc = srv_write_file(path, data, (size_t)len, 0600);
+            rc = write_file(path, data, (size_t)len, 0600);
     }
     BIO_free(b);
     return rc;
@@ -180,7 +142,7 @@ static int write_pem_certs(const char *path, X509 *const *certs, int n)
     }
     len = BIO_get_mem_data(b, &data);
     if (len > 0)
-        rc = srv_write_file(path, data, (size_t)len, 0644);
+        rc = write_file(path, data, (size_t)len, 0644);
 out:
     BIO_free(b);
     return rc;

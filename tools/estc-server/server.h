@@ -102,7 +102,6 @@ int srv_ca_make_server_creds(struct srv *s);
 /* Certs-only PKCS#7 (DER) holding `leaf` (may be NULL) and, when with_ca, the CA(s). */
 int srv_pkcs7_certs(X509 *leaf, struct srv_ca *ca, int with_ca, uint8_t **out, size_t *out_len);
 int srv_x509_der(X509 *x, uint8_t **out, size_t *out_len);
-int srv_write_file(const char *path, const void *data, size_t len, int mode);
 int srv_read_file(const char *path, uint8_t **out, size_t *out_len);
 
 /* tls.c */

@@ -124,12 +124,12 @@ int cli_failf(const struct cli *cli, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* The exit status for a library error. */
 int cli_exit_status(estc_err err);
-/* Copies @in into @out (of @size bytes) with PIN values replaced by "***"
- * and control characters by spaces. */
+/* Copies @in into @out (of @size bytes) with secrets hidden by estc_redact()
+ * and control characters replaced by spaces. */
 void cli_redact(const char *in, char *out, size_t size);
 /* Whether @s is an engine address (a registered scheme) rather than a file. */
 bool cli_is_address(estc_ctx *ctx, const char *s);
-/* Writes @n DER certificates as PEM to @path (atomically, 0644) or stdout. */
+/* Writes @n DER certificates as PEM to @path (estc_file_write(), 0644) or stdout. */
 int cli_write_pem(const struct cli *cli, const estc_buf *certs, size_t n, const char *path);
 /* Loads one certificate from an engine address or a PEM/DER file. */
 int cli_load_cert(const struct cli *cli, const char *src, X509 **out);

@@ -2,14 +2,10 @@
  * estc: errors, PEM output and the status report.
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <openssl/bio.h>
 #include <openssl/pem.h>
@@ -38,24 +34,14 @@ int cli_exit_status(estc_err err)
 
 void cli_redact(const char *in, char *out, size_t size)
 {
-    static const char pin[] = "pin-value=";
-    size_t o = 0;
     if (size == 0)
         return;
-    while (*in != '\0' && o + 1 < size) {
-        if (strncasecmp(in, pin, sizeof(pin) - 1) == 0) {
-            const char *rep = "pin-value=***";
-            while (*rep != '\0' && o + 1 < size)
-                out[o++] = *rep++;
-            in += sizeof(pin) - 1;
-            while (*in != '\0' && strchr(";&?\"' \t\r\n,)", *in) == NULL)
-                in++;
-            continue;
-        }
-        unsigned char ch = (unsigned char)*in++;
-        out[o++] = (ch < 0x20 || ch == 0x7f) ? ' ' : (char)ch;
+    estc_redact(in, out, size);
+    for (char *p = out; *p != '\0'; p++) {
+        unsigned char ch = (unsigned char)*p;
+        if (ch < 0x20 || ch == 0x7f)
+            *p = ' ';
     }
-    out[o] = '\0';
 }
 
 int cli_fail(const struct cli *cli, estc_err err, const char *what)
@@ -90,46 +76,6 @@ bool cli_is_address(estc_ctx *ctx, const char *s)
     return err == ESTC_OK;
 }
 
-/* Writes @len bytes to @path through a temporary file in the same folder,
- * fsync and rename, so a reader never sees half a file. */
-static int write_atomic(const struct cli *cli, const char *path, const char *data, size_t len)
-{
-    size_t plen = strlen(path);
-    char *tmp = malloc(plen + 8);
-    if (tmp == NULL)
-        return cli_failf(cli, CLI_EXIT_FAILURE, "out of memory");
-    memcpy(tmp, path, plen);
-    memcpy(tmp + plen, ".XXXXXX", 8);
-    int fd = mkstemp(tmp);
-    if (fd < 0) {
-        int e = errno;
-        free(tmp);
-        return cli_failf(cli, CLI_EXIT_FAILURE, "--out %s: %s", path, strerror(e));
-    }
-    bool ok = fchmod(fd, 0644) == 0;
-    size_t done = 0;
-    while (ok && done < len) {
-        ssize_t n = write(fd, data + done, len - done);
-        if (n < 0 && errno == EINTR)
-            continue;
-        ok = n > 0;
-        if (ok)
-            done += (size_t)n;
-    }
-    ok = ok && fsync(fd) == 0;
-    int e = errno;
-    ok = close(fd) == 0 && ok;
-    ok = ok && rename(tmp, path) == 0;
-    if (!ok) {
-        e = errno != 0 ? errno : e;
-        unlink(tmp);
-        free(tmp);
-        return cli_failf(cli, CLI_EXIT_FAILURE, "--out %s: %s", path, strerror(e));
-    }
-    free(tmp);
-    return CLI_EXIT_OK;
-}
-
 int cli_write_pem(const struct cli *cli, const estc_buf *certs, size_t n, const char *path)
 {
     BIO *mem = BIO_new(BIO_s_mem());
@@ -150,7 +96,11 @@ int cli_write_pem(const struct cli *cli, const estc_buf *certs, size_t n, const 
             if (fwrite(data, 1, (size_t)len, stdout) != (size_t)len || fflush(stdout) != 0)
                 status = cli_failf(cli, CLI_EXIT_FAILURE, "cannot write to stdout");
         } else {
-            status = write_atomic(cli, path, data, (size_t)len);
+            /* A reader never sees half a file: replaced all at once. */
+            estc_err err =
+                estc_file_write(cli->ctx, path, data, (size_t)len, 0644, ESTC_FILE_REPLACE);
+            if (err != ESTC_OK)
+                status = cli_fail(cli, err, "--out");
         }
     }
     BIO_free(mem);
