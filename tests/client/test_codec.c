@@ -15,6 +15,7 @@
 #include <openssl/x509.h>
 
 #include "codec.h"
+#include "../fixtures/check_main.h"
 
 static const char *vector_dir;
 
@@ -846,9 +847,8 @@ END_TEST
 
 static Suite *codec_suite(void)
 {
-    Suite *s = suite_create("codec");
-    TCase *tc = tcase_create("codec");
-    tcase_set_timeout(tc, 60);
+    TCase *tc;
+    Suite *s = check_suite("codec", "codec", NULL, NULL, 60, &tc);
     tcase_add_test(tc, cf_table);
     tcase_add_test(tc, der_reader_strict);
     tcase_add_test(tc, certs_rfc_vectors);
@@ -863,7 +863,6 @@ static Suite *codec_suite(void)
     tcase_add_test(tc, csrattrs_forms);
     tcase_add_test(tc, links_rfc_vectors);
     tcase_add_test(tc, links_forms);
-    suite_add_tcase(s, tc);
     return s;
 }
 
@@ -874,9 +873,5 @@ int main(int argc, char **argv)
         return 2;
     }
     vector_dir = argv[1];
-    SRunner *sr = srunner_create(codec_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? 0 : 1;
+    return check_run(codec_suite());
 }

@@ -27,6 +27,8 @@
 #include <estc/persist.h>
 #include <estc/schedule.h>
 
+#include "../fixtures/check_main.h"
+
 static char dir[512];
 
 static const char *env(const char *name)
@@ -1122,10 +1124,8 @@ END_TEST
 int main(int argc, char **argv)
 {
     const char *part = argc > 1 ? argv[1] : "unit";
-    Suite *s = suite_create("persist");
-    TCase *tc = tcase_create(part);
-    tcase_add_checked_fixture(tc, setup, teardown);
-    tcase_set_timeout(tc, 240);
+    TCase *tc;
+    Suite *s = check_suite("persist", part, setup, teardown, 240, &tc);
     if (strcmp(part, "unit") == 0) {
         tcase_add_test(tc, formula_edges);
         tcase_add_test(tc, config_checks);
@@ -1151,10 +1151,5 @@ int main(int argc, char **argv)
         fprintf(stderr, "unknown part %s\n", part);
         return 2;
     }
-    suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? 0 : 1;
+    return check_run(s);
 }
