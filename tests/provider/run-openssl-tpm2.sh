@@ -105,17 +105,11 @@ csr)
     n=0
     for kt in ec256 ec384 rsa2048; do
         addr=$(addr_of "$kt")
-        timeout 60 "$keytool" gen "$addr" "$kt"
-        "$keytool" ref "$addr" "ref-$kt.pem"
+        provider_new_key "$keytool" "$addr" "$kt" "ref-$kt.pem"
         n=$((n + 1))
-        [ "$(stat -c %a "ref-$kt.pem")" = 600 ] || fail "reference file not 0600"
-        grep -q -- "-----BEGIN ESTC KEY REFERENCE-----" "ref-$kt.pem" || fail "no PEM label"
 
         # Every way of naming the key makes a CSR that openssl accepts.
-        provider_csr "ref-$kt.pem" "/CN=ref-$kt" "ref-$kt.csr" ||
-            fail "$kt: CSR from the reference does not verify"
-        provider_csr "$addr" "/CN=addr-$kt" "addr-$kt.csr" ||
-            fail "$kt: CSR from the address does not verify"
+        provider_csr_pair "$kt" "$addr"
         provider_csr "$(with_tcti "$addr")" "/CN=tcti-$kt" "tcti-$kt.csr" ||
             fail "$kt: CSR from the address with tcti= does not verify"
 
