@@ -305,6 +305,21 @@ static uint8_t *p7_der(PKCS7 *p7, size_t *len)
     return der;
 }
 
+/* @p7 in DER through estc__codec_certs_only, which must return @want; the
+ * number of certificates it reports. */
+static size_t certs_only_of(PKCS7 *p7, estc_err want)
+{
+    size_t len;
+    uint8_t *der = p7_der(p7, &len);
+    estc__der_list certs;
+    ck_assert_int_eq(estc__codec_certs_only(der, len, &certs), want);
+    size_t n = certs.n;
+    if (want == ESTC_OK)
+        estc__der_list_free(&certs);
+    OPENSSL_free(der);
+    return n;
+}
+
 START_TEST(certs_signed_or_with_content)
 {
     /* A real signed message (signer present, content present). */
@@ -324,11 +339,7 @@ START_TEST(certs_signed_or_with_content)
     BIO *data = BIO_new_mem_buf("hello", 5);
     PKCS7 *p7 = PKCS7_sign(signer, key, NULL, data, PKCS7_BINARY | PKCS7_NOSMIMECAP);
     ck_assert_ptr_nonnull(p7);
-    size_t len;
-    uint8_t *der = p7_der(p7, &len);
-    estc__der_list certs;
-    ck_assert_int_eq(estc__codec_certs_only(der, len, &certs), ESTC_ERR_FORMAT);
-    OPENSSL_free(der);
+    certs_only_of(p7, ESTC_ERR_FORMAT);
     PKCS7_free(p7);
     BIO_free(data);
 
@@ -336,9 +347,7 @@ START_TEST(certs_signed_or_with_content)
     data = BIO_new_mem_buf("hello", 5);
     p7 = PKCS7_sign(signer, key, NULL, data, PKCS7_BINARY | PKCS7_DETACHED | PKCS7_NOSMIMECAP);
     ck_assert_ptr_nonnull(p7);
-    der = p7_der(p7, &len);
-    ck_assert_int_eq(estc__codec_certs_only(der, len, &certs), ESTC_ERR_FORMAT);
-    OPENSSL_free(der);
+    certs_only_of(p7, ESTC_ERR_FORMAT);
     PKCS7_free(p7);
     BIO_free(data);
 
@@ -350,46 +359,30 @@ START_TEST(certs_signed_or_with_content)
     ck_assert_int_eq(PKCS7_set_type(p7, NID_pkcs7_signed), 1);
     ck_assert_int_eq(PKCS7_content_new(p7, NID_pkcs7_data), 1);
     ck_assert_int_eq(PKCS7_add_certificate(p7, root), 1);
-    der = p7_der(p7, &len);
-    ck_assert_int_eq(estc__codec_certs_only(der, len, &certs), ESTC_OK);
-    ck_assert_uint_eq(certs.n, 1);
-    estc__der_list_free(&certs);
-    OPENSSL_free(der);
+    ck_assert_uint_eq(certs_only_of(p7, ESTC_OK), 1);
 
     /* The same bag with one byte of content is not certs-only. */
     ck_assert_int_eq(ASN1_OCTET_STRING_set(p7->d.sign->contents->d.data,
                                            (const unsigned char *)"x", 1),
                      1);
-    der = p7_der(p7, &len);
-    ck_assert_int_eq(estc__codec_certs_only(der, len, &certs), ESTC_ERR_FORMAT);
-    ck_assert_uint_eq(certs.n, 0);
-    OPENSSL_free(der);
+    ck_assert_uint_eq(certs_only_of(p7, ESTC_ERR_FORMAT), 0);
     PKCS7_free(p7);
 
     /* The certs-only form of `openssl crl2pkcs7` is accepted, with two certificates. */
     p7 = certs_only_p7();
     ck_assert_int_eq(PKCS7_add_certificate(p7, signer), 1);
     ck_assert_int_eq(PKCS7_add_certificate(p7, root), 1);
-    der = p7_der(p7, &len);
-    ck_assert_int_eq(estc__codec_certs_only(der, len, &certs), ESTC_OK);
-    ck_assert_uint_eq(certs.n, 2);
-    estc__der_list_free(&certs);
-    OPENSSL_free(der);
+    ck_assert_uint_eq(certs_only_of(p7, ESTC_OK), 2);
 
     /* More certificates than the cap. */
     for (int i = 0; i < ESTC__MAX_CERTS; i++)
         ck_assert_int_eq(PKCS7_add_certificate(p7, root), 1);
-    der = p7_der(p7, &len);
-    ck_assert_int_eq(estc__codec_certs_only(der, len, &certs), ESTC_ERR_LIMIT);
-    ck_assert_uint_eq(certs.n, 0);
-    OPENSSL_free(der);
+    ck_assert_uint_eq(certs_only_of(p7, ESTC_ERR_LIMIT), 0);
     PKCS7_free(p7);
 
     /* Certs-only but without any certificate. */
     p7 = certs_only_p7();
-    der = p7_der(p7, &len);
-    ck_assert_int_eq(estc__codec_certs_only(der, len, &certs), ESTC_ERR_FORMAT);
-    OPENSSL_free(der);
+    certs_only_of(p7, ESTC_ERR_FORMAT);
     PKCS7_free(p7);
 
     X509_free(root);

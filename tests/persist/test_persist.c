@@ -58,6 +58,28 @@ static void teardown(void)
     nftw(dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
 }
 
+/* "file:" + the case's folder + "/" + @name. */
+static const char *file_prefix(const char *name)
+{
+    static char base[600];
+    snprintf(base, sizeof(base), "file:%s/%s", dir, name);
+    return base;
+}
+
+/* The cases @name_file and @name_pkcs11: @fn(prefix, in_token) on the
+ * case's own file: folder and on the SoftHSM2 token that run.sh made. */
+#define FILE_AND_PKCS11_CASES(name, fn)                                                            \
+    START_TEST(name##_file)                                                                        \
+    {                                                                                              \
+        fn(file_prefix(""), false);                                                                \
+    }                                                                                              \
+    END_TEST                                                                                       \
+    START_TEST(name##_pkcs11)                                                                      \
+    {                                                                                              \
+        fn(env("ESTC_TEST_P11_PREFIX"), true);                                                     \
+    }                                                                                              \
+    END_TEST
+
 static bool read_file(const char *path, estc_buf *out)
 {
     FILE *f = fopen(path, "rb");
@@ -352,9 +374,7 @@ END_TEST
 
 START_TEST(round_trip_file_engine)
 {
-    char base[600];
-    snprintf(base, sizeof(base), "file:%s/obj-", dir);
-    round_trip(base, true);
+    round_trip(file_prefix("obj-"), true);
 }
 END_TEST
 
@@ -674,19 +694,7 @@ START_TEST(renewals_mem)
 }
 END_TEST
 
-START_TEST(renewals_file)
-{
-    char base[600];
-    snprintf(base, sizeof(base), "file:%s/", dir);
-    renewals(base, false);
-}
-END_TEST
-
-START_TEST(renewals_pkcs11)
-{
-    renewals(env("ESTC_TEST_P11_PREFIX"), true);
-}
-END_TEST
+FILE_AND_PKCS11_CASES(renewals, renewals)
 
 /*
  * /sren failing (the server unreachable): retries spread over the time
@@ -1093,33 +1101,8 @@ static void crash_at_every_write(const char *base, bool count)
     estc_ctx_free(ctx);
 }
 
-START_TEST(crash_every_write_file)
-{
-    char base[600];
-    snprintf(base, sizeof(base), "file:%s/", dir);
-    crash_at_every_write(base, false);
-}
-END_TEST
-
-START_TEST(crash_every_write_pkcs11)
-{
-    crash_at_every_write(env("ESTC_TEST_P11_PREFIX"), true);
-}
-END_TEST
-
-START_TEST(crash_recovery_file)
-{
-    char base[600];
-    snprintf(base, sizeof(base), "file:%s/", dir);
-    crash_recovery(base, false);
-}
-END_TEST
-
-START_TEST(crash_recovery_pkcs11)
-{
-    crash_recovery(env("ESTC_TEST_P11_PREFIX"), true);
-}
-END_TEST
+FILE_AND_PKCS11_CASES(crash_every_write, crash_at_every_write)
+FILE_AND_PKCS11_CASES(crash_recovery, crash_recovery)
 
 int main(int argc, char **argv)
 {
