@@ -522,6 +522,15 @@ static estc_client *server_client(estc_ctx *ctx, char which, const char *base)
     return c;
 }
 
+/* A client of server @which as server_client() makes it, on the test clock
+ * @clk. */
+static estc_client *clocked_client(estc_ctx *ctx, char which, const char *base, struct clock *clk)
+{
+    estc_client *c = server_client(ctx, which, base);
+    ck_assert_int_eq(estc_client_set_clock(c, test_clock, clk), ESTC_OK);
+    return c;
+}
+
 static void tick_expect(estc_client *c, estc_tick_result want)
 {
     estc_tick_result what = ESTC_TICK_NOTHING;
@@ -608,8 +617,7 @@ static void renewals(const char *base, bool count)
     estc_ctx *ctx = NULL;
     ck_assert_int_eq(estc_ctx_new(&ctx), ESTC_OK);
     struct clock clk = {0};
-    estc_client *c = server_client(ctx, 'A', base);
-    ck_assert_int_eq(estc_client_set_clock(c, test_clock, &clk), ESTC_OK);
+    estc_client *c = clocked_client(ctx, 'A', base, &clk);
     estc_schedule_config cfg;
     estc_schedule_config_init(&cfg);
     cfg.nominal_usage = 0.5;
@@ -706,8 +714,7 @@ START_TEST(retries_then_fallback)
     estc_ctx *ctx = NULL;
     ck_assert_int_eq(estc_ctx_new(&ctx), ESTC_OK);
     struct clock clk = {0};
-    estc_client *c = server_client(ctx, 'B', NULL);
-    ck_assert_int_eq(estc_client_set_clock(c, test_clock, &clk), ESTC_OK);
+    estc_client *c = clocked_client(ctx, 'B', NULL, &clk);
     ck_assert_int_eq(estc_client_set_cacerts_policy(c, ESTC_CACERTS_NEVER, NULL, NULL), ESTC_OK);
     estc_schedule_config cfg;
     estc_schedule_config_init(&cfg);
@@ -795,8 +802,7 @@ START_TEST(cacerts_policy)
     estc_ctx *ctx = NULL;
     ck_assert_int_eq(estc_ctx_new(&ctx), ESTC_OK);
     struct clock clk = {0};
-    estc_client *c = server_client(ctx, 'B', NULL);
-    ck_assert_int_eq(estc_client_set_clock(c, test_clock, &clk), ESTC_OK);
+    estc_client *c = clocked_client(ctx, 'B', NULL, &clk);
     char path[700];
     snprintf(path, sizeof(path), "%s/trust.pem", dir);
     int calls = 0;
@@ -912,6 +918,24 @@ START_TEST(persist_during_operation)
 }
 END_TEST
 
+/* The journal file in the case's folder, as the state stream *@s (the path
+ * stays valid for the case). */
+static void journal_open(estc_state_stream *s)
+{
+    static char path[700];
+    snprintf(path, sizeof(path), "%s/journal", dir);
+    ck_assert_int_eq(estc_state_stream_file(s, path), ESTC_OK);
+}
+
+/* A first enrollment of a client of server B, journalled to @s. */
+static void enroll_journalled(estc_ctx *ctx, const char *base, estc_state_stream *s)
+{
+    estc_client *c = server_client(ctx, 'B', base);
+    ck_assert_int_eq(estc_client_set_journal(c, s), ESTC_OK);
+    ck_assert_int_eq(estc_client_enroll(c), ESTC_OK);
+    estc_client_free(c);
+}
+
 /*
  * A power cut in the middle of /sren with a new key (the key pending on
  * the token), in a child process; the journal holds the pending key.
@@ -920,21 +944,14 @@ END_TEST
  */
 static void crash_recovery(const char *base, bool count)
 {
-    char path[700];
-    snprintf(path, sizeof(path), "%s/journal", dir);
     estc_state_stream s;
-    ck_assert_int_eq(estc_state_stream_file(&s, path), ESTC_OK);
+    journal_open(&s);
     int settled = -1;
     /* One context for the process and its child: the provider keeps the
      * first context it was loaded with. */
     estc_ctx *ctx = NULL;
     ck_assert_int_eq(estc_ctx_new(&ctx), ESTC_OK);
-    {
-        estc_client *c = server_client(ctx, 'B', base);
-        ck_assert_int_eq(estc_client_set_journal(c, &s), ESTC_OK);
-        ck_assert_int_eq(estc_client_enroll(c), ESTC_OK);
-        estc_client_free(c);
-    }
+    enroll_journalled(ctx, base, &s);
     if (count)
         settled = token_objects();
     fflush(NULL);
@@ -1025,16 +1042,12 @@ static estc_err crash_write(void *arg, const uint8_t *data, size_t len)
  */
 static void crash_at_every_write(const char *base, bool count)
 {
-    char path[700];
-    snprintf(path, sizeof(path), "%s/journal", dir);
     estc_state_stream s;
-    ck_assert_int_eq(estc_state_stream_file(&s, path), ESTC_OK);
+    journal_open(&s);
     estc_ctx *ctx = NULL;
     ck_assert_int_eq(estc_ctx_new(&ctx), ESTC_OK);
-    estc_client *c = server_client(ctx, 'B', base);
-    ck_assert_int_eq(estc_client_set_journal(c, &s), ESTC_OK);
-    ck_assert_int_eq(estc_client_enroll(c), ESTC_OK);
-    estc_client_free(c);
+    enroll_journalled(ctx, base, &s);
+    estc_client *c;
     int settled = count ? token_objects() : 0;
     for (int cut = 1; cut <= 5; cut++) {
         estc_buf cert_before = {0}, cert_after = {0};
