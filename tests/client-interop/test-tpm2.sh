@@ -5,12 +5,8 @@
 . "$(dirname "$0")/lib.sh"
 . "$SRC/tests/fixtures/swtpm.sh"
 
-for tool in tpm2_getcap tpm2_readpublic; do
-  command -v "$tool" >/dev/null || { echo "FAIL: $tool missing"; exit 1; }
-done
-swtpm_start
-rc=$?
-[ "$rc" -eq 0 ] || exit "$rc"
+swtpm_require 1 tpm2_getcap tpm2_readpublic || { echo "FAIL: tpm2-tools missing"; exit 1; }
+swtpm_start || exit $?
 CLEANUPS+=(swtpm_stop)
 export ESTC_TPM2_TCTI=$ESTC_TEST_TCTI
 

@@ -28,15 +28,9 @@ keytool=$3
 inproc=${4:-}
 here=$(cd "$(dirname "$0")" && pwd)
 
-for tool in swtpm tpm2_getcap openssl; do
-    if ! command -v "$tool" >/dev/null 2>&1; then
-        echo "SKIP: $tool is not installed" >&2
-        exit 77
-    fi
-done
-
 # shellcheck source=../fixtures/swtpm.sh
 . "$here/../fixtures/swtpm.sh"
+swtpm_require 77 swtpm tpm2_getcap openssl || exit $?
 # shellcheck source=../fixtures/openssl-provider.sh
 . "$here/../fixtures/openssl-provider.sh"
 SWTPM_LIFETIME=${SWTPM_LIFETIME:-280}
