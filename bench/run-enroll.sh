@@ -25,40 +25,24 @@ done
 command -v coap-client-openssl >/dev/null || { echo "coap-client-openssl is missing" >&2; exit 1; }
 
 . "$src/tests/fixtures/estc-server.sh"
+. "$src/tests/fixtures/pki.sh"
+. "$src/tests/fixtures/relay.sh"
 tmp=$(mktemp -d)
-relay_pid=
-stop_relay() {
-  if [ -n "$relay_pid" ]; then
-    kill -TERM "$relay_pid" 2>/dev/null || true
-    wait "$relay_pid" 2>/dev/null || true
-    relay_pid=
-  fi
-}
 cleanup() {
-  stop_relay
+  relay_stop
   estc_server_stop
   rm -rf "$tmp"
 }
 trap cleanup EXIT
 
-ossl() { openssl "$@" 2>>"$tmp/openssl.log" >/dev/null; }
-ec="-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes"
 # Device (IDevID) credentials from a CA the server accepts with --client-ca.
-# shellcheck disable=SC2086
-ossl req -x509 $ec -keyout "$tmp/idevid-ca.key" -out "$tmp/idevid-ca.pem" -days 2 \
-  -subj "/CN=Bench IDevID CA" -addext "basicConstraints=critical,CA:TRUE" \
-  -addext "keyUsage=critical,keyCertSign"
-# shellcheck disable=SC2086
-ossl req $ec -keyout "$tmp/device.key" -out "$tmp/device.csr" -subj "/CN=bench-idevid"
-printf 'basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n' >"$tmp/device.ext"
-ossl x509 -req -in "$tmp/device.csr" -CA "$tmp/idevid-ca.pem" -CAkey "$tmp/idevid-ca.key" \
-  -CAcreateserial -days 2 -extfile "$tmp/device.ext" -out "$tmp/device.pem"
+pki_idevid "$tmp" "/CN=Bench IDevID CA" "/CN=bench-idevid"
 # Prepared CSRs for coap-client (one per timed round, so the server's
 # duplicate-request memory never answers from its cache).
 for i in $(seq 0 "$rounds"); do
-  # shellcheck disable=SC2086
-  ossl req -new $ec -keyout "$tmp/csr$i.key" -outform DER -out "$tmp/csr$i.der" \
-    -subj "/CN=bench-device" -addext "subjectAltName=DNS:bench-device.example"
+  openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$tmp/csr$i.key" \
+    -outform DER -out "$tmp/csr$i.der" -subj "/CN=bench-device" \
+    -addext "subjectAltName=DNS:bench-device.example" 2>>"$tmp/openssl.log" >/dev/null
 done
 chmod 600 "$tmp"/*.key
 
@@ -66,18 +50,11 @@ estc_server_start --client-ca "$tmp/idevid-ca.pem" >/dev/null
 ca=$ESTC_SERVER_CA
 
 start_relay() { # $1: stats file; sets relay_port
-  python3 "$src/tests/relay/udp-relay.py" --server "127.0.0.1:$ESTC_SERVER_PORT" --loss 0 \
-    --max-seconds 120 --stats "$1" ${RELAY_TRACE:+--trace} >"$tmp/relay.out" &
-  relay_pid=$!
-  relay_port=
-  for _ in $(seq 100); do
-    relay_port=$(sed -n 's/^listening //p' "$tmp/relay.out" 2>/dev/null)
-    [ -n "$relay_port" ] && return 0
-    sleep 0.05
-  done
-  echo "relay did not start" >&2
-  exit 1
+  relay_start "$tmp/relay.out" --server "127.0.0.1:$ESTC_SERVER_PORT" --loss 0 \
+    --max-seconds 120 --stats "$1" ${RELAY_TRACE:+--trace} || exit 1
+  relay_port=$RELAY_PORT
 }
+stop_relay() { relay_stop; }
 
 cc() { # coap-client-openssl with the answer's code checked (it exits 0 on 4.xx)
   local out=$1

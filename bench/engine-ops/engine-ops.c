@@ -17,12 +17,7 @@
 
 #include <estc/engine.h>
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
+#include "bench.h"
 
 static const struct {
     estc_key_type type;
@@ -50,15 +45,15 @@ static int bench_engine(estc_ctx *ctx, const char *prefix, const char *driver, i
     for (size_t t = 0; t < sizeof(types) / sizeof(types[0]); t++) {
         int n = types[t].type == ESTC_KEY_RSA_2048 ? (keygens + 4) / 5 : keygens;
         char name[64], *addr = NULL;
-        double start = now(), spent = 0;
+        double start = bench_now(), spent = 0;
         int made = 0;
         for (int i = 0; i < n; i++) {
             snprintf(name, sizeof(name), "bench-%s-%d", types[t].name, i);
             if (estc_address_derive(ctx, prefix, ESTC_OBJ_KEY, name, &addr) != ESTC_OK)
                 return 1;
-            double s = now();
+            double s = bench_now();
             estc_err err = estc_key_generate(ctx, addr, types[t].type);
-            spent += now() - s;
+            spent += bench_now() - s;
             if (err == ESTC_ERR_UNSUPPORTED) {
                 free(addr);
                 break;
@@ -83,7 +78,7 @@ static int bench_engine(estc_ctx *ctx, const char *prefix, const char *driver, i
         if (estc_address_derive(ctx, prefix, ESTC_OBJ_KEY, name, &addr) != ESTC_OK)
             return 1;
         estc_buf sig = {0};
-        double s = now();
+        double s = bench_now();
         for (int i = 0; i < signs; i++) {
             if (estc_key_sign(ctx, addr, types[t].sig, ESTC_HASH_SHA256, digest, sizeof(digest),
                               &sig) != ESTC_OK) {
@@ -91,7 +86,7 @@ static int bench_engine(estc_ctx *ctx, const char *prefix, const char *driver, i
                 break;
             }
         }
-        row(driver, "sign", types[t].name, "engine", signs, now() - s);
+        row(driver, "sign", types[t].name, "engine", signs, bench_now() - s);
         estc_buf_free(&sig);
         estc_key_remove(ctx, addr);
         free(addr);
@@ -106,7 +101,7 @@ static int bench_openssl(const char *driver, int keygens, int signs)
     for (size_t t = 0; t < sizeof(types) / sizeof(types[0]); t++) {
         int n = types[t].type == ESTC_KEY_RSA_2048 ? (keygens + 4) / 5 : keygens;
         EVP_PKEY *key = NULL;
-        double s = now();
+        double s = bench_now();
         for (int i = 0; i < n; i++) {
             EVP_PKEY_free(key);
             key = types[t].param != NULL
@@ -115,10 +110,10 @@ static int bench_openssl(const char *driver, int keygens, int signs)
             if (key == NULL)
                 return 1;
         }
-        row(driver, "keygen", types[t].name, "native", n, now() - s);
+        row(driver, "keygen", types[t].name, "native", n, bench_now() - s);
         /* One signature is one whole call, context set-up included, as an
          * application signing now and then would do it. */
-        s = now();
+        s = bench_now();
         for (int i = 0; i < signs; i++) {
             size_t len = sizeof(sig);
             EVP_PKEY_CTX *pctx = EVP_PKEY_CTX_new_from_pkey(NULL, key, NULL);
@@ -128,7 +123,7 @@ static int bench_openssl(const char *driver, int keygens, int signs)
                 return 1;
             EVP_PKEY_CTX_free(pctx);
         }
-        row(driver, "sign", types[t].name, "native", signs, now() - s);
+        row(driver, "sign", types[t].name, "native", signs, bench_now() - s);
         EVP_PKEY_free(key);
     }
     return 0;
@@ -142,10 +137,8 @@ int main(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--native-openssl") == 0)
             native = 1;
-        else if (strcmp(argv[i], "--keygens") == 0 && i + 1 < argc)
-            keygens = atoi(argv[++i]);
-        else if (strcmp(argv[i], "--signs") == 0 && i + 1 < argc)
-            signs = atoi(argv[++i]);
+        else if (bench_count_arg(argc, argv, &i, &keygens, &signs))
+            continue;
         else if (prefix == NULL && argv[i][0] != '-')
             prefix = argv[i];
         else {

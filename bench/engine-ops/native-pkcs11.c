@@ -18,15 +18,10 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench.h"
+
 static CK_FUNCTION_LIST *fn;
 static CK_SESSION_HANDLE sess;
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static int check(CK_RV rv, const char *call)
 {
@@ -81,9 +76,9 @@ static CK_RV keygen(size_t t, CK_OBJECT_HANDLE *pub, CK_OBJECT_HANDLE *priv, dou
     st[ns++] = (CK_ATTRIBUTE){CKA_ID, id, sizeof(id)};
     CK_MECHANISM m = {types[t].oid != NULL ? CKM_EC_KEY_PAIR_GEN : CKM_RSA_PKCS_KEY_PAIR_GEN, NULL,
                       0};
-    double s = now();
+    double s = bench_now();
     CK_RV rv = fn->C_GenerateKeyPair(sess, &m, pt, np, st, ns, pub, priv);
-    *spent += now() - s;
+    *spent += bench_now() - s;
     return rv;
 }
 
@@ -109,7 +104,7 @@ static int bench(size_t t, int keygens, int signs)
     CK_BYTE *in = types[t].oid != NULL ? data + sizeof(sha256_prefix) : data;
     CK_ULONG in_len = types[t].oid != NULL ? 32 : sizeof(data);
     CK_MECHANISM m = {types[t].oid != NULL ? CKM_ECDSA : CKM_RSA_PKCS, NULL, 0};
-    double s = now();
+    double s = bench_now();
     for (int i = 0; i < signs; i++) {
         CK_ULONG sig_len = sizeof(sig);
         if (check(fn->C_SignInit(sess, &m, priv), "C_SignInit") ||
@@ -117,7 +112,7 @@ static int bench(size_t t, int keygens, int signs)
             return 1;
         }
     }
-    printf("pkcs11\tsign-%s\tnative\t%.1f\n", types[t].name, (double)signs / (now() - s));
+    printf("pkcs11\tsign-%s\tnative\t%.1f\n", types[t].name, (double)signs / (bench_now() - s));
     fn->C_DestroyObject(sess, priv);
     fn->C_DestroyObject(sess, pub);
     return 0;

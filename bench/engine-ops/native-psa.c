@@ -15,15 +15,10 @@
 
 #include <psa/crypto.h>
 
+#include "bench.h"
+
 /* Far from the engine's default ranges, so the two never meet. */
 #define BENCH_KEY_ID 0x3ef00000u
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static const struct {
     const char *name;
@@ -62,20 +57,8 @@ static psa_status_t generate(size_t t, psa_key_id_t id)
 int main(int argc, char **argv)
 {
     int keygens = 50, signs = 500;
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--keygens") == 0 && i + 1 < argc)
-            keygens = atoi(argv[++i]);
-        else if (strcmp(argv[i], "--signs") == 0 && i + 1 < argc)
-            signs = atoi(argv[++i]);
-        else {
-            fprintf(stderr, "usage: %s [--keygens N] [--signs N]\n", argv[0]);
-            return 2;
-        }
-    }
-    if (keygens < 1 || signs < 1) {
-        fprintf(stderr, "usage: %s [--keygens N] [--signs N]\n", argv[0]);
+    if (!bench_counts(argc, argv, &keygens, &signs))
         return 2;
-    }
     psa_status_t st = psa_crypto_init();
     if (st != PSA_SUCCESS) {
         fprintf(stderr, "psa_crypto_init: %d\n", (int)st);
@@ -90,9 +73,9 @@ int main(int argc, char **argv)
         psa_key_id_t id = BENCH_KEY_ID + (psa_key_id_t)t;
         double spent = 0;
         for (int i = 0; i < n; i++) {
-            double s = now();
+            double s = bench_now();
             st = generate(t, id);
-            spent += now() - s;
+            spent += bench_now() - s;
             if (st != PSA_SUCCESS) {
                 fprintf(stderr, "psa_generate_key %s: %d\n", types[t].name, (int)st);
                 return 1;
@@ -101,7 +84,7 @@ int main(int argc, char **argv)
                 psa_destroy_key(mbedtls_svc_key_id_make(0, id));
         }
         row("keygen", types[t].name, n, spent);
-        double s = now();
+        double s = bench_now();
         for (int i = 0; i < signs; i++) {
             size_t len = 0;
             st = psa_sign_hash(mbedtls_svc_key_id_make(0, id), types[t].sign, hash, sizeof(hash),
@@ -113,7 +96,7 @@ int main(int argc, char **argv)
             }
         }
         if (rc == 0)
-            row("sign", types[t].name, signs, now() - s);
+            row("sign", types[t].name, signs, bench_now() - s);
         psa_destroy_key(mbedtls_svc_key_id_make(0, id));
     }
     mbedtls_psa_crypto_free();

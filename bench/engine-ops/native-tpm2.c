@@ -20,15 +20,10 @@
 #include <tss2/tss2_rc.h>
 #include <tss2/tss2_tctildr.h>
 
+#include "bench.h"
+
 #define SRK_HANDLE 0x81000001u
 #define BENCH_HANDLE 0x81000400u
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static int check(const char *call, TSS2_RC rc)
 {
@@ -127,17 +122,7 @@ static int evict(ESYS_CONTEXT *esys, ESYS_TR *persistent)
 int main(int argc, char **argv)
 {
     int keygens = 10, signs = 100;
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--keygens") == 0 && i + 1 < argc)
-            keygens = atoi(argv[++i]);
-        else if (strcmp(argv[i], "--signs") == 0 && i + 1 < argc)
-            signs = atoi(argv[++i]);
-        else {
-            fprintf(stderr, "usage: %s [--keygens N] [--signs N]\n", argv[0]);
-            return 2;
-        }
-    }
-    if (keygens < 1 || signs < 1)
+    if (!bench_counts(argc, argv, &keygens, &signs))
         return 2;
     const char *conf = getenv("TPM2TOOLS_TCTI");
     TSS2_TCTI_CONTEXT *tcti = NULL;
@@ -181,9 +166,9 @@ int main(int argc, char **argv)
         ESYS_TR key = ESYS_TR_NONE;
         double spent = 0;
         for (int i = 0; i < n && rc == 0; i++) {
-            double s = now();
+            double s = bench_now();
             rc = keygen(esys, srk, &tmpl, &key);
-            spent += now() - s;
+            spent += bench_now() - s;
             if (rc == 0 && i + 1 < n)
                 rc = evict(esys, &key);
         }
@@ -196,14 +181,14 @@ int main(int argc, char **argv)
         TPMT_SIG_SCHEME scheme = {.scheme = kinds[k].scheme};
         scheme.details.any.hashAlg = TPM2_ALG_SHA256;
         TPMT_TK_HASHCHECK ticket = {.tag = TPM2_ST_HASHCHECK, .hierarchy = TPM2_RH_NULL};
-        double s = now();
+        double s = bench_now();
         for (int i = 0; i < signs && rc == 0; i++) {
             TPMT_SIGNATURE *sig = NULL;
             rc = check("Esys_Sign", Esys_Sign(esys, key, ESYS_TR_PASSWORD, ESYS_TR_NONE,
                                               ESYS_TR_NONE, &digest, &scheme, &ticket, &sig));
             Esys_Free(sig);
         }
-        double secs = now() - s;
+        double secs = bench_now() - s;
         if (rc == 0)
             printf("tpm2\tsign-%s\tnative\t%.1f\n", kinds[k].name, signs / secs);
         if (evict(esys, &key) != 0)

@@ -12,14 +12,12 @@ prog=$1
 mode=$2
 : "${ESTC_SOURCE_ROOT:?}"
 . "$ESTC_SOURCE_ROOT/tests/fixtures/estc-server.sh"
+. "$ESTC_SOURCE_ROOT/tests/fixtures/pki.sh"
+. "$ESTC_SOURCE_ROOT/tests/fixtures/relay.sh"
 
 tmp=$(mktemp -d) || exit 1
-relay_pid=
 cleanup() {
-  if [ -n "$relay_pid" ]; then
-    kill -TERM "$relay_pid" 2>/dev/null
-    wait "$relay_pid" 2>/dev/null
-  fi
+  relay_stop
   estc_server_stop
   rm -rf "$tmp"
 }
@@ -27,18 +25,7 @@ trap cleanup EXIT
 
 # Device (IDevID) credentials from a CA of their own, which the server
 # accepts with --client-ca; a second CA that signed nothing the server has.
-ossl() { openssl "$@" 2>>"$tmp/openssl.log" >/dev/null || { cat "$tmp/openssl.log" >&2; exit 1; }; }
-ec="-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes"
-# shellcheck disable=SC2086
-ossl req -x509 $ec -keyout "$tmp/idevid-ca.key" -out "$tmp/idevid-ca.pem" -days 2 \
-  -subj "/CN=Hostile IDevID CA" -addext "basicConstraints=critical,CA:TRUE" \
-  -addext "keyUsage=critical,keyCertSign"
-# shellcheck disable=SC2086
-ossl req $ec -keyout "$tmp/device.key" -out "$tmp/device.csr" -subj "/CN=hostile-idevid"
-printf 'basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n' >"$tmp/device.ext"
-ossl x509 -req -in "$tmp/device.csr" -CA "$tmp/idevid-ca.pem" -CAkey "$tmp/idevid-ca.key" \
-  -CAcreateserial -days 2 -extfile "$tmp/device.ext" -out "$tmp/device.pem"
-chmod 600 "$tmp"/*.key
+pki_idevid "$tmp" "/CN=Hostile IDevID CA" "/CN=hostile-idevid" || exit 1
 export HOSTILE_CERT=$tmp/device.pem HOSTILE_KEY=$tmp/device.key
 export HOSTILE_OTHER_CA=$tmp/idevid-ca.pem
 export ESTC_SERVER_RUNTIME=${ESTC_SERVER_RUNTIME:-280}
@@ -57,17 +44,9 @@ case $mode in
     ;;
   lossy)
     estc_server_start --client-ca "$tmp/idevid-ca.pem" || exit 1
-    python3 "$ESTC_SOURCE_ROOT/tests/relay/udp-relay.py" --server "127.0.0.1:$ESTC_SERVER_PORT" \
-      --loss 0.2 --seed "${HOSTILE_SEED:-1}" --max-seconds 270 --stats "$tmp/relay.json" \
-      >"$tmp/relay.out" &
-    relay_pid=$!
-    for _ in $(seq 100); do
-      grep -q '^listening' "$tmp/relay.out" 2>/dev/null && break
-      sleep 0.05
-    done
-    port=$(sed -n 's/^listening //p' "$tmp/relay.out")
-    [ -n "$port" ] || { echo "relay did not start" >&2; exit 1; }
-    export HOSTILE_RELAY_URI=coaps://127.0.0.1:$port
+    relay_start "$tmp/relay.out" --server "127.0.0.1:$ESTC_SERVER_PORT" \
+      --loss 0.2 --seed "${HOSTILE_SEED:-1}" --max-seconds 270 --stats "$tmp/relay.json" || exit 1
+    export HOSTILE_RELAY_URI=coaps://127.0.0.1:$RELAY_PORT
     ;;
   *)
     echo "usage: $0 TEST_REAL identity|bomb|lossy" >&2
@@ -78,7 +57,7 @@ esac
 "$prog" "$mode"
 rc=$?
 if [ "$mode" = lossy ]; then
-  kill -USR1 "$relay_pid" 2>/dev/null
+  kill -USR1 "$RELAY_PID" 2>/dev/null
   sleep 0.3
   echo "relay: $(cat "$tmp/relay.json")"
 fi
@@ -87,5 +66,5 @@ if ! kill -0 "$ESTC_SERVER_PID" 2>/dev/null; then
   cat "$ESTC_SERVER_LOG" >&2
   rc=1
 fi
-[ "$rc" = 0 ] || { echo "--- server log (tail)"; tail -20 "$ESTC_SERVER_LOG"; } >&2
+[ "$rc" = 0 ] || estc_server_show_log
 exit "$rc"

@@ -21,6 +21,7 @@
 #include <estc/client.h>
 
 #include "fake_server.h"
+#include "../fixtures/check_main.h"
 
 static char dir[512];
 static char store[600];
@@ -459,10 +460,8 @@ END_TEST
 
 static Suite *suite(void)
 {
-    Suite *s = suite_create("client-hostile");
-    TCase *tc = tcase_create("fake-server");
-    tcase_add_checked_fixture(tc, setup, teardown);
-    tcase_set_timeout(tc, 60);
+    TCase *tc;
+    Suite *s = check_suite("client-hostile", "fake-server", setup, teardown, 60, &tc);
     tcase_add_loop_test(tc, hostile_answer, 0, N_CASES);
     tcase_add_test(tc, control_enroll);
     tcase_add_test(tc, control_reenroll);
@@ -470,15 +469,10 @@ static Suite *suite(void)
     tcase_add_test(tc, control_cacerts);
     tcase_add_test(tc, first_enrollment_refused);
     tcase_add_test(tc, cleanup_after_refusal_keeps_persisted);
-    suite_add_tcase(s, tc);
     return s;
 }
 
 int main(void)
 {
-    SRunner *sr = srunner_create(suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return check_run(suite());
 }

@@ -17,57 +17,21 @@
 
 #include <estc/client.h>
 
-static int failures;
-
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                                   \
-            fprintf(stderr, __VA_ARGS__);                                                          \
-            fputc('\n', stderr);                                                                   \
-            failures++;                                                                            \
-        }                                                                                          \
-    } while (0)
-
-static const char *env(const char *name)
-{
-    const char *v = getenv(name);
-    if (v == NULL || v[0] == '\0') {
-        fprintf(stderr, "test-real: %s is not set (run through run-real.sh)\n", name);
-        exit(2);
-    }
-    return v;
-}
+#define CLIENT_FIXTURE_PROGRAM "test-real"
+#define CLIENT_FIXTURE_SCRIPT "run-real.sh"
+#include "../fixtures/client_fixture.h"
 
 static estc_client *make_client(estc_ctx *ctx, const char *uri, const char *trust)
 {
     estc_client *c = NULL;
-    char server[600];
-    /* Without a root the client would discover; the path is known. */
-    snprintf(server, sizeof(server), "%s/est", uri);
-    if (estc_client_new(ctx, &c) != ESTC_OK || estc_client_set_server(c, server) != ESTC_OK ||
-        estc_client_add_trust_anchor(c, trust, false) != ESTC_OK ||
-        estc_client_set_credentials(c, env("HOSTILE_CERT"), env("HOSTILE_KEY")) != ESTC_OK ||
+    if (client_fixture_new(ctx, &c, uri, trust, env("HOSTILE_CERT"), env("HOSTILE_KEY")) !=
+            ESTC_OK ||
         estc_client_set_enrolled(c, "mem:dev-key", "mem:dev-cert", "mem:ca-") != ESTC_OK ||
         estc_client_set_subject(c, "/CN=hostile-device") != ESTC_OK ||
         estc_client_add_san(c, "DNS:hostile-device.example") != ESTC_OK ||
-        estc_client_set_limits(c, 15000, 3, 10) != ESTC_OK) {
-        fprintf(stderr, "test-real: client set-up failed: %s\n", estc_ctx_error_detail(ctx));
-        exit(1);
-    }
+        estc_client_set_limits(c, 15000, 3, 10) != ESTC_OK)
+        client_fixture_setup_failed(ctx);
     return c;
-}
-
-struct counter {
-    size_t n;
-};
-
-static bool count_one(void *arg, const char *addr, estc_obj_kind kind)
-{
-    (void)addr;
-    (void)kind;
-    ((struct counter *)arg)->n++;
-    return true;
 }
 
 /* Objects in the engine, the client's addresses and its record, as text. */
@@ -76,10 +40,8 @@ static void snapshot(estc_ctx *ctx, estc_client *c, char *out, size_t n)
     size_t o = 0;
     const estc_obj_kind kinds[] = {ESTC_OBJ_KEY, ESTC_OBJ_CERT, ESTC_OBJ_TRUST};
     for (size_t k = 0; k < 3; k++) {
-        struct counter cnt = {0};
-        if (estc_object_list(ctx, "mem:", kinds[k], count_one, &cnt) != ESTC_OK)
-            cnt.n = (size_t)-1;
-        o += (size_t)snprintf(out + o, n - o, "kind %d: %zu objects\n", (int)kinds[k], cnt.n);
+        o += (size_t)snprintf(out + o, n - o, "kind %d: %zu objects\n", (int)kinds[k],
+                              client_fixture_count(ctx, "mem:", kinds[k]));
     }
     o += (size_t)snprintf(out + o, n - o, "key %s cert %s cas %zu\n", estc_client_key_address(c),
                           estc_client_cert_address(c), estc_client_ca_count(c));
@@ -210,6 +172,5 @@ int main(int argc, char **argv)
         test_lossy();
     else
         return 2;
-    printf("%s: %s\n", argv[1], failures == 0 ? "passed" : "FAILED");
-    return failures == 0 ? 0 : 1;
+    return client_fixture_report(argv[1]);
 }

@@ -13,6 +13,9 @@ WRAP=${ESTC_TEST_WRAPPER:-}
 export ESTC_SERVER_RUNTIME=${ESTC_SERVER_RUNTIME:-240}
 
 . "$SRC/tests/fixtures/estc-server.sh"
+. "$SRC/tests/fixtures/pki.sh"
+. "$SRC/tests/fixtures/report.sh"
+. "$SRC/tests/fixtures/softhsm.sh"
 
 command -v coap-client-openssl >/dev/null || { echo "FAIL: coap-client-openssl missing"; exit 1; }
 command -v openssl >/dev/null || { echo "FAIL: openssl missing"; exit 1; }
@@ -20,8 +23,6 @@ command -v openssl >/dev/null || { echo "FAIL: openssl missing"; exit 1; }
 
 T=$(mktemp -d "${TMPDIR:-/tmp}/estc-cli.XXXXXX")
 chmod 700 "$T"
-FAILED=0
-PASSED=0
 CLEANUPS=()
 
 cleanup() {
@@ -32,33 +33,35 @@ cleanup() {
 }
 trap cleanup EXIT
 
-pass() { PASSED=$((PASSED + 1)); echo "ok   - $*"; }
-fail() { FAILED=$((FAILED + 1)); echo "FAIL - $*"; }
-check() {
-  local what=$1; shift
-  if "$@"; then pass "$what"; else fail "$what"; fi
-}
-finish() {
-  echo "$PASSED passed, $FAILED failed"
-  [ "$FAILED" -eq 0 ] && [ "$PASSED" -gt 0 ]
-}
+# finish fails when a check failed or none passed.
+REPORT_NEED_PASS=1
 
 # A manufacturer CA (the IDevID issuer the server trusts) and a device
 # certificate: the bootstrap credentials for /sen and /skg.
 make_pki() {
-  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
-    -keyout "$T/mca.key" -out "$T/mca.crt" -subj "/CN=Test Manufacturer CA" -days 2 \
-    -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign \
-    2>/dev/null || return 1
-  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$T/dev.key" \
-    -out "$T/dev.csr" -subj "/CN=idevid-1" 2>/dev/null || return 1
-  openssl x509 -req -in "$T/dev.csr" -CA "$T/mca.crt" -CAkey "$T/mca.key" -CAcreateserial \
-    -out "$T/dev.crt" -days 1 2>/dev/null || return 1
-  # A CA that has nothing to do with the server.
-  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
-    -keyout "$T/other.key" -out "$T/other.crt" -subj "/CN=Other CA" -days 1 \
-    -addext basicConstraints=critical,CA:TRUE 2>/dev/null
+  pki_ca "$T/mca.key" "$T/mca.crt" "/CN=Test Manufacturer CA" 2 &&
+    pki_issue "$T/mca.key" "$T/mca.crt" "$T/dev.key" "$T/dev.crt" "/CN=idevid-1" 1 &&
+    # A CA that has nothing to do with the server.
+    pki_ca "$T/other.key" "$T/other.crt" "/CN=Other CA" 1
 }
+
+# start_token LABEL PIN: a fresh SoftHSM2 token with user PIN PIN, removed
+# at exit; P11 is the token's URI and Q the module query; addr NAME gives an
+# object's address, count the number of objects on the token.
+start_token() {
+  softhsm_start
+  local rc=$?
+  [ "$rc" -eq 0 ] || exit "$rc"
+  CLEANUPS+=(softhsm_stop)
+  command -v pkcs11-tool >/dev/null || { echo "FAIL: pkcs11-tool missing"; exit 1; }
+  TOKEN=$1
+  PIN=$2
+  softhsm_init_token "$TOKEN" "$PIN" 5678 || { echo "FAIL: cannot make a token"; exit 1; }
+  P11="pkcs11:token=$TOKEN"
+  Q="?module-path=$SOFTHSM_MODULE"
+}
+addr() { echo "$P11;object=$1;pin-value=$PIN$Q"; }
+count() { softhsm_count_objects "$TOKEN" "$PIN"; }
 
 # start_server [estc-server options]: a server that trusts the manufacturer CA.
 start_server() {
@@ -68,13 +71,27 @@ start_server() {
   BOOT=(--cert "$T/dev.crt" --key "$T/dev.key")
 }
 
-# run_estc ARGS...: runs estc (bounded in time); RC, stdout in $T/stdout,
-# stderr in $T/stderr.
-run_estc() {
+# untrusted_server SUBJECT KEY CERT WHAT: an enrollment into the engine
+# addresses KEY and CERT against a server that the --trust CA did not sign
+# fails with exit status 5 and leaves WHAT (counted by count) unchanged; N0
+# is the count before.
+untrusted_server() {
+  N0=$(count)
+  run_estc enroll --server "$ESTC_SERVER_URI" --trust "$T/other.crt" "${BOOT[@]}" --subject "$1" \
+    --new-key "$2" --new-cert "$3"
+  expect_fail "untrusted server" 5
+  check "untrusted server: $4 unchanged ($N0 objects)" test "$(count)" -eq "$N0"
+}
+
+# run_cmd PROGRAM ARGS...: runs the program under WRAP (bounded in time);
+# RC, stdout in $T/stdout, stderr in $T/stderr. run_estc ARGS...: the same
+# for estc.
+run_cmd() {
   # shellcheck disable=SC2086 # the wrapper is a command line
-  timeout 150 $WRAP "$ESTC" "$@" >"$T/stdout" 2>"$T/stderr"
+  timeout 150 $WRAP "$@" >"$T/stdout" 2>"$T/stderr"
   RC=$?
 }
+run_estc() { run_cmd "$ESTC" "$@"; }
 
 show_err() { sed 's/^/       | /' "$T/stderr" | head -20; }
 

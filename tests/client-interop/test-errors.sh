@@ -4,8 +4,7 @@
 . "$(dirname "$0")/lib.sh"
 
 make_pki || { echo "FAIL: cannot make the test PKI"; exit 1; }
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$T/rogue.key" \
-  -out "$T/rogue.crt" -subj "/CN=rogue" -days 1 2>/dev/null
+pki_self_signed "$T/rogue.key" "$T/rogue.crt" "/CN=rogue" 1
 start_server
 mkdir -m 700 "$T/f"
 issued() { wc -l <"$ESTC_SERVER_STATE/state/index.txt" 2>/dev/null || echo 0; }

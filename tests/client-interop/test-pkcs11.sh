@@ -3,30 +3,15 @@
 # sen, sren, skg, crts into the token; object counts before and after; the
 # key sensitive and not extractable; PINs never shown.
 . "$(dirname "$0")/lib.sh"
-. "$SRC/tests/fixtures/softhsm.sh"
-
-softhsm_start
-rc=$?
-[ "$rc" -eq 0 ] || exit "$rc"
-CLEANUPS+=(softhsm_stop)
-command -v pkcs11-tool >/dev/null || { echo "FAIL: pkcs11-tool missing"; exit 1; }
-PIN=741852
-softhsm_init_token cli "$PIN" 5678 || { echo "FAIL: cannot make a token"; exit 1; }
-P="pkcs11:token=cli"
-Q="?module-path=$SOFTHSM_MODULE"
-addr() { echo "$P;object=$1;pin-value=$PIN$Q"; }
-count() { softhsm_count_objects cli "$PIN"; }
+start_token cli 741852
 no_pin() { ! grep -q "$PIN" "$T/stderr" "$T/stdout"; }
 
 make_pki || { echo "FAIL: cannot make the test PKI"; exit 1; }
 start_server
 
 # A failed enrollment leaves the token as it was.
-n0=$(count)
-run_estc enroll --server "$ESTC_SERVER_URI" --trust "$T/other.crt" "${BOOT[@]}" --subject /CN=p11 \
-  --new-key "$(addr est-key)" --new-cert "$(addr est-cert)"
-expect_fail "untrusted server" 5
-check "untrusted server: token unchanged ($n0 objects)" test "$(count)" -eq "$n0"
+untrusted_server /CN=p11 "$(addr est-key)" "$(addr est-cert)" token
+n0=$N0
 check "untrusted server: no PIN in the error" no_pin
 
 # 03: sen with the key generated in the token.
@@ -60,7 +45,7 @@ n2=$(count)
 check "05 pkcs11: token count unchanged after sren ($n1 -> $n2)" test "$n2" -eq "$n1"
 
 # 01: crts into the token as trust objects.
-run_estc cacerts "${NET[@]}" "${BOOT[@]}" --ca-out "$P;pin-value=$PIN$Q"
+run_estc cacerts "${NET[@]}" "${BOOT[@]}" --ca-out "$P11;pin-value=$PIN$Q"
 expect_ok "01 pkcs11: cacerts into the token"
 n3=$(count)
 check "01 pkcs11: one trust object added ($n2 -> $n3)" test "$n3" -eq $((n2 + 1))
@@ -85,7 +70,7 @@ check "07 pkcs11: the imported key is sensitive and not extractable" \
 
 # A wrong PIN: a clear error, nothing created.
 run_estc enroll "${NET[@]}" "${BOOT[@]}" --subject /CN=p11-bad \
-  --new-key "$P;object=bad-key;pin-value=000000$Q" --new-cert "$P;object=bad-cert;pin-value=000000$Q"
+  --new-key "$P11;object=bad-key;pin-value=000000$Q" --new-cert "$P11;object=bad-cert;pin-value=000000$Q"
 expect_fail "wrong PIN" 1 "PIN|auth|pin"
 check "wrong PIN: token unchanged" test "$(count)" -eq "$n4"
 check "wrong PIN: the PIN is not shown" bash -c "! grep -q 000000 '$T/stderr'"

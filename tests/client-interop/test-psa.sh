@@ -19,11 +19,8 @@ start_server
 KEY=psa:key-id=0x10001
 CERT=psa:uid=0x20001
 
-n0=$(count)
-run_estc enroll --server "$ESTC_SERVER_URI" --trust "$T/other.crt" "${BOOT[@]}" --subject /CN=psa \
-  --new-key "$KEY" --new-cert "$CERT"
-expect_fail "untrusted server" 5
-check "untrusted server: PSA storage unchanged" test "$(count)" -eq "$n0"
+untrusted_server /CN=psa "$KEY" "$CERT" "PSA storage"
+n0=$N0
 
 run_estc enroll "${NET[@]}" "${BOOT[@]}" --subject /CN=psa-device --new-key "$KEY" --new-cert "$CERT"
 expect_ok "03 psa: enroll"

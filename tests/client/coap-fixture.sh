@@ -17,29 +17,25 @@ if [ -z "$server" ]; then
   exit 77
 fi
 
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+. "$here/../fixtures/pki.sh"
+. "$here/../fixtures/processes.sh"
+
 dir=$(mktemp -d)
 server_pids=()
 cleanup() {
-  for pid in "${server_pids[@]}"; do
-    kill "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  done
+  stop_pids "${server_pids[@]}"
   rm -rf "$dir"
 }
 trap cleanup EXIT
 
 cd "$dir"
 mkcert() { # name subject issuer-name ext
-  openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$1.key" \
-    -subj "$2" -out "$1.csr" 2>/dev/null
-  openssl x509 -req -in "$1.csr" -CA "$3.pem" -CAkey "$3.key" -CAcreateserial -days 2 \
-    -extfile <(printf '%s\n' "$4") -out "$1.pem" 2>/dev/null
+  pki_issue "$3.key" "$3.pem" "$1.key" "$1.pem" "$2" 2 "$4"
   chmod 600 "$1.key"
 }
 mkca() {
-  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$1.key" \
-    -subj "/CN=$1" -days 2 -out "$1.pem" \
-    -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign 2>/dev/null
+  pki_ca "$1.key" "$1.pem" "/CN=$1" 2
   chmod 600 "$1.key"
 }
 mkca ca

@@ -7,6 +7,7 @@ set -u
 prog=$(realpath "$1")
 : "${ESTC_SOURCE_ROOT:?}"
 . "$ESTC_SOURCE_ROOT/tests/fixtures/estc-server.sh"
+. "$ESTC_SOURCE_ROOT/tests/fixtures/pki.sh"
 
 tmp=$(mktemp -d) || exit 1
 cleanup() {
@@ -15,26 +16,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
-ossl() { openssl "$@" 2>>"$tmp/openssl.log" >/dev/null || { cat "$tmp/openssl.log" >&2; exit 1; }; }
-ec="-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes"
-# shellcheck disable=SC2086
-ossl req -x509 $ec -keyout "$tmp/idevid-ca.key" -out "$tmp/idevid-ca.pem" -days 2 \
-  -subj "/CN=PoP IDevID CA" -addext "basicConstraints=critical,CA:TRUE" \
-  -addext "keyUsage=critical,keyCertSign"
-# shellcheck disable=SC2086
-ossl req $ec -keyout "$tmp/device.key" -out "$tmp/device.csr" -subj "/CN=pop-idevid"
-printf 'basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n' >"$tmp/device.ext"
-ossl x509 -req -in "$tmp/device.csr" -CA "$tmp/idevid-ca.pem" -CAkey "$tmp/idevid-ca.key" \
-  -CAcreateserial -days 2 -extfile "$tmp/device.ext" -out "$tmp/device.pem"
-chmod 600 "$tmp"/*.key
+pki_idevid "$tmp" "/CN=PoP IDevID CA" "/CN=pop-idevid" || exit 1
 export POP_CERT=$tmp/device.pem POP_KEY=$tmp/device.key
 export ESTC_SERVER_RUNTIME=${ESTC_SERVER_RUNTIME:-200}
 
 estc_server_start --client-ca "$tmp/idevid-ca.pem" --pop || { echo "estc-server did not start" >&2; exit 1; }
 "$prog"
 rc=$?
-if [ "$rc" -ne 0 ]; then
-  echo "--- server log (tail)" >&2
-  tail -20 "$ESTC_SERVER_LOG" >&2
-fi
+[ "$rc" -eq 0 ] || estc_server_show_log
 exit $rc

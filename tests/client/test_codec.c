@@ -15,6 +15,7 @@
 #include <openssl/x509.h>
 
 #include "codec.h"
+#include "../fixtures/check_main.h"
 
 static const char *vector_dir;
 
@@ -304,6 +305,21 @@ static uint8_t *p7_der(PKCS7 *p7, size_t *len)
     return der;
 }
 
+/* @p7 in DER through estc__codec_certs_only, which must return @want; the
+ * number of certificates it reports. */
+static size_t certs_only_of(PKCS7 *p7, estc_err want)
+{
+    size_t len;
+    uint8_t *der = p7_der(p7, &len);
+    estc__der_list certs;
+    ck_assert_int_eq(estc__codec_certs_only(der, len, &certs), want);
+    size_t n = certs.n;
+    if (want == ESTC_OK)
+        estc__der_list_free(&certs);
+    OPENSSL_free(der);
+    return n;
+}
+
 START_TEST(certs_signed_or_with_content)
 {
     /* A real signed message (signer present, content present). */
@@ -323,11 +339,7 @@ START_TEST(certs_signed_or_with_content)
     BIO *data = BIO_new_mem_buf("hello", 5);
     PKCS7 *p7 = PKCS7_sign(signer, key, NULL, data, PKCS7_BINARY | PKCS7_NOSMIMECAP);
     ck_assert_ptr_nonnull(p7);
-    size_t len;
-    uint8_t *der = p7_der(p7, &len);
-    estc__der_list certs;
-    ck_assert_int_eq(estc__codec_certs_only(der, len, &certs), ESTC_ERR_FORMAT);
-    OPENSSL_free(der);
+    certs_only_of(p7, ESTC_ERR_FORMAT);
     PKCS7_free(p7);
     BIO_free(data);
 
@@ -335,9 +347,7 @@ START_TEST(certs_signed_or_with_content)
     data = BIO_new_mem_buf("hello", 5);
     p7 = PKCS7_sign(signer, key, NULL, data, PKCS7_BINARY | PKCS7_DETACHED | PKCS7_NOSMIMECAP);
     ck_assert_ptr_nonnull(p7);
-    der = p7_der(p7, &len);
-    ck_assert_int_eq(estc__codec_certs_only(der, len, &certs), ESTC_ERR_FORMAT);
-    OPENSSL_free(der);
+    certs_only_of(p7, ESTC_ERR_FORMAT);
     PKCS7_free(p7);
     BIO_free(data);
 
@@ -349,46 +359,30 @@ START_TEST(certs_signed_or_with_content)
     ck_assert_int_eq(PKCS7_set_type(p7, NID_pkcs7_signed), 1);
     ck_assert_int_eq(PKCS7_content_new(p7, NID_pkcs7_data), 1);
     ck_assert_int_eq(PKCS7_add_certificate(p7, root), 1);
-    der = p7_der(p7, &len);
-    ck_assert_int_eq(estc__codec_certs_only(der, len, &certs), ESTC_OK);
-    ck_assert_uint_eq(certs.n, 1);
-    estc__der_list_free(&certs);
-    OPENSSL_free(der);
+    ck_assert_uint_eq(certs_only_of(p7, ESTC_OK), 1);
 
     /* The same bag with one byte of content is not certs-only. */
     ck_assert_int_eq(ASN1_OCTET_STRING_set(p7->d.sign->contents->d.data,
                                            (const unsigned char *)"x", 1),
                      1);
-    der = p7_der(p7, &len);
-    ck_assert_int_eq(estc__codec_certs_only(der, len, &certs), ESTC_ERR_FORMAT);
-    ck_assert_uint_eq(certs.n, 0);
-    OPENSSL_free(der);
+    ck_assert_uint_eq(certs_only_of(p7, ESTC_ERR_FORMAT), 0);
     PKCS7_free(p7);
 
     /* The certs-only form of `openssl crl2pkcs7` is accepted, with two certificates. */
     p7 = certs_only_p7();
     ck_assert_int_eq(PKCS7_add_certificate(p7, signer), 1);
     ck_assert_int_eq(PKCS7_add_certificate(p7, root), 1);
-    der = p7_der(p7, &len);
-    ck_assert_int_eq(estc__codec_certs_only(der, len, &certs), ESTC_OK);
-    ck_assert_uint_eq(certs.n, 2);
-    estc__der_list_free(&certs);
-    OPENSSL_free(der);
+    ck_assert_uint_eq(certs_only_of(p7, ESTC_OK), 2);
 
     /* More certificates than the cap. */
     for (int i = 0; i < ESTC__MAX_CERTS; i++)
         ck_assert_int_eq(PKCS7_add_certificate(p7, root), 1);
-    der = p7_der(p7, &len);
-    ck_assert_int_eq(estc__codec_certs_only(der, len, &certs), ESTC_ERR_LIMIT);
-    ck_assert_uint_eq(certs.n, 0);
-    OPENSSL_free(der);
+    ck_assert_uint_eq(certs_only_of(p7, ESTC_ERR_LIMIT), 0);
     PKCS7_free(p7);
 
     /* Certs-only but without any certificate. */
     p7 = certs_only_p7();
-    der = p7_der(p7, &len);
-    ck_assert_int_eq(estc__codec_certs_only(der, len, &certs), ESTC_ERR_FORMAT);
-    OPENSSL_free(der);
+    certs_only_of(p7, ESTC_ERR_FORMAT);
     PKCS7_free(p7);
 
     X509_free(root);
@@ -846,9 +840,8 @@ END_TEST
 
 static Suite *codec_suite(void)
 {
-    Suite *s = suite_create("codec");
-    TCase *tc = tcase_create("codec");
-    tcase_set_timeout(tc, 60);
+    TCase *tc;
+    Suite *s = check_suite("codec", "codec", NULL, NULL, 60, &tc);
     tcase_add_test(tc, cf_table);
     tcase_add_test(tc, der_reader_strict);
     tcase_add_test(tc, certs_rfc_vectors);
@@ -863,7 +856,6 @@ static Suite *codec_suite(void)
     tcase_add_test(tc, csrattrs_forms);
     tcase_add_test(tc, links_rfc_vectors);
     tcase_add_test(tc, links_forms);
-    suite_add_tcase(s, tc);
     return s;
 }
 
@@ -874,9 +866,5 @@ int main(int argc, char **argv)
         return 2;
     }
     vector_dir = argv[1];
-    SRunner *sr = srunner_create(codec_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? 0 : 1;
+    return check_run(codec_suite());
 }

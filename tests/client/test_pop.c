@@ -11,27 +11,9 @@
 
 #include <estc/client.h>
 
-static int failures;
-
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                                   \
-            fprintf(stderr, __VA_ARGS__);                                                          \
-            fputc('\n', stderr);                                                                   \
-            failures++;                                                                            \
-        }                                                                                          \
-    } while (0)
-
-static const char *env(const char *name)
-{
-    const char *v = getenv(name);
-    if (v == NULL || v[0] == '\0') {
-        fprintf(stderr, "test-pop: %s is not set (run through pop-fixture.sh)\n", name);
-        exit(2);
-    }
-    return v;
-}
+#define CLIENT_FIXTURE_PROGRAM "test-pop"
+#define CLIENT_FIXTURE_SCRIPT "pop-fixture.sh"
+#include "../fixtures/client_fixture.h"
 
 /* Each client its own addresses under "mem:@name-". */
 static estc_client *make_client(estc_ctx *ctx, const char *name, bool pop)
@@ -42,35 +24,18 @@ static estc_client *make_client(estc_ctx *ctx, const char *name, bool pop)
     snprintf(cert, sizeof(cert), "mem:%s-cert", name);
     snprintf(cas, sizeof(cas), "mem:%s-ca-", name);
     estc_client *c = NULL;
-    char server[600];
-    snprintf(server, sizeof(server), "%s/est", env("ESTC_SERVER_URI"));
-    if (estc_client_new(ctx, &c) != ESTC_OK || estc_client_set_server(c, server) != ESTC_OK ||
-        estc_client_add_trust_anchor(c, env("ESTC_SERVER_CA"), false) != ESTC_OK ||
-        estc_client_set_credentials(c, env("POP_CERT"), env("POP_KEY")) != ESTC_OK ||
+    if (client_fixture_new(ctx, &c, env("ESTC_SERVER_URI"), env("ESTC_SERVER_CA"), env("POP_CERT"),
+                           env("POP_KEY")) != ESTC_OK ||
         estc_client_set_subject(c, subject) != ESTC_OK ||
         estc_client_set_enrolled(c, key, cert, cas) != ESTC_OK ||
-        estc_client_set_limits(c, 15000, 2, 5) != ESTC_OK ||
-        estc_client_set_pop(c, pop) != ESTC_OK) {
-        fprintf(stderr, "test-pop: client set-up failed: %s\n", estc_ctx_error_detail(ctx));
-        exit(1);
-    }
+        estc_client_set_limits(c, 15000, 2, 5) != ESTC_OK || estc_client_set_pop(c, pop) != ESTC_OK)
+        client_fixture_setup_failed(ctx);
     return c;
-}
-
-static bool count_one(void *arg, const char *addr, estc_obj_kind kind)
-{
-    (void)addr;
-    (void)kind;
-    (*(size_t *)arg)++;
-    return true;
 }
 
 static size_t count(estc_ctx *ctx, estc_obj_kind kind)
 {
-    size_t n = 0;
-    if (estc_object_list(ctx, "mem:", kind, count_one, &n) != ESTC_OK)
-        return (size_t)-1;
-    return n;
+    return client_fixture_count(ctx, "mem:", kind);
 }
 
 /* The enrolled certificate's last bytes (its signature) as hex: enough to
@@ -188,6 +153,5 @@ int main(void)
     without_pop(ctx);
     old_transport(ctx);
     estc_ctx_free(ctx);
-    printf("%s\n", failures == 0 ? "all passed" : "FAILED");
-    return failures == 0 ? 0 : 1;
+    return client_fixture_report("pop");
 }

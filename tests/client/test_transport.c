@@ -10,6 +10,8 @@
 
 #include <estc/transport.h>
 
+#include "../fixtures/check_main.h"
+
 static char dir[1024];
 static int port, port_wrongname, port_ra, port_ra_untrusted;
 
@@ -325,9 +327,8 @@ int main(void)
     port_ra = atoi(pr);
     port_ra_untrusted = atoi(pru);
 
-    Suite *s = suite_create("transport");
-    TCase *tc = tcase_create("coap");
-    tcase_set_timeout(tc, 60);
+    TCase *tc;
+    Suite *s = check_suite("transport", "coap", NULL, NULL, 60, &tc);
     tcase_add_test(tc, get_root_and_reuse);
     tcase_add_test(tc, blockwise_szx2);
     tcase_add_test(tc, identity_mismatch);
@@ -336,10 +337,5 @@ int main(void)
     tcase_add_test(tc, untrusted_server);
     tcase_add_test(tc, no_server_times_out);
     tcase_add_test(tc, bad_arguments);
-    suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? 0 : 1;
+    return check_run(s);
 }

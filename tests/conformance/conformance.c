@@ -15,6 +15,7 @@
 
 #include <estc/engine.h>
 
+#include "../fixtures/engine_check.h"
 #include "conformance.h"
 
 /* The suite's parameters; set once before the runner starts. */
@@ -37,21 +38,6 @@ static void teardown(void)
     ctx = NULL;
 }
 
-/* Fails the case with the error name and the context's detail. */
-#define OK(call)                                                                                   \
-    do {                                                                                           \
-        estc_err e_ = (call);                                                                      \
-        ck_assert_msg(e_ == ESTC_OK, "%s: %s (%s)", #call, estc_err_name(e_),                      \
-                      estc_ctx_error_detail(ctx));                                                 \
-    } while (0)
-
-#define EXPECT(call, want)                                                                         \
-    do {                                                                                           \
-        estc_err e_ = (call);                                                                      \
-        ck_assert_msg(e_ == (want), "%s: got %s, want %s (%s)", #call, estc_err_name(e_),          \
-                      estc_err_name(want), estc_ctx_error_detail(ctx));                            \
-    } while (0)
-
 static char *derive(estc_obj_kind kind, const char *name)
 {
     char *addr = NULL;
@@ -71,30 +57,7 @@ static bool exists(const char *addr, estc_obj_kind kind)
 /* A self-signed certificate with a fresh key; @cn makes it distinct. */
 static estc_buf make_cert(const char *cn)
 {
-    EVP_PKEY *key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
-    X509 *x = X509_new();
-    ck_assert_ptr_nonnull(key);
-    ck_assert_ptr_nonnull(x);
-    X509_NAME *name = X509_NAME_new();
-    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)cn, -1, -1, 0);
-    X509_set_version(x, 2);
-    ASN1_INTEGER_set(X509_get_serialNumber(x), 4711);
-    X509_set_subject_name(x, name);
-    X509_set_issuer_name(x, name);
-    X509_gmtime_adj(X509_getm_notBefore(x), 0);
-    X509_gmtime_adj(X509_getm_notAfter(x), 3600);
-    X509_set_pubkey(x, key);
-    ck_assert_int_gt(X509_sign(x, key, EVP_sha256()), 0);
-    unsigned char *der = NULL;
-    int n = i2d_X509(x, &der);
-    ck_assert_int_gt(n, 0);
-    estc_buf out = {0};
-    ck_assert_int_eq(estc_buf_set(&out, der, (size_t)n), ESTC_OK);
-    OPENSSL_free(der);
-    X509_NAME_free(name);
-    X509_free(x);
-    EVP_PKEY_free(key);
-    return out;
+    return engine_check_cert(cn, 4711);
 }
 
 static bool verify(const estc_buf *spki, estc_sig_alg alg, const uint8_t *digest, size_t dlen,
@@ -238,36 +201,6 @@ START_TEST(cert_store_load_exact)
     free(addr);
 }
 END_TEST
-
-struct collected {
-    char *addrs[64];
-    size_t n;
-};
-
-static bool collect(void *arg, const char *addr, estc_obj_kind kind)
-{
-    struct collected *c = arg;
-    (void)kind;
-    if (c->n < 64)
-        c->addrs[c->n++] = strdup(addr);
-    return true;
-}
-
-static void collected_free(struct collected *c)
-{
-    for (size_t i = 0; i < c->n; i++)
-        free(c->addrs[i]);
-    c->n = 0;
-}
-
-static bool contains(const struct collected *c, const char *addr)
-{
-    for (size_t i = 0; i < c->n; i++) {
-        if (strcmp(c->addrs[i], addr) == 0)
-            return true;
-    }
-    return false;
-}
 
 START_TEST(trust_store_list_remove)
 {

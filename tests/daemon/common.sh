@@ -1,35 +1,42 @@
 # shellcheck shell=bash
 # shellcheck disable=SC2034 # variables set here are read by the tests
 # Shared by the daemon tests: the estc-server and SoftHSM2 fixtures, the
-# estc command, and helpers for daemons started in the background.
+# estc command (all through client-interop/lib.sh), and helpers for daemons
+# started in the background.
 . "$(dirname "${BASH_SOURCE[0]}")/../client-interop/lib.sh"
-. "$SRC/tests/fixtures/softhsm.sh"
+. "$SRC/tests/fixtures/processes.sh"
 
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
 DAEMON_PIDS=()
 stop_daemons() {
-  local p
-  for p in "${DAEMON_PIDS[@]}"; do
-    kill -TERM "$p" 2>/dev/null && wait "$p" 2>/dev/null
-  done
+  stop_pids "${DAEMON_PIDS[@]}"
   DAEMON_PIDS=()
 }
 CLEANUPS+=(stop_daemons)
 
-# A SoftHSM2 token "dev" with user PIN $PIN; addr NAME gives an object's address.
-PIN=362514
-start_token() {
-  softhsm_start
-  local rc=$?
-  [ "$rc" -eq 0 ] || exit "$rc"
-  CLEANUPS+=(softhsm_stop)
-  command -v pkcs11-tool >/dev/null || { echo "FAIL: pkcs11-tool missing"; exit 1; }
-  softhsm_init_token dev "$PIN" 5678 || { echo "FAIL: cannot make a token"; exit 1; }
-  P11="pkcs11:token=dev"
-  Q="?module-path=$SOFTHSM_MODULE"
+# start_daemon LOG [estc run options...]: `estc run` with RUN and the
+# options in the background, its log (stderr) in LOG and stdout in
+# $T/run.out; DPID is its PID.
+start_daemon() {
+  local log=$1
+  shift
+  # shellcheck disable=SC2086 # the wrapper is a command line
+  $WRAP "$ESTC" run "${RUN[@]}" "$@" >"$T/run.out" 2>"$log" &
+  DPID=$!
+  DAEMON_PIDS=("$DPID")
 }
-addr() { echo "$P11;object=$1;pin-value=$PIN$Q"; }
-count() { softhsm_count_objects dev "$PIN"; }
+
+# stop_daemon SIGNAL: sends SIGNAL to the daemon and waits for it; RC is its
+# exit status.
+stop_daemon() {
+  kill "-$1" "$DPID" 2>/dev/null
+  wait "$DPID" 2>/dev/null
+  RC=$?
+  DAEMON_PIDS=()
+}
+
+# The user PIN of the SoftHSM2 token "dev" (start_token dev "$PIN", in lib.sh).
+PIN=362514
 
 # The options of a daemon whose credentials live in the token.
 run_opts() {

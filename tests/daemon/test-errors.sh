@@ -45,8 +45,7 @@ expect_fail "status: --state with --new-cert" 2 'leave out'
 
 # An enrollment the server refuses (untrusted bootstrap certificate): the
 # daemon keeps the state, makes nothing, tries again; --once exits non-zero.
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$T/rogue.key" \
-  -out "$T/rogue.crt" -subj "/CN=rogue" -days 1 2>/dev/null
+pki_self_signed "$T/rogue.key" "$T/rogue.crt" "/CN=rogue" 1
 run_estc run --state "$T/state" "${NET[@]}" --cert "$T/rogue.crt" --key "$T/rogue.key" \
   --subject /CN=rogue --new-key "file:$T/dev/key.pem" --new-cert "file:$T/dev/cert.pem" --once
 check "refused enrollment: exit non-zero ($RC)" test "$RC" -ne 0
@@ -82,15 +81,10 @@ check "the key and certificate are still there" openssl verify -CAfile "$ESTC_SE
 cp "$T/good" "$T/state"
 
 # SIGINT while sleeping: exit 0, state written, objects kept.
-"$ESTC" run "${RUN[@]}" >"$T/run.out" 2>"$T/run.log" &
-DPID=$!
-DAEMON_PIDS+=("$DPID")
+start_daemon "$T/run.log"
 wait_for "$T/run.log" '^estc: run: restored the state' 1 30
 sleep 1
-kill -INT "$DPID"
-wait "$DPID"
-RC=$?
-DAEMON_PIDS=()
+stop_daemon INT
 check "SIGINT: exit 0 ($RC)" test "$RC" -eq 0
 check "SIGINT: logged" grep -q 'stopping on SIGINT' "$T/run.log"
 check "SIGINT: objects kept" test -s "$T/dev/key.pem" -a -s "$T/dev/cert.pem"

@@ -9,7 +9,7 @@ HEX=${ESTC_HSM_EXAMPLE:?}
 make_pki || { echo "FAIL: cannot make the test PKI"; exit 1; }
 start_server --validity 60 --dedup-window 0
 
-ex() { timeout 120 $WRAP "$@" >"$T/stdout" 2>"$T/stderr"; RC=$?; }
+ex() { run_cmd "$@"; }
 
 ex "$PEX" "$T/p.state" "$ESTC_SERVER_URI/est" "$ESTC_SERVER_CA" "$T/dev.crt" "$T/dev.key" once
 expect_ok "persistence example: first run"
@@ -21,7 +21,7 @@ check "persistence example: restored, no new enrollment" bash -c "grep -q '^rest
 run_estc status --state "$T/p.state"
 expect_ok "estc status reads the example's state"
 
-start_token
+start_token dev "$PIN"
 n0=$(count)
 printf '%s' "$PIN" >"$T/pin"
 chmod 600 "$T/pin"

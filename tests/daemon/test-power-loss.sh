@@ -14,14 +14,13 @@
 ITER=${ESTC_POWER_LOSS_ITERATIONS:-18}
 BUDGET=${ESTC_POWER_LOSS_SECONDS:-180}
 
-start_token
+start_token dev "$PIN"
 make_pki || { echo "FAIL: cannot make the test PKI"; exit 1; }
 start_server --validity 20 --dedup-window 0
 run_opts
 RUN+=(--nominal-usage 0.01 --rekey)
 
-timeout 120 "$ESTC" run "${RUN[@]}" --once >"$T/stdout" 2>"$T/stderr"
-RC=$?
+run_estc run "${RUN[@]}" --once
 expect_ok "first enrollment"
 n1=$(count)
 check "token holds key pair, certificate, CA ($n1 objects)" test "$n1" -eq 4
@@ -34,14 +33,10 @@ mid=0
 partial_seen=0
 for i in $(seq 1 "$ITER"); do
   [ $(($(date +%s) - start)) -lt "$BUDGET" ] || break
-  "$ESTC" run "${RUN[@]}" >"$T/run.log" 2>&1 &
-  DPID=$!
-  DAEMON_PIDS=("$DPID")
+  start_daemon "$T/run.log"
   # 0.2 .. 3.0 s: inside restore, a renewal, /crts or the sleep between.
   sleep "$(awk -v r="$RANDOM" 'BEGIN { printf "%.2f", 0.2 + (r % 281) / 100 }')"
-  kill -KILL "$DPID" 2>/dev/null
-  wait "$DPID" 2>/dev/null
-  DAEMON_PIDS=()
+  stop_daemon KILL
   ev=$(grep -c '^estc: run: ' "$T/run.log")
   echo "# iteration $i: cut after $ev events; last: $(tail -1 "$T/run.log" | cut -c1-90)"
   events=$((events + ev))
@@ -54,8 +49,7 @@ for i in $(seq 1 "$ITER"); do
     continue
   fi
   # The restart recovers: restore purges what the journal marks pending.
-  timeout 120 "$ESTC" run "${RUN[@]}" --once >"$T/stdout" 2>"$T/stderr"
-  RC=$?
+  run_estc run "${RUN[@]}" --once
   if [ "$RC" -ne 0 ] || ! grep -q '^estc: run: restored the state' "$T/stderr"; then
     fail "iteration $i: restart did not restore (exit $RC)"
     show_err
@@ -87,9 +81,7 @@ check "the daemons were doing work when cut ($events events)" test "$events" -ge
 
 # SIGTERM while work is always due (renewal every fraction of a second):
 # the daemon still stops, exits 0 and leaves exactly the enrolled objects.
-"$ESTC" run "${RUN[@]}" >"$T/run.log" 2>&1 &
-DPID=$!
-DAEMON_PIDS=("$DPID")
+start_daemon "$T/run.log"
 sleep 2
 kill -TERM "$DPID"
 for i in $(seq 1 100); do kill -0 "$DPID" 2>/dev/null || break; sleep 0.1; done

@@ -5,16 +5,15 @@
 # SIGTERM exits 0 with the state written and the objects kept.
 . "$(dirname "$0")/common.sh"
 
-start_token
+start_token dev "$PIN"
 make_pki || { echo "FAIL: cannot make the test PKI"; exit 1; }
 start_server --validity 20 --dedup-window 0
 run_opts
 n0=$(count)
 
 # First enrollment (--once): state written, key pair + certificate + CA.
-timeout 120 $WRAP "$ESTC" run "${RUN[@]}" --once >"$T/stdout" 2>"$T/once.log"
-RC=$?
-cp "$T/once.log" "$T/stderr"
+run_estc run "${RUN[@]}" --once
+cp "$T/stderr" "$T/once.log"
 expect_ok "run --once enrolls"
 check "run --once: logged the enrollment" grep -q '^estc: run: enrolled: serial' "$T/once.log"
 check "state file is 0600" test "$(stat -c %a "$T/state")" = 600
@@ -27,10 +26,7 @@ na0=$(openssl x509 -in "$T/held.pem" -noout -enddate | cut -d= -f2)
 
 # The daemon: restores, renews when 90% of the validity has passed.
 start=$(date +%s)
-# shellcheck disable=SC2086
-$WRAP "$ESTC" run "${RUN[@]}" --max-runtime 150 >"$T/run.out" 2>"$T/run.log" &
-DPID=$!
-DAEMON_PIDS+=("$DPID")
+start_daemon "$T/run.log" --max-runtime 150
 counts=()
 renewed=0
 for i in 1 2 3; do
@@ -50,10 +46,7 @@ check "renewals were spread over time (${elapsed}s >= 30s)" test "$elapsed" -ge 
 for c in "${counts[@]}"; do
   check "token object count constant after a renewal ($c == $n1)" test "$c" -eq "$n1"
 done
-kill -TERM "$DPID"
-wait "$DPID"
-RC=$?
-DAEMON_PIDS=()
+stop_daemon TERM
 check "SIGTERM: exit 0 (got $RC)" test "$RC" -eq 0
 check "SIGTERM: logged the stop" grep -q '^estc: run: stopping on SIGTERM; state written' "$T/run.log"
 check "log: one line per event, all 'estc: run: '" bash -c "! grep -qv '^estc: run: ' '$T/run.log'"
@@ -83,8 +76,7 @@ check "status after notAfter: exit 1 (got $RC)" test "$RC" -eq 1
 check "status after notAfter: says expired" grep -q 'expired' "$T/stderr"
 
 # The daemon restarted on the expired state falls back to /sen (new key) at once.
-timeout 120 $WRAP "$ESTC" run "${RUN[@]}" --once >"$T/stdout" 2>"$T/stderr"
-RC=$?
+run_estc run "${RUN[@]}" --once
 expect_ok "run --once on an expired state"
 check "expired: fallback enrollment logged" grep -q '^estc: run: fallback-enrolled: ' "$T/stderr"
 check "expired: holds a valid certificate again" valid_held

@@ -12,6 +12,8 @@ DEVICE=$BLD/examples/lwm2m-bootstrap/lwm2m-device
 export ESTC_SERVER_BIN=${ESTC_SERVER_BIN:-$BLD/tools/estc-server/estc-server}
 . "$SRC/tests/fixtures/estc-server.sh"
 . "$SRC/tests/fixtures/softhsm.sh"
+. "$SRC/tests/fixtures/pki.sh"
+. "$SRC/tests/fixtures/report.sh"
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
 
 [ -x "$DEVICE" ] || { echo "SKIP: lwm2m-device not built"; exit 77; }
@@ -19,28 +21,16 @@ export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
 softhsm_start || exit $?
 
 T=$(mktemp -d)
-FAILED=0
-PASSED=0
 cleanup() {
   estc_server_stop
   softhsm_stop
   rm -rf "$T"
 }
 trap cleanup EXIT
-pass() { PASSED=$((PASSED + 1)); echo "ok   - $*"; }
-fail() { FAILED=$((FAILED + 1)); echo "FAIL - $*"; }
-check() {
-  local what=$1; shift
-  if "$@"; then pass "$what"; else fail "$what"; fi
-}
 
 # The factory CA and the device's IDevID (software, as shipped).
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$T/fca.key" \
-  -out "$T/fca.pem" -subj /CN=factory-ca -days 2 2>/dev/null || exit 1
-openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$T/dev.key" \
-  -out "$T/dev.csr" -subj /CN=dev-1 2>/dev/null || exit 1
-openssl x509 -req -in "$T/dev.csr" -CA "$T/fca.pem" -CAkey "$T/fca.key" -CAcreateserial \
-  -out "$T/dev.pem" -days 2 2>/dev/null || exit 1
+pki_self_signed "$T/fca.key" "$T/fca.pem" /CN=factory-ca 2 || exit 1
+pki_issue "$T/fca.key" "$T/fca.pem" "$T/dev.key" "$T/dev.pem" /CN=dev-1 2 || exit 1
 chmod 600 "$T/dev.key"
 
 softhsm_init_token lw 1234 5678 || exit 1
@@ -166,6 +156,4 @@ esac
 # A sanitizer report or a crash makes the server exit non-zero.
 estc_server_stop_keep_state
 check "server stopped cleanly (status ${ESTC_SERVER_STATUS:-?})" [ "${ESTC_SERVER_STATUS:-1}" = 0 ]
-
-echo "$PASSED passed, $FAILED failed"
-[ "$FAILED" -eq 0 ]
+finish

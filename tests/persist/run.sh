@@ -11,6 +11,8 @@ prog=$2
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 . "$HERE/../fixtures/estc-server.sh"
 . "$HERE/../fixtures/softhsm.sh"
+. "$HERE/../fixtures/pki.sh"
+. "$HERE/../fixtures/processes.sh"
 
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
 export CK_DEFAULT_TIMEOUT=${CK_DEFAULT_TIMEOUT:-240}
@@ -27,15 +29,10 @@ command -v coap-client-openssl >/dev/null || { echo "SKIP: coap-client-openssl m
 bin=${ESTC_SERVER_BIN:-${ESTC_BUILD_ROOT:-}/tools/estc-server/estc-server}
 [ -x "$bin" ] || { echo "SKIP: estc-server is not built (-Dserver=disabled)"; exit 77; }
 T=$(mktemp -d "${TMPDIR:-/tmp}/estc-persist.XXXXXX") || exit 1
-A_PID= B_PID=
-stop_pid() {
-  [ -n "$1" ] || return 0
-  kill -TERM "$1" 2>/dev/null
-  wait "$1" 2>/dev/null
-}
+A_PID=
+B_PID=
 cleanup() {
-  stop_pid "$A_PID"
-  stop_pid "$B_PID"
+  stop_pids "$A_PID" "$B_PID"
   softhsm_stop
   rm -rf "$T"
 }
@@ -43,14 +40,8 @@ trap cleanup EXIT
 
 # The manufacturer CA the servers trust, and the device's bootstrap (IDevID)
 # credentials it issued.
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
-  -keyout "$T/mca.key" -out "$T/mca.crt" -subj "/CN=Persist Test Manufacturer" -days 2 \
-  -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign \
-  2>/dev/null || { echo "FAIL: openssl"; exit 1; }
-openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$T/boot.key" \
-  -out "$T/boot.csr" -subj "/CN=device-1" 2>/dev/null || exit 1
-openssl x509 -req -in "$T/boot.csr" -CA "$T/mca.crt" -CAkey "$T/mca.key" -CAcreateserial \
-  -out "$T/boot.crt" -days 1 2>/dev/null || exit 1
+pki_ca "$T/mca.key" "$T/mca.crt" "/CN=Persist Test Manufacturer" 2 || { echo "FAIL: openssl"; exit 1; }
+pki_issue "$T/mca.key" "$T/mca.crt" "$T/boot.key" "$T/boot.crt" "/CN=device-1" 1 || exit 1
 chmod 600 "$T/boot.key"
 export ESTC_TEST_BOOT_CERT=$T/boot.crt ESTC_TEST_BOOT_KEY=$T/boot.key ESTC_TEST_DIR=$T
 

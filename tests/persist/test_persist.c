@@ -27,6 +27,8 @@
 #include <estc/persist.h>
 #include <estc/schedule.h>
 
+#include "../fixtures/check_main.h"
+
 static char dir[512];
 
 static const char *env(const char *name)
@@ -55,6 +57,28 @@ static void teardown(void)
 {
     nftw(dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
 }
+
+/* "file:" + the case's folder + "/" + @name. */
+static const char *file_prefix(const char *name)
+{
+    static char base[600];
+    snprintf(base, sizeof(base), "file:%s/%s", dir, name);
+    return base;
+}
+
+/* The cases @name_file and @name_pkcs11: @fn(prefix, in_token) on the
+ * case's own file: folder and on the SoftHSM2 token that run.sh made. */
+#define FILE_AND_PKCS11_CASES(name, fn)                                                            \
+    START_TEST(name##_file)                                                                        \
+    {                                                                                              \
+        fn(file_prefix(""), false);                                                                \
+    }                                                                                              \
+    END_TEST                                                                                       \
+    START_TEST(name##_pkcs11)                                                                      \
+    {                                                                                              \
+        fn(env("ESTC_TEST_P11_PREFIX"), true);                                                     \
+    }                                                                                              \
+    END_TEST
 
 static bool read_file(const char *path, estc_buf *out)
 {
@@ -350,9 +374,7 @@ END_TEST
 
 START_TEST(round_trip_file_engine)
 {
-    char base[600];
-    snprintf(base, sizeof(base), "file:%s/obj-", dir);
-    round_trip(base, true);
+    round_trip(file_prefix("obj-"), true);
 }
 END_TEST
 
@@ -500,6 +522,15 @@ static estc_client *server_client(estc_ctx *ctx, char which, const char *base)
     return c;
 }
 
+/* A client of server @which as server_client() makes it, on the test clock
+ * @clk. */
+static estc_client *clocked_client(estc_ctx *ctx, char which, const char *base, struct clock *clk)
+{
+    estc_client *c = server_client(ctx, which, base);
+    ck_assert_int_eq(estc_client_set_clock(c, test_clock, clk), ESTC_OK);
+    return c;
+}
+
 static void tick_expect(estc_client *c, estc_tick_result want)
 {
     estc_tick_result what = ESTC_TICK_NOTHING;
@@ -586,8 +617,7 @@ static void renewals(const char *base, bool count)
     estc_ctx *ctx = NULL;
     ck_assert_int_eq(estc_ctx_new(&ctx), ESTC_OK);
     struct clock clk = {0};
-    estc_client *c = server_client(ctx, 'A', base);
-    ck_assert_int_eq(estc_client_set_clock(c, test_clock, &clk), ESTC_OK);
+    estc_client *c = clocked_client(ctx, 'A', base, &clk);
     estc_schedule_config cfg;
     estc_schedule_config_init(&cfg);
     cfg.nominal_usage = 0.5;
@@ -672,19 +702,7 @@ START_TEST(renewals_mem)
 }
 END_TEST
 
-START_TEST(renewals_file)
-{
-    char base[600];
-    snprintf(base, sizeof(base), "file:%s/", dir);
-    renewals(base, false);
-}
-END_TEST
-
-START_TEST(renewals_pkcs11)
-{
-    renewals(env("ESTC_TEST_P11_PREFIX"), true);
-}
-END_TEST
+FILE_AND_PKCS11_CASES(renewals, renewals)
 
 /*
  * /sren failing (the server unreachable): retries spread over the time
@@ -696,8 +714,7 @@ START_TEST(retries_then_fallback)
     estc_ctx *ctx = NULL;
     ck_assert_int_eq(estc_ctx_new(&ctx), ESTC_OK);
     struct clock clk = {0};
-    estc_client *c = server_client(ctx, 'B', NULL);
-    ck_assert_int_eq(estc_client_set_clock(c, test_clock, &clk), ESTC_OK);
+    estc_client *c = clocked_client(ctx, 'B', NULL, &clk);
     ck_assert_int_eq(estc_client_set_cacerts_policy(c, ESTC_CACERTS_NEVER, NULL, NULL), ESTC_OK);
     estc_schedule_config cfg;
     estc_schedule_config_init(&cfg);
@@ -785,8 +802,7 @@ START_TEST(cacerts_policy)
     estc_ctx *ctx = NULL;
     ck_assert_int_eq(estc_ctx_new(&ctx), ESTC_OK);
     struct clock clk = {0};
-    estc_client *c = server_client(ctx, 'B', NULL);
-    ck_assert_int_eq(estc_client_set_clock(c, test_clock, &clk), ESTC_OK);
+    estc_client *c = clocked_client(ctx, 'B', NULL, &clk);
     char path[700];
     snprintf(path, sizeof(path), "%s/trust.pem", dir);
     int calls = 0;
@@ -902,6 +918,24 @@ START_TEST(persist_during_operation)
 }
 END_TEST
 
+/* The journal file in the case's folder, as the state stream *@s (the path
+ * stays valid for the case). */
+static void journal_open(estc_state_stream *s)
+{
+    static char path[700];
+    snprintf(path, sizeof(path), "%s/journal", dir);
+    ck_assert_int_eq(estc_state_stream_file(s, path), ESTC_OK);
+}
+
+/* A first enrollment of a client of server B, journalled to @s. */
+static void enroll_journalled(estc_ctx *ctx, const char *base, estc_state_stream *s)
+{
+    estc_client *c = server_client(ctx, 'B', base);
+    ck_assert_int_eq(estc_client_set_journal(c, s), ESTC_OK);
+    ck_assert_int_eq(estc_client_enroll(c), ESTC_OK);
+    estc_client_free(c);
+}
+
 /*
  * A power cut in the middle of /sren with a new key (the key pending on
  * the token), in a child process; the journal holds the pending key.
@@ -910,21 +944,14 @@ END_TEST
  */
 static void crash_recovery(const char *base, bool count)
 {
-    char path[700];
-    snprintf(path, sizeof(path), "%s/journal", dir);
     estc_state_stream s;
-    ck_assert_int_eq(estc_state_stream_file(&s, path), ESTC_OK);
+    journal_open(&s);
     int settled = -1;
     /* One context for the process and its child: the provider keeps the
      * first context it was loaded with. */
     estc_ctx *ctx = NULL;
     ck_assert_int_eq(estc_ctx_new(&ctx), ESTC_OK);
-    {
-        estc_client *c = server_client(ctx, 'B', base);
-        ck_assert_int_eq(estc_client_set_journal(c, &s), ESTC_OK);
-        ck_assert_int_eq(estc_client_enroll(c), ESTC_OK);
-        estc_client_free(c);
-    }
+    enroll_journalled(ctx, base, &s);
     if (count)
         settled = token_objects();
     fflush(NULL);
@@ -1015,16 +1042,12 @@ static estc_err crash_write(void *arg, const uint8_t *data, size_t len)
  */
 static void crash_at_every_write(const char *base, bool count)
 {
-    char path[700];
-    snprintf(path, sizeof(path), "%s/journal", dir);
     estc_state_stream s;
-    ck_assert_int_eq(estc_state_stream_file(&s, path), ESTC_OK);
+    journal_open(&s);
     estc_ctx *ctx = NULL;
     ck_assert_int_eq(estc_ctx_new(&ctx), ESTC_OK);
-    estc_client *c = server_client(ctx, 'B', base);
-    ck_assert_int_eq(estc_client_set_journal(c, &s), ESTC_OK);
-    ck_assert_int_eq(estc_client_enroll(c), ESTC_OK);
-    estc_client_free(c);
+    enroll_journalled(ctx, base, &s);
+    estc_client *c;
     int settled = count ? token_objects() : 0;
     for (int cut = 1; cut <= 5; cut++) {
         estc_buf cert_before = {0}, cert_after = {0};
@@ -1091,41 +1114,14 @@ static void crash_at_every_write(const char *base, bool count)
     estc_ctx_free(ctx);
 }
 
-START_TEST(crash_every_write_file)
-{
-    char base[600];
-    snprintf(base, sizeof(base), "file:%s/", dir);
-    crash_at_every_write(base, false);
-}
-END_TEST
-
-START_TEST(crash_every_write_pkcs11)
-{
-    crash_at_every_write(env("ESTC_TEST_P11_PREFIX"), true);
-}
-END_TEST
-
-START_TEST(crash_recovery_file)
-{
-    char base[600];
-    snprintf(base, sizeof(base), "file:%s/", dir);
-    crash_recovery(base, false);
-}
-END_TEST
-
-START_TEST(crash_recovery_pkcs11)
-{
-    crash_recovery(env("ESTC_TEST_P11_PREFIX"), true);
-}
-END_TEST
+FILE_AND_PKCS11_CASES(crash_every_write, crash_at_every_write)
+FILE_AND_PKCS11_CASES(crash_recovery, crash_recovery)
 
 int main(int argc, char **argv)
 {
     const char *part = argc > 1 ? argv[1] : "unit";
-    Suite *s = suite_create("persist");
-    TCase *tc = tcase_create(part);
-    tcase_add_checked_fixture(tc, setup, teardown);
-    tcase_set_timeout(tc, 240);
+    TCase *tc;
+    Suite *s = check_suite("persist", part, setup, teardown, 240, &tc);
     if (strcmp(part, "unit") == 0) {
         tcase_add_test(tc, formula_edges);
         tcase_add_test(tc, config_checks);
@@ -1151,10 +1147,5 @@ int main(int argc, char **argv)
         fprintf(stderr, "unknown part %s\n", part);
         return 2;
     }
-    suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? 0 : 1;
+    return check_run(s);
 }

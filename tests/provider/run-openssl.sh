@@ -17,31 +17,22 @@
 set -euo pipefail
 
 mode=$1
-moddir=$(cd "$2" && pwd)
+moddir=$2
 keytool=$3
 inproc=${4:-}
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/../fixtures/softhsm.sh"
+. "$here/../fixtures/openssl-provider.sh"
+. "$here/../fixtures/processes.sh"
 
 softhsm_start || exit $?
 
-# A sanitizer build of the module runs inside programs that are not: load
-# the runtimes first. Leaks are not checked in those foreign programs.
-# ldd's output is read whole: under pipefail `ldd | grep -q` can fail when
-# grep's early exit breaks the pipe, and the preload would silently be lost.
-moddeps=$(ldd "$moddir/estc.so")
-if [[ $moddeps == *libasan* ]]; then
-    LD_PRELOAD=$(printf '%s\n' "$moddeps" | awk '/libasan|libubsan/ { printf "%s ", $3 }')
-    export LD_PRELOAD ASAN_OPTIONS=detect_leaks=0
-fi
+provider_init "$moddir"
 work=$(mktemp -d "${TMPDIR:-/tmp}/estc-provider.XXXXXX")
 pids=()
 cleanup() {
-    local p
-    for p in "${pids[@]}"; do
-        kill "$p" 2>/dev/null || true
-        wait "$p" 2>/dev/null || true
-    done
+    stop_pids "${pids[@]}"
+    s_server_stop
     [ -n "${KEEP:-}" ] || rm -rf "$work"
     softhsm_stop
 }
@@ -62,74 +53,26 @@ before=$(softhsm_count_objects "$token" "$pin")
 addr_of() {
     echo "pkcs11:token=$token;object=prov-$1;pin-value=$pin?module-path=$SOFTHSM_MODULE"
 }
-P=(-provider-path "$moddir" -provider estc -provider default -propquery '?provider=default')
 
-# An openssl.cnf that loads the module, as docs/provider.md shows it.
-cat >openssl.cnf <<EOF
-openssl_conf = openssl_init
-
-[openssl_init]
-providers = provider_sect
-alg_section = algorithm_sect
-
-[provider_sect]
-default = default_sect
-estc = estc_sect
-
-[default_sect]
-activate = 1
-
-[estc_sect]
-module = $moddir/estc.so
-activate = 1
-
-[algorithm_sect]
-default_properties = ?provider=default
-EOF
-
-free_udp_port() {
-    python3 -c 'import socket
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind(("127.0.0.1", 0))
-print(s.getsockname()[1])'
-}
+provider_write_cnf openssl.cnf
 
 case "$mode" in
 csr)
     n=0
     for kt in ec256 ec384 rsa2048; do
         addr=$(addr_of "$kt")
-        "$keytool" gen "$addr" "$kt"
-        "$keytool" ref "$addr" "ref-$kt.pem"
+        provider_new_key "$keytool" "$addr" "$kt" "ref-$kt.pem"
         n=$((n + 2))
-        [ "$(stat -c %a "ref-$kt.pem")" = 600 ] || fail "reference file not 0600"
-        grep -q -- "-----BEGIN ESTC KEY REFERENCE-----" "ref-$kt.pem" || fail "no PEM label"
 
         # Both ways of naming the key make a CSR that openssl accepts.
-        openssl req -new "${P[@]}" -key "ref-$kt.pem" -subj "/CN=ref-$kt" -out "ref-$kt.csr"
-        openssl req -verify -noout -in "ref-$kt.csr" 2>&1 | grep -q "verify OK" ||
-            fail "$kt: CSR from the reference does not verify"
-        openssl req -new "${P[@]}" -key "$addr" -subj "/CN=addr-$kt" -out "addr-$kt.csr"
-        openssl req -verify -noout -in "addr-$kt.csr" 2>&1 | grep -q "verify OK" ||
-            fail "$kt: CSR from the address does not verify"
+        provider_csr_pair "$kt" "$addr"
 
         # The CSR carries the token's key.
-        openssl pkey "${P[@]}" -in "ref-$kt.pem" -pubout -out "pub-$kt.pem"
-        openssl req -in "ref-$kt.csr" -pubkey -noout >"csrpub-$kt.pem"
-        cmp -s "pub-$kt.pem" "csrpub-$kt.pem" || fail "$kt: the CSR holds another public key"
+        provider_same_pub "ref-$kt.pem" "ref-$kt.csr" || fail "$kt: the CSR holds another public key"
 
         # No private key comes out, through any output format.
-        for fmt in PEM DER; do
-            if openssl pkey "${P[@]}" -in "ref-$kt.pem" -outform "$fmt" -out "priv-$kt" \
-                2>"err-$kt"; then
-                fail "$kt: openssl pkey wrote the private key ($fmt)"
-            fi
-            [ ! -s "priv-$kt" ] || fail "$kt: private key bytes written ($fmt)"
-        done
-        if openssl pkcs8 -topk8 -nocrypt "${P[@]}" -in "ref-$kt.pem" -out "p8-$kt" 2>/dev/null; then
-            fail "$kt: openssl pkcs8 wrote the private key"
-        fi
-        [ ! -s "p8-$kt" ] || fail "$kt: PKCS#8 bytes written"
+        provider_no_private_export "ref-$kt.pem" "priv-$kt"
+        provider_no_pkcs8 "ref-$kt.pem" "p8-$kt"
     done
     [ "$(softhsm_count_objects "$token" "$pin")" = "$n" ] || fail "expected $n objects"
 
@@ -179,68 +122,23 @@ dtls)
 
     # A software CA and server; the client's certificate is issued for the
     # token key from a CSR the provider signed.
-    openssl ecparam -name prime256v1 -genkey -noout -out ca.key
-    openssl req -x509 -new -key ca.key -subj /CN=estc-test-ca -days 2 -out ca.pem
-    openssl ecparam -name prime256v1 -genkey -noout -out server.key
-    openssl req -new -key server.key -subj /CN=127.0.0.1 -out server.csr
-    printf 'subjectAltName=IP:127.0.0.1\n' >server.ext
-    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
-        -extfile server.ext -out server.pem 2>/dev/null
-    openssl req -new "${P[@]}" -key client-ref.pem -subj /CN=estc-client -out client.csr
-    openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
-        -out client.pem 2>/dev/null
-
-    # start_s_server LOG: one DTLS 1.2 connection that must present a client
-    # certificate; stops by itself after it (or after the time-out).
-    start_s_server() {
-        port=$(free_udp_port)
-        # s_server quits at the end of its input: keep it open a while.
-        sleep 25 | timeout 30 openssl s_server -dtls1_2 -Verify 1 -verify_return_error \
-            -accept "127.0.0.1:$port" -cert server.pem -key server.key -CAfile ca.pem \
-            -cipher ECDHE-ECDSA-AES128-CCM8 -naccept 1 >"$1" 2>&1 &
-        spid=$!
-        pids+=("$spid")
-        for _ in $(seq 50); do
-            grep -q ACCEPT "$1" && return 0
-            sleep 0.1
-        done
-        fail "s_server did not start"
-    }
-    check_s_server() {
-        wait "$spid" || true
-        grep -q "CIPHER is ECDHE-ECDSA-AES128-CCM8" "$1" || {
-            cat "$1"
-            fail "$2: no ECDHE-ECDSA-AES128-CCM8 session"
-        }
-        grep -q "subject=CN = estc-client" "$1" || {
-            cat "$1"
-            fail "$2: s_server saw no client certificate"
-        }
-    }
+    dtls_client_pki client-ref.pem
 
     # 1. openssl s_client with the provider module.
-    start_s_server s_server-1.log
-    (
-        echo hello
-        sleep 1
-    ) | timeout 20 openssl s_client -dtls1_2 -connect "127.0.0.1:$port" "${P[@]}" \
-        -key client-ref.pem -cert client.pem -CAfile ca.pem -verify_return_error \
-        -cipher ECDHE-ECDSA-AES128-CCM8 >s_client.log 2>&1 || true
-    check_s_server s_server-1.log "s_client"
+    s_server_start s_server-1.log
+    s_client_hello s_client.log client-ref.pem
+    s_server_check s_server-1.log "s_client"
     grep -q "Verification: OK" s_client.log || fail "s_client did not verify the server"
 
     # 2. libcoap's client: it loads the key from PEM, so the reference PEM,
     #    with the provider from openssl.cnf.
-    start_s_server s_server-2.log
-    OPENSSL_CONF=$work/openssl.cnf timeout 20 coap-client-openssl -B 3 -v 6 \
-        -c client.pem -j client-ref.pem -R ca.pem "coaps://127.0.0.1:$port/" \
-        >coap-client-1.log 2>&1 || true
-    check_s_server s_server-2.log "libcoap client"
+    s_server_start s_server-2.log
+    coap_client_hello coap-client-1.log client-ref.pem "$work/openssl.cnf"
+    s_server_check s_server-2.log "libcoap client"
 
     # 3. libcoap's client against libcoap's server, which checks the
     #    client certificate against the CA.
-    port=$(free_udp_port)
-    cport=$port
+    cport=$(free_udp_port)
     timeout 30 coap-server-openssl -A 127.0.0.1 -p "$((cport - 1))" -c server.pem \
         -j server.key -R ca.pem -v 7 >coap-server.log 2>&1 </dev/null &
     cpid=$!
@@ -249,15 +147,15 @@ dtls)
     OPENSSL_CONF=$work/openssl.cnf timeout 20 coap-client-openssl -B 5 -v 6 \
         -c client.pem -j client-ref.pem -R ca.pem "coaps://127.0.0.1:$cport/" \
         >coap-client-2.log 2>&1 || true
-    kill "$cpid" 2>/dev/null || true
-    wait "$cpid" 2>/dev/null || true
+    stop_pids "$cpid"
     grep -q "This is a test server" coap-client-2.log || {
         cat coap-client-2.log coap-server.log
         fail "libcoap client got no answer from coap-server-openssl"
     }
-    grep -q "CN 'estc-client' presented by client" coap-server.log &&
-        grep -q "read certificate verify" coap-server.log ||
+    if ! grep -q "CN 'estc-client' presented by client" coap-server.log ||
+        ! grep -q "read certificate verify" coap-server.log; then
         fail "coap-server-openssl saw no signed client certificate"
+    fi
 
     "$keytool" remove "$addr"
     ;;

@@ -23,6 +23,8 @@
 #include <estc/engine.h>
 #include <estc/provider.h>
 
+#include "../fixtures/check_main.h"
+
 static estc_ctx *ctx;
 static OSSL_LIB_CTX *libctx;
 static estc_provider *prov;
@@ -419,13 +421,9 @@ END_TEST
 
 int main(void)
 {
-    Suite *s = suite_create("provider");
-    TCase *tc = tcase_create("in-process");
-    SRunner *sr;
-    int failed;
+    TCase *tc;
+    Suite *s = check_suite("provider", "in-process", setup, teardown, 60, &tc);
 
-    tcase_add_checked_fixture(tc, setup, teardown);
-    tcase_set_timeout(tc, 60);
     tcase_add_test(tc, store_key_signs_csr);
     tcase_add_test(tc, reference_key_signs_csr);
     tcase_add_test(tc, rsa_pkcs1_and_pss);
@@ -436,10 +434,5 @@ int main(void)
     tcase_add_test(tc, keyref_file_is_private);
     tcase_add_test(tc, external_key);
     tcase_add_test(tc, default_libctx);
-    suite_add_tcase(s, tc);
-    sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return check_run(s);
 }

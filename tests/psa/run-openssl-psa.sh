@@ -11,16 +11,13 @@
 # fails clearly; no PSA file is left behind.
 set -euo pipefail
 
-moddir=$(cd "$1" && pwd)
+moddir=$1
 keytool=$2
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=../fixtures/openssl-provider.sh
+. "$here/../fixtures/openssl-provider.sh"
 
-# ldd's output is read whole: under pipefail `ldd | grep -q` can fail when
-# grep's early exit breaks the pipe, and the preload would silently be lost.
-moddeps=$(ldd "$moddir/estc.so")
-if [[ $moddeps == *libasan* ]]; then
-    LD_PRELOAD=$(printf '%s\n' "$moddeps" | awk '/libasan|libubsan/ { printf "%s ", $3 }')
-    export LD_PRELOAD ASAN_OPTIONS=detect_leaks=0
-fi
+provider_init "$moddir"
 out=$(mktemp -d "${TMPDIR:-/tmp}/estc-psa-openssl.XXXXXX")
 trap 'rm -rf "$out"' EXIT
 
@@ -33,7 +30,6 @@ its_files() {
     find . -maxdepth 1 -name '*.psa_its' | wc -l
 }
 
-P=(-provider-path "$moddir" -provider estc -provider default -propquery '?provider=default')
 [ "$(its_files)" = 0 ] || fail "the PSA folder is not empty"
 
 n=0
@@ -45,25 +41,14 @@ for kt in ec256 ec384 rsa2048; do
     [ "$(stat -c %a "$file")" = 600 ] || fail "$kt: key file $file not 0600"
     "$keytool" ref "$addr" "$out/ref-$kt.pem"
 
-    openssl req -new "${P[@]}" -key "$out/ref-$kt.pem" -subj "/CN=psa-ref-$kt" \
-        -out "$out/ref-$kt.csr"
-    openssl req -verify -noout -in "$out/ref-$kt.csr" 2>&1 | grep -q "verify OK" ||
+    provider_csr "$out/ref-$kt.pem" "/CN=psa-ref-$kt" "$out/ref-$kt.csr" ||
         fail "$kt: CSR from the reference does not verify"
-    openssl req -new "${P[@]}" -key "$addr" -subj "/CN=psa-addr-$kt" -out "$out/addr-$kt.csr"
-    openssl req -verify -noout -in "$out/addr-$kt.csr" 2>&1 | grep -q "verify OK" ||
+    provider_csr "$addr" "/CN=psa-addr-$kt" "$out/addr-$kt.csr" ||
         fail "$kt: CSR from the address does not verify"
 
-    openssl pkey "${P[@]}" -in "$out/ref-$kt.pem" -pubout -out "$out/pub-$kt.pem"
-    openssl req -in "$out/ref-$kt.csr" -pubkey -noout >"$out/csrpub-$kt.pem"
-    cmp -s "$out/pub-$kt.pem" "$out/csrpub-$kt.pem" || fail "$kt: the CSR holds another key"
+    provider_same_pub "$out/ref-$kt.pem" "$out/ref-$kt.csr" || fail "$kt: the CSR holds another key"
 
-    for fmt in PEM DER; do
-        if openssl pkey "${P[@]}" -in "$out/ref-$kt.pem" -outform "$fmt" \
-            -out "$out/priv-$kt" 2>/dev/null; then
-            fail "$kt: openssl pkey wrote the private key ($fmt)"
-        fi
-        [ ! -s "$out/priv-$kt" ] || fail "$kt: private key bytes written ($fmt)"
-    done
+    provider_no_private_export "$out/ref-$kt.pem" "$out/priv-$kt"
 done
 [ "$(its_files)" = 3 ] || fail "expected 3 key files, found $(its_files)"
 

@@ -6,6 +6,8 @@ set -u
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 VECTORS=$HERE/vectors
 . "$HERE/../fixtures/estc-server.sh"
+. "$HERE/../fixtures/pki.sh"
+. "$HERE/../fixtures/report.sh"
 
 command -v coap-client-openssl >/dev/null || { echo "SKIP: coap-client-openssl missing"; exit 77; }
 command -v openssl >/dev/null || { echo "FAIL: openssl missing"; exit 1; }
@@ -15,8 +17,6 @@ command -v openssl >/dev/null || { echo "FAIL: openssl missing"; exit 1; }
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
 
 T=$(mktemp -d)
-FAILED=0
-PASSED=0
 
 cleanup() {
   estc_server_stop
@@ -24,32 +24,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
-pass() { PASSED=$((PASSED + 1)); echo "ok   - $*"; }
-fail() { FAILED=$((FAILED + 1)); echo "FAIL - $*"; }
-# check DESCRIPTION COMMAND...: passes when the command succeeds
-check() {
-  local what=$1; shift
-  if "$@"; then pass "$what"; else fail "$what"; fi
-}
-
-finish() {
-  echo "$PASSED passed, $FAILED failed"
-  [ "$FAILED" -eq 0 ]
-}
-
 # A manufacturer CA (the IDevID issuer the server trusts) and a device certificate.
 make_pki() {
-  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
-    -keyout "$T/mca.key" -out "$T/mca.crt" -subj "/CN=Test Manufacturer CA" -days 2 \
-    -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign \
-    2>/dev/null || return 1
-  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$T/dev.key" \
-    -out "$T/dev.csr" -subj "/CN=device-1" 2>/dev/null || return 1
-  openssl x509 -req -in "$T/dev.csr" -CA "$T/mca.crt" -CAkey "$T/mca.key" -CAcreateserial \
-    -out "$T/dev.crt" -days 1 2>/dev/null || return 1
-  # A client nobody vouches for.
-  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
-    -keyout "$T/rogue.key" -out "$T/rogue.crt" -subj "/CN=rogue" -days 1 2>/dev/null
+  pki_ca "$T/mca.key" "$T/mca.crt" "/CN=Test Manufacturer CA" 2 &&
+    pki_issue "$T/mca.key" "$T/mca.crt" "$T/dev.key" "$T/dev.crt" "/CN=device-1" 1 &&
+    # A client nobody vouches for.
+    pki_self_signed "$T/rogue.key" "$T/rogue.crt" "/CN=rogue" 1
 }
 
 # new_csr NAME SUBJECT [openssl req args...]: key $T/NAME.key, DER CSR $T/NAME.csr

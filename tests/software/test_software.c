@@ -14,6 +14,8 @@
 
 #include <estc/engine.h>
 
+#include "../fixtures/check_main.h"
+
 static estc_ctx *ctx;
 static char dir[64];
 
@@ -177,18 +179,12 @@ END_TEST
 
 int main(void)
 {
-    Suite *s = suite_create("software drivers");
-    TCase *tc = tcase_create("software");
-    tcase_add_checked_fixture(tc, setup, teardown);
-    tcase_set_timeout(tc, 60); /* generous: valgrind runs these too */
+    TCase *tc;
+    /* 60 s a test: generous, valgrind runs these too. */
+    Suite *s = check_suite("software drivers", "software", setup, teardown, 60, &tc);
     tcase_add_test(tc, file_key_is_private_and_not_replaced);
     tcase_add_test(tc, file_errors);
     tcase_add_test(tc, file_key_readable_by_openssl);
     tcase_add_test(tc, mem_objects_are_per_context);
-    suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? 0 : 1;
+    return check_run(s);
 }

@@ -14,18 +14,10 @@ test_tpm2=$2
 engine_test=${3:-}
 wrap=${ESTC_TEST_WRAPPER:-}
 
-for tool in tpm2_getcap tpm2_readpublic openssl; do
-    if ! command -v "$tool" >/dev/null 2>&1; then
-        echo "tpm2 suite: $tool is missing" >&2
-        exit 1
-    fi
-done
-
 # shellcheck source=../fixtures/swtpm.sh
 . "$fixture"
-swtpm_start
-rc=$?
-[ "$rc" -eq 0 ] || exit "$rc"
+swtpm_require 1 tpm2_getcap tpm2_readpublic openssl || exit $?
+swtpm_start || exit $?
 work=$(mktemp -d "${TMPDIR:-/tmp}/estc-tpm2-test.XXXXXX")
 trap 'swtpm_stop; rm -rf "$work"' EXIT
 
