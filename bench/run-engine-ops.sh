@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Operations per second of key generation and signing through the estc
 # engine API versus the engine's native API, as a table with the ratio.
 #

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Cost of an EST-coaps enrollment, in one run against estc-server on loopback:
 #  1. datagrams, bytes each way and round trips of a first enrollment
 #     (handshake + /crts + /sen) and of a re-enrollment (handshake + /sren),

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The EST client: its creation, configuration and results. The DTLS session
  * and the exchanges are in client_transport.c.

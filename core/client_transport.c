@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The EST client's DTLS session behind each request, and the exchange rules
  * every operation shares: resource paths and discovery, 5.03 + Max-Age,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Internal codecs for what an EST-coaps server sends (RFC 9148): certs-only
  * PKCS#7, single X.509 certificates, multipart-core CBOR, CSR attributes and

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * multipart-core (RFC 8710, CF 62): a flat CBOR array of Content-Format /
  * representation pairs. Only the CBOR subset the format uses is read:

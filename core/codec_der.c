@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * DER reader and the ASN.1 codecs: certs-only PKCS#7 (CF 281), one X.509
  * certificate (CF 287) and CSR attributes (CF 285).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * CoRE link-format (RFC 6690) for EST-coaps discovery (RFC 9148 §4.1), and
  * the Content-Format table.

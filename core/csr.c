@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * PKCS#10 requests: subject and subjectAltName from the configuration (or
  * the current certificate for /sren), what /att asked for, and a signature

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The EST operations: /crts, /sen, /sren, /skg and /att. Each follows one
  * pattern: create what is new as PENDING in the lifecycle record, talk to

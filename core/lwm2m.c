@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * LwM2M integration: Security Mode 4 accounts get their credentials from
  * EST; the accounts and the EST state are persisted in one record.

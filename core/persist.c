@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The client's persisted state: streams (file, memory), persist / restore
  * with the crash purge, the journal written while objects change, and

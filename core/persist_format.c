@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The persisted state's encoding: the versioned and checksummed format, and
  * the state a write holds (now, or as it will be after an object is created

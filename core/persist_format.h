@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The persisted state's encoding (persist_format.c), for persist.c.
  */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * When to renew: the clock, the schedule's configuration, the renewal
  * formula, what was provisioned and when, and the deadline. Reading the

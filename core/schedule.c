@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Automatic re-enrollment: the tick that a daemon loop calls, with retries
  * spread over the time left, the fallback to /sen, and the /crts policy.

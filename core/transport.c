@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The transport object: argument checks and error detail around one
  * implementation's operations.

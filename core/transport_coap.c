@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The default transport: CoAP over DTLS 1.2 (certificate mode) with libcoap
  * 4.3 and its OpenSSL backend.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Address syntax: "scheme:body". Drivers that declare ESTC_CAP_ATTRIBUTES
  * get the body parsed as RFC 7512-style attributes ("a=1;b=2?c=3&d=4"); this
@@ -9,6 +10,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "util.h"
 
 estc_err estc_address_scheme(const char *addr, char scheme[ESTC_SCHEME_MAX + 1])
 {
@@ -38,16 +40,6 @@ estc_err estc_address_scheme(const char *addr, char scheme[ESTC_SCHEME_MAX + 1])
     return ESTC_OK;
 }
 
-static int hex_value(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
 
 /* Decodes @len bytes of @in into @out (room for @len + 1); the length out. */
 static bool decode_into(const char *in, size_t len, char *out, size_t *out_len)
@@ -58,8 +50,8 @@ static bool decode_into(const char *in, size_t len, char *out, size_t *out_len)
             out[o++] = in[i];
             continue;
         }
-        int hi = i + 1 < len ? hex_value(in[i + 1]) : -1;
-        int lo = i + 2 < len ? hex_value(in[i + 2]) : -1;
+        int hi = i + 1 < len ? estc__hex_digit(in[i + 1]) : -1;
+        int lo = i + 2 < len ? estc__hex_digit(in[i + 2]) : -1;
         if (hi < 0 || lo < 0)
             return false;
         out[o++] = (char)(hi << 4 | lo);

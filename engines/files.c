@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Files: the one all-or-nothing write of the library, and the mapping of a
  * plain path to the address of the engine whose objects are files.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Address generators: where the library needs a fresh address for an object
  * it is about to create (a CA certificate from /crts, a key at rekey).

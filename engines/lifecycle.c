@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The lifecycle tracker: a record of every engine object the library
  * created, so that superseded, half-made and abandoned objects are removed

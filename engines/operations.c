@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Engine operations dispatched by address scheme. The checks here are the
  * ones every driver would otherwise repeat: arguments, address syntax, the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The driver registry: drivers by scheme, built in, registered by the
  * application, or loaded from a shared object.

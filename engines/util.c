@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Format conversions shared by the built-in drivers.
  */
@@ -312,4 +313,15 @@ estc_err estc__pkcs8_decode(const uint8_t *der, size_t len, EVP_PKEY **out)
     }
     *out = key;
     return ESTC_OK;
+}
+
+int estc__hex_digit(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
 }

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Helpers shared by the built-in drivers (not public API): the conversions
  * every hardware engine needs between its native formats and the DER that
@@ -60,5 +61,8 @@ estc_err estc__sha256_hex(const void *data, size_t len, char *out, size_t hex_le
  */
 struct evp_pkey_st;
 estc_err estc__pkcs8_decode(const uint8_t *der, size_t len, struct evp_pkey_st **out);
+
+/* The value of hex digit @c, -1 for any other character. */
+int estc__hex_digit(char c);
 
 #endif

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * DECODERs for the PEM key reference. The first turns a PEM block labelled
  * "ESTC KEY REFERENCE" into its body (the engine address) with the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The OpenSSL 3 provider's private parts: the provider context, the key
  * object shared by KEYMGMT, SIGNATURE, STORE and DECODER, and helpers.

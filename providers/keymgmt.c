@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * KEYMGMT for EC and RSA engine keys. A key is its engine address plus a
  * software copy of the public part; parameters are answered from that copy.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The PEM key reference: a PEM block "ESTC KEY REFERENCE" whose body is an
  * engine address. Written for code that loads keys only from PEM files.

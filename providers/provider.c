@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The provider itself: init and teardown, the algorithm tables, errors, and
  * the public API that loads the built-in provider into a library context.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * SIGNATURE for ECDSA and RSA (PKCS#1 v1.5 and PSS) with engine keys.
  * Hashing is done in software by another provider; only the digest goes to

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * STORE for engine addresses: OSSL_STORE_open("mem:est-key") yields the key
  * (when the engine has one there) and then the certificate (when it has

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # The main job, end to end, on this machine: installs what is needed, builds,
 # starts estc-server (the reference EST-coaps server with its test CA) on
 # loopback, and enrolls a device whose private key is generated inside a

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Installs every Debian 12 package that the build, the tests and the demo need.
 # Idempotent. As root it installs with apt-get; otherwise it prints the exact
 # missing packages and exits non-zero.

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Installs what is needed, configures, builds and runs the whole test suite:
 # a normal build, then an AddressSanitizer + UndefinedBehaviorSanitizer build,
 # then the library's unit and software-engine suites under valgrind.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Shared by the engine-ops benchmark programs (estc-bench-engine-ops and the
  * native comparisons): the clock and the --keygens / --signs options.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * estc-bench-engine-ops: operations per second of key generation and
  * signing through the engine API for one address prefix, and, with

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * estc-bench-native-pkcs11: key generation and signing per second called
  * directly on a PKCS#11 module (dlopen, C_GenerateKeyPair, C_SignInit +

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * estc-bench-native-psa: the psa driver's native comparison. Generates
  * persistent keys and signs digests through the PSA Crypto API directly,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * estc-bench-native-tpm2: the key generation and signing that the tpm2:
  * driver does, called directly through tpm2-tss ESAPI, for comparison with

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # pkcs11: engine versus direct C_GenerateKeyPair / C_Sign on the same module,
 # against a SoftHSM2 token made here in a temporary folder and removed
 # afterwards. Run by bench/run-engine-ops.sh, which sets ESTC_BUILD_ROOT,

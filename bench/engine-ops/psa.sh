@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # psa: engine versus direct PSA Crypto calls (mbed TLS). mbed TLS keeps its
 # key files in the current folder, so both run in a private temporary
 # folder, removed afterwards. Run by bench/run-engine-ops.sh, which sets

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # tpm2: engine versus direct ESAPI calls, against a swtpm started here in a
 # temporary folder and stopped by PID. Run by bench/run-engine-ops.sh, which
 # sets ESTC_BUILD_ROOT, BENCH_ENGINE_OPS, KEYGENS and SIGNS.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * One EST-coaps enrollment phase through the library, for bench/run-enroll.sh:
  *   first  GET /crts (cacerts) and POST /sen (enroll) with the bootstrap

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Certificates on the token (end-entity and trust-store ones), whether an
  * object exists, and listing the objects under a prefix.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Names of PKCS#11 return values. Error details carry the token's own code
  * by name so that a user can look it up in the module's documentation.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Names of PKCS#11 return values, for error details ("CKR_PIN_INCORRECT").
  */

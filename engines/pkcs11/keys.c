@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Key pairs on the token: generation, import of PKCS#8 keys (server-side
  * key generation) and removal. Private keys are made sensitive,

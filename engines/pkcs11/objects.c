@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Objects on the token: finding them by class, label and id, reading their
  * attributes, the per-token cache of found handles, and removal.

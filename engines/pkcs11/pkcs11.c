@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The PKCS#11 driver: keys and certificates in a token, addressed by RFC 7512
  * URIs ("pkcs11:token=T;object=K;pin-value=1234?module-path=/usr/lib/x.so").

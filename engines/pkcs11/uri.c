@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * What a pkcs11: address says. The framework has parsed it into RFC 7512
  * attributes (the driver declares ESTC_CAP_ATTRIBUTES); here each attribute

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * psa: addresses. The framework has parsed them (RFC 7512 attributes,
  * percent-decoded, each given once); this file decides what they name:
@@ -36,16 +37,6 @@ static const struct {
     {"trust-uid-range", ATTR_TRUST_RANGE, PSA_FORM_PREFIX},
 };
 
-static int hex_val(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
 
 /* "0x" and 1-16 hex digits, or 1-20 decimal digits, without overflow. */
 static bool parse_u64(const char *s, size_t n, uint64_t *out)
@@ -55,7 +46,7 @@ static bool parse_u64(const char *s, size_t n, uint64_t *out)
         if (n - 2 > 16)
             return false;
         for (size_t i = 2; i < n; i++) {
-            int d = hex_val(s[i]);
+            int d = estc__hex_digit(s[i]);
             if (d < 0)
                 return false;
             v = (v << 4) | (uint64_t)d;
@@ -236,7 +227,7 @@ estc_err psa__pick_id(const struct psa_range *r, const char *name, uint64_t *id)
         return err;
     uint64_t h = 0;
     for (size_t i = 0; i < 16; i++)
-        h = (h << 4) | (uint64_t)hex_val(hex[i]);
+        h = (h << 4) | (uint64_t)estc__hex_digit(hex[i]);
     *id = r->lo + h % (r->hi - r->lo + 1);
     return ESTC_OK;
 }

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * psa: certificates, end-entity and trust store alike, as entries of PSA
  * Internal Trusted Storage holding their DER bytes unchanged.

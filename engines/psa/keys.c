@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * psa: keys. Persistent PSA keys that sign and never leave the engine:
  * usage SIGN_HASH | VERIFY_HASH only, never EXPORT or COPY.

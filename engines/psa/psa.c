@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The "psa" driver: keys, certificates and trust-store certificates through
  * the PSA Crypto API (mbed TLS 2.28's libmbedcrypto). See

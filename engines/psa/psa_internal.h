@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The "psa" driver's private declarations, shared by its files:
  *   addr.c    what an address names (attribute rules, numbers, ranges), the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The PSA Internal Trusted Storage API (PSA Certified Secure Storage API
  * 1.0), as libmbedcrypto implements and exports it.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * psa: PSA status codes as estc errors, and bringing PSA up.
  *

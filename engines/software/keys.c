@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * EVP_PKEY operations for the software drivers (OpenSSL 3 EVP only).
  */

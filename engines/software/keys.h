@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Key operations on an OpenSSL EVP_PKEY, shared by the mem: and file:
  * drivers.

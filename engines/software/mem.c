@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The mem: driver: keys and certificates in process memory. Nothing
  * survives the context; useful as the default and for tests. The state of

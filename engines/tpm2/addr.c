@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The tpm2: driver's addresses: the meaning of the attributes the framework
  * parsed (names, places, numbers and ranges), the handle ranges of derived

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The tpm2: driver's TPM connections: one TCTI and ESYS context per TCTI
  * string, TSS error mapping, handle queries, closing and flushing ESYS_TRs,

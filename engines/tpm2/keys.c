@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The tpm2: driver's keys: persistent objects under the storage primary key,
  * generated in the TPM or imported from PKCS#8, their public keys as

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The tpm2: driver's certificates: one ordinary NV index per certificate,
  * exactly the DER's size, written and read in chunks the TPM accepts; and

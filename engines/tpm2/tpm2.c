@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The "tpm2:" driver: keys as persistent objects under an ECC P-256 storage
  * primary key, certificates and trust-store certificates in NV indices, all

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * An application that registers its own engine driver and uses it: the key
  * is generated in the "example:" engine, its public key read back, and a

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * A complete estc engine driver written against <estc/engine.h> alone:
  * the "example:" engine keeps keys and certificates in labelled banks in

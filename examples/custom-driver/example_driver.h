@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 #ifndef EXAMPLE_DRIVER_H
 #define EXAMPLE_DRIVER_H
 

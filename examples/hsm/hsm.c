@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Every credential in a PKCS#11 token: the enrolled key and certificate at
  * fixed objects, the CA certificates from /crts as trust objects named by

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * lwm2m-device — a small LwM2M device doing what an LwM2M client does at
  * bootstrap, with EST-coaps through estc's LwM2M integration API:

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Restore-or-enroll, the renewal loop and persistence in a file: the
  * smallest daemon built on <estc/persist.h> and <estc/schedule.h>.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * estc — the EST-coaps client (RFC 9148; EST of RFC 7030 over CoAP/DTLS).
  *

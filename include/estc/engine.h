@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * estc — crypto engines: the library context, the driver API, addresses,
  * address generators and the lifecycle tracker.

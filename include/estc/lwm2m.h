@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * estc — LwM2M integration: EST-coaps for LwM2M server accounts whose
  * Security Mode (/0/x/2) is 4, "Certificate mode with EST".

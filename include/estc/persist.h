@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * estc — persistence of the client's state, crash recovery and cleanup.
  *

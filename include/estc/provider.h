@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * estc — the OpenSSL 3 provider: engine-held keys as EVP_PKEY.
  *

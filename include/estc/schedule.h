@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * estc — automatic re-enrollment: when to renew, retries, the fallback to a
  * new enrollment, and the trust-store policy for /crts.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * estc — the transport under the EST client: one CoAP request, one response.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The provider as a loadable module ("-provider estc"): it creates its own
  * estc_ctx with the built-in drivers, so addresses like

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
 """The exported ABI is the public API, nothing more and nothing less.
 
 Compares the functions declared in include/estc/*.h with the symbols that

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The fake EST server of the hostile-answer tests (see fake_server.h).
  */

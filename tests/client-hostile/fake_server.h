@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * A fake EST server inside the test process, plugged under the client with
  * estc_transport_new(). It exists only because a real server cannot be made

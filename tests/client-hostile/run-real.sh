@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
 # Runs test-real against estc-server on loopback (real DTLS, libcoap).
 # usage: run-real.sh TEST_REAL identity|bomb|lossy
 #   identity  the server's certificate does not name the host; an untrusted

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Hostile server answers: the EST client against a fake server (fake_server.c)
  * that sends what a real server cannot be made to send. Every case expects a

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The EST client over real CoAP/DTLS (libcoap) against estc-server, started
  * by run-real.sh, which passes everything in the environment:

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # Helpers shared by the estc command tests: the real estc command against a
 # real estc-server on loopback, certificates checked with the openssl command.
 set -u

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # The estc command's failures: one line on stderr naming the cause, the
 # documented exit status, nothing created, no secret echoed.
 . "$(dirname "$0")/lib.sh"

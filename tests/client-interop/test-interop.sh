@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # The EST-coaps interop cases (dtls_1, 01-08) through the estc command,
 # against estc-server on loopback, with results in the file: engine.
 . "$(dirname "$0")/lib.sh"

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Interop through the estc command with the enrolled key in a SoftHSM2 token:
 # sen, sren, skg, crts into the token; object counts before and after; the
 # key sensitive and not extractable; PINs never shown.

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Interop through the estc command with the enrolled key in PSA Crypto
 # (mbed TLS), whose key and ITS files live in the current folder: estc runs
 # in a private 0700 folder, whose files are counted before and after.

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Interop through the estc command with the enrolled key in a TPM 2.0
 # (swtpm): sen and sren with persistent handles and NV certificates, counts
 # of handles before and after, skg refused cleanly (no key import in a TPM).

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Runs a transport test against libcoap's own coap-server-openssl on loopback.
 # Makes a test CA, a server certificate for 127.0.0.1 / localhost and a client
 # certificate in a temporary folder, starts the server on a free port, runs

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Runs test-pop against estc-server --pop on loopback (real DTLS, libcoap):
 # makes device (IDevID) credentials from a CA of their own, which the server
 # accepts with --client-ca, and passes everything in the environment.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Codec tests: the RFC 9148 example payloads parse to what the RFC says, and
  * hostile inputs (truncated, wrong tags, huge lengths, trailing bytes, BER,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Proof-of-possession (RFC 7030 §3.5, RFC 9148): the CSR's challengePassword
  * carries base64(tls-unique) of the DTLS session that sends it. Runs against

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The libcoap DTLS transport against coap-server-openssl on loopback (started
  * by coap-fixture.sh): requests, block-wise both ways with SZX 2, the size

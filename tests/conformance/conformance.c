@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The engine conformance suite. Each case makes its own context (Check runs
  * every case in a child process), derives its object addresses from the

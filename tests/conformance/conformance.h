@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The engine conformance suite: Check tests that every driver must pass,
  * parameterized by an address prefix. tools/estc-engine-test runs it.

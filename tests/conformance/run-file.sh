@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Runs the conformance suite against the file: driver in a fresh private
 # folder, and checks that the folder is empty afterwards and that key files
 # were never readable by others while they existed.

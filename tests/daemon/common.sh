@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # shellcheck shell=bash
 # shellcheck disable=SC2034 # variables set here are read by the tests
 # Shared by the daemon tests: the estc-server and SoftHSM2 fixtures, the

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # estc run / status --state error paths: a corrupt or truncated state is
 # refused with one clear line and left as it was; a missing state for
 # status; missing options; --psa-dir checks; a refused enrollment leaves no

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # The examples against estc-server: persistence (mem: key in the state
 # file) and hsm (everything in a SoftHSM2 token, CA objects named by the
 # example's generator). Each enrolls, then restores without enrolling again.

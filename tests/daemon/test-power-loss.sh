@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Power loss: `estc run` renewing continuously (certificates valid for 20 s,
 # renewed with a new key after 1% of that) is killed with SIGKILL at random
 # moments. After each cut: the state still reads and names a valid

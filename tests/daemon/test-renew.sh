@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # estc run with its key, certificate and CA certificate in a SoftHSM2 token,
 # against estc-server issuing certificates valid for 20 s: the daemon renews
 # on time, at least three times; the token's object count stays constant;

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* libFuzzer harness: certs-only PKCS#7 (CF 281). */
 #include <stddef.h>
 #include <stdint.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* libFuzzer harness: CSR attributes (CF 285) and the CSR hints. */
 #include <stddef.h>
 #include <stdint.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* libFuzzer harness: CoRE link-format discovery (CF 40). */
 #include <stddef.h>
 #include <stdint.h>

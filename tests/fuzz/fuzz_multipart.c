@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* libFuzzer harness: multipart-core CBOR (CF 62). */
 #include <stddef.h>
 #include <stdint.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* libFuzzer harness: one DER certificate (CF 287). */
 #include <stddef.h>
 #include <stdint.h>

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
 """Checks the layering rules of the source tree.
 
 1. No scheme literal ("mem:", "file:", "pkcs11:", "tpm2:", "psa:") in core/,
@@ -67,6 +68,20 @@ for layer in ("core", "providers", "tools"):
                     bad_include.append(where + " " + inc)
     check(not bad_scheme, "%s: no scheme literal %s" % (layer, " ".join(bad_scheme)))
     check(not bad_include, "%s: no engine-private include %s" % (layer, " ".join(bad_include)))
+
+# Every source file states its licence (SPDX), in its first lines.
+unlabelled = []
+for top in ("include", "engines", "providers", "core", "tools", "examples", "tests", "bench",
+            "scripts"):
+    for root, _, files in os.walk(os.path.join(src, top)):
+        for f in sorted(files):
+            if f.endswith((".c", ".h", ".sh", ".py")) or f == "meson.build":
+                path = os.path.join(root, f)
+                with open(path, encoding="utf-8") as fh:
+                    head = fh.read(400)
+                if "SPDX-License-Identifier: Apache-2.0" not in head:
+                    unlabelled.append(os.path.relpath(path, src))
+check(not unlabelled, "every source file has an SPDX licence line %s" % " ".join(unlabelled[:10]))
 
 # 3: the compilers' view.
 db = json.load(open(os.path.join(build, "compile_commands.json")))

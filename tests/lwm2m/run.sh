@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Suite 'lwm2m': the lwm2m-device example against estc-server
 # --lwm2m-bootstrap on loopback, the enrolled key in a SoftHSM2 token.
 #   run.sh CASE   with CASE one of: flow, no-est, bootstrap-est, errors

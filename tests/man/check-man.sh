@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # The manual pages: each renders without a single warning; each program's
 # page mentions, and lists under OPTIONS, every long option that the
 # program's --help prints (for estc, also every subcommand's --help); and

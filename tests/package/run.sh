@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Builds the Debian packages from the working tree with dpkg-buildpackage,
 # checks them with lintian (no errors), installs them with apt, checks what
 # a user reaches (pkg-config, man pages, the provider in openssl, the

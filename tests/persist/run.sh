@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
 # Runs one part of the persist suite with its peers:
 #   run.sh PART TEST-PROGRAM
 # unit: no peer. software / server: two estc-server instances on loopback

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Suite 'persist': the renewal formula, persist / restore on file and
  * memory streams with mem:, file: and pkcs11: engines, refusal of corrupt

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * PKCS#11 driver tests against real SoftHSM2 tokens (see run-tests.sh): key
  * attributes read back natively, wrong PINs, purges counted on the token, two

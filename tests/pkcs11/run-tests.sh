@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # PKCS#11 driver tests on fresh SoftHSM2 tokens in a temporary folder.
 #
 #   run-tests.sh conformance ESTC_ENGINE_TEST   the conformance suite; the token

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # The provider module with real OpenSSL programs and libcoap as peers, for
 # keys on a fresh SoftHSM2 token (tests/fixtures/softhsm.sh):
 #

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The provider in process, with mem: keys (and, when ESTC_TEST_KEY_ADDR
  * names one, a key of another engine): keys from the STORE and from the PEM

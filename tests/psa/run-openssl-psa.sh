@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # psa: keys used by real OpenSSL programs through the estc provider module.
 # Runs inside run-psa.sh, so the current folder is the private PSA folder;
 # everything else (references, CSRs) goes to a folder of its own.

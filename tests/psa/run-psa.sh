@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: Apache-2.0
 # Runs a PSA engine test program in a fresh private (0700) folder, since
 # mbed TLS keeps its key and ITS files in the current folder, and checks
 # that the folder holds nothing afterwards: every key and ITS entry the

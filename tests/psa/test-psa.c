@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * PSA driver checks beyond the conformance suite: the key policy (no
  * export), OpenSSL verification of every signature type, key file modes,

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
 """Self-test of udp-relay.py: a UDP echo server behind the relay at 20 %
 loss each way; the client's own counts must match the relay's statistics,
 the loss must be near 20 %, the same seed must drop the same datagrams, and

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
 """A UDP relay on loopback between CoAP/DTLS clients and one server, which
 drops a seeded share of the datagrams each way and counts what passes.
 

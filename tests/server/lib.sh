@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # shellcheck shell=bash
 # Helpers shared by the estc-server tests: a real coap-client-openssl against a
 # real estc-server on loopback, certificates made by the openssl command.

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
 """UDP relay between one DTLS client and a server that loses (or, with
 DELAY_SECONDS, holds back) the server's first N application-data records
 (DTLS content type 23): the client then retransmits its confirmable request,

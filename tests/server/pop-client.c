@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * A minimal EST-coaps client for the proof-of-possession test: coap-client
  * cannot put the session's tls-unique into a CSR, so this program does, with

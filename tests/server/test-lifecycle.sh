@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # estc-server as a program: options and --help, the CA kept across restarts or
 # given as files, extra CA certificates, a busy port, IPv6, many clients at
 # once, --max-runtime, and clear errors for bad start-up input.

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # estc-server options that change answers: delay mode (5.03 + Max-Age), the
 # server's own block size, configured CSR attributes, another path root and
 # the tls-unique proof-of-possession check.

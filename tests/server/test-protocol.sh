@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # estc-server against libcoap's coap-client-openssl: discovery, crts, sen,
 # sren, skg, skc, att, Block1/Block2 with 64-byte blocks, retransmission
 # safety, every error answer, and a clean SIGTERM shutdown.

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # A lost answer makes the client retransmit its confirmable POST, and libcoap
 # 4.3.1 hands it to the server again: the same request must get the same
 # certificate (one index line), and in delay mode the same 5.03 (not counted).

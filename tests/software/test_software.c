@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Tests of the software drivers beyond the conformance suite: file
  * permissions, atomic writes, no replace, unreadable input, and that no key

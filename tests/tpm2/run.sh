@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # The tpm2 suite: starts swtpm in a temporary folder, runs the conformance
 # suite and the TPM-specific checks against it, compares the TPM's persistent
 # handles and NV indices before and after, and stops swtpm by PID.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Checks of the tpm2: driver against a running TPM (swtpm started by
  * tests/tpm2/run.sh; the TCTI comes from TPM2TOOLS_TCTI). They add to the

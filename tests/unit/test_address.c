@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Unit tests of the address parser: estc_address_parse() with and without
  * RFC 7512 attributes, estc_address_get(), estc_address_attr(),

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Unit tests of the engine framework: error texts, address parsing, the
  * driver registry, dispatch checks, generators, the lifecycle record and

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Unit tests of the file helpers: estc_file_write() (all or nothing, the
  * mode, no replace without ESTC_FILE_REPLACE, no temporary file left, the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Unit tests of address generators: the default one (a name from the
  * SHA-256 of the certificate, random for keys, placed by the driver),

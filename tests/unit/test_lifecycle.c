@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Unit tests of the lifecycle tracker: pending, commit, supersede, rollback,
  * cleanup, changed, serialize and deserialize, checked against the objects

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Unit tests of the redaction of secrets: estc_redact() itself, and that
  * neither the detail text (estc_ctx_error_detail()) nor the log callback

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Unit tests of the driver registry: the registration rules of driver API
  * version 2, capabilities (estc_engine_caps(), estc_engine_find_cap()), what

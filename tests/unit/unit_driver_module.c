@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * A driver module for the estc_engine_load_module() tests, built in several
  * variants (UNIT_MODULE_VARIANT):

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Fixtures shared by the unit tests of the engine framework: a context per
  * test, a log capture, a driver of stub operations, a test certificate, a

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * estc-engine-test: runs the engine conformance suite against any driver
  * and address prefix, so that users can check their own HSM drivers.

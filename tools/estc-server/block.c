@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Response helpers: bodies sent with the configured Block2 size, and error
  * answers with a short diagnostic payload.

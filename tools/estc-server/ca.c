@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The server's small certificate authority: created on first start in the
  * state folder (or given as files), issues client and server certificates

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Per-client bookkeeping: the delay-mode counters and the answers kept for
  * retransmitted enrollment requests. libcoap 4.3.1 hands a retransmitted CON

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The tiny CBOR writer that multipart-core (RFC 8710) needs: one definite
  * array of alternating unsigned integers (content formats) and byte strings.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The EST-coaps resources (RFC 9148 §4): discovery, crts, sen, sren, skg, skc
  * and att, with content negotiation, client authorization, the delay mode and

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The optional LwM2M bootstrap role (--lwm2m-bootstrap): POST /bs?ep=NAME is
  * answered 2.04; then, on the same DTLS session, the server acts as a CoAP

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * estc-server: command line, start-up, the CoAP loop and clean shutdown.
  */

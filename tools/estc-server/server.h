@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * estc-server — a reference EST-coaps (RFC 9148) server with a small test CA.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * DTLS details that libcoap 4.3.1 leaves to the application: sending the
  * whole server chain, asking for a client certificate without failing the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * estc: the subcommands, each a short sequence of estc_client calls.
  */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * estc: `estc run` (the daemon) and `estc status --state`.
  *

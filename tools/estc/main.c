@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * estc: the command line EST-coaps client — options, help and dispatch.
  *
