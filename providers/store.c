@@ -138,13 +138,40 @@ static int has_object(struct storectx *ctx, estc_obj_kind kind, bool *found)
     return err == ESTC_OK;
 }
 
+/*
+ * Without a PIN an engine may not confirm the private key, but the public
+ * half of a token key is public: when the key's public part can be read,
+ * the key is there, and `openssl pkey -pubout` needs nothing more. Signing
+ * with it still asks the engine, which then wants its PIN. Returns whether
+ * this settled the question (*@found is then true).
+ */
+static bool public_key_without_login(struct storectx *ctx, bool *found)
+{
+    estc_buf spki = {0};
+    bool there = false;
+    estc_err err;
+
+    pthread_mutex_lock(&ctx->prov->lock);
+    err = estc_object_exists(ctx->prov->ectx, ctx->addr, ESTC_OBJ_KEY, &there);
+    if (err == ESTC_ERR_AUTH &&
+        estc_key_public(ctx->prov->ectx, ctx->addr, &spki) == ESTC_OK) {
+        estc_buf_free(&spki);
+        *found = true;
+    } else {
+        err = ESTC_ERR_STATE; /* not settled: ask again, reporting errors */
+    }
+    estc_ctx_clear_error(ctx->prov->ectx);
+    pthread_mutex_unlock(&ctx->prov->lock);
+    return err == ESTC_ERR_AUTH;
+}
+
 static int load_key(struct storectx *ctx, OSSL_CALLBACK *cb, void *cbarg, bool *done)
 {
     int type = OSSL_OBJECT_PKEY;
     bool found = false;
     OSSL_PARAM params[4];
 
-    if (!has_object(ctx, ESTC_OBJ_KEY, &found))
+    if (!public_key_without_login(ctx, &found) && !has_object(ctx, ESTC_OBJ_KEY, &found))
         return 0;
     if (!found)
         return 1;
