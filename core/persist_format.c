@@ -131,64 +131,16 @@ static void writer_free(struct writer *w)
     *w = (struct writer){0};
 }
 
-static const char *kind_word(estc_obj_kind k)
-{
-    return k == ESTC_OBJ_KEY ? "key" : k == ESTC_OBJ_CERT ? "cert" : "trust";
-}
-
 /* The lifecycle text as the view has it: an extra pending object, or the
- * pending ones committed. The record's text belongs to engines/lifecycle.c;
- * its public API can serialize the record as it is but not as it will be
- * (an object recorded before it exists, pending objects committed without
- * removing the superseded ones), so these two edits still read and write
- * "obj KIND STATE GEN ADDR" lines here. */
+ * pending ones committed; the record's text format is engines/lifecycle.c's. */
 static estc_err lifecycle_text(estc_client *c, const struct estc__view *v, estc_buf *out)
 {
-    estc_buf text = {0};
-    estc_err err = estc_lifecycle_serialize(c->lc, &text);
-    if (err != ESTC_OK || v->mode == ESTC__VIEW_NOW) {
-        if (err == ESTC_OK)
-            *out = text;
-        return err;
-    }
-    struct writer w = {0};
-    const char *p = (const char *)text.data, *end = p + text.len;
-    while (p < end) {
-        const char *nl = memchr(p, '\n', (size_t)(end - p));
-        size_t ll = nl != NULL ? (size_t)(nl - p) + 1 : (size_t)(end - p);
-        static const char pend[] = " pending ";
-        const char *hit = NULL;
-        if (v->mode == ESTC__VIEW_COMMIT && ll > 4 && memcmp(p, "obj ", 4) == 0) {
-            /* "obj KIND STATE GEN ADDR": the state is the second word. */
-            const char *sp = memchr(p + 4, ' ', ll - 4);
-            if (sp != NULL && (size_t)(p + ll - sp) > sizeof(pend) - 1 &&
-                memcmp(sp, pend, sizeof(pend) - 1) == 0)
-                hit = sp;
-        }
-        if (hit != NULL) {
-            put(&w, p, (size_t)(hit - p));
-            put(&w, " committed ", 11);
-            put(&w, hit + sizeof(pend) - 1, ll - (size_t)(hit - p) - (sizeof(pend) - 1));
-        } else {
-            put(&w, p, ll);
-        }
-        p += ll;
-    }
-    if (v->mode == ESTC__VIEW_INTENT) {
-        char line[64];
-        snprintf(line, sizeof(line), "obj %s pending 0 ", kind_word(v->intent_kind));
-        put(&w, line, strlen(line));
-        put(&w, v->intent_addr, strlen(v->intent_addr));
-        put(&w, "\n", 1);
-    }
-    estc_buf_free(&text);
-    if (w.failed) {
-        writer_free(&w);
-        return ESTC_ERR_NOMEM;
-    }
-    out->data = w.data; /* w.cap >= w.len; freed with estc_buf_free */
-    out->len = w.len;
-    return ESTC_OK;
+    if (v->mode == ESTC__VIEW_NOW)
+        return estc_lifecycle_serialize(c->lc, out);
+    bool intent = v->mode == ESTC__VIEW_INTENT;
+    return estc_lifecycle_serialize_view(c->lc, intent ? v->intent_addr : NULL,
+                                         intent ? v->intent_kind : ESTC_OBJ_KEY,
+                                         v->mode == ESTC__VIEW_COMMIT, out);
 }
 
 bool estc__is_volatile(estc_client *c, const char *addr)

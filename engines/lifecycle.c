@@ -368,6 +368,48 @@ estc_err estc_lifecycle_serialize(estc_lifecycle *lc, estc_buf *out)
     return ESTC_OK;
 }
 
+estc_err estc_lifecycle_serialize_view(estc_lifecycle *lc, const char *planned_addr,
+                                       estc_obj_kind planned_kind, bool pending_as_committed,
+                                       estc_buf *out)
+{
+    if (lc == NULL || out == NULL ||
+        (planned_addr != NULL && (planned_kind < ESTC_OBJ_KEY || planned_kind > ESTC_OBJ_TRUST)))
+        return ESTC_ERR_INVALID_ARG;
+    /* The record as it is is what the caller persists with the view: the
+     * snapshot, as serialize takes it. */
+    estc_buf now = {0};
+    estc_err err = render(lc, &now);
+    if (err == ESTC_OK)
+        err = take_snapshot(lc, now.data, now.len);
+    estc_buf_free(&now);
+    if (err != ESTC_OK)
+        return err;
+    /* A shallow copy whose entries say what the view says. */
+    estc_lifecycle view = *lc;
+    view.items = calloc(lc->count + 1, sizeof(*view.items));
+    if (view.items == NULL)
+        return ESTC_ERR_NOMEM;
+    for (size_t i = 0; i < lc->count; i++) {
+        view.items[i] = lc->items[i];
+        if (pending_as_committed && view.items[i].state == ESTC_OBJ_PENDING)
+            view.items[i].state = ESTC_OBJ_COMMITTED;
+    }
+    view.count = lc->count;
+    if (planned_addr != NULL)
+        view.items[view.count++] = (struct entry){.addr = (char *)planned_addr,
+                                                  .kind = planned_kind,
+                                                  .state = ESTC_OBJ_PENDING,
+                                                  .generation = 0};
+    estc_buf text = {0};
+    err = render(&view, &text);
+    free(view.items);
+    if (err != ESTC_OK)
+        return err;
+    estc_buf_free(out);
+    *out = text;
+    return ESTC_OK;
+}
+
 /* Parses one "obj KIND STATE GEN ADDR" line of @len bytes into @e. */
 static bool parse_obj(const char *line, size_t len, struct entry *e)
 {

@@ -153,8 +153,7 @@ static bool public_key_without_login(struct storectx *ctx, bool *found)
 
     pthread_mutex_lock(&ctx->prov->lock);
     err = estc_object_exists(ctx->prov->ectx, ctx->addr, ESTC_OBJ_KEY, &there);
-    if (err == ESTC_ERR_AUTH &&
-        estc_key_public(ctx->prov->ectx, ctx->addr, &spki) == ESTC_OK) {
+    if (err == ESTC_ERR_AUTH && estc_key_public(ctx->prov->ectx, ctx->addr, &spki) == ESTC_OK) {
         estc_buf_free(&spki);
         *found = true;
     } else {

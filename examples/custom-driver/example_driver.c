@@ -44,6 +44,16 @@ struct example_state {
  * only for prefixes. The framework has parsed and percent-decoded the
  * attributes already (this driver declares ESTC_CAP_ATTRIBUTES). Errors
  * name the address, as every driver's should. */
+/* A copy of @s (strdup() is POSIX, not C11: this file builds with -std=c11). */
+static char *copy_text(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *c = malloc(n);
+    if (c != NULL)
+        memcpy(c, s, n);
+    return c;
+}
+
 static estc_err parse(estc_ctx *ctx, const estc_address *addr, bool need_label, char **bank,
                       char **label)
 {
@@ -57,8 +67,8 @@ static estc_err parse(estc_ctx *ctx, const estc_address *addr, bool need_label, 
         l = &no_label;
     if (l == NULL || (need_label && l->value[0] == '\0'))
         return estc_error(ctx, ESTC_ERR_BAD_ADDRESS, "%s: no label= naming the object", addr->text);
-    *bank = strdup(b->value);
-    *label = strdup(l->value);
+    *bank = copy_text(b->value);
+    *label = copy_text(l->value);
     if (*bank == NULL || *label == NULL) {
         free(*bank);
         free(*label);

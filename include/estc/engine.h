@@ -647,6 +647,19 @@ estc_err estc_lifecycle_get(const estc_lifecycle *lc, size_t index, const char *
 estc_err estc_lifecycle_serialize(estc_lifecycle *lc, estc_buf *out);
 
 /**
+ * estc_lifecycle_serialize_view() - the record as it will be, for a journal
+ * written ahead of a change: with an object at @planned_addr of
+ * @planned_kind recorded as pending before it exists (@planned_addr NULL:
+ * none), and with @pending_as_committed the pending objects shown committed
+ * (the superseded ones still listed). The record itself is not changed; like
+ * estc_lifecycle_serialize() it is marked unchanged, as the caller persists
+ * it together with the view.
+ */
+estc_err estc_lifecycle_serialize_view(estc_lifecycle *lc, const char *planned_addr,
+                                       estc_obj_kind planned_kind, bool pending_as_committed,
+                                       estc_buf *out);
+
+/**
  * estc_lifecycle_deserialize() - replace the record with one serialized
  * earlier. A malformed or unknown-version record gives ESTC_ERR_FORMAT and
  * leaves the record unchanged. Marks the record unchanged.

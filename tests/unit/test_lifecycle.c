@@ -98,6 +98,35 @@ START_TEST(pending_then_commit)
 }
 END_TEST
 
+/* The view a journal writes ahead of a change; the record stays as it is. */
+START_TEST(serialize_view_shows_what_will_be)
+{
+    ck_assert_int_eq(estc_lifecycle_key_generate(lc, "mem:k1", ESTC_KEY_EC_P256), ESTC_OK);
+    ck_assert_int_eq(estc_lifecycle_commit(lc), ESTC_OK);
+    ck_assert_int_eq(estc_lifecycle_key_generate(lc, "mem:k2", ESTC_KEY_EC_P256), ESTC_OK);
+    ck_assert_int_eq(estc_lifecycle_supersede(lc, "mem:k1"), ESTC_OK);
+    estc_buf v = {0};
+    ck_assert_int_eq(estc_lifecycle_serialize_view(lc, "mem:planned", ESTC_OBJ_CERT, false, &v),
+                     ESTC_OK);
+    const char *want1 = "estc-lifecycle 1\ngen 1\nobj key superseded 0 mem:k1\n"
+                        "obj key pending 1 mem:k2\nobj cert pending 0 mem:planned\n";
+    ck_assert_uint_eq(v.len, strlen(want1));
+    ck_assert_mem_eq(v.data, want1, v.len);
+    ck_assert(!estc_lifecycle_changed(lc));
+    ck_assert_int_eq(estc_lifecycle_serialize_view(lc, NULL, 0, true, &v), ESTC_OK);
+    const char *want2 = "estc-lifecycle 1\ngen 1\nobj key superseded 0 mem:k1\n"
+                        "obj key committed 1 mem:k2\n";
+    ck_assert_uint_eq(v.len, strlen(want2));
+    ck_assert_mem_eq(v.data, want2, v.len);
+    estc_buf_free(&v);
+    /* The record itself is untouched. */
+    ck_assert_uint_eq(estc_lifecycle_count(lc), 2);
+    assert_entry(1, "mem:k2", ESTC_OBJ_KEY, ESTC_OBJ_PENDING, 1);
+    ck_assert_int_eq(estc_lifecycle_serialize_view(lc, "mem:x", (estc_obj_kind)9, false, &v),
+                     ESTC_ERR_INVALID_ARG);
+}
+END_TEST
+
 START_TEST(key_import_recorded)
 {
     ck_assert_int_eq(estc_key_generate(ctx, "mem:src", ESTC_KEY_EC_P256), ESTC_OK);
@@ -701,6 +730,7 @@ int main(void)
     TCase *tc = unit_tcase(s, "lifecycle");
     tcase_add_checked_fixture(tc, lc_setup, lc_teardown);
     tcase_add_test(tc, pending_then_commit);
+    tcase_add_test(tc, serialize_view_shows_what_will_be);
     tcase_add_test(tc, key_import_recorded);
     tcase_add_test(tc, create_failures_record_nothing);
     tcase_add_test(tc, supersede_removed_at_commit);
