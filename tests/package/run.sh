@@ -86,12 +86,19 @@ export SOFTHSM2_CONF="$work/softhsm2.conf"
 softhsm2-util --init-token --free --label pkgtest --pin 1234 --so-pin 5678 >/dev/null
 pkcs11-tool --module /usr/lib/softhsm/libsofthsm2.so --token-label pkgtest --login --pin 1234 \
   --keypairgen --key-type EC:prime256v1 --label device-key --id 01 >/dev/null 2>&1
+# A certificate in the token too, to read back without a PIN.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=pkgtest \
+  -keyout "$work/cert-key.pem" -outform DER -out "$work/cert.der" -days 2 >/dev/null 2>&1
+pkcs11-tool --module /usr/lib/softhsm/libsofthsm2.so --token-label pkgtest --login --pin 1234 \
+  --write-object "$work/cert.der" --type cert --label device-cert --id 02 >/dev/null 2>&1
 check "with that openssl.cnf the provider is active" sh -c \
   "OPENSSL_CONF='$work/openssl.cnf' openssl list -providers | grep -A3 '^ *estc' | grep -q 'status: active'"
 check "openssl storeutl lists the token's objects" sh -c \
   "OPENSSL_CONF='$work/openssl.cnf' timeout 30 openssl storeutl 'pkcs11:token=pkgtest;pin-value=1234' </dev/null | grep -q 'object=device-key'"
 check "openssl pkey -pubout reads a token key's public half without a PIN" sh -c \
   "OPENSSL_CONF='$work/openssl.cnf' timeout 30 openssl pkey -in 'pkcs11:token=pkgtest;object=device-key' -pubout </dev/null | grep -q 'BEGIN PUBLIC KEY'"
+check "openssl storeutl reads a token certificate without a PIN" sh -c \
+  "OPENSSL_CONF='$work/openssl.cnf' timeout 30 openssl storeutl -noout -text -certs 'pkcs11:token=pkgtest;object=device-cert' </dev/null | grep -q 'CN *= *pkgtest'"
 check "the private key cannot be written out" sh -c \
   "! OPENSSL_CONF='$work/openssl.cnf' timeout 30 openssl pkey -in 'pkcs11:token=pkgtest;object=device-key;pin-value=1234' </dev/null 2>/dev/null | grep -q 'PRIVATE KEY'"
 
