@@ -24,6 +24,8 @@
 
 #include <estc/engine.h>
 
+#include "../fixtures/check_main.h"
+
 #define UNIT_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
 /* ---- the context of each test ------------------------------------------ */
@@ -283,13 +285,10 @@ static inline TCase *unit_tcase(Suite *s, const char *name)
     return tc;
 }
 
+/* The one Check runner of the test tree. */
 static inline int unit_run(Suite *s)
 {
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return check_run(s);
 }
 
 #endif
