@@ -40,7 +40,6 @@ estc_err estc_address_scheme(const char *addr, char scheme[ESTC_SCHEME_MAX + 1])
     return ESTC_OK;
 }
 
-
 /* Decodes @len bytes of @in into @out (room for @len + 1); the length out. */
 static bool decode_into(const char *in, size_t len, char *out, size_t *out_len)
 {
@@ -295,11 +294,9 @@ estc_err estc__address_parse_defaults(const char *text, const char *defaults, es
         const char *seg = p;
         const char *amp = strchr(p, '&');
         size_t seg_len = amp != NULL ? (size_t)(amp - p) : strlen(p);
+        /* Segments and parsed attributes pair up: the defaults are written
+         * by estc_engine_set_default() alone, never with an empty one. */
         p = amp != NULL ? amp + 1 : p + seg_len;
-        if (seg_len == 0) {
-            i--; /* empty segments were skipped by the parser too */
-            continue;
-        }
         if (estc_address_get(a, d->query[i].name) != NULL)
             continue;
         aug[n++] = has_query ? '&' : '?';

@@ -139,29 +139,34 @@ static int has_object(struct storectx *ctx, estc_obj_kind kind, bool *found)
 }
 
 /*
- * Without a PIN an engine may not confirm the private key, but the public
- * half of a token key is public: when the key's public part can be read,
- * the key is there, and `openssl pkey -pubout` needs nothing more. Signing
- * with it still asks the engine, which then wants its PIN. Returns whether
- * this settled the question (*@found is then true).
+ * Whether the engine holds a key at the address, asked once. Without a PIN
+ * an engine may not confirm the private key (ESTC_ERR_AUTH), but the public
+ * half of a token key is public: when it can be read, the key is there, and
+ * `openssl pkey -pubout` needs nothing more. Signing with it still asks the
+ * engine, which then wants its PIN.
  */
-static bool public_key_without_login(struct storectx *ctx, bool *found)
+static int has_key(struct storectx *ctx, bool *found)
 {
+    estc_ctx *ectx = ctx->prov->ectx;
     estc_buf spki = {0};
-    bool there = false;
     estc_err err;
 
     pthread_mutex_lock(&ctx->prov->lock);
-    err = estc_object_exists(ctx->prov->ectx, ctx->addr, ESTC_OBJ_KEY, &there);
-    if (err == ESTC_ERR_AUTH && estc_key_public(ctx->prov->ectx, ctx->addr, &spki) == ESTC_OK) {
+    err = estc_object_exists(ectx, ctx->addr, ESTC_OBJ_KEY, found);
+    if (err == ESTC_ERR_AUTH) {
+        /* The public half decides; its error is the one to report. */
+        err = estc_key_public(ectx, ctx->addr, &spki);
         estc_buf_free(&spki);
-        *found = true;
-    } else {
-        err = ESTC_ERR_STATE; /* not settled: ask again, reporting errors */
+        *found = err == ESTC_OK;
+        if (err == ESTC_ERR_NOT_FOUND) {
+            estc_ctx_clear_error(ectx);
+            err = ESTC_OK; /* no key here: the certificate may still be */
+        }
     }
-    estc_ctx_clear_error(ctx->prov->ectx);
+    if (err != ESTC_OK)
+        estc__prov_raise_engine(ctx->prov, err, "looking up the object");
     pthread_mutex_unlock(&ctx->prov->lock);
-    return err == ESTC_ERR_AUTH;
+    return err == ESTC_OK;
 }
 
 static int load_key(struct storectx *ctx, OSSL_CALLBACK *cb, void *cbarg, bool *done)
@@ -170,7 +175,7 @@ static int load_key(struct storectx *ctx, OSSL_CALLBACK *cb, void *cbarg, bool *
     bool found = false;
     OSSL_PARAM params[4];
 
-    if (!public_key_without_login(ctx, &found) && !has_object(ctx, ESTC_OBJ_KEY, &found))
+    if (!has_key(ctx, &found))
         return 0;
     if (!found)
         return 1;
