@@ -51,9 +51,20 @@ static estc_err san_der(X509 *x, estc_buf *out)
     return estc_buf_set(out, ASN1_STRING_get0_data(v), (size_t)ASN1_STRING_length(v));
 }
 
+/*
+ * RFC 7030 4.2.2: Subject and subjectAltName stay identical. Compared as DER:
+ * X509_NAME_cmp folds case and white space, so CN=DEV1 would pass for CN=dev1.
+ */
 static estc_err same_identity(estc_client *c, X509 *issued, X509 *old)
 {
-    if (X509_NAME_cmp(X509_get_subject_name(issued), X509_get_subject_name(old)) != 0)
+    const unsigned char *na = NULL, *nb = NULL;
+    size_t la = 0, lb = 0;
+    if (X509_NAME_get0_der(X509_get_subject_name(issued), &na, &la) != 1 ||
+        X509_NAME_get0_der(X509_get_subject_name(old), &nb, &lb) != 1) {
+        ERR_clear_error();
+        return estc_error(c->ctx, ESTC_ERR_FORMAT, "a certificate's Subject does not encode");
+    }
+    if (la != lb || memcmp(na, nb, la) != 0)
         return estc_error(c->ctx, ESTC_ERR_VALIDATION,
                           "re-enrollment changed the certificate's Subject");
     estc_buf a = {0}, b = {0};

@@ -125,6 +125,15 @@ static X509 *issue(struct fake_server *fs, enum fake_answer a, X509_REQ *req, EV
              X509_NAME_add_entry_by_txt(wrong, "CN", MBSTRING_UTF8,
                                         (const unsigned char *)"someone-else", -1, -1, 0) == 1 &&
              X509_set_subject_name(x, wrong) == 1;
+    } else if (ok && a == FAKE_CASE_SUBJECT) {
+        /* The test client asks for /CN=device-1/O=Example. */
+        wrong = X509_NAME_new();
+        ok = wrong != NULL &&
+             X509_NAME_add_entry_by_txt(wrong, "CN", MBSTRING_UTF8,
+                                        (const unsigned char *)"DEVICE-1", -1, -1, 0) == 1 &&
+             X509_NAME_add_entry_by_txt(wrong, "O", MBSTRING_UTF8,
+                                        (const unsigned char *)"Example", -1, -1, 0) == 1 &&
+             X509_set_subject_name(x, wrong) == 1;
     } else if (ok) {
         ok = X509_set_subject_name(x, X509_REQ_get_subject_name(req)) == 1;
     }

@@ -31,6 +31,7 @@ enum fake_answer {
     FAKE_LONG_503,      /* 5.03 with a Max-Age of a day */
     FAKE_WRONG_SUBJECT, /* a certificate with another Subject */
     FAKE_CHANGED_SAN,   /* a certificate with another subjectAltName */
+    FAKE_CASE_SUBJECT,  /* the Subject with its CN in upper case (equal to X509_NAME_cmp) */
     FAKE_BAD_REQUEST,   /* 4.00 with a diagnostic payload */
 };
 

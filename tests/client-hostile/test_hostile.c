@@ -256,6 +256,7 @@ static const struct hostile_case cases[] = {
     {OP_SEN, "/est/sen", FAKE_BAD_REQUEST, ESTC_ERR_SERVER, FAKE_DIAGNOSTIC},
     /* /sren with the same key and with a new one */
     {OP_SREN, "/est/sren", FAKE_WRONG_SUBJECT, ESTC_ERR_VALIDATION, "Subject"},
+    {OP_SREN, "/est/sren", FAKE_CASE_SUBJECT, ESTC_ERR_VALIDATION, "Subject"},
     {OP_SREN, "/est/sren", FAKE_CHANGED_SAN, ESTC_ERR_VALIDATION, "subjectAltName"},
     {OP_SREN, "/est/sren", FAKE_OTHER_KEY, ESTC_ERR_VALIDATION, "another key"},
     {OP_SREN, "/est/sren", FAKE_EXPIRED, ESTC_ERR_VALIDATION, "expired"},
@@ -263,6 +264,7 @@ static const struct hostile_case cases[] = {
     {OP_SREN, "/est/sren", FAKE_ENDLESS_503, ESTC_ERR_LIMIT, "5.03"},
     {OP_SREN, "/est/sren", FAKE_BAD_REQUEST, ESTC_ERR_SERVER, FAKE_DIAGNOSTIC},
     {OP_SREN_REKEY, "/est/sren", FAKE_WRONG_SUBJECT, ESTC_ERR_VALIDATION, "Subject"},
+    {OP_SREN_REKEY, "/est/sren", FAKE_CASE_SUBJECT, ESTC_ERR_VALIDATION, "Subject"},
     {OP_SREN_REKEY, "/est/sren", FAKE_CHANGED_SAN, ESTC_ERR_VALIDATION, "subjectAltName"},
     {OP_SREN_REKEY, "/est/sren", FAKE_OTHER_KEY, ESTC_ERR_VALIDATION, "another key"},
     {OP_SREN_REKEY, "/est/sren", FAKE_UNTRUSTED, ESTC_ERR_VALIDATION, NULL},
