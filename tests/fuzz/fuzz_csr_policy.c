@@ -31,9 +31,8 @@ static X509 *make_cert(const char *cn, const char *serial, const char *san)
     if (name == NULL ||
         !X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, (const unsigned char *)cn, -1, -1,
                                     0) ||
-        (serial != NULL &&
-         !X509_NAME_add_entry_by_txt(name, "serialNumber", MBSTRING_ASC,
-                                     (const unsigned char *)serial, -1, -1, 0)))
+        (serial != NULL && !X509_NAME_add_entry_by_txt(name, "serialNumber", MBSTRING_ASC,
+                                                       (const unsigned char *)serial, -1, -1, 0)))
         abort();
     if (san != NULL) {
         X509V3_CTX ctx;

@@ -108,7 +108,8 @@ static int item(X509_NAME *name, GENERAL_NAMES *gens, const char *a)
         char sn[64], type[16];
         const char *c1 = strchr(a + 8, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
         int t;
-        if (c2 == NULL || (size_t)(c1 - a - 8) >= sizeof(sn) || (size_t)(c2 - c1 - 1) >= sizeof(type))
+        if (c2 == NULL || (size_t)(c1 - a - 8) >= sizeof(sn) ||
+            (size_t)(c2 - c1 - 1) >= sizeof(type))
             return -1;
         memcpy(sn, a + 8, (size_t)(c1 - a - 8));
         sn[c1 - a - 8] = '\0';
@@ -129,7 +130,8 @@ static int item(X509_NAME *name, GENERAL_NAMES *gens, const char *a)
         ASN1_STRING *str;
         GENERAL_NAME *g;
         int t;
-        if (c2 == NULL || (size_t)(c1 - a - 9) >= sizeof(oid) || (size_t)(c2 - c1 - 1) >= sizeof(type))
+        if (c2 == NULL || (size_t)(c1 - a - 9) >= sizeof(oid) ||
+            (size_t)(c2 - c1 - 1) >= sizeof(type))
             return -1;
         memcpy(oid, a + 9, (size_t)(c1 - a - 9));
         oid[c1 - a - 9] = '\0';
@@ -143,7 +145,8 @@ static int item(X509_NAME *name, GENERAL_NAMES *gens, const char *a)
         val = ASN1_TYPE_new();
         str = ASN1_STRING_type_new(t);
         g = GENERAL_NAME_new();
-        if (obj == NULL || val == NULL || str == NULL || g == NULL || !ASN1_STRING_set(str, buf, n)) {
+        if (obj == NULL || val == NULL || str == NULL || g == NULL ||
+            !ASN1_STRING_set(str, buf, n)) {
             ASN1_OBJECT_free(obj);
             ASN1_TYPE_free(val);
             ASN1_STRING_free(str);

@@ -328,7 +328,7 @@ static void refuse(coap_pdu_t *response, enum est_op op, X509 *peer,
                    size_t limit)
 {
     char client[256];
-    coap_pdu_code_t code = verdict == SRV_POLICY_TOO_LARGE ? COAP_RESPONSE_CODE_REQUEST_TOO_LARGE
+    coap_pdu_code_t code = verdict == SRV_POLICY_TOO_LARGE   ? COAP_RESPONSE_CODE_REQUEST_TOO_LARGE
                            : verdict == SRV_POLICY_FORBIDDEN ? COAP_RESPONSE_CODE_FORBIDDEN
                                                              : COAP_RESPONSE_CODE_BAD_REQUEST;
 

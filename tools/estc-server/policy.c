@@ -30,9 +30,15 @@ static const struct {
     const char *name;
     int gen;
 } san_type_names[] = {
-    {"othername", GEN_OTHERNAME}, {"email", GEN_EMAIL},   {"dns", GEN_DNS},
-    {"x400", GEN_X400},           {"dirname", GEN_DIRNAME}, {"edipartyname", GEN_EDIPARTY},
-    {"uri", GEN_URI},             {"ip", GEN_IPADD},      {"rid", GEN_RID},
+    {"othername", GEN_OTHERNAME},
+    {"email", GEN_EMAIL},
+    {"dns", GEN_DNS},
+    {"x400", GEN_X400},
+    {"dirname", GEN_DIRNAME},
+    {"edipartyname", GEN_EDIPARTY},
+    {"uri", GEN_URI},
+    {"ip", GEN_IPADD},
+    {"rid", GEN_RID},
 };
 
 static const char *san_type_name(int gen)
@@ -194,8 +200,8 @@ enum srv_policy_verdict srv_policy_check_size(const struct srv_policy *p, size_t
                                               struct srv_policy_refusal *why)
 {
     if (der_len > p->max_csr_size)
-        return refuse(why, SRV_POLICY_TOO_LARGE, "max-csr-size", "the CSR is %zu bytes, at most %zu",
-                      der_len, p->max_csr_size);
+        return refuse(why, SRV_POLICY_TOO_LARGE, "max-csr-size",
+                      "the CSR is %zu bytes, at most %zu", der_len, p->max_csr_size);
     return SRV_POLICY_OK;
 }
 
@@ -331,8 +337,8 @@ static enum srv_policy_verdict string_refusal(struct srv_policy_refusal *why, en
                       "%s %s is not valid in its string type", where, what);
     case STR_TYPE:
     default:
-        return refuse(why, SRV_POLICY_BAD_REQUEST, "string-type",
-                      "%s %s is not a directory string", where, what);
+        return refuse(why, SRV_POLICY_BAD_REQUEST, "string-type", "%s %s is not a directory string",
+                      where, what);
     }
 }
 
@@ -347,8 +353,8 @@ static enum srv_policy_verdict check_name_strings(const X509_NAME *name, const c
         const ASN1_STRING *v = e ? X509_NAME_ENTRY_get_data(e) : NULL;
         enum str_problem pr = v ? check_string(v) : STR_TYPE;
         if (pr != STR_OK)
-            return string_refusal(why, pr, where, e ? attr_name(X509_NAME_ENTRY_get_object(e))
-                                                    : "an attribute");
+            return string_refusal(why, pr, where,
+                                  e ? attr_name(X509_NAME_ENTRY_get_object(e)) : "an attribute");
     }
     return SRV_POLICY_OK;
 }
@@ -420,9 +426,8 @@ static int server_has_dns(const struct srv_policy *p, const unsigned char *name,
 
     for (i = 0; i < sk_GENERAL_NAME_num(p->server_sans); i++) {
         const GENERAL_NAME *g = sk_GENERAL_NAME_value(p->server_sans, i);
-        if (g->type == GEN_DNS &&
-            dns_equal(name, n, ASN1_STRING_get0_data(g->d.dNSName),
-                      (size_t)ASN1_STRING_length(g->d.dNSName)))
+        if (g->type == GEN_DNS && dns_equal(name, n, ASN1_STRING_get0_data(g->d.dNSName),
+                                            (size_t)ASN1_STRING_length(g->d.dNSName)))
             return 1;
     }
     for (i = -1; p->server_subject != NULL &&
@@ -518,8 +523,8 @@ static enum srv_policy_verdict check_general_name(const struct srv_policy *p, co
 
     snprintf(what, sizeof(what), "%s name #%d", san_type_name(g->type), idx + 1);
     if (g->type < 0 || g->type > GEN_RID || (p->san_types & SRV_SAN_TYPE(g->type)) == 0)
-        return refuse(why, SRV_POLICY_FORBIDDEN, "allowed-san-types",
-                      "%s names are not allowed", san_type_name(g->type));
+        return refuse(why, SRV_POLICY_FORBIDDEN, "allowed-san-types", "%s names are not allowed",
+                      san_type_name(g->type));
     switch (g->type) {
     case GEN_DNS:
         if ((pr = check_string(g->d.dNSName)) != STR_OK)
@@ -527,15 +532,15 @@ static enum srv_policy_verdict check_general_name(const struct srv_policy *p, co
         if (!dns_syntax_ok(g->d.dNSName))
             return refuse(why, SRV_POLICY_BAD_REQUEST, "san-syntax",
                           "%s is not a host name (no wildcards)", what);
-        if (!p->allow_server_names &&
-            server_has_dns(p, ASN1_STRING_get0_data(g->d.dNSName),
-                           (size_t)ASN1_STRING_length(g->d.dNSName)))
-            return refuse(why, SRV_POLICY_FORBIDDEN, "server-names",
-                          "%s is the server's own name", what);
+        if (!p->allow_server_names && server_has_dns(p, ASN1_STRING_get0_data(g->d.dNSName),
+                                                     (size_t)ASN1_STRING_length(g->d.dNSName)))
+            return refuse(why, SRV_POLICY_FORBIDDEN, "server-names", "%s is the server's own name",
+                          what);
         break;
     case GEN_EMAIL:
     case GEN_URI: {
-        const ASN1_IA5STRING *s = g->type == GEN_EMAIL ? g->d.rfc822Name : g->d.uniformResourceIdentifier;
+        const ASN1_IA5STRING *s =
+            g->type == GEN_EMAIL ? g->d.rfc822Name : g->d.uniformResourceIdentifier;
         if ((pr = check_string(s)) != STR_OK)
             return string_refusal(why, pr, "subjectAltName", what);
         if (!no_space(s))
@@ -546,8 +551,8 @@ static enum srv_policy_verdict check_general_name(const struct srv_policy *p, co
     case GEN_IPADD: {
         int n = ASN1_STRING_length(g->d.iPAddress);
         if (n != 4 && n != 16)
-            return refuse(why, SRV_POLICY_BAD_REQUEST, "san-syntax",
-                          "%s is %d bytes, not 4 or 16", what, n);
+            return refuse(why, SRV_POLICY_BAD_REQUEST, "san-syntax", "%s is %d bytes, not 4 or 16",
+                          what, n);
         if (!p->allow_server_names &&
             server_has_ip(p, ASN1_STRING_get0_data(g->d.iPAddress), (size_t)n))
             return refuse(why, SRV_POLICY_FORBIDDEN, "server-names",
@@ -707,7 +712,8 @@ enum srv_policy_verdict srv_policy_check_csr(const struct srv_policy *p, const X
     if (!p->allow_server_names) {
         for (i = -1; (i = X509_NAME_get_index_by_NID(subject, NID_commonName, i)) >= 0;) {
             unsigned char *u = NULL;
-            int un = ASN1_STRING_to_UTF8(&u, X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subject, i)));
+            int un =
+                ASN1_STRING_to_UTF8(&u, X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subject, i)));
             int own = un > 0 && server_has_cn_text(p, u, (size_t)un);
             OPENSSL_free(u);
             ERR_clear_error();

@@ -33,11 +33,11 @@ enum srv_cn_rule {
 #define SRV_POLICY_MAX_CSR_SIZE 8192
 
 struct srv_policy {
-    size_t max_csr_size;     /* bytes of the DER CSR */
-    int max_sans;            /* GeneralNames in the subjectAltName */
+    size_t max_csr_size; /* bytes of the DER CSR */
+    int max_sans;        /* GeneralNames in the subjectAltName */
     enum srv_cn_rule cn_rule;
-    unsigned san_types;      /* SRV_SAN_TYPE bits allowed */
-    int allow_server_names;  /* may a CSR name the server's own DNS names and addresses */
+    unsigned san_types;     /* SRV_SAN_TYPE bits allowed */
+    int allow_server_names; /* may a CSR name the server's own DNS names and addresses */
     /* The server's identity, from its certificate (owned; NULL: none known). */
     GENERAL_NAMES *server_sans;
     X509_NAME *server_subject;
