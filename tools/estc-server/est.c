@@ -12,6 +12,7 @@
 
 #include <openssl/crypto.h>
 #include <openssl/err.h>
+#include <openssl/pem.h>
 #include <openssl/x509v3.h>
 
 enum est_op { OP_SEN, OP_SREN, OP_SKG, OP_SKC };
@@ -168,36 +169,6 @@ static void hnd_att(coap_resource_t *r, coap_session_t *session, const coap_pdu_
                      SRV_CF_CSRATTRS, body, s->csr_attrs_len);
 }
 
-/* DER of the subjectAltName extension value of a certificate or CSR, or NULL. */
-static ASN1_OCTET_STRING *san_of_exts(const STACK_OF(X509_EXTENSION) * exts)
-{
-    int i;
-    for (i = 0; i < sk_X509_EXTENSION_num(exts); i++) {
-        X509_EXTENSION *e = sk_X509_EXTENSION_value(exts, i);
-        if (OBJ_obj2nid(X509_EXTENSION_get_object(e)) == NID_subject_alt_name)
-            return ASN1_OCTET_STRING_dup(X509_EXTENSION_get_data(e));
-    }
-    return NULL;
-}
-
-/* sren keeps the identity: same Subject, same subjectAltName (RFC 7030 §4.2.2). */
-static int same_identity(X509 *cert, X509_REQ *req)
-{
-    STACK_OF(X509_EXTENSION) *rexts = X509_REQ_get_extensions(req);
-    ASN1_OCTET_STRING *a = san_of_exts(X509_get0_extensions(cert));
-    ASN1_OCTET_STRING *b = san_of_exts(rexts);
-    int same = X509_NAME_cmp(X509_get_subject_name(cert), X509_REQ_get_subject_name(req)) == 0;
-
-    if (same && (a == NULL) != (b == NULL))
-        same = 0;
-    if (same && a != NULL && ASN1_OCTET_STRING_cmp(a, b) != 0)
-        same = 0;
-    ASN1_OCTET_STRING_free(a);
-    ASN1_OCTET_STRING_free(b);
-    sk_X509_EXTENSION_pop_free(rexts, X509_EXTENSION_free);
-    return same;
-}
-
 /* RFC 7030 §3.5: challengePassword = base64(tls-unique). */
 static int pop_ok(coap_session_t *session, X509_REQ *req)
 {
@@ -344,6 +315,34 @@ out:
     return rc;
 }
 
+static const char *op_name(enum est_op op)
+{
+    static const char *const names[] = {"sen", "sren", "skg", "skc"};
+    return names[op];
+}
+
+/* A policy refusal: logged with the client's subject, answered with the rule
+ * as diagnostic (4.00 malformed, 4.03 not allowed, 4.13 with Size1 = limit). */
+static void refuse(coap_pdu_t *response, enum est_op op, X509 *peer,
+                   const struct srv_policy_refusal *why, enum srv_policy_verdict verdict,
+                   size_t limit)
+{
+    char client[256];
+    coap_pdu_code_t code = verdict == SRV_POLICY_TOO_LARGE   ? COAP_RESPONSE_CODE_REQUEST_TOO_LARGE
+                           : verdict == SRV_POLICY_FORBIDDEN ? COAP_RESPONSE_CODE_FORBIDDEN
+                                                             : COAP_RESPONSE_CODE_BAD_REQUEST;
+
+    /* X509_NAME_oneline escapes control characters as \xHH. */
+    X509_NAME_oneline(X509_get_subject_name(peer), client, sizeof(client));
+    srv_log(SRV_LOG_ERR, "refused %s from %s: %s", op_name(op), client, why->diag);
+    if (verdict == SRV_POLICY_TOO_LARGE) {
+        uint8_t buf[4];
+        coap_add_option(response, COAP_OPTION_SIZE1,
+                        coap_encode_var_safe(buf, sizeof(buf), (unsigned)limit), buf);
+    }
+    srv_respond_error(response, code, why->diag);
+}
+
 static void handle_enroll(coap_resource_t *r, coap_session_t *session, const coap_pdu_t *request,
                           const coap_string_t *query, coap_pdu_t *response, enum est_op op)
 {
@@ -363,6 +362,8 @@ static void handle_enroll(coap_resource_t *r, coap_session_t *session, const coa
     const char *diag = NULL;
     coap_pdu_code_t code;
     unsigned out_cf = keygen ? SRV_CF_MULTIPART : 0;
+    struct srv_policy_refusal why;
+    enum srv_policy_verdict verdict;
 
     /* Who is asking: enrollment needs a client certificate we trust. */
     peer = srv_tls_peer_cert(session);
@@ -399,6 +400,10 @@ static void handle_enroll(coap_resource_t *r, coap_session_t *session, const coa
         srv_respond_error(response, COAP_RESPONSE_CODE_BAD_REQUEST, "empty or partial CSR");
         goto out;
     }
+    if (srv_policy_check_size(&s->opt.policy, len, &why) != SRV_POLICY_OK) {
+        refuse(response, op, peer, &why, SRV_POLICY_TOO_LARGE, s->opt.policy.max_csr_size);
+        goto out;
+    }
 
     p = data;
     req = d2i_X509_REQ(NULL, &p, (long)len);
@@ -416,7 +421,13 @@ static void handle_enroll(coap_resource_t *r, coap_session_t *session, const coa
                           "challengePassword is not the tls-unique value");
         goto out;
     }
-    if (op == OP_SREN && !same_identity(peer, req)) {
+    verdict = srv_policy_check_csr(&s->opt.policy, req, peer, op == OP_SREN, &why);
+    if (verdict != SRV_POLICY_OK) {
+        refuse(response, op, peer, &why, verdict, 0);
+        goto out;
+    }
+    if (op == OP_SREN && !srv_policy_same_identity(peer, req)) {
+        srv_log(SRV_LOG_ERR, "refused sren: the CSR changes the Subject or SubjectAltName");
         srv_respond_error(response, COAP_RESPONSE_CODE_FORBIDDEN,
                           "sren must keep Subject and SubjectAltName");
         goto out;
@@ -518,6 +529,23 @@ static int add(coap_context_t *ctx, const char *path, coap_request_t method,
     return 0;
 }
 
+/* The policy refuses the server's own names: read them from its certificate
+ * (the first one of the chain file it sends). */
+static int policy_load_server(struct srv *s)
+{
+    BIO *b = BIO_new_file(s->server_cert_path, "r");
+    X509 *x = b ? PEM_read_bio_X509(b, NULL, NULL, NULL) : NULL;
+    int rc = x != NULL ? srv_policy_set_server(&s->opt.policy, x) : -1;
+
+    if (rc != 0)
+        srv_log(SRV_LOG_ERR, "cannot read the server certificate %s for the enrollment policy",
+                s->server_cert_path);
+    X509_free(x);
+    BIO_free(b);
+    ERR_clear_error();
+    return rc;
+}
+
 int srv_est_register(struct srv *s, coap_context_t *ctx)
 {
     static const struct {
@@ -531,6 +559,8 @@ int srv_est_register(struct srv *s, coap_context_t *ctx)
     };
     size_t i;
 
+    if (policy_load_server(s) != 0)
+        return -1;
     if (add(ctx, ".well-known/core", COAP_REQUEST_GET, hnd_discovery) != 0)
         return -1;
     for (i = 0; i < sizeof(res) / sizeof(res[0]); i++) {

@@ -91,6 +91,16 @@ static void usage(FILE *f)
           "  --dedup-window SECONDS  a repeated CSR from the same client gets the same\n"
           "                       answer within this time (default 60)\n"
           "  --max-runtime SECONDS  stop by itself after this time (default: never)\n"
+          "Enrollment policy (sen, sren, skg, skc):\n"
+          "  --max-csr-size BYTES a larger CSR gets 4.13 (default 8192)\n"
+          "  --max-sans N         at most N subjectAltNames in a CSR (default 16)\n"
+          "  --allowed-san-types LIST  SAN kinds a CSR may ask for: all (default), none or\n"
+          "                       a comma list of dns,ip,uri,email,othername,dirname,rid,\n"
+          "                       x400,edipartyname\n"
+          "  --cn-must-match RULE the CSR's CN must be the client certificate's CN\n"
+          "                       (client-cn) or subject serialNumber (client-serial);\n"
+          "                       none (default): any CN\n"
+          "  --allow-server-names issue the server's own DNS names and addresses too\n"
           "  --lwm2m-bootstrap    also act as LwM2M Bootstrap Server: answer POST /bs?ep=NAME,\n"
           "                       write /0/1 (Security), /1/1 (Server) in TLV, then\n"
           "                       Bootstrap-Finish, on the same DTLS session as EST\n"
@@ -141,6 +151,11 @@ enum {
     OPT_LWM2M_URI,
     OPT_LWM2M_MODE,
     OPT_LWM2M_BS_MODE,
+    OPT_MAX_CSR_SIZE,
+    OPT_MAX_SANS,
+    OPT_ALLOWED_SAN_TYPES,
+    OPT_CN_MUST_MATCH,
+    OPT_ALLOW_SERVER_NAMES,
 };
 
 static int parse_args(struct srv_options *o, int argc, char **argv)
@@ -167,11 +182,16 @@ static int parse_args(struct srv_options *o, int argc, char **argv)
         {"lwm2m-server-uri", required_argument, NULL, OPT_LWM2M_URI},
         {"lwm2m-mode", required_argument, NULL, OPT_LWM2M_MODE},
         {"lwm2m-bootstrap-mode", required_argument, NULL, OPT_LWM2M_BS_MODE},
+        {"max-csr-size", required_argument, NULL, OPT_MAX_CSR_SIZE},
+        {"max-sans", required_argument, NULL, OPT_MAX_SANS},
+        {"allowed-san-types", required_argument, NULL, OPT_ALLOWED_SAN_TYPES},
+        {"cn-must-match", required_argument, NULL, OPT_CN_MUST_MATCH},
+        {"allow-server-names", no_argument, NULL, OPT_ALLOW_SERVER_NAMES},
         {"verbose", no_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    int c;
+    int c, li = 0;
     long v;
 
     o->validity = 30L * 24 * 3600;
@@ -182,7 +202,8 @@ static int parse_args(struct srv_options *o, int argc, char **argv)
     o->lwm2m_uri = "coaps://localhost:5784";
     o->lwm2m_mode = 4;
     o->lwm2m_bs_mode = -1;
-    while ((c = getopt_long(argc, argv, "vh", longopts, NULL)) != -1) {
+    srv_policy_init(&o->policy);
+    while ((c = getopt_long(argc, argv, "vh", longopts, &li)) != -1) {
         switch (c) {
         case OPT_LISTEN:
             if (o->n_listen == SRV_MAX_LISTEN) {
@@ -286,6 +307,14 @@ static int parse_args(struct srv_options *o, int argc, char **argv)
                 o->lwm2m_mode = (int)v;
             else
                 o->lwm2m_bs_mode = (int)v;
+            break;
+        case OPT_MAX_CSR_SIZE:
+        case OPT_MAX_SANS:
+        case OPT_ALLOWED_SAN_TYPES:
+        case OPT_CN_MUST_MATCH:
+        case OPT_ALLOW_SERVER_NAMES:
+            if (srv_policy_option(&o->policy, longopts[li].name, optarg) != 0)
+                return -1;
             break;
         case 'v':
             o->verbose++;
@@ -442,6 +471,7 @@ static void srv_free(struct srv *s)
     free(s->server_key_path);
     free(s->csr_attrs);
     srv_cache_free(s->cache);
+    srv_policy_free(&s->opt.policy);
     free(s->root);
 }
 

@@ -17,6 +17,8 @@
 
 #include <coap3/coap.h>
 
+#include "policy.h"
+
 /* CoAP Content-Format numbers used by EST-coaps (RFC 9148 §8.3). */
 #define SRV_CF_LINK_FORMAT 40
 #define SRV_CF_MULTIPART 62
@@ -59,6 +61,7 @@ struct srv_options {
     int lwm2m_mode;        /* Security Mode written to /0/1/2 */
     int lwm2m_bs_mode;     /* -1: no bootstrap account; else /0/0/2 */
     const char *lwm2m_bs_uri;
+    struct srv_policy policy; /* enrollment policy, see policy.h */
     int verbose;
 };
 
