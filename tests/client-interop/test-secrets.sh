@@ -112,9 +112,10 @@ kill -KILL "$re_pid" 2>/dev/null
 wait "$re_pid" 2>/dev/null
 cat "$T/re.out" "$T/re.err" >>"$ALL_OUT"
 check "reenroll killed: TMPDIR is empty" test -z "$(ls -A "$T/tmp")"
-check "reenroll killed: no file written in /tmp during the run holds the PIN" \
-  bash -c "! find /tmp -xdev -type f -newer '$T/marker' -readable -size -1M -print0 2>/dev/null |
-    xargs -0r grep -ls -- 'pin-value=$PIN' | grep -q ."
+# A key reference (PEM, the address in base64) is as secret as the PIN.
+check "reenroll killed: no file written in /tmp during the run holds the PIN or a key reference" \
+  bash -c "! find '$T/tmp' /tmp -xdev -type f -newer '$T/marker' -readable -size -1024k -print0 2>/dev/null |
+    xargs -0r grep -lsE -- '$PIN|BEGIN ESTC KEY REFERENCE' | grep -q ."
 
 check "no PIN in anything estc printed" no_pin_in "$ALL_OUT"
 check "no PIN in the server's log" no_pin_in "$ESTC_SERVER_LOG"
