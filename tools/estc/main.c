@@ -253,8 +253,10 @@ static void main_help(FILE *fp)
     fprintf(fp,
             "\n`estc SUBCOMMAND --help` lists its options. mem: objects vanish when estc\n"
             "exits: keep results with file:, pkcs11:, tpm2: or psa: addresses, e.g.\n"
-            "  --new-key 'pkcs11:token=Dev;object=est-key;pin-value=1234'\n"
-            "  --new-key file:/var/lib/estc/key.pem --new-cert file:/var/lib/estc/cert.pem\n\n");
+            "  --new-key 'pkcs11:token=Dev;object=est-key;pin-source=file:/etc/estc/pin'\n"
+            "  --new-key file:/var/lib/estc/key.pem --new-cert file:/var/lib/estc/cert.pem\n"
+            "Address options also take @FILE (the address in a 0600 file) or env:VAR\n"
+            "(from the environment): no PIN on the command line.\n\n");
     fputs(exit_text, fp);
 }
 
