@@ -130,10 +130,12 @@ int cli_enter_psa_dir(struct cli *cli);
 int cli_address_arg(struct cli *cli, const char *opt, char *arg, const char **out);
 /* Whether @s holds a pin-value attribute. */
 bool cli_has_pin(const char *s);
-/* Once the options are read: the note about a PIN on the command line, and
- * no core dump, ptrace or /proc/PID/mem access while estc holds a PIN (and
+/* Once the options are read (`run`: with the note of cli_pin_note()): no
+ * core dump, ptrace or /proc/PID/mem access while estc holds a PIN (and
  * always for `run`). Returns 0 or an exit status. */
 int cli_protect_secrets(struct cli *cli);
+/* The note that a PIN came on the command line (once; not with -q). */
+void cli_pin_note(const struct cli *cli);
 
 /* output.c */
 

@@ -616,8 +616,11 @@ int main(int argc, char **argv)
 
     if (status == 0)
         status = cli_protect_secrets(&cli);
-    if (status == 0)
+    if (status == 0) {
         status = cli_run(&cli);
+        if (status == 0 && cli.cmd != CMD_RUN)
+            cli_pin_note(&cli);
+    }
     cli_free(&cli);
     return status;
 }

@@ -188,7 +188,7 @@ int cli_address_arg(struct cli *cli, const char *opt, char *arg, const char **ou
     return 0;
 }
 
-int cli_protect_secrets(struct cli *cli)
+void cli_pin_note(const struct cli *cli)
 {
     if (cli->pin_on_argv && !cli->quiet)
         fprintf(stderr,
@@ -196,6 +196,14 @@ int cli_protect_secrets(struct cli *cli)
                 "now but was visible to other users at start: prefer pin-source=, @FILE or "
                 "env:VAR\n",
                 cli->cmd_name);
+}
+
+int cli_protect_secrets(struct cli *cli)
+{
+    /* The daemon says it at start; the other commands with their summary
+     * (a failure stays one line). */
+    if (cli->cmd == CMD_RUN)
+        cli_pin_note(cli);
     /* `run` holds what its state file names for its whole life. */
     if (!cli->holds_pin && cli->cmd != CMD_RUN)
         return 0;
