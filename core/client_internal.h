@@ -75,14 +75,13 @@ struct estc_client {
     bool pop;      /* challengePassword = base64(tls-unique) in every CSR */
     char *pop_key; /* the key the last CSR was signed with, to sign it again */
     /* While /sren runs: the enrolled certificate's DER, read once, for the
-     * session's PEM file too. Borrowed; NULL otherwise. */
+     * session's credentials too. Borrowed; NULL otherwise. */
     const estc_buf *held_cert;
 
     /* transport */
     estc_transport *transport;
     bool custom_transport;
     enum estc__creds transport_creds;
-    char *tmpdir; /* 0700 folder for the PEM files libcoap reads */
 
     estc_lifecycle *lc;
     bool own_lc;

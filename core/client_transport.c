@@ -14,28 +14,15 @@
 #include <unistd.h>
 
 #include <openssl/crypto.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 
 #include "client_internal.h"
+#include "transport_coap.h"
 
 /* Exchanges that may end without any answer before an operation fails. */
 #define ESTC__MAX_LOST_EXCHANGES 3
-
-static void remove_tmpdir(estc_client *c)
-{
-    if (c->tmpdir == NULL)
-        return;
-    const char *names[] = {"trust.pem", "cert.pem", "key.pem"};
-    char path[4096];
-    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
-        snprintf(path, sizeof(path), "%s/%s", c->tmpdir, names[i]);
-        unlink(path);
-    }
-    rmdir(c->tmpdir);
-    free(c->tmpdir);
-    c->tmpdir = NULL;
-}
 
 void estc__client_reset_transport(estc_client *c)
 {
@@ -46,7 +33,6 @@ void estc__client_reset_transport(estc_client *c)
     estc_transport_free(c->transport);
     c->transport = NULL;
     c->transport_creds = ESTC__CREDS_NONE;
-    remove_tmpdir(c);
 }
 
 bool estc__is_engine_address(estc_client *c, const char *s)
@@ -62,62 +48,74 @@ bool estc__is_engine_address(estc_client *c, const char *s)
 
 /* ---- the DTLS session ---------------------------------------------------- */
 
-static estc_err write_file(estc_client *c, const char *name, const void *data, size_t len,
-                           char *path, size_t path_len)
-{
-    snprintf(path, path_len, "%s/%s", c->tmpdir, name);
-    FILE *f = fopen(path, "wx");
-    if (f == NULL)
-        return estc_error(c->ctx, ESTC_ERR_IO, "%s: %s", path, strerror(errno));
-    bool ok = fwrite(data, 1, len, f) == len;
-    ok = fclose(f) == 0 && ok;
-    return ok ? ESTC_OK : estc_error(c->ctx, ESTC_ERR_IO, "%s: write failed", path);
-}
-
-/* PEM of every certificate in @list appended to @bio. */
-static bool pem_append(BIO *bio, const estc__der_list *list)
+/* Every certificate of @list appended to @out. */
+static bool x509_append(STACK_OF(X509) *out, const estc__der_list *list)
 {
     for (size_t i = 0; i < list->n; i++) {
         const unsigned char *p = list->items[i].data;
         X509 *x = d2i_X509(NULL, &p, (long)list->items[i].len);
-        bool ok = x != NULL && PEM_write_bio_X509(bio, x) == 1;
-        X509_free(x);
-        if (!ok)
+        if (x == NULL || !sk_X509_push(out, x)) {
+            X509_free(x);
             return false;
+        }
     }
     return true;
 }
 
-static estc_err write_trust(estc_client *c, char *path, size_t path_len)
+/* The trust anchors for the server's chain: the explicit ones (from /crts)
+ * once there are, with the configured explicit anchors; else all. */
+static estc_err load_trust(estc_client *c, STACK_OF(X509) *out)
 {
-    BIO *bio = BIO_new(BIO_s_mem());
-    bool ok = bio != NULL;
-    if (ok && c->have_explicit)
-        ok = pem_append(bio, &c->explicit_certs);
+    bool ok = true;
+    if (c->have_explicit)
+        ok = x509_append(out, &c->explicit_certs);
     for (size_t i = 0; ok && i < c->n_anchors; i++) {
         if (!c->anchors[i].implicit || !c->have_explicit)
-            ok = pem_append(bio, &c->anchors[i].certs);
+            ok = x509_append(out, &c->anchors[i].certs);
     }
-    char *data = NULL;
-    long n = ok ? BIO_get_mem_data(bio, &data) : 0;
-    estc_err err;
     if (!ok)
-        err = estc_error(c->ctx, ESTC_ERR_FORMAT, "cannot write the trust anchors as PEM");
-    else if (n <= 0)
-        err = estc_error(c->ctx, ESTC_ERR_STATE, "no trust anchor: configure one");
-    else
-        err = write_file(c, "trust.pem", data, (size_t)n, path, path_len);
-    BIO_free(bio);
-    return err;
+        return estc_error(c->ctx, ESTC_ERR_FORMAT, "a trust anchor does not parse");
+    if (sk_X509_num(out) == 0)
+        return estc_error(c->ctx, ESTC_ERR_STATE, "no trust anchor: configure one");
+    return ESTC_OK;
 }
 
-/* The certificate as a PEM file libcoap can read. */
-static estc_err cert_file(estc_client *c, const char *src, char *path, size_t path_len)
+/* Never a prompt on the terminal for an encrypted PEM key. */
+static int no_passphrase(char *buf, int size, int rwflag, void *arg)
 {
-    if (!estc__is_engine_address(c, src)) {
-        snprintf(path, path_len, "%s", src);
-        return ESTC_OK;
+    (void)buf;
+    (void)size;
+    (void)rwflag;
+    (void)arg;
+    return -1;
+}
+
+/* The first PEM object of the file at @path: a certificate or a key. */
+static estc_err read_pem_file(estc_client *c, const char *path, X509 **cert, EVP_PKEY **key)
+{
+    BIO *bio = BIO_new_file(path, "r");
+    if (bio == NULL) {
+        ERR_clear_error();
+        return estc_error(c->ctx, ESTC_ERR_IO, "%s: %s", path, strerror(errno));
     }
+    if (cert != NULL)
+        *cert = PEM_read_bio_X509(bio, NULL, no_passphrase, NULL);
+    else
+        *key = PEM_read_bio_PrivateKey(bio, NULL, no_passphrase, NULL);
+    BIO_free(bio);
+    if (cert != NULL ? *cert == NULL : *key == NULL) {
+        ERR_clear_error();
+        return estc_error(c->ctx, ESTC_ERR_FORMAT, "%s: no PEM %s", path,
+                          cert != NULL ? "certificate" : "private key (or key reference)");
+    }
+    return ESTC_OK;
+}
+
+/* The client certificate at @src (an engine address or a PEM file). */
+static estc_err load_cert(estc_client *c, const char *src, X509 **out)
+{
+    if (!estc__is_engine_address(c, src))
+        return read_pem_file(c, src, out, NULL);
     estc_buf der = {0};
     estc_err err = ESTC_OK;
     if (c->held_cert != NULL && strcmp(src, c->cert_addr) == 0)
@@ -126,38 +124,54 @@ static estc_err cert_file(estc_client *c, const char *src, char *path, size_t pa
         err = estc_cert_load(c->ctx, src, &der);
     if (err != ESTC_OK)
         return err;
-    estc__der_list one = {.items = &der, .n = 1};
-    BIO *bio = BIO_new(BIO_s_mem());
-    char *data = NULL;
-    long n = 0;
-    if (bio == NULL || !pem_append(bio, &one) || (n = BIO_get_mem_data(bio, &data)) <= 0)
-        err = estc_error(c->ctx, ESTC_ERR_FORMAT, "%s: cannot write as PEM", src);
-    else
-        err = write_file(c, "cert.pem", data, (size_t)n, path, path_len);
-    BIO_free(bio);
+    const unsigned char *p = der.data;
+    *out = d2i_X509(NULL, &p, (long)der.len);
+    if (*out == NULL || p != der.data + der.len) {
+        X509_free(*out);
+        *out = NULL;
+        ERR_clear_error();
+        err = estc_error(c->ctx, ESTC_ERR_FORMAT, "%s: not a certificate", src);
+    }
     estc_buf_free(&der);
     return err;
 }
 
-/* The key as a PEM file: keys of an engine whose objects are files are PEM
- * already; every other engine's key goes as a key reference that the
- * provider resolves. */
-static estc_err key_file(estc_client *c, const char *src, char *path, size_t path_len)
+/* The client key at @src: a PEM file, the file of an engine whose keys are
+ * files, or any other engine's key through the provider (from a key
+ * reference built in memory, wiped after use: it holds the address). */
+static estc_err load_key(estc_client *c, const char *src, EVP_PKEY **out)
 {
-    if (!estc__is_engine_address(c, src)) {
-        snprintf(path, path_len, "%s", src);
-        return ESTC_OK;
-    }
+    if (!estc__is_engine_address(c, src))
+        return read_pem_file(c, src, NULL, out);
     if ((estc_engine_caps(c->ctx, src) & ESTC_CAP_FILES) != 0) {
         char *p = NULL;
         estc_err err = estc_key_file_path(c->ctx, src, &p);
         if (err == ESTC_OK)
-            snprintf(path, path_len, "%s", p);
+            err = read_pem_file(c, p, NULL, out);
         free(p);
         return err;
     }
-    snprintf(path, path_len, "%s/key.pem", c->tmpdir);
-    return estc_keyref_write(c->ctx, path, src);
+    estc_buf pem = {0};
+    estc_err err = estc_keyref_pem(src, &pem);
+    if (err != ESTC_OK)
+        return estc_error(c->ctx, err, "%s: no key reference", src);
+    estc_ctx_clear_error(c->ctx);
+    BIO *bio = BIO_new_mem_buf(pem.data, (int)pem.len);
+    *out = bio != NULL ? PEM_read_bio_PrivateKey(bio, NULL, no_passphrase, NULL) : NULL;
+    BIO_free(bio);
+    OPENSSL_cleanse(pem.data, pem.len);
+    estc_buf_free(&pem);
+    if (*out == NULL) {
+        ERR_clear_error();
+        /* The provider left the engine's own reason in the detail. */
+        const char *why = estc_ctx_error_detail(c->ctx);
+        char *copy = why[0] != '\0' ? strdup(why) : NULL;
+        err = estc_error(c->ctx, ESTC_ERR_ENGINE, "%s: the key cannot be used%s%s", src,
+                         copy != NULL ? ": " : "", copy != NULL ? copy : "");
+        free(copy);
+        return err;
+    }
+    return ESTC_OK;
 }
 
 /* The transport's lines go to the context's log. */
@@ -180,41 +194,53 @@ static estc_err open_transport(estc_client *c, enum estc__creds creds)
     const char *cert = creds == ESTC__CREDS_ENROLLED ? c->cert_addr : c->boot_cert;
     const char *key = creds == ESTC__CREDS_ENROLLED ? c->key_addr : c->boot_key;
 
-    const char *base = getenv("TMPDIR");
-    char tmpl[4096];
-    snprintf(tmpl, sizeof(tmpl), "%s/estc-XXXXXX", base != NULL && base[0] != '\0' ? base : "/tmp");
-    if (mkdtemp(tmpl) == NULL)
-        return estc_error(c->ctx, ESTC_ERR_IO, "%s: %s", tmpl, strerror(errno));
-    c->tmpdir = strdup(tmpl);
-    if (c->tmpdir == NULL) {
-        rmdir(tmpl);
-        return ESTC_ERR_NOMEM;
-    }
-    char trust[4200], certp[4200] = "", keyp[4200] = "", uri[600];
-    estc_err err = write_trust(c, trust, sizeof(trust));
+    /* Credentials reach libcoap in memory: no file is written for it. */
+    STACK_OF(X509) *trust = sk_X509_new_null();
+    X509 *x = NULL;
+    EVP_PKEY *pkey = NULL;
+    char uri[600];
+    estc_err err = trust != NULL ? load_trust(c, trust) : ESTC_ERR_NOMEM;
     if (err == ESTC_OK && cert != NULL)
-        err = cert_file(c, cert, certp, sizeof(certp));
+        err = load_cert(c, cert, &x);
     if (err == ESTC_OK && key != NULL)
-        err = key_file(c, key, keyp, sizeof(keyp));
+        err = load_key(c, key, &pkey);
     if (err == ESTC_OK) {
         bool v6 = strchr(c->host, ':') != NULL;
         snprintf(uri, sizeof(uri), "coaps://%s%s%s:%u", v6 ? "[" : "", c->host, v6 ? "]" : "",
                  c->port);
         estc_coap_config cfg = {
             .server = uri,
-            .trust_file = trust,
             .identity = c->identity,
-            .cert_file = certp[0] != '\0' ? certp : NULL,
-            .key_file = keyp[0] != '\0' ? keyp : NULL,
             .timeout_ms = c->timeout_ms,
             .block_szx = c->block_szx,
             .log_fn = transport_log,
             .log_arg = c->ctx,
         };
-        err = estc_transport_coap_new(&cfg, &c->transport);
-        if (err != ESTC_OK)
+        estc__coap_creds creds = {
+            .n_trust = (size_t)sk_X509_num(trust),
+            .cert = x,
+            .key = pkey,
+        };
+        X509 **list = malloc((creds.n_trust > 0 ? creds.n_trust : 1) * sizeof(*list));
+        if (list == NULL)
+            err = ESTC_ERR_NOMEM;
+        for (size_t i = 0; list != NULL && i < creds.n_trust; i++)
+            list[i] = sk_X509_value(trust, (int)i);
+        creds.trust = list;
+        if (err == ESTC_OK)
+            err = estc__transport_coap_new_creds(&cfg, &creds, &c->transport);
+        free(list);
+        ERR_clear_error();
+        if (err == ESTC_ERR_CRYPTO)
+            err = estc_error(c->ctx, err, "cannot set up CoAP/DTLS to %s: the certificate does not "
+                             "belong to the key",
+                             uri);
+        else if (err != ESTC_OK)
             err = estc_error(c->ctx, err, "cannot set up CoAP/DTLS to %s", uri);
     }
+    EVP_PKEY_free(pkey);
+    X509_free(x);
+    sk_X509_pop_free(trust, X509_free);
     if (err != ESTC_OK) {
         estc__client_reset_transport(c);
         return err;

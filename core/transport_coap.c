@@ -26,6 +26,8 @@
 
 #include <estc/transport.h>
 
+#include "transport_coap.h"
+
 #define DEFAULT_TIMEOUT_MS 30000u
 #define DEFAULT_MAX_RESPONSE (256u * 1024u)
 #define DEFAULT_PORT 5684
@@ -38,6 +40,11 @@ struct coap_impl {
     char *identity;
     char *cert_file;
     char *key_file;
+    /* Credentials in memory (estc__transport_coap_new_creds()): then the
+     * three files above are NULL and libcoap reads no file. */
+    X509_STORE *trust_store;
+    X509 *cert;
+    EVP_PKEY *key;
     unsigned timeout_ms;
     unsigned szx;
     size_t max_response;
@@ -368,6 +375,29 @@ static estc_err open_context(struct coap_impl *impl)
     return ESTC_OK;
 }
 
+/*
+ * The in-memory credentials onto the new session's SSL: the trust anchors as
+ * its own verification store (so nothing else, such as a default store of
+ * the SSL_CTX, is trusted), the client certificate and its key. libcoap has
+ * sent the ClientHello by now but processes no answer before
+ * coap_io_process(): the server's Certificate and CertificateRequest, the
+ * first uses of these, find them in place.
+ */
+static bool use_memory_creds(struct coap_impl *impl)
+{
+    coap_tls_library_t lib;
+    SSL *ssl = coap_session_get_tls(impl->session, &lib);
+    if (ssl == NULL || lib != COAP_TLS_LIBRARY_OPENSSL)
+        return false;
+    if (SSL_set1_verify_cert_store(ssl, impl->trust_store) != 1)
+        return false;
+    if (impl->cert != NULL &&
+        (SSL_use_certificate(ssl, impl->cert) != 1 || SSL_use_PrivateKey(ssl, impl->key) != 1 ||
+         SSL_check_private_key(ssl) != 1))
+        return false;
+    return true;
+}
+
 static estc_err open_session(struct coap_impl *impl)
 {
     if (impl->ctx == NULL && open_context(impl) != ESTC_OK)
@@ -405,6 +435,8 @@ static estc_err open_session(struct coap_impl *impl)
     pki.validate_cn_call_back = check_identity;
     pki.cn_call_back_arg = impl;
     pki.client_sni = is_ip_literal(impl->host) ? NULL : impl->host;
+    /* With credentials in memory libcoap gets no file at all: they go to
+     * the session's SSL below. */
     pki.pki_key.key_type = COAP_PKI_KEY_PEM;
     pki.pki_key.key.pem.ca_file = impl->trust_file;
     pki.pki_key.key.pem.public_cert = impl->cert_file;
@@ -418,6 +450,13 @@ static estc_err open_session(struct coap_impl *impl)
         return ESTC_ERR_TRANSPORT;
     }
     coap_session_set_app_data(impl->session, impl);
+    if (impl->trust_store != NULL && !use_memory_creds(impl)) {
+        snprintf(impl->detail, impl->detail_len,
+                 "cannot give the DTLS session to %s port %s its credentials", impl->host,
+                 impl->port);
+        drop_session(impl);
+        return ESTC_ERR_TRANSPORT;
+    }
     return ESTC_OK;
 }
 
@@ -666,6 +705,9 @@ static void coap_impl_free(void *arg)
     free(impl->identity);
     free(impl->cert_file);
     free(impl->key_file);
+    X509_STORE_free(impl->trust_store);
+    X509_free(impl->cert);
+    EVP_PKEY_free(impl->key);
     free(impl);
 }
 
@@ -740,10 +782,39 @@ static estc_err dup_opt(const char *in, char **out)
     return *out == NULL ? ESTC_ERR_NOMEM : ESTC_OK;
 }
 
-estc_err estc_transport_coap_new(const estc_coap_config *cfg, estc_transport **out)
+/* The in-memory credentials of @creds into @impl. */
+static estc_err take_creds(struct coap_impl *impl, const estc__coap_creds *creds)
 {
-    if (cfg == NULL || out == NULL || cfg->server == NULL || cfg->trust_file == NULL ||
-        (cfg->cert_file == NULL) != (cfg->key_file == NULL))
+    impl->trust_store = X509_STORE_new();
+    if (impl->trust_store == NULL)
+        return ESTC_ERR_NOMEM;
+    for (size_t i = 0; i < creds->n_trust; i++) {
+        if (creds->trust[i] == NULL || X509_STORE_add_cert(impl->trust_store, creds->trust[i]) != 1)
+            return ESTC_ERR_CRYPTO;
+    }
+    if (creds->cert != NULL) {
+        if (X509_check_private_key(creds->cert, creds->key) != 1)
+            return ESTC_ERR_CRYPTO;
+        if (X509_up_ref(creds->cert) != 1)
+            return ESTC_ERR_NOMEM;
+        impl->cert = creds->cert;
+        if (EVP_PKEY_up_ref(creds->key) != 1)
+            return ESTC_ERR_NOMEM;
+        impl->key = creds->key;
+    }
+    return ESTC_OK;
+}
+
+static estc_err coap_new(const estc_coap_config *cfg, const estc__coap_creds *creds,
+                         estc_transport **out)
+{
+    if (cfg == NULL || out == NULL || cfg->server == NULL)
+        return ESTC_ERR_INVALID_ARG;
+    if (creds == NULL && (cfg->trust_file == NULL || (cfg->cert_file == NULL) != (cfg->key_file == NULL)))
+        return ESTC_ERR_INVALID_ARG;
+    if (creds != NULL &&
+        (cfg->trust_file != NULL || cfg->cert_file != NULL || cfg->key_file != NULL ||
+         creds->n_trust == 0 || creds->trust == NULL || (creds->cert == NULL) != (creds->key == NULL)))
         return ESTC_ERR_INVALID_ARG;
     if (!coap_dtls_is_supported())
         return ESTC_ERR_UNSUPPORTED;
@@ -751,6 +822,8 @@ estc_err estc_transport_coap_new(const estc_coap_config *cfg, estc_transport **o
     if (impl == NULL)
         return ESTC_ERR_NOMEM;
     estc_err err = parse_server(impl, cfg->server);
+    if (err == ESTC_OK && creds != NULL)
+        err = take_creds(impl, creds);
     if (err == ESTC_OK)
         err = dup_opt(cfg->trust_file, &impl->trust_file);
     if (err == ESTC_OK)
@@ -761,7 +834,7 @@ estc_err estc_transport_coap_new(const estc_coap_config *cfg, estc_transport **o
         err = dup_opt(cfg->key_file, &impl->key_file);
     if (err == ESTC_OK && (impl->identity[0] == '\0'))
         err = ESTC_ERR_INVALID_ARG;
-    if (err == ESTC_OK &&
+    if (err == ESTC_OK && creds == NULL &&
         (!readable(impl->trust_file) || (impl->cert_file != NULL && !readable(impl->cert_file)) ||
          (impl->key_file != NULL && !readable(impl->key_file))))
         err = ESTC_ERR_IO;
@@ -779,4 +852,17 @@ estc_err estc_transport_coap_new(const estc_coap_config *cfg, estc_transport **o
     coap_set_log_handler(coap_quiet);
     coap_dtls_set_log_level(LOG_EMERG);
     return estc_transport_new(&coap_ops, impl, out);
+}
+
+estc_err estc_transport_coap_new(const estc_coap_config *cfg, estc_transport **out)
+{
+    return coap_new(cfg, NULL, out);
+}
+
+estc_err estc__transport_coap_new_creds(const estc_coap_config *cfg, const estc__coap_creds *creds,
+                                        estc_transport **out)
+{
+    if (creds == NULL)
+        return ESTC_ERR_INVALID_ARG;
+    return coap_new(cfg, creds, out);
 }

@@ -81,6 +81,8 @@ static int pem_decode(void *vctx, OSSL_CORE_BIO *cin, int selection, OSSL_CALLBA
     }
     OPENSSL_free(name);
     OPENSSL_free(header);
+    if (data != NULL)
+        OPENSSL_cleanse(data, len > 0 ? (size_t)len : 0); /* an address, perhaps with a PIN */
     OPENSSL_free(data);
     BIO_free(in);
     return ok;
@@ -112,6 +114,7 @@ static int key_decode(struct estc__prov *prov, OSSL_CORE_BIO *cin, estc__kt want
         estc_address_scheme(buf, scheme) != ESTC_OK)
         return 1;
     key = estc__key_from_engine(prov, buf, n, 0);
+    OPENSSL_cleanse(buf, sizeof(buf));
     if (key == NULL)
         return 0;
     /* The other type's decoder takes it. */

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include <openssl/core_names.h>
+#include <openssl/crypto.h>
 #include <openssl/x509.h>
 
 #include "internal.h"
@@ -21,6 +22,9 @@ void estc__key_free(struct estc__key *key)
 {
     if (key == NULL)
         return;
+    /* The address may carry a PIN: wiped before the memory goes back. */
+    if (key->addr != NULL)
+        OPENSSL_cleanse(key->addr, strlen(key->addr));
     free(key->addr);
     EVP_PKEY_free(key->pub);
     free(key);
@@ -101,6 +105,7 @@ struct estc__key *estc__key_from_engine(struct estc__prov *prov, const char *add
 fail:
     estc__key_free(key);
     estc_buf_free(&spki);
+    OPENSSL_cleanse(a, len);
     free(a);
     return NULL;
 }

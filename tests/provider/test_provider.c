@@ -380,6 +380,54 @@ START_TEST(keyref_file_is_private)
 }
 END_TEST
 
+/* Everything on OpenSSL's error queue, as ERR_print_errors() shows it (the
+ * queue is emptied). malloc'd. */
+static char *error_queue_text(void)
+{
+    BIO *bio = BIO_new(BIO_s_mem());
+    char *data = NULL, *text;
+    long n;
+
+    ck_assert_ptr_nonnull(bio);
+    ERR_print_errors(bio);
+    n = BIO_get_mem_data(bio, &data);
+    text = strndup(n > 0 ? data : "", n > 0 ? (size_t)n : 0);
+    ck_assert_ptr_nonnull(text);
+    BIO_free(bio);
+    return text;
+}
+
+/* The provider's errors about the key at @addr, which holds "pin-value=" @pin,
+ * name the address with the PIN hidden: private key export refused, and a
+ * public-only copy of it asked for the private half. */
+static void errors_hide_pin(const char *addr, const char *pin)
+{
+    EVP_PKEY *pkey = store_key(addr);
+    OSSL_PARAM *params = NULL;
+    char shown[64], *text;
+
+    snprintf(shown, sizeof(shown), "pin-value=%s", pin);
+    ck_assert_msg(pkey != NULL, "no key from the store");
+    ERR_clear_error();
+    ck_assert_int_le(EVP_PKEY_todata(pkey, EVP_PKEY_KEYPAIR, &params), 0);
+    text = error_queue_text();
+    ck_assert_msg(strstr(text, "private key export refused") != NULL, "no refusal: %s", text);
+    ck_assert_msg(strstr(text, "pin-value=***") != NULL, "address not named: %s", text);
+    ck_assert_msg(strstr(text, shown) == NULL, "PIN on the error queue: %s", text);
+    free(text);
+    EVP_PKEY_free(pkey);
+}
+
+#define PINNED_PIN "86420973"
+#define PINNED "mem:pinned;pin-value=" PINNED_PIN
+
+START_TEST(errors_never_show_pins)
+{
+    ck_assert_int_eq(estc_key_generate(ctx, PINNED, ESTC_KEY_EC_P256), ESTC_OK);
+    errors_hide_pin(PINNED, PINNED_PIN);
+}
+END_TEST
+
 /* A key of another engine, named by the fixture (for example a token). */
 START_TEST(external_key)
 {
@@ -396,6 +444,11 @@ START_TEST(external_key)
     csr_roundtrip(b, "SHA256", addr, false);
     EVP_PKEY_free(b);
     EVP_PKEY_free(a);
+    /* Its PIN, if it has one, stays off the error queue. */
+    char *pin = NULL;
+    if (estc_address_attr(addr, "pin-value", &pin, NULL) == ESTC_OK)
+        errors_hide_pin(addr, pin);
+    free(pin);
 }
 END_TEST
 
@@ -433,6 +486,7 @@ int main(void)
     tcase_add_test(tc, bad_references_fail_cleanly);
     tcase_add_test(tc, unsupported_digests_refused);
     tcase_add_test(tc, keyref_file_is_private);
+    tcase_add_test(tc, errors_never_show_pins);
     tcase_add_test(tc, external_key);
     tcase_add_test(tc, default_libctx);
     return check_run(s);

@@ -90,8 +90,11 @@ struct cli {
     unsigned max_runtime_s; /* 0: none */
     bool once;
     bool use_syslog;
-    /* Strings made absolute before entering --psa-dir. */
+    /* Strings made absolute before entering --psa-dir, and address values
+     * read from files and the environment or copied from the command line. */
     struct cli_list owned;
+    bool holds_pin;   /* an address names a PIN (pin-value or pin-source) */
+    bool pin_on_argv; /* a pin-value came on the command line */
 
     estc_ctx *ctx;
 };
@@ -114,6 +117,25 @@ int cli_status_state(struct cli *cli);
 /* Makes relative paths absolute, then creates/checks and enters --psa-dir;
  * before the library context exists. */
 int cli_enter_psa_dir(struct cli *cli);
+
+/* secrets.c */
+
+/* The value of an address option (--@opt): "@FILE" reads the address from
+ * the one line of FILE (a regular file owned by the user or root, not
+ * writable by others, and not readable by them when it holds a pin-value),
+ * "env:VAR" from the environment variable VAR (then wiped and unset); an
+ * address given literally with a pin-value is copied and the argument
+ * itself (@arg, in argv) loses its PIN. *@out: the address. Returns 0 or an
+ * exit status (a message printed). */
+int cli_address_arg(struct cli *cli, const char *opt, char *arg, const char **out);
+/* Whether @s holds a pin-value attribute. */
+bool cli_has_pin(const char *s);
+/* Once the options are read (`run`: with the note of cli_pin_note()): no
+ * core dump, ptrace or /proc/PID/mem access while estc holds a PIN (and
+ * always for `run`). Returns 0 or an exit status. */
+int cli_protect_secrets(struct cli *cli);
+/* The note that a PIN came on the command line (once; not with -q). */
+void cli_pin_note(const struct cli *cli);
 
 /* output.c */
 

@@ -193,6 +193,24 @@ static const struct opt {
 
 #define N_OPTS (sizeof(opts) / sizeof(opts[0]))
 
+/* Options whose value is an engine address or a file: they also take
+ * "@FILE" and "env:VAR" (see cli_address_arg()). */
+static bool is_address_opt(int id)
+{
+    switch (id) {
+    case O_TRUST:
+    case O_IMPLICIT:
+    case O_CERT:
+    case O_KEY:
+    case O_NEW_KEY:
+    case O_NEW_CERT:
+    case O_CA_OUT:
+        return true;
+    default:
+        return false;
+    }
+}
+
 static const struct opt *find_opt(int id)
 {
     for (size_t i = 0; i < N_OPTS; i++) {
@@ -235,8 +253,10 @@ static void main_help(FILE *fp)
     fprintf(fp,
             "\n`estc SUBCOMMAND --help` lists its options. mem: objects vanish when estc\n"
             "exits: keep results with file:, pkcs11:, tpm2: or psa: addresses, e.g.\n"
-            "  --new-key 'pkcs11:token=Dev;object=est-key;pin-value=1234'\n"
-            "  --new-key file:/var/lib/estc/key.pem --new-cert file:/var/lib/estc/cert.pem\n\n");
+            "  --new-key 'pkcs11:token=Dev;object=est-key;pin-source=file:/etc/estc/pin'\n"
+            "  --new-key file:/var/lib/estc/key.pem --new-cert file:/var/lib/estc/cert.pem\n"
+            "Address options also take @FILE (the address in a 0600 file) or env:VAR\n"
+            "(from the environment): no PIN on the command line.\n\n");
     fputs(exit_text, fp);
 }
 
@@ -315,7 +335,7 @@ static void cli_free(struct cli *cli)
 }
 
 /* Stores one option's value; returns 0 or an exit status. */
-static int set_opt(struct cli *cli, int id, const char *arg, const char *cmd)
+static int set_opt(struct cli *cli, int id, char *arg, const char *cmd)
 {
     const struct opt *o = find_opt(id);
     const char **single = NULL;
@@ -475,17 +495,21 @@ static int set_opt(struct cli *cli, int id, const char *arg, const char *cmd)
     default:
         return usage_error(cmd, "unexpected option");
     }
-    if (single != NULL) {
-        if (*single != NULL)
-            goto twice;
-        if (arg[0] == '\0')
-            goto bad_value;
-        *single = arg;
-        return 0;
-    }
+    const char *value = arg;
+    if (single != NULL && *single != NULL)
+        goto twice;
     if (arg[0] == '\0')
         goto bad_value;
-    if (!list_add(list, arg)) {
+    if (is_address_opt(id)) {
+        int status = cli_address_arg(cli, o->name, arg, &value);
+        if (status != 0)
+            return status;
+    }
+    if (single != NULL) {
+        *single = value;
+        return 0;
+    }
+    if (!list_add(list, value)) {
         fprintf(stderr, "estc: out of memory\n");
         return CLI_EXIT_FAILURE;
     }
@@ -591,7 +615,12 @@ int main(int argc, char **argv)
         status = usage_error(cn, "-q and -v exclude each other");
 
     if (status == 0)
+        status = cli_protect_secrets(&cli);
+    if (status == 0) {
         status = cli_run(&cli);
+        if (status == 0 && cli.cmd != CMD_RUN)
+            cli_pin_note(&cli);
+    }
     cli_free(&cli);
     return status;
 }
