@@ -91,6 +91,13 @@ static void usage(FILE *f)
           "  --dedup-window SECONDS  a repeated CSR from the same client gets the same\n"
           "                       answer within this time (default 60)\n"
           "  --max-runtime SECONDS  stop by itself after this time (default: never)\n"
+          "  --max-body BYTES     largest request body accepted; a larger one gets 4.13\n"
+          "                       with Size1 at its first block (default 65536)\n"
+          "  --max-sessions N     DTLS sessions kept; a new client evicts the session\n"
+          "                       idle the longest (default 1000)\n"
+          "  --idle-timeout SECONDS  close a session idle this long (default 300)\n"
+          "  --max-handshakes N   handshakes in progress after the cookie exchange\n"
+          "                       (default 100)\n"
           "  --lwm2m-bootstrap    also act as LwM2M Bootstrap Server: answer POST /bs?ep=NAME,\n"
           "                       write /0/1 (Security), /1/1 (Server) in TLV, then\n"
           "                       Bootstrap-Finish, on the same DTLS session as EST\n"
@@ -141,6 +148,10 @@ enum {
     OPT_LWM2M_URI,
     OPT_LWM2M_MODE,
     OPT_LWM2M_BS_MODE,
+    OPT_MAX_BODY,
+    OPT_MAX_SESSIONS,
+    OPT_IDLE_TIMEOUT,
+    OPT_MAX_HANDSHAKES,
 };
 
 static int parse_args(struct srv_options *o, int argc, char **argv)
@@ -167,6 +178,10 @@ static int parse_args(struct srv_options *o, int argc, char **argv)
         {"lwm2m-server-uri", required_argument, NULL, OPT_LWM2M_URI},
         {"lwm2m-mode", required_argument, NULL, OPT_LWM2M_MODE},
         {"lwm2m-bootstrap-mode", required_argument, NULL, OPT_LWM2M_BS_MODE},
+        {"max-body", required_argument, NULL, OPT_MAX_BODY},
+        {"max-sessions", required_argument, NULL, OPT_MAX_SESSIONS},
+        {"idle-timeout", required_argument, NULL, OPT_IDLE_TIMEOUT},
+        {"max-handshakes", required_argument, NULL, OPT_MAX_HANDSHAKES},
         {"verbose", no_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -182,6 +197,10 @@ static int parse_args(struct srv_options *o, int argc, char **argv)
     o->lwm2m_uri = "coaps://localhost:5784";
     o->lwm2m_mode = 4;
     o->lwm2m_bs_mode = -1;
+    o->max_body = 65536;
+    o->max_sessions = 1000;
+    o->idle_timeout = 300;
+    o->max_handshakes = 100;
     while ((c = getopt_long(argc, argv, "vh", longopts, NULL)) != -1) {
         switch (c) {
         case OPT_LISTEN:
@@ -286,6 +305,30 @@ static int parse_args(struct srv_options *o, int argc, char **argv)
                 o->lwm2m_mode = (int)v;
             else
                 o->lwm2m_bs_mode = (int)v;
+            break;
+        case OPT_MAX_BODY:
+            if (parse_long(optarg, 64, 16L * 1024 * 1024, &o->max_body) != 0) {
+                fprintf(stderr, "estc-server: --max-body wants bytes, 64 to 16777216\n");
+                return -1;
+            }
+            break;
+        case OPT_MAX_SESSIONS:
+            if (parse_long(optarg, 1, 1000000, &o->max_sessions) != 0) {
+                fprintf(stderr, "estc-server: --max-sessions wants a count, 1 or more\n");
+                return -1;
+            }
+            break;
+        case OPT_IDLE_TIMEOUT:
+            if (parse_long(optarg, 1, 86400, &o->idle_timeout) != 0) {
+                fprintf(stderr, "estc-server: --idle-timeout wants seconds, 1 to 86400\n");
+                return -1;
+            }
+            break;
+        case OPT_MAX_HANDSHAKES:
+            if (parse_long(optarg, 1, 100000, &o->max_handshakes) != 0) {
+                fprintf(stderr, "estc-server: --max-handshakes wants a count, 1 or more\n");
+                return -1;
+            }
             break;
         case 'v':
             o->verbose++;
@@ -445,6 +488,16 @@ static void srv_free(struct srv *s)
     free(s->root);
 }
 
+/* A session is gone (closed, timed out or evicted): forget its unfinished bodies. */
+static int on_event(coap_session_t *session, const coap_event_t event)
+{
+    if (event == COAP_EVENT_SERVER_SESSION_DEL && session != NULL) {
+        srv_block1_forget(session);
+        srv_log(SRV_LOG_DEBUG, "session %s closed", coap_session_str(session));
+    }
+    return 0;
+}
+
 static double now_s(void)
 {
     struct timespec ts;
@@ -498,7 +551,21 @@ int main(int argc, char **argv)
     if (ctx == NULL)
         goto out;
     coap_set_app_data(ctx, &s);
-    coap_context_set_block_mode(ctx, COAP_BLOCK_USE_LIBCOAP | COAP_BLOCK_SINGLE_BODY);
+    /* Not COAP_BLOCK_SINGLE_BODY: the Block1 gate in block.c sees every block. */
+    coap_context_set_block_mode(ctx, COAP_BLOCK_USE_LIBCOAP);
+    /*
+     * libcoap counts idle server sessions (no request in progress) and, when
+     * a new peer comes with --max-sessions of them, frees the one idle the
+     * longest; it closes a session idle for --idle-timeout seconds.
+     */
+    coap_context_set_max_idle_sessions(ctx, (unsigned)s.opt.max_sessions);
+    coap_context_set_session_timeout(ctx, (unsigned)s.opt.idle_timeout);
+    coap_context_set_max_handshake_sessions(ctx, (unsigned)s.opt.max_handshakes);
+    coap_register_event_handler(ctx, on_event);
+    if (srv_hello_guard_init() != 0) {
+        srv_log(SRV_LOG_ERR, "no random bytes for the cookie secret");
+        goto out;
+    }
 
     memset(&pki, 0, sizeof(pki));
     pki.version = COAP_DTLS_PKI_SETUP_VERSION;
@@ -539,6 +606,11 @@ int main(int argc, char **argv)
                 srv_log(SRV_LOG_ERR, "cannot listen on %s", spec);
                 goto out;
             }
+            if (srv_hello_guard_add_endpoint(&addr) != 0 ||
+                (n_bound == 0 && srv_hello_guard_take_cookies(ctx, &addr) != 0)) {
+                srv_log(SRV_LOG_ERR, "cannot guard the socket of %s", spec);
+                goto out;
+            }
             printf("estc-server: listening on coaps://%s/%s\n", spec, s.root);
             n_bound++;
         }
@@ -554,9 +626,22 @@ int main(int argc, char **argv)
 
     start = now_s();
     while (!stop_requested) {
-        if (coap_io_process(ctx, 250) < 0 && errno != EINTR) {
-            srv_log(SRV_LOG_ERR, "CoAP processing failed");
-            goto out;
+        /*
+         * The server waits for datagrams itself so that the ClientHello guard
+         * (tls.c) sees each one before libcoap does; libcoap reads at most one
+         * datagram per endpoint per coap_io_process() call.
+         */
+        srv_hello_guard_wait(ctx, 100);
+        for (i = 0; i < 64 && !stop_requested; i++) {
+            int st = srv_hello_guard_filter(ctx);
+            if (st < 0)
+                continue;
+            if (coap_io_process(ctx, COAP_IO_NO_WAIT) < 0 && errno != EINTR) {
+                srv_log(SRV_LOG_ERR, "CoAP processing failed");
+                goto out;
+            }
+            if (st == 0)
+                break;
         }
         if (s.opt.lwm2m)
             srv_lwm2m_poll(&s);
@@ -571,6 +656,8 @@ out:
     srv_lwm2m_free();
     if (ctx != NULL)
         coap_free_context(ctx);
+    srv_block1_free();
+    srv_hello_guard_free();
     free(bs_uri);
     coap_cleanup();
     srv_free(&s);
