@@ -13,7 +13,8 @@
  *     --no-size1               never send Size1
  *     --block-size N           16 ... 1024 (default 1024)
  *     --sessions N             open N sessions first (GET /.well-known/core on
- *                              each), keep them, then exit (no body)
+ *                              each), keep them, then exit (no body);
+ *                              BLOCK1_HOLD=SECONDS keeps them open that long
  *
  * Prints "code C.DD blocks N" (and "size1 S" when the last answer had
  * Size1) on stdout; with --body, the last answer's payload goes to
@@ -22,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <arpa/inet.h>
 
@@ -186,6 +188,9 @@ int main(int argc, char **argv)
         }
         printf("sessions %ld\n", ok);
         fflush(stdout);
+        /* BLOCK1_HOLD=SECONDS: keep them open that long (memory measurements). */
+        if (getenv("BLOCK1_HOLD") != NULL)
+            sleep((unsigned)atoi(getenv("BLOCK1_HOLD")));
         coap_free_context(ctx);
         coap_cleanup();
         free(r);
