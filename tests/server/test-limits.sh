@@ -28,7 +28,7 @@ DEV=(--cert "$T/dev.crt" --key "$T/dev.key")
 estc_server_start --client-ca "$T/mca.crt" || exit 1
 rss0=$(rss_kb)
 for i in 1 2 3; do
-  out=$(b1 est/sen --junk 30000000 --no-size1)
+  out=$(b1 est/sen --junk 30000000)
   check "30 MB push $i without a client certificate: 4.01 at the first block ($out)" \
     test "$out" = "code 4.01 blocks 1"
 done
