@@ -47,7 +47,7 @@ peak=0
 # With Size1, as coap-client sends them (libcoap 4.3.1 alone reassembled such a
 # body whole before the handler could refuse it; without Size1 it did not).
 for i in 1 2 3; do
-  "$b1" 127.0.0.1 "$ESTC_SERVER_PORT" "$ESTC_SERVER_CA" est/sen --junk 30000000 \
+  timeout 300 "$b1" 127.0.0.1 "$ESTC_SERVER_PORT" "$ESTC_SERVER_CA" est/sen --junk 30000000 \
     >"$tmp/push$i" 2>&1 &
   pids+=($!)
 done
@@ -86,7 +86,7 @@ for rate in 50 200; do
 done
 
 before=$(rss)
-BLOCK1_HOLD=10 "$b1" 127.0.0.1 "$ESTC_SERVER_PORT" "$ESTC_SERVER_CA" x --sessions 500 >"$tmp/sess" 2>&1 &
+BLOCK1_HOLD=10 timeout 300 "$b1" 127.0.0.1 "$ESTC_SERVER_PORT" "$ESTC_SERVER_CA" x --sessions 500 >"$tmp/sess" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 1200); do grep -q sessions "$tmp/sess" 2>/dev/null && break; sleep 0.1; done
 after=$(rss)

@@ -33,7 +33,8 @@ start() {
 }
 # stop DESCRIPTION: SIGTERM, exit status 0 (no sanitizer report), folder removed.
 stop() { stop_server "$1"; estc_server_stop; }
-b1() { "$B1" 127.0.0.1 "$ESTC_SERVER_PORT" "$ESTC_SERVER_CA" "$@" 2>&1; }
+# Every client ends by itself: a bounded wait per block, and timeout on top.
+b1() { timeout 120 "$B1" 127.0.0.1 "$ESTC_SERVER_PORT" "$ESTC_SERVER_CA" "$@" 2>&1; }
 DEV=(--cert "$T/dev.crt" --key "$T/dev.key")
 
 # --- request bodies ---------------------------------------------------------------
