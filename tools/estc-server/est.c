@@ -524,7 +524,7 @@ static int add(coap_context_t *ctx, const char *path, coap_request_t method,
         coap_delete_str_const(uri);
         return -1;
     }
-    coap_register_handler(r, method, h);
+    srv_register_handler(r, method, h);
     coap_add_resource(ctx, r);
     return 0;
 }

@@ -91,6 +91,13 @@ static void usage(FILE *f)
           "  --dedup-window SECONDS  a repeated CSR from the same client gets the same\n"
           "                       answer within this time (default 60)\n"
           "  --max-runtime SECONDS  stop by itself after this time (default: never)\n"
+          "  --max-body BYTES     largest request body accepted; a larger one gets 4.13\n"
+          "                       with Size1 at its first block (default 65536)\n"
+          "  --max-sessions N     DTLS sessions kept; a new client evicts the session\n"
+          "                       idle the longest (default 1000)\n"
+          "  --idle-timeout SECONDS  close a session idle this long (default 300)\n"
+          "  --max-handshakes N   handshakes in progress after the cookie exchange\n"
+          "                       (default 100)\n"
           "Enrollment policy (sen, sren, skg, skc):\n"
           "  --max-csr-size BYTES a larger CSR gets 4.13 (default 8192)\n"
           "  --max-sans N         at most N subjectAltNames in a CSR (default 16)\n"
@@ -101,6 +108,7 @@ static void usage(FILE *f)
           "                       (client-cn) or subject serialNumber (client-serial);\n"
           "                       none (default): any CN\n"
           "  --allow-server-names issue the server's own DNS names and addresses too\n"
+          "LwM2M:\n"
           "  --lwm2m-bootstrap    also act as LwM2M Bootstrap Server: answer POST /bs?ep=NAME,\n"
           "                       write /0/1 (Security), /1/1 (Server) in TLV, then\n"
           "                       Bootstrap-Finish, on the same DTLS session as EST\n"
@@ -151,6 +159,10 @@ enum {
     OPT_LWM2M_URI,
     OPT_LWM2M_MODE,
     OPT_LWM2M_BS_MODE,
+    OPT_MAX_BODY,
+    OPT_MAX_SESSIONS,
+    OPT_IDLE_TIMEOUT,
+    OPT_MAX_HANDSHAKES,
     OPT_MAX_CSR_SIZE,
     OPT_MAX_SANS,
     OPT_ALLOWED_SAN_TYPES,
@@ -182,6 +194,10 @@ static int parse_args(struct srv_options *o, int argc, char **argv)
         {"lwm2m-server-uri", required_argument, NULL, OPT_LWM2M_URI},
         {"lwm2m-mode", required_argument, NULL, OPT_LWM2M_MODE},
         {"lwm2m-bootstrap-mode", required_argument, NULL, OPT_LWM2M_BS_MODE},
+        {"max-body", required_argument, NULL, OPT_MAX_BODY},
+        {"max-sessions", required_argument, NULL, OPT_MAX_SESSIONS},
+        {"idle-timeout", required_argument, NULL, OPT_IDLE_TIMEOUT},
+        {"max-handshakes", required_argument, NULL, OPT_MAX_HANDSHAKES},
         {"max-csr-size", required_argument, NULL, OPT_MAX_CSR_SIZE},
         {"max-sans", required_argument, NULL, OPT_MAX_SANS},
         {"allowed-san-types", required_argument, NULL, OPT_ALLOWED_SAN_TYPES},
@@ -202,6 +218,10 @@ static int parse_args(struct srv_options *o, int argc, char **argv)
     o->lwm2m_uri = "coaps://localhost:5784";
     o->lwm2m_mode = 4;
     o->lwm2m_bs_mode = -1;
+    o->max_body = 65536;
+    o->max_sessions = 1000;
+    o->idle_timeout = 300;
+    o->max_handshakes = 100;
     srv_policy_init(&o->policy);
     while ((c = getopt_long(argc, argv, "vh", longopts, &li)) != -1) {
         switch (c) {
@@ -315,6 +335,30 @@ static int parse_args(struct srv_options *o, int argc, char **argv)
         case OPT_ALLOW_SERVER_NAMES:
             if (srv_policy_option(&o->policy, longopts[li].name, optarg) != 0)
                 return -1;
+            break;
+        case OPT_MAX_BODY:
+            if (parse_long(optarg, 64, 16L * 1024 * 1024, &o->max_body) != 0) {
+                fprintf(stderr, "estc-server: --max-body wants bytes, 64 to 16777216\n");
+                return -1;
+            }
+            break;
+        case OPT_MAX_SESSIONS:
+            if (parse_long(optarg, 1, 1000000, &o->max_sessions) != 0) {
+                fprintf(stderr, "estc-server: --max-sessions wants a count, 1 or more\n");
+                return -1;
+            }
+            break;
+        case OPT_IDLE_TIMEOUT:
+            if (parse_long(optarg, 1, 86400, &o->idle_timeout) != 0) {
+                fprintf(stderr, "estc-server: --idle-timeout wants seconds, 1 to 86400\n");
+                return -1;
+            }
+            break;
+        case OPT_MAX_HANDSHAKES:
+            if (parse_long(optarg, 1, 100000, &o->max_handshakes) != 0) {
+                fprintf(stderr, "estc-server: --max-handshakes wants a count, 1 or more\n");
+                return -1;
+            }
             break;
         case 'v':
             o->verbose++;
@@ -475,6 +519,16 @@ static void srv_free(struct srv *s)
     free(s->root);
 }
 
+/* A session is gone (closed, timed out or evicted): forget its unfinished bodies. */
+static int on_event(coap_session_t *session, const coap_event_t event)
+{
+    if (event == COAP_EVENT_SERVER_SESSION_DEL && session != NULL) {
+        srv_block1_forget(session);
+        srv_log(SRV_LOG_DEBUG, "session %s closed", coap_session_str(session));
+    }
+    return 0;
+}
+
 static double now_s(void)
 {
     struct timespec ts;
@@ -528,7 +582,21 @@ int main(int argc, char **argv)
     if (ctx == NULL)
         goto out;
     coap_set_app_data(ctx, &s);
-    coap_context_set_block_mode(ctx, COAP_BLOCK_USE_LIBCOAP | COAP_BLOCK_SINGLE_BODY);
+    /* Not COAP_BLOCK_SINGLE_BODY: the Block1 gate in block.c sees every block. */
+    coap_context_set_block_mode(ctx, COAP_BLOCK_USE_LIBCOAP);
+    /*
+     * libcoap counts idle server sessions (no request in progress) and, when
+     * a new peer comes with --max-sessions of them, frees the one idle the
+     * longest; it closes a session idle for --idle-timeout seconds.
+     */
+    coap_context_set_max_idle_sessions(ctx, (unsigned)s.opt.max_sessions);
+    coap_context_set_session_timeout(ctx, (unsigned)s.opt.idle_timeout);
+    coap_context_set_max_handshake_sessions(ctx, (unsigned)s.opt.max_handshakes);
+    coap_register_event_handler(ctx, on_event);
+    if (srv_hello_guard_init() != 0) {
+        srv_log(SRV_LOG_ERR, "no random bytes for the cookie secret");
+        goto out;
+    }
 
     memset(&pki, 0, sizeof(pki));
     pki.version = COAP_DTLS_PKI_SETUP_VERSION;
@@ -569,6 +637,11 @@ int main(int argc, char **argv)
                 srv_log(SRV_LOG_ERR, "cannot listen on %s", spec);
                 goto out;
             }
+            if (srv_hello_guard_add_endpoint(&addr) != 0 ||
+                (n_bound == 0 && srv_hello_guard_take_cookies(ctx, &addr) != 0)) {
+                srv_log(SRV_LOG_ERR, "cannot guard the socket of %s", spec);
+                goto out;
+            }
             printf("estc-server: listening on coaps://%s/%s\n", spec, s.root);
             n_bound++;
         }
@@ -584,9 +657,22 @@ int main(int argc, char **argv)
 
     start = now_s();
     while (!stop_requested) {
-        if (coap_io_process(ctx, 250) < 0 && errno != EINTR) {
-            srv_log(SRV_LOG_ERR, "CoAP processing failed");
-            goto out;
+        /*
+         * The server waits for datagrams itself so that the ClientHello guard
+         * (tls.c) sees each one before libcoap does; libcoap reads at most one
+         * datagram per endpoint per coap_io_process() call.
+         */
+        srv_hello_guard_wait(ctx, 100);
+        for (i = 0; i < 64 && !stop_requested; i++) {
+            int st = srv_hello_guard_filter(ctx);
+            if (st < 0)
+                continue;
+            if (coap_io_process(ctx, COAP_IO_NO_WAIT) < 0 && errno != EINTR) {
+                srv_log(SRV_LOG_ERR, "CoAP processing failed");
+                goto out;
+            }
+            if (st == 0)
+                break;
         }
         if (s.opt.lwm2m)
             srv_lwm2m_poll(&s);
@@ -601,6 +687,8 @@ out:
     srv_lwm2m_free();
     if (ctx != NULL)
         coap_free_context(ctx);
+    srv_block1_free();
+    srv_hello_guard_free();
     free(bs_uri);
     coap_cleanup();
     srv_free(&s);

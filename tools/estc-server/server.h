@@ -63,6 +63,11 @@ struct srv_options {
     const char *lwm2m_bs_uri;
     struct srv_policy policy; /* enrollment policy, see policy.h */
     int verbose;
+    /* Resource limits */
+    long max_body;       /* bytes of a request body (Block1 reassembled) */
+    long max_sessions;   /* DTLS sessions kept; the oldest idle one goes first */
+    long idle_timeout;   /* seconds before an idle session is closed */
+    long max_handshakes; /* handshakes in progress (after the cookie exchange) */
 };
 
 /* The test CA: key and certificate, plus what was issued. */
@@ -119,6 +124,27 @@ char *srv_tls_unique_b64(coap_session_t *session);
 /* Stable identity of a client: SHA-256 of its certificate, else its address. */
 void srv_tls_client_id(coap_session_t *session, uint8_t id[32]);
 int srv_store_add_pem_file(X509_STORE *st, const char *path);
+/*
+ * ClientHello guard: a stateless cookie exchange (RFC 6347 §4.2.1) in front of
+ * libcoap, which keeps a session for every ClientHello it reads. Before
+ * libcoap reads a datagram, srv_hello_guard_filter() answers and drops every
+ * ClientHello from a peer without a session that does not carry a valid
+ * cookie of ours.
+ */
+int srv_hello_guard_init(void);
+/* Find the UDP socket libcoap bound to `addr` (after coap_new_endpoint). */
+int srv_hello_guard_add_endpoint(const coap_address_t *addr);
+/* Put the guard's cookie callbacks on libcoap's SSL_CTX (after the first endpoint). */
+int srv_hello_guard_take_cookies(coap_context_t *ctx, const coap_address_t *endpoint);
+/* Wait up to timeout_ms for a datagram on an endpoint or libcoap's own fd. */
+void srv_hello_guard_wait(coap_context_t *ctx, int timeout_ms);
+/*
+ * Answer and drop the unvetted ClientHellos first in line: 1 when a datagram
+ * for libcoap waits, 0 when none, -1 when more ClientHellos may wait (call
+ * again before letting libcoap read).
+ */
+int srv_hello_guard_filter(coap_context_t *ctx);
+void srv_hello_guard_free(void);
 
 /* cbor.c: multipart-core (RFC 8710) array of (content-format, bytes) pairs. */
 struct srv_part {
@@ -137,6 +163,18 @@ void srv_respond_body(struct srv *s, coap_resource_t *r, coap_session_t *session
 void srv_respond_error(coap_pdu_t *response, coap_pdu_code_t code, const char *diag);
 /* Content-Format / Accept of a request, SRV_CF_NONE when absent. */
 int srv_opt_uint(const coap_pdu_t *pdu, coap_option_num_t num);
+/* block.c: request bodies. Who may send a body to a resource. */
+enum srv_auth { SRV_AUTH_NONE, SRV_AUTH_CLIENT, SRV_AUTH_OWN };
+/*
+ * coap_register_handler() for the EST resources: a method with a body goes
+ * through the Block1 gate (size limit, early 4.01/4.03, reassembly) and the
+ * handler is called once with the whole body.
+ */
+int srv_register_handler(coap_resource_t *r, coap_request_t method, coap_method_handler_t h);
+/* A session is gone: drop its unfinished bodies. */
+void srv_block1_forget(coap_session_t *session);
+void srv_block1_free(void);
+size_t srv_block1_pending_bytes(void);
 
 /* cache.c */
 struct srv_cache *srv_cache_new(void);

@@ -4,7 +4,8 @@
  * whole server chain, asking for a client certificate without failing the
  * handshake (so unauthorized clients get a CoAP 4.01/4.03 rather than a
  * silent handshake failure), verifying the client against our own stores,
- * and the tls-unique value for the proof-of-possession check.
+ * the tls-unique value for the proof-of-possession check, and the ClientHello
+ * guard (a stateless cookie exchange in front of libcoap's session table).
  */
 #include "server.h"
 
@@ -12,8 +13,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <errno.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
 #include <arpa/inet.h>
+#include <netinet/in.h>
 #include <openssl/err.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
@@ -162,4 +172,401 @@ void srv_tls_client_id(coap_session_t *session, uint8_t id[32])
         }
         EVP_MD_CTX_free(md);
     }
+}
+
+/*
+ * ClientHello guard.
+ *
+ * libcoap 4.3.1 makes a session for every ClientHello from a new address
+ * before OpenSSL's cookie exchange runs, keeps it for half a minute and
+ * ignores new peers once 100 such sessions exist: a flood of ClientHellos
+ * from changing (or spoofed) source ports locks every client out. The
+ * server therefore waits for datagrams itself and, before libcoap reads the
+ * next one, looks at it: a ClientHello from a peer without a session must
+ * carry a cookie made here (HMAC of the peer's address and port under a
+ * secret that changes every 30 s, RFC 6347 §4.2.1), else it is answered with
+ * a HelloVerifyRequest and dropped, no state kept. Only peers that showed
+ * they receive at their address reach libcoap (which then runs its own
+ * cookie exchange, one more round trip).
+ */
+#define GUARD_COOKIE_LEN 16
+#define GUARD_EPOCH_SECONDS 30
+#define GUARD_BURST 256 /* datagrams looked at per call */
+
+static int guard_fds[SRV_MAX_LISTEN];
+static int n_guard;
+/* The sender of the ClientHello each endpoint lets libcoap read next. */
+static coap_address_t guard_head[SRV_MAX_LISTEN];
+static int guard_head_set[SRV_MAX_LISTEN];
+static unsigned char guard_secret[32];
+static unsigned long guard_answered;
+
+int srv_hello_guard_init(void)
+{
+    n_guard = 0;
+    return RAND_bytes(guard_secret, sizeof(guard_secret)) == 1 ? 0 : -1;
+}
+
+void srv_hello_guard_free(void)
+{
+    OPENSSL_cleanse(guard_secret, sizeof(guard_secret));
+    if (guard_answered > 0)
+        srv_log(SRV_LOG_INFO, "%lu ClientHello(s) without a cookie answered statelessly",
+                guard_answered);
+    n_guard = 0;
+}
+
+int srv_hello_guard_add_endpoint(const coap_address_t *addr)
+{
+    int best = -1;
+    long maxfd = sysconf(_SC_OPEN_MAX);
+
+    if (n_guard == SRV_MAX_LISTEN)
+        return -1;
+    if (maxfd < 0 || maxfd > 65536)
+        maxfd = 65536;
+    for (int fd = 3; fd < maxfd; fd++) {
+        int type = 0, known = 0;
+        socklen_t tl = sizeof(type);
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof(ss);
+        coap_address_t a;
+
+        if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) != 0 || type != SOCK_DGRAM)
+            continue;
+        if (getsockname(fd, (struct sockaddr *)&ss, &sl) != 0 || sl > sizeof(a.addr))
+            continue;
+        for (int i = 0; i < n_guard; i++)
+            known |= guard_fds[i] == fd;
+        if (known)
+            continue;
+        coap_address_init(&a);
+        memcpy(&a.addr, &ss, sl);
+        a.size = sl;
+        if (coap_address_equals(&a, addr))
+            best = fd; /* the newest one: libcoap just made it */
+    }
+    if (best < 0)
+        return -1;
+    guard_fds[n_guard++] = best;
+    return 0;
+}
+
+void srv_hello_guard_wait(coap_context_t *ctx, int timeout_ms)
+{
+    struct pollfd p[SRV_MAX_LISTEN + 1];
+    int n = 0, cfd = coap_context_get_coap_fd(ctx);
+
+    for (int i = 0; i < n_guard; i++) {
+        p[n].fd = guard_fds[i];
+        p[n].events = POLLIN;
+        p[n++].revents = 0;
+    }
+    if (cfd >= 0) {
+        p[n].fd = cfd;
+        p[n].events = POLLIN;
+        p[n++].revents = 0;
+    }
+    if (poll(p, (nfds_t)n, timeout_ms) < 0 && errno != EINTR)
+        srv_log(SRV_LOG_DEBUG, "poll: %s", strerror(errno));
+}
+
+static void guard_cookie(const coap_address_t *peer, uint64_t epoch, unsigned char out[32])
+{
+    unsigned char msg[8 + 2 + 16 + 2];
+    size_t n = 0;
+    unsigned int ol = 32;
+
+    for (int i = 7; i >= 0; i--)
+        msg[n++] = (unsigned char)(epoch >> (8 * i));
+    if (peer->addr.sa.sa_family == AF_INET) {
+        msg[n++] = 0;
+        msg[n++] = 4;
+        memcpy(msg + n, &peer->addr.sin.sin_addr, 4);
+        n += 4;
+        memcpy(msg + n, &peer->addr.sin.sin_port, 2);
+        n += 2;
+    } else {
+        msg[n++] = 0;
+        msg[n++] = 6;
+        memcpy(msg + n, &peer->addr.sin6.sin6_addr, 16);
+        n += 16;
+        memcpy(msg + n, &peer->addr.sin6.sin6_port, 2);
+        n += 2;
+    }
+    if (HMAC(EVP_sha256(), guard_secret, sizeof(guard_secret), msg, n, out, &ol) == NULL)
+        memset(out, 0, 32);
+}
+
+static uint64_t guard_epoch(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec / GUARD_EPOCH_SECONDS;
+}
+
+static int guard_cookie_ok(const coap_address_t *peer, const unsigned char *cookie, size_t cl)
+{
+    unsigned char mac[32];
+    uint64_t e = guard_epoch();
+
+    if (cl != GUARD_COOKIE_LEN)
+        return 0;
+    guard_cookie(peer, e, mac);
+    if (CRYPTO_memcmp(mac, cookie, GUARD_COOKIE_LEN) == 0)
+        return 1;
+    guard_cookie(peer, e - 1, mac);
+    return CRYPTO_memcmp(mac, cookie, GUARD_COOKIE_LEN) == 0;
+}
+
+/*
+ * OpenSSL's cookie callbacks for libcoap's DTLSv1_listen(), so that a
+ * client answers one HelloVerifyRequest, ours (OpenSSL clients ignore a
+ * second one). libcoap reads only datagrams the guard let through, whose
+ * senders are in guard_head.
+ */
+static int cookie_generate_cb(SSL *ssl, unsigned char *cookie, unsigned int *len)
+{
+    unsigned char mac[32];
+    (void)ssl;
+    for (int i = 0; i < n_guard; i++) {
+        if (guard_head_set[i]) {
+            guard_cookie(&guard_head[i], guard_epoch(), mac);
+            memcpy(cookie, mac, GUARD_COOKIE_LEN);
+            *len = GUARD_COOKIE_LEN;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static int cookie_verify_cb(SSL *ssl, const unsigned char *cookie, unsigned int len)
+{
+    (void)ssl;
+    for (int i = 0; i < n_guard; i++)
+        if (guard_head_set[i] && guard_cookie_ok(&guard_head[i], cookie, len))
+            return 1;
+    return 0;
+}
+
+int srv_hello_guard_take_cookies(coap_context_t *ctx, const coap_address_t *endpoint)
+{
+    coap_address_t to = *endpoint;
+    coap_session_t *cs;
+    coap_tls_library_t lib;
+    SSL *ssl;
+    int ok = 0;
+
+    /* A wildcard listener: the client session goes to loopback. */
+    if (to.addr.sa.sa_family == AF_INET && to.addr.sin.sin_addr.s_addr == htonl(INADDR_ANY))
+        to.addr.sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    else if (to.addr.sa.sa_family == AF_INET6 &&
+             IN6_IS_ADDR_UNSPECIFIED(&to.addr.sin6.sin6_addr))
+        to.addr.sin6.sin6_addr = in6addr_loopback;
+    /* libcoap's client and server sessions share one SSL_CTX: reach it through a client. */
+    cs = coap_new_client_session(ctx, NULL, &to, COAP_PROTO_DTLS);
+    if (cs == NULL)
+        return -1;
+    ssl = coap_session_get_tls(cs, &lib);
+    if (ssl != NULL && lib == COAP_TLS_LIBRARY_OPENSSL) {
+        SSL_CTX *sctx = SSL_get_SSL_CTX(ssl);
+        SSL_CTX_set_cookie_generate_cb(sctx, cookie_generate_cb);
+        SSL_CTX_set_cookie_verify_cb(sctx, cookie_verify_cb);
+        ok = 1;
+    }
+    coap_session_release(cs);
+    return ok ? 0 : -1;
+}
+
+/*
+ * A DTLS ClientHello record: 13-byte record header, 12-byte handshake
+ * header, then client_version, random, session_id, cookie.
+ * Returns 1 with the cookie found, 0 for a ClientHello without a usable
+ * cookie, -1 for something else (not a ClientHello, or malformed).
+ */
+static int parse_client_hello(const uint8_t *b, size_t n, const uint8_t **cookie, size_t *cl)
+{
+    size_t rl, p;
+
+    if (n < 25 || b[0] != 22 || b[3] != 0 || b[4] != 0 || b[13] != 1)
+        return -1;
+    rl = ((size_t)b[11] << 8) | b[12];
+    if (rl + 13 < n)
+        n = rl + 13;
+    if (b[19] != 0 || b[20] != 0 || b[21] != 0) /* a later fragment */
+        return -1;
+    p = 25 + 2 + 32;
+    if (p + 1 > n)
+        return -1;
+    p += 1 + b[p]; /* session_id */
+    if (p + 1 > n)
+        return -1;
+    *cl = b[p];
+    *cookie = b + p + 1;
+    if (p + 1 + *cl > n)
+        return -1;
+    return *cl > 0;
+}
+
+static void send_hello_verify(int fd, const uint8_t *hello, const struct msghdr *in,
+                              const coap_address_t *peer)
+{
+    uint8_t out[13 + 12 + 3 + GUARD_COOKIE_LEN];
+    unsigned char mac[32];
+    size_t bl = 3 + GUARD_COOKIE_LEN;
+    struct iovec iov = {out, sizeof(out)};
+    struct msghdr m;
+    union {
+        char buf[CMSG_SPACE(sizeof(struct in6_pktinfo))];
+        struct cmsghdr align;
+    } ctl;
+    struct cmsghdr *c;
+
+    guard_cookie(peer, guard_epoch(), mac);
+    /* Record: handshake, DTLS 1.0, epoch 0, the ClientHello's sequence number. */
+    out[0] = 22;
+    out[1] = 0xfe;
+    out[2] = 0xff;
+    memcpy(out + 3, hello + 3, 8);
+    out[11] = (uint8_t)((12 + bl) >> 8);
+    out[12] = (uint8_t)(12 + bl);
+    /* Handshake: hello_verify_request, message_seq 0, one fragment. */
+    out[13] = 3;
+    out[14] = 0;
+    out[15] = 0;
+    out[16] = (uint8_t)bl;
+    out[17] = 0;
+    out[18] = 0;
+    out[19] = out[20] = out[21] = 0;
+    out[22] = 0;
+    out[23] = 0;
+    out[24] = (uint8_t)bl;
+    out[25] = 0xfe;
+    out[26] = 0xff;
+    out[27] = GUARD_COOKIE_LEN;
+    memcpy(out + 28, mac, GUARD_COOKIE_LEN);
+
+    memset(&m, 0, sizeof(m));
+    m.msg_name = (void *)&peer->addr;
+    m.msg_namelen = peer->size;
+    m.msg_iov = &iov;
+    m.msg_iovlen = 1;
+    /* Answer from the address the ClientHello went to (wildcard listeners). */
+    for (c = CMSG_FIRSTHDR((struct msghdr *)in); c != NULL;
+         c = CMSG_NXTHDR((struct msghdr *)in, c)) {
+        memset(&ctl, 0, sizeof(ctl));
+        if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_PKTINFO) {
+            struct in_pktinfo pi;
+            struct cmsghdr *o;
+            memcpy(&pi, CMSG_DATA(c), sizeof(pi));
+            pi.ipi_spec_dst = pi.ipi_addr;
+            pi.ipi_ifindex = 0;
+            m.msg_control = ctl.buf;
+            m.msg_controllen = CMSG_SPACE(sizeof(pi));
+            o = CMSG_FIRSTHDR(&m);
+            o->cmsg_level = IPPROTO_IP;
+            o->cmsg_type = IP_PKTINFO;
+            o->cmsg_len = CMSG_LEN(sizeof(pi));
+            memcpy(CMSG_DATA(o), &pi, sizeof(pi));
+            break;
+        }
+        if (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_PKTINFO) {
+            struct cmsghdr *o;
+            m.msg_control = ctl.buf;
+            m.msg_controllen = CMSG_SPACE(sizeof(struct in6_pktinfo));
+            o = CMSG_FIRSTHDR(&m);
+            o->cmsg_level = IPPROTO_IPV6;
+            o->cmsg_type = IPV6_PKTINFO;
+            o->cmsg_len = CMSG_LEN(sizeof(struct in6_pktinfo));
+            memcpy(CMSG_DATA(o), CMSG_DATA(c), sizeof(struct in6_pktinfo));
+            break;
+        }
+    }
+    if (sendmsg(fd, &m, MSG_DONTWAIT) < 0)
+        srv_log(SRV_LOG_DEBUG, "HelloVerifyRequest not sent: %s", strerror(errno));
+    else
+        guard_answered++;
+}
+
+/*
+ * 1 when the datagram first in line on fd is one for libcoap, 0 when none
+ * waits, 2 when GUARD_BURST ClientHellos were answered and more may wait.
+ */
+static int guard_one(coap_context_t *ctx, int slot)
+{
+    int fd = guard_fds[slot];
+    for (int k = 0; k < GUARD_BURST; k++) {
+        uint8_t buf[1500];
+        struct sockaddr_storage src;
+        union {
+            char buf[512];
+            struct cmsghdr align;
+        } ctl;
+        struct iovec iov = {buf, sizeof(buf)};
+        struct msghdr m;
+        struct cmsghdr *c;
+        ssize_t n;
+        coap_address_t peer;
+        int ifindex = 0, rc;
+        const uint8_t *cookie = NULL;
+        size_t cl = 0;
+
+        memset(&m, 0, sizeof(m));
+        m.msg_name = &src;
+        m.msg_namelen = sizeof(src);
+        m.msg_iov = &iov;
+        m.msg_iovlen = 1;
+        m.msg_control = ctl.buf;
+        m.msg_controllen = sizeof(ctl.buf);
+        n = recvmsg(fd, &m, MSG_PEEK | MSG_DONTWAIT);
+        if (n < 0)
+            return 0; /* nothing waiting (or an error libcoap will see too) */
+        rc = parse_client_hello(buf, (size_t)n, &cookie, &cl);
+        if (rc < 0)
+            return 1; /* not a ClientHello: libcoap's business */
+        if (m.msg_namelen > sizeof(peer.addr))
+            return 1;
+        coap_address_init(&peer);
+        memcpy(&peer.addr, &src, m.msg_namelen);
+        peer.size = m.msg_namelen;
+        for (c = CMSG_FIRSTHDR(&m); c != NULL; c = CMSG_NXTHDR(&m, c)) {
+            if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_PKTINFO) {
+                struct in_pktinfo pi;
+                memcpy(&pi, CMSG_DATA(c), sizeof(pi));
+                ifindex = pi.ipi_ifindex;
+            } else if (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_PKTINFO) {
+                struct in6_pktinfo pi;
+                memcpy(&pi, CMSG_DATA(c), sizeof(pi));
+                ifindex = (int)pi.ipi6_ifindex;
+            }
+        }
+        if (coap_session_get_by_peer(ctx, &peer, ifindex) != NULL ||
+            (rc == 1 && guard_cookie_ok(&peer, cookie, cl))) {
+            /* A peer libcoap knows (a retransmission, a new handshake) or a good cookie. */
+            coap_address_copy(&guard_head[slot], &peer);
+            guard_head_set[slot] = 1;
+            return 1;
+        }
+        /* Take it off the queue and answer it, keeping nothing. */
+        {
+            uint8_t scratch;
+            if (recv(fd, &scratch, 1, MSG_DONTWAIT) < 0)
+                return 0;
+        }
+        send_hello_verify(fd, buf, &m, &peer);
+    }
+    return 2; /* still ClientHellos in line: the caller comes back */
+}
+
+int srv_hello_guard_filter(coap_context_t *ctx)
+{
+    int pending = 0;
+    memset(guard_head_set, 0, sizeof(guard_head_set));
+    for (int i = 0; i < n_guard; i++) {
+        int r = guard_one(ctx, i);
+        if (r == 2)
+            return -1;
+        pending |= r;
+    }
+    return pending;
 }
