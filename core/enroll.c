@@ -51,10 +51,17 @@ static estc_err free_address(estc_client *c, const char *base, estc_obj_kind kin
     const uint8_t *bytes = der != NULL ? der->data : NULL;
     size_t len = der != NULL ? der->len : 0;
     /* Engines whose object addresses are prefixes too (mem:, file:,
-     * pkcs11: labels) place the new object beside the old one. Others name
+     * pkcs11: labels) place the new object beside the old one, under the
+     * base without a name generated before (else every rekey of a key at
+     * a generated address would append one more name). Others name
      * objects by number (tpm2:, psa:): their bare scheme, with the old
      * address's query part (TCTI and the like), is the prefix. */
-    err = estc_address_generate(c->ctx, base, kind, bytes, len, out);
+    char *stable = NULL;
+    err = estc__stable_base(c, base, kind, &stable);
+    if (err != ESTC_OK)
+        return err;
+    err = estc_address_generate(c->ctx, stable, kind, bytes, len, out);
+    free(stable);
     if (err != ESTC_ERR_BAD_ADDRESS)
         return err;
     const char *colon = strchr(base, ':');

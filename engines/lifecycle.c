@@ -104,6 +104,9 @@ static estc_err record(estc_lifecycle *lc, char *addr_copy, estc_obj_kind kind)
     return ESTC_OK;
 }
 
+static const char *kind_words_of(estc_obj_kind kind);
+static const char *state_words_of(estc_obj_state state);
+
 /* Removes the engine object; already gone counts as removed. */
 static estc_err remove_object(estc_lifecycle *lc, const struct entry *e)
 {
@@ -112,8 +115,10 @@ static estc_err remove_object(estc_lifecycle *lc, const struct entry *e)
         estc_log(lc->ctx, ESTC_LOG_DEBUG, "%s: already gone", e->addr);
         return ESTC_OK;
     }
+    /* Every removal shows at the default verbosity of a daemon. */
     if (err == ESTC_OK)
-        estc_log(lc->ctx, ESTC_LOG_DEBUG, "%s: removed", e->addr);
+        estc_log(lc->ctx, ESTC_LOG_WARNING, "lifecycle: removed the %s %s (%s)",
+                 kind_words_of(e->kind), e->addr, state_words_of(e->state));
     return err;
 }
 
@@ -304,6 +309,30 @@ static const char *const kind_words[] = {
 static const char *const state_words[] = {[ESTC_OBJ_PENDING] = "pending",
                                           [ESTC_OBJ_COMMITTED] = "committed",
                                           [ESTC_OBJ_SUPERSEDED] = "superseded"};
+
+static const char *kind_words_of(estc_obj_kind kind)
+{
+    return kind >= ESTC_OBJ_KEY && kind <= ESTC_OBJ_TRUST ? kind_words[kind] : "object";
+}
+
+static const char *state_words_of(estc_obj_state state)
+{
+    return state >= ESTC_OBJ_PENDING && state <= ESTC_OBJ_SUPERSEDED ? state_words[state] : "?";
+}
+
+estc_err estc_lifecycle_forget(estc_lifecycle *lc, const char *addr)
+{
+    if (lc == NULL || addr == NULL)
+        return ESTC_ERR_INVALID_ARG;
+    struct entry *e = find(lc, addr);
+    if (e == NULL)
+        return ESTC_ERR_NOT_FOUND;
+    free(e->addr);
+    e->addr = NULL;
+    compact(lc);
+    lc->changed = true;
+    return ESTC_OK;
+}
 
 static int word_index(const char *const *words, size_t n, const char *w, size_t len)
 {

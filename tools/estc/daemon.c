@@ -47,10 +47,16 @@ __attribute__((format(printf, 3, 4))) static void event(const struct cli *cli, i
         fprintf(stderr, "estc: %s: %s\n", cli->cmd_name, shown);
 }
 
-/* The library's log lines go where the events go. */
+static bool log_errors; /* -v or --syslog: the library's error lines too */
+
+/* The library's log lines go where the events go. At the default verbosity
+ * its warnings (every removal of an engine object among them) show, its
+ * error lines not: the events report each failure with the same detail. */
 static void daemon_log_line(void *arg, estc_log_level level, const char *msg)
 {
     static const int prio[] = {LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG};
+    if (level == ESTC_LOG_ERROR && !log_errors)
+        return;
     if (use_syslog) {
         char shown[2048];
         cli_redact(msg, shown, sizeof(shown));
@@ -332,7 +338,8 @@ int cli_run_daemon(struct cli *cli)
     sigprocmask(SIG_BLOCK, &set, NULL);
 
     int status = CLI_EXIT_OK;
-    if (use_syslog || cli->verbose > 0) {
+    log_errors = use_syslog || cli->verbose > 0;
+    {
         estc_err err = estc_ctx_set_log(cli->ctx,
                                         cli->verbose > 1   ? ESTC_LOG_DEBUG
                                         : cli->verbose > 0 ? ESTC_LOG_INFO
