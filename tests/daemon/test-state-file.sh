@@ -16,20 +16,20 @@ RUN=(--state "$S" "${NET[@]}" "${BOOT[@]}" --subject /CN=daemon-s
   --new-key "file:$T/dev/key.pem" --new-cert "file:$T/dev/cert.pem" --retry-spacing 1)
 sum() { sha256sum "$1" | cut -d' ' -f1; }
 
-# A FIFO at the state path: refused without blocking (the timeout of
-# run_estc only keeps a broken build from hanging the suite).
+# A FIFO at the state path: refused without blocking in open(). The
+# timeout only keeps a broken build from hanging the suite: what is checked
+# is the exit status and the message.
+fifo_run() {
+  # shellcheck disable=SC2086 # the wrapper is a command line
+  timeout -k 5 30 $WRAP "$ESTC" "$@" >"$T/stdout" 2>"$T/stderr"
+  RC=$?
+}
 mkfifo -m 600 "$S"
-run_estc run "${RUN[@]}" --once
+fifo_run run "${RUN[@]}" --once
 expect_fail "run: FIFO state" 1 'is not a regular file; refused'
 check "FIFO: still a FIFO, nothing made" test -p "$S" -a ! -e "$T/dev/key.pem"
-run_estc status --state "$S"
+fifo_run status --state "$S"
 expect_fail "status: FIFO state" 1 'is not a regular file; refused'
-# SIGTERM ends a daemon whose state is a FIFO (no open() that blocks).
-start_daemon "$T/fifo.log"
-wait "$DPID"
-RC=$?
-DAEMON_PIDS=()
-check "run in the background with a FIFO state ends by itself: exit 1 ($RC)" test "$RC" -eq 1
 rm -f "$S"
 
 # A good state.
