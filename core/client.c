@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <openssl/err.h>
 #include <openssl/pem.h>
@@ -242,13 +243,57 @@ estc_err estc_client_add_trust_anchor(estc_client *c, const char *source, bool i
     return ESTC_OK;
 }
 
+/* @in with a relative path of an engine whose objects are files made
+ * absolute, once, against the current folder, so that a later chdir does not
+ * change what it names (and the state stores the absolute form); any other
+ * address as it is. NULL stays NULL. */
+static estc_err resolve_files(estc_client *c, const char *in, char **out)
+{
+    *out = NULL;
+    if (in == NULL)
+        return ESTC_OK;
+    const char *body = strchr(in, ':');
+    bool relative = body != NULL && body[1] != '\0' && body[1] != '/' &&
+                    (estc_engine_caps(c->ctx, in) & ESTC_CAP_FILES) != 0;
+    if (!relative) {
+        *out = strdup(in);
+        return *out != NULL ? ESTC_OK : ESTC_ERR_NOMEM;
+    }
+    body++;
+    char *cwd = getcwd(NULL, 0);
+    if (cwd == NULL)
+        return estc_error(c->ctx, ESTC_ERR_IO, "%s: the current folder: %s", in, strerror(errno));
+    size_t sl = (size_t)(body - in);
+    size_t n = sl + strlen(cwd) + 1 + strlen(body) + 1;
+    char *abs = n <= ESTC_ADDRESS_MAX + 1 ? malloc(n) : NULL;
+    if (abs != NULL)
+        snprintf(abs, n, "%.*s%s%s%s", (int)sl, in, cwd, strcmp(cwd, "/") == 0 ? "" : "/", body);
+    free(cwd);
+    if (abs == NULL)
+        return n > ESTC_ADDRESS_MAX + 1
+                   ? estc_error(c->ctx, ESTC_ERR_BAD_ADDRESS, "%s: too long once made absolute", in)
+                   : ESTC_ERR_NOMEM;
+    *out = abs;
+    return ESTC_OK;
+}
+
 estc_err estc_client_set_credentials(estc_client *c, const char *cert, const char *key)
 {
     if (c == NULL || cert == NULL || key == NULL || cert[0] == '\0' || key[0] == '\0')
         return ESTC_ERR_INVALID_ARG;
-    estc_err err = dup_str(cert, &c->boot_cert);
+    char *cert_abs = NULL, *key_abs = NULL;
+    estc_err err = resolve_files(c, cert, &cert_abs);
     if (err == ESTC_OK)
-        err = dup_str(key, &c->boot_key);
+        err = resolve_files(c, key, &key_abs);
+    if (err == ESTC_OK) {
+        free(c->boot_cert);
+        c->boot_cert = cert_abs;
+        free(c->boot_key);
+        c->boot_key = key_abs;
+        cert_abs = key_abs = NULL;
+    }
+    free(cert_abs);
+    free(key_abs);
     estc__client_reset_transport(c);
     return err;
 }
@@ -282,10 +327,11 @@ estc_err estc_client_set_enrolled(estc_client *c, const char *key, const char *c
     char **slot[5] = {&c->key_addr, &c->key_base, &c->cert_addr, &c->cert_base, &c->ca_prefix};
     char *copy[5] = {NULL};
     for (int i = 0; i < 5; i++) {
-        if (in[i] != NULL && (copy[i] = strdup(in[i])) == NULL) {
+        err = resolve_files(c, in[i], &copy[i]);
+        if (err != ESTC_OK) {
             for (int j = 0; j < i; j++)
                 free(copy[j]);
-            return ESTC_ERR_NOMEM;
+            return err;
         }
     }
     for (int i = 0; i < 5; i++) {

@@ -92,6 +92,8 @@ struct cli {
     bool use_syslog;
     /* Strings made absolute before entering --psa-dir. */
     struct cli_list owned;
+    /* The current folder before entering --psa-dir (NULL without). */
+    char *start_dir;
 
     estc_ctx *ctx;
 };

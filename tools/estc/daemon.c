@@ -158,7 +158,10 @@ int cli_enter_psa_dir(struct cli *cli)
         for (size_t i = 0; i < lists[l]->n && status == CLI_EXIT_OK; i++)
             status = absolutize(cli, &lists[l]->v[i], cwd);
     }
-    free(cwd);
+    /* Relative paths in engine addresses are made absolute against it
+     * once the context can tell which engines keep files. */
+    free(cli->start_dir);
+    cli->start_dir = cwd;
     if (status != CLI_EXIT_OK)
         return status;
 
