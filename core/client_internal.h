@@ -136,6 +136,10 @@ struct estc_client {
  * and the key is remembered for estc__csr_rebind(). */
 estc_err estc__csr_build(estc_client *c, const char *key_addr, const X509_NAME *subject,
                          const GENERAL_NAMES *sans, const char *pop_b64, estc_buf *der);
+/* ESTC_OK when the public key in the DER request @csr is the
+ * SubjectPublicKeyInfo @spki (read from the engine when the key was made);
+ * ESTC_ERR_VALIDATION when the key was swapped in between. */
+estc_err estc__csr_key_check(estc_client *c, const estc_buf *csr, const estc_buf *spki);
 /* With proof-of-possession: @der's challengePassword made @b64, signed
  * again with the key of the last estc__csr_build(), into @out; *@changed is
  * false (and @out untouched) when it already is. */
