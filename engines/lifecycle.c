@@ -104,9 +104,6 @@ static estc_err record(estc_lifecycle *lc, char *addr_copy, estc_obj_kind kind)
     return ESTC_OK;
 }
 
-static const char *kind_words_of(estc_obj_kind kind);
-static const char *state_words_of(estc_obj_state state);
-
 /* Removes the engine object; already gone counts as removed. */
 static estc_err remove_object(estc_lifecycle *lc, const struct entry *e)
 {
@@ -117,8 +114,7 @@ static estc_err remove_object(estc_lifecycle *lc, const struct entry *e)
     }
     /* Every removal shows at the default verbosity of a daemon. */
     if (err == ESTC_OK)
-        estc_log(lc->ctx, ESTC_LOG_WARNING, "lifecycle: removed the %s %s (%s)",
-                 kind_words_of(e->kind), e->addr, state_words_of(e->state));
+        estc_log(lc->ctx, ESTC_LOG_WARNING, "%s: removed", e->addr);
     return err;
 }
 
@@ -309,16 +305,6 @@ static const char *const kind_words[] = {
 static const char *const state_words[] = {[ESTC_OBJ_PENDING] = "pending",
                                           [ESTC_OBJ_COMMITTED] = "committed",
                                           [ESTC_OBJ_SUPERSEDED] = "superseded"};
-
-static const char *kind_words_of(estc_obj_kind kind)
-{
-    return kind >= ESTC_OBJ_KEY && kind <= ESTC_OBJ_TRUST ? kind_words[kind] : "object";
-}
-
-static const char *state_words_of(estc_obj_state state)
-{
-    return state >= ESTC_OBJ_PENDING && state <= ESTC_OBJ_SUPERSEDED ? state_words[state] : "?";
-}
 
 estc_err estc_lifecycle_forget(estc_lifecycle *lc, const char *addr)
 {
