@@ -48,6 +48,7 @@ __attribute__((format(printf, 3, 4))) static void event(const struct cli *cli, i
 }
 
 static bool log_errors; /* -v or --syslog: the library's error lines too */
+static const char *log_cmd = "run"; /* the command name of the lines */
 
 /* The library's log lines go where the events go. At the default verbosity
  * its warnings (every removal of an engine object among them) show, its
@@ -62,7 +63,13 @@ static void daemon_log_line(void *arg, estc_log_level level, const char *msg)
         cli_redact(msg, shown, sizeof(shown));
         syslog((unsigned)level < 4 ? prio[level] : LOG_INFO, "%s", shown);
     } else {
-        cli_log_line(arg, level, msg);
+        /* "estc: run: warning: ...": every line of the daemon is its own. */
+        static const char *const names[] = {"error", "warning", "info", "debug"};
+        char shown[2048];
+        (void)arg;
+        cli_redact(msg, shown, sizeof(shown));
+        fprintf(stderr, "estc: %s: %s: %s\n", log_cmd, (unsigned)level < 4 ? names[level] : "log",
+                shown);
     }
 }
 
@@ -342,6 +349,7 @@ int cli_run_daemon(struct cli *cli)
 
     int status = CLI_EXIT_OK;
     log_errors = use_syslog || cli->verbose > 0;
+    log_cmd = cli->cmd_name;
     {
         estc_err err = estc_ctx_set_log(cli->ctx,
                                         cli->verbose > 1   ? ESTC_LOG_DEBUG
