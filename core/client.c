@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <openssl/err.h>
 #include <openssl/pem.h>
@@ -242,13 +243,57 @@ estc_err estc_client_add_trust_anchor(estc_client *c, const char *source, bool i
     return ESTC_OK;
 }
 
+/* @in with a relative path of an engine whose objects are files made
+ * absolute, once, against the current folder, so that a later chdir does not
+ * change what it names (and the state stores the absolute form); any other
+ * address as it is. NULL stays NULL. */
+static estc_err resolve_files(estc_client *c, const char *in, char **out)
+{
+    *out = NULL;
+    if (in == NULL)
+        return ESTC_OK;
+    const char *body = strchr(in, ':');
+    bool relative = body != NULL && body[1] != '\0' && body[1] != '/' &&
+                    (estc_engine_caps(c->ctx, in) & ESTC_CAP_FILES) != 0;
+    if (!relative) {
+        *out = strdup(in);
+        return *out != NULL ? ESTC_OK : ESTC_ERR_NOMEM;
+    }
+    body++;
+    char *cwd = getcwd(NULL, 0);
+    if (cwd == NULL)
+        return estc_error(c->ctx, ESTC_ERR_IO, "%s: the current folder: %s", in, strerror(errno));
+    size_t sl = (size_t)(body - in);
+    size_t n = sl + strlen(cwd) + 1 + strlen(body) + 1;
+    char *abs = n <= ESTC_ADDRESS_MAX + 1 ? malloc(n) : NULL;
+    if (abs != NULL)
+        snprintf(abs, n, "%.*s%s%s%s", (int)sl, in, cwd, strcmp(cwd, "/") == 0 ? "" : "/", body);
+    free(cwd);
+    if (abs == NULL)
+        return n > ESTC_ADDRESS_MAX + 1
+                   ? estc_error(c->ctx, ESTC_ERR_BAD_ADDRESS, "%s: too long once made absolute", in)
+                   : ESTC_ERR_NOMEM;
+    *out = abs;
+    return ESTC_OK;
+}
+
 estc_err estc_client_set_credentials(estc_client *c, const char *cert, const char *key)
 {
     if (c == NULL || cert == NULL || key == NULL || cert[0] == '\0' || key[0] == '\0')
         return ESTC_ERR_INVALID_ARG;
-    estc_err err = dup_str(cert, &c->boot_cert);
+    char *cert_abs = NULL, *key_abs = NULL;
+    estc_err err = resolve_files(c, cert, &cert_abs);
     if (err == ESTC_OK)
-        err = dup_str(key, &c->boot_key);
+        err = resolve_files(c, key, &key_abs);
+    if (err == ESTC_OK) {
+        free(c->boot_cert);
+        c->boot_cert = cert_abs;
+        free(c->boot_key);
+        c->boot_key = key_abs;
+        cert_abs = key_abs = NULL;
+    }
+    free(cert_abs);
+    free(key_abs);
     estc__client_reset_transport(c);
     return err;
 }
@@ -282,10 +327,11 @@ estc_err estc_client_set_enrolled(estc_client *c, const char *key, const char *c
     char **slot[5] = {&c->key_addr, &c->key_base, &c->cert_addr, &c->cert_base, &c->ca_prefix};
     char *copy[5] = {NULL};
     for (int i = 0; i < 5; i++) {
-        if (in[i] != NULL && (copy[i] = strdup(in[i])) == NULL) {
+        err = resolve_files(c, in[i], &copy[i]);
+        if (err != ESTC_OK) {
             for (int j = 0; j < i; j++)
                 free(copy[j]);
-            return ESTC_ERR_NOMEM;
+            return err;
         }
     }
     for (int i = 0; i < 5; i++) {
@@ -294,6 +340,8 @@ estc_err estc_client_set_enrolled(estc_client *c, const char *key, const char *c
             *slot[i] = copy[i];
         }
     }
+    if (key != NULL || cert != NULL || ca_prefix != NULL)
+        c->bases_configured = true;
     /* A session made with the old enrolled credentials must not be reused. */
     if (c->transport_creds == ESTC__CREDS_ENROLLED)
         estc__client_reset_transport(c);
@@ -459,4 +507,147 @@ estc_err estc_client_csrattrs_der(estc_client *c, estc_buf *der)
 estc_lifecycle *estc_client_lifecycle(estc_client *c)
 {
     return c == NULL ? NULL : c->lc;
+}
+
+/* ---- derived names ---------------------------------------------------------- */
+
+static const char *gen_word(estc_obj_kind kind)
+{
+    return kind == ESTC_OBJ_KEY ? "estc-key-" : kind == ESTC_OBJ_CERT ? "estc-cert-" : "estc-trust-";
+}
+
+/* Whether @s starts with 16 lowercase hex digits. */
+static bool hex16(const char *s)
+{
+    for (int i = 0; i < 16; i++) {
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+            return false;
+    }
+    return true;
+}
+
+/* Whether deriving @name of @kind under @prefix gives exactly @want. */
+static bool derives_to(estc_client *c, const char *prefix, estc_obj_kind kind, const char *name,
+                       const char *want)
+{
+    char *got = NULL;
+    bool same = estc_address_derive(c->ctx, prefix, kind, name, &got) == ESTC_OK &&
+                strcmp(got, want) == 0;
+    free(got);
+    estc_ctx_clear_error(c->ctx);
+    return same;
+}
+
+/* One step of estc__stable_base(): NULL when @base has no generated name. */
+static char *strip_once(estc_client *c, const char *base, estc_obj_kind kind)
+{
+    const char *word = gen_word(kind);
+    size_t wl = strlen(word), bl = strlen(base);
+    const char *hit = NULL;
+    for (const char *p = strstr(base, word); p != NULL; p = strstr(p + 1, word)) {
+        if ((size_t)(p - base) + wl + 16 <= bl && hex16(p + wl))
+            hit = p;
+    }
+    if (hit == NULL)
+        return NULL;
+    size_t at = (size_t)(hit - base), nl = wl + 16;
+    char name[64];
+    snprintf(name, sizeof(name), "%.*s", (int)nl, hit);
+    /* The engine appends after the name (file: ".key.pem"), or the name
+     * sits inside the address (pkcs11: object=...;...): try both cuts and
+     * keep the one from which the engine derives @base back. */
+    char *cut = malloc(bl + 1);
+    if (cut == NULL)
+        return NULL;
+    snprintf(cut, bl + 1, "%.*s", (int)at, base);
+    if (at > 0 && derives_to(c, cut, kind, name, base))
+        return cut;
+    snprintf(cut, bl + 1, "%.*s%s", (int)at, base, base + at + nl);
+    if (derives_to(c, cut, kind, name, base))
+        return cut;
+    free(cut);
+    return NULL;
+}
+
+estc_err estc__stable_base(estc_client *c, const char *base, estc_obj_kind kind, char **out)
+{
+    char *cur = strdup(base);
+    if (cur == NULL)
+        return ESTC_ERR_NOMEM;
+    /* Names grown by earlier versions lose one generated name per step. */
+    for (int i = 0; i < 32; i++) {
+        char *next = strip_once(c, cur, kind);
+        if (next == NULL)
+            break;
+        free(cur);
+        cur = next;
+    }
+    *out = cur;
+    return ESTC_OK;
+}
+
+/* Whether @addr is a name derived under @prefix (1 to 64 name characters
+ * where the engine puts the name). -1 when the engine does not put names
+ * in its addresses as they are (it numbers its objects). */
+static int matches_template(estc_client *c, const char *prefix, estc_obj_kind kind,
+                            const char *addr)
+{
+    static const char marker[] = "estcQmarkerQ";
+    char *t = NULL;
+    if (estc_address_derive(c->ctx, prefix, kind, marker, &t) != ESTC_OK) {
+        estc_ctx_clear_error(c->ctx);
+        return 0;
+    }
+    const char *m = strstr(t, marker);
+    if (m == NULL) {
+        free(t);
+        return -1;
+    }
+    size_t head = (size_t)(m - t), tail = strlen(m + sizeof(marker) - 1);
+    size_t al = strlen(addr);
+    int ok = 0;
+    if (al > head + tail && strncmp(addr, t, head) == 0 &&
+        strcmp(addr + al - tail, m + sizeof(marker) - 1) == 0) {
+        size_t nl = al - head - tail;
+        ok = nl <= 64 &&
+             strspn(addr + head, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") >=
+                 nl;
+    }
+    free(t);
+    return ok;
+}
+
+bool estc__derived_from(estc_client *c, const char *addr, estc_obj_kind kind, const char *base)
+{
+    if (addr == NULL || base == NULL)
+        return false;
+    if (strcmp(addr, base) == 0)
+        return true;
+    char s1[ESTC_SCHEME_MAX + 1], s2[ESTC_SCHEME_MAX + 1];
+    if (estc_address_scheme(addr, s1) != ESTC_OK || estc_address_scheme(base, s2) != ESTC_OK ||
+        strcmp(s1, s2) != 0)
+        return false;
+    char *stable = NULL;
+    if (estc__stable_base(c, base, kind, &stable) != ESTC_OK)
+        return false;
+    bool ok = strcmp(addr, stable) == 0;
+    /* The bare scheme with the base's query: where engines that number
+     * their objects place new ones (see enroll.c). */
+    const char *query = strchr(base, '?');
+    size_t n = strlen(s2) + 2 + (query != NULL ? strlen(query) : 0);
+    char *bare = malloc(n);
+    if (bare != NULL)
+        snprintf(bare, n, "%s:%s", s2, query != NULL ? query : "");
+    const char *prefixes[] = {base, stable, bare};
+    bool numbered = false;
+    for (size_t i = 0; !ok && i < 3; i++) {
+        if (prefixes[i] == NULL)
+            continue;
+        int m = matches_template(c, prefixes[i], kind, addr);
+        ok = m == 1;
+        numbered = numbered || m == -1;
+    }
+    free(bare);
+    free(stable);
+    return ok || numbered;
 }

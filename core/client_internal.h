@@ -59,6 +59,7 @@ struct estc_client {
     char *key_base;  /* the configured addresses: used when free, else the */
     char *cert_base; /* prefix for a generated one */
     char *ca_prefix;
+    bool bases_configured; /* estc_client_set_enrolled() named them */
 
     /* request */
     char *subject;
@@ -134,6 +135,10 @@ struct estc_client {
  * and the key is remembered for estc__csr_rebind(). */
 estc_err estc__csr_build(estc_client *c, const char *key_addr, const X509_NAME *subject,
                          const GENERAL_NAMES *sans, const char *pop_b64, estc_buf *der);
+/* ESTC_OK when the public key in the DER request @csr is the
+ * SubjectPublicKeyInfo @spki (read from the engine when the key was made);
+ * ESTC_ERR_VALIDATION when the key was swapped in between. */
+estc_err estc__csr_key_check(estc_client *c, const estc_buf *csr, const estc_buf *spki);
 /* With proof-of-possession: @der's challengePassword made @b64, signed
  * again with the key of the last estc__csr_build(), into @out; *@changed is
  * false (and @out untouched) when it already is. */
@@ -224,6 +229,19 @@ estc_err estc__client_pop_value(estc_client *c, enum estc__creds creds,
 void estc__client_reset_transport(estc_client *c);
 /* Whether @s names an engine object (else it is a file path). */
 bool estc__is_engine_address(estc_client *c, const char *s);
+
+/* ---- client.c ------------------------------------------------------------- */
+
+/* @base without the name a generated address put under it ("...estc-key-
+ * <16 hex>" and what the engine appends), as a new string in *@out: the
+ * stable base a new name goes under, so that repeated rekeys do not grow
+ * names. A base with no generated name comes back as it is. */
+estc_err estc__stable_base(estc_client *c, const char *base, estc_obj_kind kind, char **out);
+/* Whether @addr is an object the client may have made of @kind under
+ * @base: @base itself, or a name the engine derives under @base, its stable
+ * base or its bare scheme (engines that number their objects: any address
+ * of @base's scheme). */
+bool estc__derived_from(estc_client *c, const char *addr, estc_obj_kind kind, const char *base);
 
 /* ---- persist_format.c: in persist_format.h, for persist.c alone ----------- */
 

@@ -30,6 +30,7 @@ estc_err estc__parse_subject(estc_client *c, const char *text, X509_NAME **out)
     if (text[0] != '/')
         return estc_error(c->ctx, ESTC_ERR_INVALID_ARG,
                           "subject \"%s\": write it as /CN=name/O=organisation", text);
+    ERR_clear_error(); /* openssl_fail() reports this parse's error only */
     X509_NAME *name = X509_NAME_new();
     char *copy = strdup(text + 1);
     if (name == NULL || copy == NULL) {
@@ -80,6 +81,7 @@ estc_err estc__parse_sans(estc_client *c, GENERAL_NAMES **out)
             strcat(joined, ",");
         strcat(joined, c->sans[i]);
     }
+    ERR_clear_error();
     X509_EXTENSION *ext = X509V3_EXT_nconf_nid(NULL, NULL, NID_subject_alt_name, joined);
     free(joined);
     if (ext == NULL)
@@ -97,6 +99,7 @@ estc_err estc__parse_sans(estc_client *c, GENERAL_NAMES **out)
  * estc provider's STORE for every other engine. */
 static estc_err load_pkey(estc_client *c, const char *addr, EVP_PKEY **out)
 {
+    ERR_clear_error(); /* a failure's detail is this load's */
     OSSL_STORE_CTX *store = OSSL_STORE_open(addr, NULL, NULL, NULL, NULL);
     if (store == NULL)
         return openssl_fail(c, ESTC_ERR_NOT_FOUND, addr);
@@ -211,6 +214,28 @@ done:
     sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
     X509_REQ_free(req);
     EVP_PKEY_free(pkey);
+    return err;
+}
+
+estc_err estc__csr_key_check(estc_client *c, const estc_buf *csr, const estc_buf *spki)
+{
+    const unsigned char *p = csr->data;
+    X509_REQ *req = d2i_X509_REQ(NULL, &p, (long)csr->len);
+    EVP_PKEY *pub = req != NULL ? X509_REQ_get0_pubkey(req) : NULL;
+    unsigned char *der = NULL;
+    int n = pub != NULL ? i2d_PUBKEY(pub, &der) : -1;
+    estc_err err;
+    if (n <= 0)
+        err = openssl_fail(c, ESTC_ERR_CRYPTO, "the CSR's public key");
+    else if ((size_t)n != spki->len || CRYPTO_memcmp(der, spki->data, spki->len) != 0)
+        err = estc_error(c->ctx, ESTC_ERR_VALIDATION,
+                         "the CSR's public key is not the one of the key just made: the key was "
+                         "replaced after it was written (is its folder writable by others?); "
+                         "nothing sent");
+    else
+        err = ESTC_OK;
+    OPENSSL_free(der);
+    X509_REQ_free(req);
     return err;
 }
 

@@ -51,10 +51,17 @@ static estc_err free_address(estc_client *c, const char *base, estc_obj_kind kin
     const uint8_t *bytes = der != NULL ? der->data : NULL;
     size_t len = der != NULL ? der->len : 0;
     /* Engines whose object addresses are prefixes too (mem:, file:,
-     * pkcs11: labels) place the new object beside the old one. Others name
+     * pkcs11: labels) place the new object beside the old one, under the
+     * base without a name generated before (else every rekey of a key at
+     * a generated address would append one more name). Others name
      * objects by number (tpm2:, psa:): their bare scheme, with the old
      * address's query part (TCTI and the like), is the prefix. */
-    err = estc_address_generate(c->ctx, base, kind, bytes, len, out);
+    char *stable = NULL;
+    err = estc__stable_base(c, base, kind, &stable);
+    if (err != ESTC_OK)
+        return err;
+    err = estc_address_generate(c->ctx, stable, kind, bytes, len, out);
+    free(stable);
     if (err != ESTC_ERR_BAD_ADDRESS)
         return err;
     const char *colon = strchr(base, ':');
@@ -321,7 +328,7 @@ static estc_err enroll_op(estc_client *c)
     GENERAL_NAMES *sans = NULL;
     char *key = NULL;
     bool key_is_new = false;
-    estc_buf csr = {0};
+    estc_buf csr = {0}, made = {0};
     estc_response resp = {0};
     estc_err err = estc__parse_subject(c, c->subject, &subject);
     if (err == ESTC_OK)
@@ -342,9 +349,14 @@ static estc_err enroll_op(estc_client *c)
         if (err == ESTC_OK)
             err = estc_lifecycle_key_generate(c->lc, key, c->key_type);
         key_is_new = err == ESTC_OK;
+        /* The public half as made: the CSR must carry this one. */
+        if (err == ESTC_OK)
+            err = estc_key_public(c->ctx, key, &made);
     }
     if (err == ESTC_OK)
         err = build_csr(c, key, subject, sans, &csr);
+    if (err == ESTC_OK && key_is_new)
+        err = estc__csr_key_check(c, &csr, &made);
     if (err == ESTC_OK)
         err = estc__client_exchange(c, ESTC__CREDS_BOOTSTRAP, ESTC__EST_SEN, ESTC_COAP_POST,
                                     ESTC__CF_PKCS10, c->accept, csr.data, csr.len, &resp);
@@ -357,6 +369,7 @@ static estc_err enroll_op(estc_client *c)
     }
     estc_response_clear(&resp);
     estc_buf_free(&csr);
+    estc_buf_free(&made);
     free(key);
     GENERAL_NAMES_free(sans);
     X509_NAME_free(subject);
@@ -402,8 +415,14 @@ static estc_err reenroll_op(estc_client *c, bool rekey, const estc_buf *held)
         err = key == NULL ? ESTC_ERR_NOMEM : ESTC_OK;
     }
     bool made_key = rekey && err == ESTC_OK;
+    estc_buf made = {0};
+    if (made_key)
+        err = estc_key_public(c->ctx, key, &made);
     if (err == ESTC_OK)
         err = build_csr(c, key, X509_get_subject_name(old), sans, &csr);
+    if (err == ESTC_OK && made_key)
+        err = estc__csr_key_check(c, &csr, &made);
+    estc_buf_free(&made);
     if (err == ESTC_OK)
         err = estc__client_exchange(c, ESTC__CREDS_ENROLLED, ESTC__EST_SREN, ESTC_COAP_POST,
                                     ESTC__CF_PKCS10, c->accept, csr.data, csr.len, &resp);

@@ -6,8 +6,11 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <openssl/crypto.h>
@@ -16,22 +19,120 @@
 
 /* ---- streams --------------------------------------------------------------- */
 
+/* Why the last file stream call on this thread failed, for the message of
+ * the caller (a stream has no context of its own). */
+static _Thread_local char file_why[600];
+
+__attribute__((format(printf, 2, 3))) static estc_err file_refuse(estc_err err, const char *fmt,
+                                                                  ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(file_why, sizeof(file_why), fmt, ap);
+    va_end(ap);
+    return err;
+}
+
+/* Whoever can write the state decides what the daemon deletes and which
+ * key it uses: the folder of @path must be a folder owned by this user or
+ * by root and writable by no one else (like ssh's StrictModes; a sticky
+ * folder such as /tmp is refused too). */
+static estc_err check_folder(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    char dir[4096];
+    if (slash == NULL)
+        snprintf(dir, sizeof(dir), ".");
+    else if (slash == path)
+        snprintf(dir, sizeof(dir), "/");
+    else if ((size_t)(slash - path) < sizeof(dir))
+        snprintf(dir, sizeof(dir), "%.*s", (int)(slash - path), path);
+    else
+        return file_refuse(ESTC_ERR_IO, "%.200s...: the path is too long", path);
+    struct stat st;
+    if (stat(dir, &st) != 0)
+        return file_refuse(errno == ENOENT ? ESTC_ERR_NOT_FOUND : ESTC_ERR_IO,
+                           "the state's folder %s: %s", dir, strerror(errno));
+    if (!S_ISDIR(st.st_mode))
+        return file_refuse(ESTC_ERR_IO, "the state's folder %s is not a folder", dir);
+    if (st.st_uid != geteuid() && st.st_uid != 0)
+        return file_refuse(ESTC_ERR_IO,
+                           "the state's folder %s is owned by another user (uid %u); refused",
+                           dir, (unsigned)st.st_uid);
+    if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0)
+        return file_refuse(ESTC_ERR_IO,
+                           "the state's folder %s is writable by group or others (mode %03o); "
+                           "refused",
+                           dir, (unsigned)(st.st_mode & 0777));
+    return ESTC_OK;
+}
+
 static estc_err file_write(void *arg, const uint8_t *data, size_t len)
 {
+    file_why[0] = '\0';
+    estc_err err = check_folder(arg);
+    if (err != ESTC_OK)
+        return err == ESTC_ERR_NOT_FOUND ? ESTC_ERR_IO : err;
     /* The state may hold private keys: 0600 from the start. Every failure
-     * to write is ESTC_ERR_IO to the stream's user. */
-    estc_err err = estc_file_write(NULL, arg, data, len, 0600, ESTC_FILE_REPLACE);
+     * to write is ESTC_ERR_IO to the stream's user; the system's reason
+     * (errno, which estc_file_write() leaves set) is in the detail. */
+    errno = 0;
+    err = estc_file_write(NULL, arg, data, len, 0600, ESTC_FILE_REPLACE);
+    int e = errno;
+    if (err != ESTC_OK && err != ESTC_ERR_NOMEM)
+        file_refuse(ESTC_ERR_IO, "%s: %s", (const char *)arg,
+                    e != 0 ? strerror(e) : estc_strerror(err));
     return err == ESTC_OK || err == ESTC_ERR_NOMEM ? err : ESTC_ERR_IO;
+}
+
+/* Opens the state at @path for reading, refusing without blocking what
+ * is not a regular file of this user that no one else can write: a FIFO
+ * (open would wait for a writer), a symbolic link, a device. */
+static estc_err open_state(const char *path, int *fd_out)
+{
+    estc_err err = check_folder(path);
+    if (err != ESTC_OK)
+        return err;
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+    if (fd < 0) {
+        int e = errno;
+        if (e == ENOENT)
+            return ESTC_ERR_NOT_FOUND;
+        if (e == ELOOP)
+            return file_refuse(ESTC_ERR_IO, "%s is a symbolic link, not a regular file; refused",
+                               path);
+        return file_refuse(e == EACCES || e == EPERM ? ESTC_ERR_AUTH : ESTC_ERR_IO, "%s: %s",
+                           path, strerror(e));
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0)
+        err = file_refuse(ESTC_ERR_IO, "%s: %s", path, strerror(errno));
+    else if (!S_ISREG(st.st_mode))
+        err = file_refuse(ESTC_ERR_IO, "%s is not a regular file; refused", path);
+    else if (st.st_uid != geteuid())
+        err = file_refuse(ESTC_ERR_IO, "%s is owned by another user (uid %u); refused", path,
+                          (unsigned)st.st_uid);
+    else if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0)
+        err = file_refuse(ESTC_ERR_IO,
+                          "%s is writable by group or others (mode %03o); refused", path,
+                          (unsigned)(st.st_mode & 0777));
+    if (err != ESTC_OK) {
+        close(fd);
+        return err;
+    }
+    *fd_out = fd;
+    return ESTC_OK;
 }
 
 static estc_err file_read(void *arg, estc_buf *out)
 {
-    int fd = open(arg, O_RDONLY);
-    if (fd < 0)
-        return errno == ENOENT ? ESTC_ERR_NOT_FOUND : ESTC_ERR_IO;
+    file_why[0] = '\0';
+    int fd = -1;
+    estc_err err = open_state(arg, &fd);
+    if (err != ESTC_OK)
+        return err;
     estc_buf b = {0};
     size_t cap = 0;
-    estc_err err = ESTC_OK;
     for (;;) {
         if (b.len == cap) {
             if (cap >= ESTC__STATE_FILE_MAX) {
@@ -51,7 +152,7 @@ static estc_err file_read(void *arg, estc_buf *out)
         if (r < 0 && errno == EINTR)
             continue;
         if (r < 0) {
-            err = ESTC_ERR_IO;
+            err = file_refuse(ESTC_ERR_IO, "%s: read: %s", (const char *)arg, strerror(errno));
             break;
         }
         if (r == 0)
@@ -67,6 +168,12 @@ static estc_err file_read(void *arg, estc_buf *out)
     }
     *out = b;
     return ESTC_OK;
+}
+
+/* The reason of the file stream's last failure, "" for another stream. */
+static const char *stream_why(const estc_state_stream *s)
+{
+    return s->read == file_read || s->write == file_write ? file_why : "";
 }
 
 estc_err estc_state_stream_file(estc_state_stream *s, const char *path)
@@ -108,7 +215,10 @@ static estc_err write_view(estc_client *c, const struct estc__view *v, const est
     estc_err err = estc__state_encode(c, v, &data);
     if (err == ESTC_OK) {
         err = s->write(s->arg, data.data, data.len);
-        if (err != ESTC_OK)
+        const char *why = stream_why(s);
+        if (err != ESTC_OK && why[0] != '\0')
+            err = estc_error(c->ctx, err, "state: the write failed: %s", why);
+        else if (err != ESTC_OK)
             err = estc_error(c->ctx, err, "state: the stream refused the write (%s)",
                              estc_err_name(err));
     }
@@ -275,6 +385,36 @@ static bool purge(estc_client *c)
     return pending || superseded;
 }
 
+/* Whoever wrote the state decides what the purge and later commits
+ * remove: keep only the objects the client could have made itself, under
+ * the key, certificate and CA bases the application configured (without
+ * any, the state's own). Any other entry is dropped from the record with a
+ * warning; its object is never removed. */
+static void forget_foreign(estc_client *c, const struct estc__state *p)
+{
+    bool conf = c->bases_configured;
+    const char *bases[4] = {NULL};
+    bases[ESTC_OBJ_KEY] = conf || p->key_base == NULL ? c->key_base : p->key_base;
+    bases[ESTC_OBJ_CERT] = conf || p->cert_base == NULL ? c->cert_base : p->cert_base;
+    bases[ESTC_OBJ_TRUST] = conf || p->ca_prefix == NULL ? c->ca_prefix : p->ca_prefix;
+    for (size_t i = estc_lifecycle_count(c->lc); i > 0; i--) {
+        const char *addr;
+        estc_obj_kind kind;
+        estc_obj_state st;
+        if (estc_lifecycle_get(c->lc, i - 1, &addr, &kind, &st, NULL) != ESTC_OK ||
+            estc__derived_from(c, addr, kind, bases[kind]))
+            continue;
+        static const char *const words[] = {"", "pending", "committed", "superseded"};
+        estc_log(c->ctx, ESTC_LOG_WARNING,
+                 "restore: the state records %s (%s), which is not under the %s base %s: "
+                 "refused, it will not be removed",
+                 addr, (unsigned)st < 4 ? words[st] : "?",
+                 kind == ESTC_OBJ_KEY ? "key" : kind == ESTC_OBJ_CERT ? "certificate" : "CA",
+                 bases[kind]);
+        (void)estc_lifecycle_forget(c->lc, addr);
+    }
+}
+
 estc_err estc_client_restore(estc_client *c, const estc_state_stream *s)
 {
     return estc_client_restore_ex(c, s, 0);
@@ -288,8 +428,11 @@ estc_err estc_client_restore_ex(estc_client *c, const estc_state_stream *s, unsi
         return estc_error(c->ctx, ESTC_ERR_STATE, "restore: an operation is in flight");
     estc_buf data = {0};
     estc_err err = s->read(s->arg, &data);
-    if (err == ESTC_ERR_NOT_FOUND)
+    const char *why = stream_why(s);
+    if (err == ESTC_ERR_NOT_FOUND && why[0] == '\0')
         return estc_error(c->ctx, err, "restore: no stored state");
+    if (err != ESTC_OK && why[0] != '\0')
+        return estc_error(c->ctx, err, "restore: %s", why);
     if (err != ESTC_OK)
         return estc_error(c->ctx, err, "restore: the stream cannot be read");
 
@@ -342,6 +485,7 @@ estc_err estc_client_restore_ex(estc_client *c, const estc_state_stream *s, unsi
     }
     free(made);
     estc_lifecycle_free(probe);
+    forget_foreign(c, &p);
 
     swap_str(&c->key_addr, &p.key_addr);
     swap_str(&c->cert_addr, &p.cert_addr);

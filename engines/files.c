@@ -75,8 +75,10 @@ estc_err estc_file_write(estc_ctx *ctx, const char *path, const void *data, size
     /* mkstemp() creates the file 0600: never more open than the final mode. */
     int fd = mkstemp(tmp);
     if (fd < 0) {
-        estc_err err = sys_fail(ctx, path, "create", errno);
+        int e = errno;
+        estc_err err = sys_fail(ctx, path, "create", e);
         free(tmp);
+        errno = e; /* the system's reason, for a caller without a context */
         return err;
     }
     const char *step = NULL;
@@ -102,12 +104,18 @@ estc_err estc_file_write(estc_ctx *ctx, const char *path, const void *data, size
         unlink(tmp);
     free(tmp);
     if (step != NULL) {
-        if (e == EEXIST)
-            return estc_error(ctx, ESTC_ERR_EXISTS, "%s: the file exists already", path);
-        return sys_fail(ctx, path, step, e);
+        estc_err err = e == EEXIST
+                           ? estc_error(ctx, ESTC_ERR_EXISTS, "%s: the file exists already", path)
+                           : sys_fail(ctx, path, step, e);
+        errno = e; /* the system's reason, for a caller without a context */
+        return err;
     }
     e = sync_folder(path);
-    return e == 0 ? ESTC_OK : sys_fail(ctx, path, "fsync of the folder", e);
+    if (e == 0)
+        return ESTC_OK;
+    estc_err err = sys_fail(ctx, path, "fsync of the folder", e);
+    errno = e;
+    return err;
 }
 
 estc_err estc_address_for_file(estc_ctx *ctx, const char *path, char **addr)

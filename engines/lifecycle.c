@@ -112,8 +112,9 @@ static estc_err remove_object(estc_lifecycle *lc, const struct entry *e)
         estc_log(lc->ctx, ESTC_LOG_DEBUG, "%s: already gone", e->addr);
         return ESTC_OK;
     }
+    /* Every removal shows at the default verbosity of a daemon. */
     if (err == ESTC_OK)
-        estc_log(lc->ctx, ESTC_LOG_DEBUG, "%s: removed", e->addr);
+        estc_log(lc->ctx, ESTC_LOG_WARNING, "%s: removed", e->addr);
     return err;
 }
 
@@ -304,6 +305,20 @@ static const char *const kind_words[] = {
 static const char *const state_words[] = {[ESTC_OBJ_PENDING] = "pending",
                                           [ESTC_OBJ_COMMITTED] = "committed",
                                           [ESTC_OBJ_SUPERSEDED] = "superseded"};
+
+estc_err estc_lifecycle_forget(estc_lifecycle *lc, const char *addr)
+{
+    if (lc == NULL || addr == NULL)
+        return ESTC_ERR_INVALID_ARG;
+    struct entry *e = find(lc, addr);
+    if (e == NULL)
+        return ESTC_ERR_NOT_FOUND;
+    free(e->addr);
+    e->addr = NULL;
+    compact(lc);
+    lc->changed = true;
+    return ESTC_OK;
+}
 
 static int word_index(const char *const *words, size_t n, const char *w, size_t len)
 {

@@ -18,6 +18,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
@@ -110,6 +111,7 @@ static estc_err load_key(estc_ctx *ctx, const char *addr, EVP_PKEY **key)
     estc_err err = pem_open(ctx, addr, &pem, &bio);
     if (err != ESTC_OK)
         return err;
+    ERR_clear_error(); /* a failure's detail is this read's */
     *key = PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL);
     pem_done(&pem, bio);
     if (*key == NULL)
@@ -124,6 +126,7 @@ static estc_err load_cert(estc_ctx *ctx, const char *addr, X509 **cert)
     estc_err err = pem_open(ctx, addr, &pem, &bio);
     if (err != ESTC_OK)
         return err;
+    ERR_clear_error();
     *cert = PEM_read_bio_X509(bio, NULL, NULL, NULL);
     pem_done(&pem, bio);
     if (*cert == NULL)
@@ -131,12 +134,44 @@ static estc_err load_cert(estc_ctx *ctx, const char *addr, X509 **cert)
     return ESTC_OK;
 }
 
+/* A new key goes only into a folder no one else can write: there another
+ * user could rename a key of their own over it between its write and its
+ * use, and have that key certified. The folder must belong to this user or
+ * to root and be writable by neither group nor others (a sticky folder
+ * such as /tmp too), as ssh asks of the folders of its keys. */
+static estc_err check_key_folder(estc_ctx *ctx, const char *addr, const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    char *dir = slash == NULL ? strdup(".")
+                              : strndup(path, slash == path ? 1 : (size_t)(slash - path));
+    if (dir == NULL)
+        return ESTC_ERR_NOMEM;
+    struct stat st;
+    estc_err err = ESTC_OK;
+    if (stat(dir, &st) != 0)
+        err = io_fail(ctx, addr, "the key's folder", errno);
+    else if (st.st_uid != geteuid() && st.st_uid != 0)
+        err = estc_error(ctx, ESTC_ERR_AUTH,
+                         "%s: the key's folder %s belongs to another user (uid %u); refused", addr,
+                         dir, (unsigned)st.st_uid);
+    else if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0)
+        err = estc_error(ctx, ESTC_ERR_AUTH,
+                         "%s: the key's folder %s is writable by group or others (mode %04o); "
+                         "refused",
+                         addr, dir, (unsigned)(st.st_mode & 07777));
+    free(dir);
+    return err;
+}
+
 static estc_err store_key(estc_ctx *ctx, const char *addr, EVP_PKEY *key)
 {
     const char *path;
     estc_err err = path_of(ctx, addr, &path);
+    if (err == ESTC_OK)
+        err = check_key_folder(ctx, addr, path);
     if (err != ESTC_OK)
         return err;
+    ERR_clear_error();
     BIO *bio = BIO_new(BIO_s_secmem());
     char *data = NULL;
     long n = 0;
@@ -161,6 +196,10 @@ static estc_err file_key_generate(estc_ctx *ctx, void *state, const estc_address
         return err;
     if (access(path, F_OK) == 0)
         return estc_error(ctx, ESTC_ERR_EXISTS, "%s: the file exists already", addr);
+    err = check_key_folder(ctx, addr, path);
+    if (err != ESTC_OK)
+        return err;
+    ERR_clear_error();
     err = estc__sw_generate(type, &key);
     if (err != ESTC_OK)
         return estc__sw_fail(ctx, err, addr, "key generation");
@@ -251,6 +290,7 @@ static estc_err file_cert_store(estc_ctx *ctx, void *state, const estc_address *
     estc_err err = path_of(ctx, addr, &path);
     if (err != ESTC_OK)
         return err;
+    ERR_clear_error();
     const unsigned char *p = der;
     X509 *x = d2i_X509(NULL, &p, (long)len);
     BIO *bio = BIO_new(BIO_s_mem());
@@ -360,7 +400,9 @@ static estc_err file_exists(estc_ctx *ctx, void *state, const estc_address *a, e
         *found = load_cert(ctx, addr, &x) == ESTC_OK;
         X509_free(x);
     }
+    /* A probe: what it found wrong is no one's error. */
     estc_ctx_clear_error(ctx);
+    ERR_clear_error();
     return ESTC_OK;
 }
 

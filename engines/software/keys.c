@@ -11,7 +11,9 @@
 
 estc_err estc__sw_fail(estc_ctx *ctx, estc_err err, const char *addr, const char *what)
 {
-    unsigned long code = ERR_get_error();
+    /* The last error is this failure's; older ones in the queue are stale
+     * (another library's, an earlier call's) and must not be reported. */
+    unsigned long code = ERR_peek_last_error();
     char reason[160] = "no OpenSSL detail";
     if (code != 0)
         ERR_error_string_n(code, reason, sizeof(reason));

@@ -512,7 +512,9 @@ estc_err estc_address_derive(estc_ctx *ctx, const char *prefix, estc_obj_kind ki
  *
  * Returns ESTC_OK, ESTC_ERR_INVALID_ARG, ESTC_ERR_EXISTS, ESTC_ERR_NOT_FOUND
  * (no such folder), ESTC_ERR_AUTH (permission denied) or ESTC_ERR_IO, with
- * the system's reason in the detail text (a NULL @ctx only returns it).
+ * the system's reason in the detail text (a NULL @ctx only returns it). A
+ * failure of a system call also leaves its errno set, for a caller without
+ * a context.
  */
 estc_err estc_file_write(estc_ctx *ctx, const char *path, const void *data, size_t len,
                          unsigned mode, unsigned flags);
@@ -597,10 +599,19 @@ estc_err estc_lifecycle_cert_store(estc_lifecycle *lc, const char *addr, estc_ob
 estc_err estc_lifecycle_supersede(estc_lifecycle *lc, const char *addr);
 
 /**
+ * estc_lifecycle_forget() - drop the object at @addr from the record without
+ * touching its engine object (which the record will then never remove).
+ * Returns ESTC_OK, ESTC_ERR_NOT_FOUND (not recorded) or ESTC_ERR_INVALID_ARG.
+ */
+estc_err estc_lifecycle_forget(estc_lifecycle *lc, const char *addr);
+
+/**
  * estc_lifecycle_commit() - make the pending objects committed and remove
  * the superseded ones from their engines and from the record.
  *
- * An object already gone from its engine counts as removed. When a removal
+ * Every removal is logged at ESTC_LOG_WARNING, so that a daemon shows it at
+ * its default verbosity. An object already gone from its engine counts as
+ * removed. When a removal
  * fails the object stays SUPERSEDED (retried at the next commit or cleanup)
  * and the first error is returned; the pending objects are committed anyway.
  */

@@ -53,6 +53,13 @@ typedef struct estc_state_stream {
  * folder (mode 0600), fsync, rename over @path, fsync of the folder; a
  * failed write is ESTC_ERR_IO. The string @path is not copied: it must
  * outlive the stream. Reading a missing file gives ESTC_ERR_NOT_FOUND.
+ * Whoever can write the state decides what a restore removes, so reading
+ * refuses with ESTC_ERR_IO, without blocking, what is not a regular file
+ * (a FIFO, a device, a symbolic link), a file owned by another user than
+ * the effective one or writable by group or others, and a folder not owned
+ * by that user or root or writable by group or others; writing refuses the
+ * same folders. The reason (the system's text for a failed write) is in
+ * the detail of the restore or persist that used the stream.
  * Returns ESTC_OK or ESTC_ERR_INVALID_ARG.
  */
 estc_err estc_state_stream_file(estc_state_stream *stream, const char *path);
@@ -89,7 +96,10 @@ estc_err estc_client_persist(estc_client *client, const estc_state_stream *strea
  * @stream, written by estc_client_persist() or by the journal.
  *
  * Configure the client first (server, trust anchors, bootstrap
- * credentials, subject): those are configuration, not state. The state's
+ * credentials, subject): those are configuration, not state. Recorded
+ * objects that are not under the configured key, certificate and CA bases
+ * (estc_client_set_enrolled(); without it, the state's own) are dropped
+ * from the record with a warning and never removed from their engines. The state's
  * engine addresses (enrolled key and certificate, their bases, the CA
  * prefix) replace the configured ones. mem: keys, the certificate and CA
  * certificates held in mem: are re-created in the context.

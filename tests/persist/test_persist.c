@@ -238,7 +238,12 @@ static estc_client *hand_enrolled(estc_ctx *ctx, const char *base)
     make_cert(ctx, key, 10, &der);
     ck_assert_int_eq(estc_lifecycle_cert_store(lc, cert, ESTC_OBJ_CERT, der.data, der.len),
                      ESTC_OK);
-    snprintf(ca, sizeof(ca), "%sca1", base);
+    /* Where the library puts a CA certificate: a restore keeps only the
+     * objects under the client's bases. */
+    char *ca_addr = NULL;
+    ck_assert_int_eq(estc_address_derive(ctx, prefix, ESTC_OBJ_TRUST, "ca1", &ca_addr), ESTC_OK);
+    snprintf(ca, sizeof(ca), "%s", ca_addr);
+    free(ca_addr);
     ck_assert_int_eq(estc_lifecycle_cert_store(lc, ca, ESTC_OBJ_TRUST, der.data, der.len), ESTC_OK);
     ck_assert_int_eq(estc_lifecycle_commit(lc), ESTC_OK);
     estc_buf_free(&der);
@@ -476,6 +481,66 @@ START_TEST(persist_refused_when_pending)
     ck_assert_int_eq(estc_client_persist(c, &s), ESTC_ERR_IO);
     estc_buf_free(&before);
     estc_buf_free(&after);
+    estc_client_free(c);
+    estc_ctx_free(ctx);
+}
+END_TEST
+
+/* The state file: a failed write says why (the system's reason); what is
+ * not a regular file of this user that no one else can write is refused
+ * without blocking and left as it is. */
+START_TEST(state_file_checks)
+{
+    estc_ctx *ctx = NULL;
+    ck_assert_int_eq(estc_ctx_new(&ctx), ESTC_OK);
+    estc_client *c = hand_enrolled(ctx, "mem:sf-");
+    char path[700], sub[700];
+    estc_state_stream s;
+    /* The path is a folder: rename() fails with EISDIR, and the detail has
+     * the system's text. */
+    snprintf(path, sizeof(path), "%s/a-folder", dir);
+    ck_assert_int_eq(mkdir(path, 0700), 0);
+    ck_assert_int_eq(estc_state_stream_file(&s, path), ESTC_OK);
+    ck_assert_int_eq(estc_client_persist(c, &s), ESTC_ERR_IO);
+    ck_assert_msg(strstr(estc_ctx_error_detail(ctx), strerror(EISDIR)) != NULL, "%s",
+                  estc_ctx_error_detail(ctx));
+    /* A missing folder: ENOENT's text. */
+    snprintf(path, sizeof(path), "%s/no-such-dir/state", dir);
+    ck_assert_int_eq(estc_state_stream_file(&s, path), ESTC_OK);
+    ck_assert_int_eq(estc_client_persist(c, &s), ESTC_ERR_IO);
+    ck_assert_msg(strstr(estc_ctx_error_detail(ctx), strerror(ENOENT)) != NULL, "%s",
+                  estc_ctx_error_detail(ctx));
+    /* A good state, then the same bytes behind refused modes and kinds. */
+    snprintf(path, sizeof(path), "%s/state", dir);
+    ck_assert_int_eq(estc_state_stream_file(&s, path), ESTC_OK);
+    ck_assert_int_eq(estc_client_persist(c, &s), ESTC_OK);
+    ck_assert_int_eq(estc_client_restore(c, &s), ESTC_OK);
+    ck_assert_int_eq(chmod(path, 0620), 0);
+    ck_assert_int_eq(estc_client_restore(c, &s), ESTC_ERR_IO);
+    ck_assert_msg(strstr(estc_ctx_error_detail(ctx), "writable by group or others") != NULL, "%s",
+                  estc_ctx_error_detail(ctx));
+    ck_assert_int_eq(chmod(path, 0600), 0);
+    snprintf(sub, sizeof(sub), "%s/fifo", dir);
+    ck_assert_int_eq(mkfifo(sub, 0600), 0);
+    ck_assert_int_eq(estc_state_stream_file(&s, sub), ESTC_OK);
+    ck_assert_int_eq(estc_client_restore(c, &s), ESTC_ERR_IO); /* returns: no writer needed */
+    ck_assert_msg(strstr(estc_ctx_error_detail(ctx), "not a regular file") != NULL, "%s",
+                  estc_ctx_error_detail(ctx));
+    snprintf(sub, sizeof(sub), "%s/link", dir);
+    ck_assert_int_eq(symlink(path, sub), 0);
+    ck_assert_int_eq(estc_client_restore(c, &s), ESTC_ERR_IO);
+    ck_assert_int_eq(estc_state_stream_file(&s, sub), ESTC_OK);
+    ck_assert_int_eq(estc_client_restore(c, &s), ESTC_ERR_IO);
+    ck_assert_msg(strstr(estc_ctx_error_detail(ctx), "symbolic link") != NULL, "%s",
+                  estc_ctx_error_detail(ctx));
+    ck_assert_int_eq(chmod(dir, 0770), 0);
+    ck_assert_int_eq(estc_state_stream_file(&s, path), ESTC_OK);
+    ck_assert_int_eq(estc_client_restore(c, &s), ESTC_ERR_IO);
+    ck_assert_int_eq(estc_client_persist(c, &s), ESTC_ERR_IO);
+    ck_assert_msg(strstr(estc_ctx_error_detail(ctx), "folder") != NULL, "%s",
+                  estc_ctx_error_detail(ctx));
+    ck_assert_int_eq(chmod(dir, 0700), 0);
+    ck_assert_int_eq(estc_client_restore(c, &s), ESTC_OK);
     estc_client_free(c);
     estc_ctx_free(ctx);
 }
@@ -1131,6 +1196,7 @@ int main(int argc, char **argv)
         tcase_add_test(tc, round_trip_file_engine);
         tcase_add_test(tc, corrupt_states_refused);
         tcase_add_test(tc, persist_refused_when_pending);
+        tcase_add_test(tc, state_file_checks);
     } else if (strcmp(part, "software") == 0) {
         tcase_add_test(tc, renewals_mem);
         tcase_add_test(tc, renewals_file);

@@ -95,6 +95,8 @@ struct cli {
     struct cli_list owned;
     bool holds_pin;   /* an address names a PIN (pin-value or pin-source) */
     bool pin_on_argv; /* a pin-value came on the command line */
+    /* The current folder before entering --psa-dir (NULL without). */
+    char *start_dir;
 
     estc_ctx *ctx;
 };

@@ -36,12 +36,33 @@ static bool is_volatile(const struct cli *cli, const char *addr)
     return addr != NULL && (estc_engine_caps(cli->ctx, addr) & ESTC_CAP_VOLATILE) != 0;
 }
 
+/* @in, or with --psa-dir a copy whose relative path is made absolute
+ * against the folder estc started in when its engine keeps files (the
+ * library resolves the others against the current folder). *@out is a new
+ * string; returns an exit status. */
+static int from_start_dir(const struct cli *cli, const char *in, char **out)
+{
+    *out = NULL;
+    if (in == NULL)
+        return CLI_EXIT_OK;
+    const char *colon = strchr(in, ':');
+    if (cli->start_dir != NULL && colon != NULL && colon[1] != '\0' && colon[1] != '/' &&
+        (estc_engine_caps(cli->ctx, in) & ESTC_CAP_FILES) != 0) {
+        size_t n = strlen(in) + strlen(cli->start_dir) + 2;
+        if ((*out = malloc(n)) != NULL)
+            snprintf(*out, n, "%.*s%s/%s", (int)(colon + 1 - in), in, cli->start_dir, colon + 1);
+    } else {
+        *out = strdup(in);
+    }
+    return *out != NULL ? CLI_EXIT_OK : cli_failf(cli, CLI_EXIT_FAILURE, "out of memory");
+}
+
 /* An option value as an engine address: a plain file path becomes a file:
  * address (absolute, so that it does not depend on the current folder). */
 static int as_address(const struct cli *cli, const char *opt, const char *src, char **out)
 {
     if (cli_is_address(cli->ctx, src)) {
-        *out = strdup(src);
+        return from_start_dir(cli, src, out);
     } else {
         char *abs = realpath(src, NULL);
         if (abs == NULL)
@@ -124,7 +145,15 @@ int cli_configure(struct cli *cli, estc_client *client)
     if (cli->cmd != CMD_REENROLL && (cli->cert != NULL || cli->key != NULL)) {
         if (cli->cert == NULL || cli->key == NULL)
             return cli_failf(cli, CLI_EXIT_USAGE, "--cert and --key go together");
-        err = estc_client_set_credentials(client, cli->cert, cli->key);
+        char *cert = NULL, *key = NULL;
+        int st = from_start_dir(cli, cli->cert, &cert);
+        if (st == CLI_EXIT_OK)
+            st = from_start_dir(cli, cli->key, &key);
+        err = st == CLI_EXIT_OK ? estc_client_set_credentials(client, cert, key) : ESTC_OK;
+        free(cert);
+        free(key);
+        if (st != CLI_EXIT_OK)
+            return st;
         if (err != ESTC_OK)
             return config_fail(cli, err, "--cert/--key");
     }
@@ -165,16 +194,19 @@ int cli_configure_enrolled(struct cli *cli, estc_client *client, char **cur_cert
         if (status == CLI_EXIT_OK)
             status = as_address(cli, cli->key != NULL ? "key" : "new-key", key, &key_addr);
     } else {
-        if (key != NULL && (key_addr = strdup(key)) == NULL)
-            status = cli_failf(cli, CLI_EXIT_FAILURE, "out of memory");
-        if (status == CLI_EXIT_OK && cert != NULL && (cert_addr = strdup(cert)) == NULL)
-            status = cli_failf(cli, CLI_EXIT_FAILURE, "out of memory");
+        status = from_start_dir(cli, key, &key_addr);
+        if (status == CLI_EXIT_OK)
+            status = from_start_dir(cli, cert, &cert_addr);
     }
-    if (status == CLI_EXIT_OK && (key_addr != NULL || cert_addr != NULL || cli->ca_out != NULL)) {
-        estc_err err = estc_client_set_enrolled(client, key_addr, cert_addr, cli->ca_out);
+    char *ca_out = NULL;
+    if (status == CLI_EXIT_OK)
+        status = from_start_dir(cli, cli->ca_out, &ca_out);
+    if (status == CLI_EXIT_OK && (key_addr != NULL || cert_addr != NULL || ca_out != NULL)) {
+        estc_err err = estc_client_set_enrolled(client, key_addr, cert_addr, ca_out);
         if (err != ESTC_OK)
             status = config_fail(cli, err, "--new-key/--new-cert/--ca-out");
     }
+    free(ca_out);
     /* The enrolled credentials also authenticate what precedes /sren
      * (discovery, --with-cacerts, --with-csrattrs). */
     if (status == CLI_EXIT_OK && cli->cmd == CMD_REENROLL) {
@@ -405,8 +437,11 @@ int cli_run(struct cli *cli)
     /* The psa engine keeps its storage in the current folder. */
     if (cli->psa_dir != NULL) {
         int st = cli_enter_psa_dir(cli);
-        if (st != CLI_EXIT_OK)
+        if (st != CLI_EXIT_OK) {
+            free(cli->start_dir);
+            cli->start_dir = NULL;
             return st;
+        }
     }
     estc_err err = estc_ctx_new(&cli->ctx);
     if (err != ESTC_OK)
@@ -436,5 +471,7 @@ int cli_run(struct cli *cli)
     }
     estc_ctx_free(cli->ctx);
     cli->ctx = NULL;
+    free(cli->start_dir);
+    cli->start_dir = NULL;
     return status;
 }

@@ -47,16 +47,29 @@ __attribute__((format(printf, 3, 4))) static void event(const struct cli *cli, i
         fprintf(stderr, "estc: %s: %s\n", cli->cmd_name, shown);
 }
 
-/* The library's log lines go where the events go. */
+static bool log_errors; /* -v or --syslog: the library's error lines too */
+static const char *log_cmd = "run"; /* the command name of the lines */
+
+/* The library's log lines go where the events go. At the default verbosity
+ * its warnings (every removal of an engine object among them) show, its
+ * error lines not: the events report each failure with the same detail. */
 static void daemon_log_line(void *arg, estc_log_level level, const char *msg)
 {
     static const int prio[] = {LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG};
+    if (level == ESTC_LOG_ERROR && !log_errors)
+        return;
     if (use_syslog) {
         char shown[2048];
         cli_redact(msg, shown, sizeof(shown));
         syslog((unsigned)level < 4 ? prio[level] : LOG_INFO, "%s", shown);
     } else {
-        cli_log_line(arg, level, msg);
+        /* "estc: run: warning: ...": every line of the daemon is its own. */
+        static const char *const names[] = {"error", "warning", "info", "debug"};
+        char shown[2048];
+        (void)arg;
+        cli_redact(msg, shown, sizeof(shown));
+        fprintf(stderr, "estc: %s: %s: %s\n", log_cmd, (unsigned)level < 4 ? names[level] : "log",
+                shown);
     }
 }
 
@@ -152,7 +165,10 @@ int cli_enter_psa_dir(struct cli *cli)
         for (size_t i = 0; i < lists[l]->n && status == CLI_EXIT_OK; i++)
             status = absolutize(cli, &lists[l]->v[i], cwd);
     }
-    free(cwd);
+    /* Relative paths in engine addresses are made absolute against it
+     * once the context can tell which engines keep files. */
+    free(cli->start_dir);
+    cli->start_dir = cwd;
     if (status != CLI_EXIT_OK)
         return status;
 
@@ -332,7 +348,9 @@ int cli_run_daemon(struct cli *cli)
     sigprocmask(SIG_BLOCK, &set, NULL);
 
     int status = CLI_EXIT_OK;
-    if (use_syslog || cli->verbose > 0) {
+    log_errors = use_syslog || cli->verbose > 0;
+    log_cmd = cli->cmd_name;
+    {
         estc_err err = estc_ctx_set_log(cli->ctx,
                                         cli->verbose > 1   ? ESTC_LOG_DEBUG
                                         : cli->verbose > 0 ? ESTC_LOG_INFO
