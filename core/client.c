@@ -409,6 +409,16 @@ estc_err estc_client_set_limits(estc_client *c, unsigned timeout_ms, unsigned ma
     return ESTC_OK;
 }
 
+estc_err estc_client_set_cancel(estc_client *c, bool (*cancel)(void *arg), void *arg)
+{
+    if (c == NULL)
+        return ESTC_ERR_INVALID_ARG;
+    c->cancel = cancel;
+    c->cancel_arg = arg;
+    estc__client_reset_transport(c); /* the transport takes it when made */
+    return ESTC_OK;
+}
+
 estc_err estc_client_set_block_size(estc_client *c, unsigned bytes)
 {
     if (c == NULL)

@@ -72,6 +72,8 @@ struct estc_client {
     unsigned timeout_ms;
     unsigned max_retries;
     unsigned max_wait_s;
+    bool (*cancel)(void *arg); /* estc_client_set_cancel() */
+    void *cancel_arg;
     unsigned block_szx;
     bool pop;      /* challengePassword = base64(tls-unique) in every CSR */
     char *pop_key; /* the key the last CSR was signed with, to sign it again */

@@ -215,6 +215,8 @@ static estc_err open_transport(estc_client *c, enum estc__creds creds)
             .block_szx = c->block_szx,
             .log_fn = transport_log,
             .log_arg = c->ctx,
+            .cancel = c->cancel,
+            .cancel_arg = c->cancel_arg,
         };
         estc__coap_creds creds = {
             .n_trust = (size_t)sk_X509_num(trust),
@@ -323,6 +325,21 @@ estc_err estc__client_pop_value(estc_client *c, enum estc__creds creds, char b64
     }
 }
 
+/* Sleeps @ms in slices of 100 ms, asking the cancel callback between them. */
+static estc_err pause_ms(estc_client *c, uint64_t ms)
+{
+    while (ms > 0) {
+        if (c->cancel != NULL && c->cancel(c->cancel_arg))
+            return ESTC_ERR_CANCELLED;
+        uint64_t slice = ms < 100 ? ms : 100;
+        struct timespec ts = {.tv_sec = 0, .tv_nsec = (long)slice * 1000000L};
+        while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+            ;
+        ms -= slice;
+    }
+    return c->cancel != NULL && c->cancel(c->cancel_arg) ? ESTC_ERR_CANCELLED : ESTC_OK;
+}
+
 static estc_err send_path(estc_client *c, enum estc__creds creds, const char *path,
                           estc_coap_method method, int cf, int accept, const uint8_t *payload,
                           size_t len, bool pop, estc_response *resp)
@@ -403,9 +420,12 @@ static estc_err send_path(estc_client *c, enum estc__creds creds, const char *pa
         }
         estc_log(c->ctx, ESTC_LOG_INFO, "%s %s: 5.03, retrying in %u s", method_name(method), path,
                  wait);
-        struct timespec ts = {.tv_sec = wait, .tv_nsec = 0};
-        while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-            ;
+        err = pause_ms(c, (uint64_t)wait * 1000);
+        if (err != ESTC_OK) {
+            err = estc_error(c->ctx, err, "%s %s: cancelled while waiting out a 5.03",
+                             method_name(method), path);
+            break;
+        }
     }
     estc_buf_free(&bound);
     return err;

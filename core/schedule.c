@@ -130,7 +130,9 @@ static estc_err tick(estc_client *c, int64_t now, const estc_schedule_config *cf
             c->crts_due = false; /* the CA set is fresh */
             *what = ESTC_TICK_ENROLLED;
         } else {
-            c->retry_at = now + cfg->retry_spacing_s;
+            /* Cancelled (estc_client_set_cancel) is no failure: still due. */
+            if (err != ESTC_ERR_CANCELLED)
+                c->retry_at = now + cfg->retry_spacing_s;
             *what = ESTC_TICK_ENROLL_FAILED;
         }
         return err;
@@ -152,7 +154,8 @@ static estc_err tick(estc_client *c, int64_t now, const estc_schedule_config *cf
             *what = ESTC_TICK_FALLBACK_ENROLLED;
         } else {
             c->fallback = true;
-            c->retry_at = now + cfg->retry_spacing_s;
+            if (err != ESTC_ERR_CANCELLED)
+                c->retry_at = now + cfg->retry_spacing_s;
             *what = ESTC_TICK_FALLBACK_FAILED;
         }
         return err;
@@ -162,6 +165,10 @@ static estc_err tick(estc_client *c, int64_t now, const estc_schedule_config *cf
         renewed(c);
         *what = ESTC_TICK_REENROLLED;
         return ESTC_OK;
+    }
+    if (err == ESTC_ERR_CANCELLED) {
+        *what = ESTC_TICK_RETRY_SCHEDULED; /* nothing counted: due again */
+        return err;
     }
     c->failures++;
     if (c->failures > cfg->max_retries) {

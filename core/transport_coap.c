@@ -50,6 +50,8 @@ struct coap_impl {
     size_t max_response;
     estc_log_fn log_fn;
     void *log_arg;
+    bool (*cancel)(void *arg);
+    void *cancel_arg;
 
     coap_context_t *ctx;
     coap_session_t *session;
@@ -604,6 +606,10 @@ static estc_err coap_request(void *arg, const estc_request *req, estc_response *
                  impl->host, impl->port, impl->timeout_ms);
             break;
         }
+        if (impl->cancel != NULL && impl->cancel(impl->cancel_arg)) {
+            fail(impl, ESTC_ERR_CANCELLED, "cancelled");
+            break;
+        }
         uint64_t wait = deadline - now;
         if (coap_io_process(impl->ctx, (uint32_t)(wait < 100 ? wait : 100)) < 0) {
             fail(impl, ESTC_ERR_TRANSPORT, "CoAP I/O failed");
@@ -641,6 +647,10 @@ static estc_err handshake(struct coap_impl *impl)
         if (now >= deadline) {
             fail(impl, ESTC_ERR_TIMEOUT, "DTLS handshake with %s port %s not done within %u ms",
                  impl->host, impl->port, impl->timeout_ms);
+            break;
+        }
+        if (impl->cancel != NULL && impl->cancel(impl->cancel_arg)) {
+            fail(impl, ESTC_ERR_CANCELLED, "cancelled");
             break;
         }
         uint64_t wait = deadline - now;
@@ -847,6 +857,8 @@ static estc_err coap_new(const estc_coap_config *cfg, const estc__coap_creds *cr
     impl->max_response = cfg->max_response != 0 ? cfg->max_response : DEFAULT_MAX_RESPONSE;
     impl->log_fn = cfg->log_fn;
     impl->log_arg = cfg->log_arg;
+    impl->cancel = cfg->cancel;
+    impl->cancel_arg = cfg->cancel_arg;
 
     coap_startup();
     coap_set_log_handler(coap_quiet);

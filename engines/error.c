@@ -34,6 +34,7 @@ static const struct {
     [ESTC_ERR_SERVER] = {"ESTC_ERR_SERVER", "the server answered with an error"},
     [ESTC_ERR_VALIDATION] = {"ESTC_ERR_VALIDATION", "server data failed validation"},
     [ESTC_ERR_LIMIT] = {"ESTC_ERR_LIMIT", "size or retry limit exceeded"},
+    [ESTC_ERR_CANCELLED] = {"ESTC_ERR_CANCELLED", "operation cancelled"},
 };
 
 const char *estc_strerror(estc_err err)

@@ -135,6 +135,20 @@ estc_err estc_client_set_accept(estc_client *client, int content_format);
 estc_err estc_client_set_limits(estc_client *client, unsigned timeout_ms, unsigned max_retries,
                                 unsigned max_wait_s);
 
+/**
+ * estc_client_set_cancel() - a callback that can end a running operation.
+ *
+ * @cancel (NULL: none) is asked at least every 100 ms while the client
+ * waits: for a DTLS handshake, an answer, a retransmission, a 5.03 Max-Age
+ * pause. When it returns true the operation fails with ESTC_ERR_CANCELLED
+ * and rolls back as any failed operation does (a new key is removed, the
+ * current certificate stays). A daemon uses it so that SIGTERM ends a
+ * renewal that waits on the network. @cancel runs on the calling thread
+ * and must not call into the client.
+ * Returns ESTC_OK or ESTC_ERR_INVALID_ARG (NULL @client).
+ */
+estc_err estc_client_set_cancel(estc_client *client, bool (*cancel)(void *arg), void *arg);
+
 /** estc_client_set_block_size() - CoAP block size 16..1024 (a power of 2). */
 estc_err estc_client_set_block_size(estc_client *client, unsigned bytes);
 

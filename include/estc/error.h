@@ -36,10 +36,11 @@ typedef enum estc_err {
     ESTC_ERR_SERVER,         /* the server answered with an error code */
     ESTC_ERR_VALIDATION,     /* something the server sent failed validation */
     ESTC_ERR_LIMIT,          /* a size or retry bound was exceeded */
+    ESTC_ERR_CANCELLED,      /* the caller's cancel callback ended the operation */
 } estc_err;
 
 /* Number of codes above; handy for tests that walk every code. */
-#define ESTC_ERR_COUNT 21
+#define ESTC_ERR_COUNT 22
 
 /**
  * estc_strerror() - a short English description of an error code.

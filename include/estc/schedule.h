@@ -172,7 +172,9 @@ const char *estc_tick_result_name(estc_tick_result what);
  * Returns ESTC_OK (nothing due, or the operation succeeded), the failed
  * operation's error (its detail in estc_ctx_error_detail(); the next
  * attempt is scheduled), ESTC_ERR_INVALID_ARG or ESTC_ERR_STATE (called
- * from inside an operation).
+ * from inside an operation). An operation ended by the cancel callback
+ * (ESTC_ERR_CANCELLED, see estc_client_set_cancel()) counts as no failure:
+ * it is due again at once.
  */
 estc_err estc_client_tick(estc_client *client, estc_tick_result *what);
 

@@ -192,6 +192,12 @@ typedef struct estc_coap_config {
     /* Log lines of the transport (never key material). NULL: silent. */
     estc_log_fn log_fn;
     void *log_arg;
+    /* Asked at least every 100 ms while the transport waits (handshake,
+     * answers, retransmissions); when it returns true the exchange ends with
+     * ESTC_ERR_CANCELLED and the session is dropped. NULL: never cancelled.
+     * It runs on the caller's thread and must not call into the transport. */
+    bool (*cancel)(void *arg);
+    void *cancel_arg;
 } estc_coap_config;
 
 /**

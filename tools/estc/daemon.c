@@ -6,8 +6,10 @@
  * (or enroll), then tick, persist and sleep until the next deadline. The
  * library journals every step that changes engine objects into the same
  * file, so a SIGKILL or a power cut at any moment is recovered by the next
- * restore. SIGTERM and SIGINT are blocked and only taken while sleeping, so
- * an operation in flight always completes (or fails and rolls back) first.
+ * restore. SIGTERM and SIGINT are blocked and taken while sleeping; during
+ * an operation the client's cancel callback sees them pending, so a renewal
+ * that waits on the network (5.03 Max-Age, retransmissions) ends within
+ * 100 ms and rolls back, and the daemon stops.
  */
 
 #include <errno.h>
@@ -305,6 +307,17 @@ static void save(struct cli *cli, estc_client *client, const estc_state_stream *
               estc_strerror(err), estc_ctx_error_detail(cli->ctx));
 }
 
+/* The client's cancel callback: SIGTERM or SIGINT is pending (blocked). */
+static bool stop_pending(void *arg)
+{
+    const sigset_t *set = arg;
+    sigset_t pending;
+    if (sigpending(&pending) != 0)
+        return false;
+    return (sigismember(&pending, SIGTERM) == 1 && sigismember(set, SIGTERM) == 1) ||
+           (sigismember(&pending, SIGINT) == 1 && sigismember(set, SIGINT) == 1);
+}
+
 /* Sleeps until @until (client clock) or a blocked signal of @set; returns
  * the signal or 0. */
 static int sleep_until(estc_client *client, int64_t until, const sigset_t *set)
@@ -371,6 +384,8 @@ int cli_run_daemon(struct cli *cli)
         status = cli_configure_enrolled(cli, client, NULL, NULL);
     if (status == CLI_EXIT_OK)
         status = configure_schedule(cli, client);
+    if (status == CLI_EXIT_OK && estc_client_set_cancel(client, stop_pending, &set) != ESTC_OK)
+        status = cli_failf(cli, CLI_EXIT_FAILURE, "cannot set the cancel callback");
 
     estc_state_stream stream;
     bool fresh = false;
