@@ -58,20 +58,65 @@ static estc_err io_fail(estc_ctx *ctx, const char *addr, const char *what, int e
     return estc_error(ctx, ESTC_ERR_IO, "%s: %s: %s", addr, what, strerror(e));
 }
 
-static estc_err read_file(estc_ctx *ctx, const char *addr, const char *path, estc_buf *out)
+/*
+ * Checks what the open descriptor @fd is, not what the path names now: a
+ * regular file (a FIFO or device is refused, and the open did not block);
+ * for a private key also owned by this user or root and writable by no one
+ * else, so that a key renamed over ours by another user, or a symbolic link
+ * to one, is refused rather than used (and certified).
+ */
+static estc_err check_opened(estc_ctx *ctx, const char *addr, int fd, bool key)
 {
-    FILE *f = fopen(path, "rb");
-    if (f == NULL)
+    struct stat st;
+    if (fstat(fd, &st) != 0)
+        return io_fail(ctx, addr, "fstat", errno);
+    if (!S_ISREG(st.st_mode))
+        return estc_error(ctx, ESTC_ERR_IO, "%s: not a regular file", addr);
+    if (!key)
+        return ESTC_OK;
+    if (st.st_uid != geteuid() && st.st_uid != 0)
+        return estc_error(ctx, ESTC_ERR_AUTH,
+                          "%s: the key file belongs to another user (uid %u); refused", addr,
+                          (unsigned)st.st_uid);
+    if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0)
+        return estc_error(ctx, ESTC_ERR_AUTH,
+                          "%s: the key file is writable by group or others (mode %04o); refused",
+                          addr, (unsigned)(st.st_mode & 07777));
+    return ESTC_OK;
+}
+
+/* Reads @path through one descriptor, checked by check_opened(). */
+static estc_err read_file(estc_ctx *ctx, const char *addr, const char *path, bool key,
+                          estc_buf *out)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+    if (fd < 0)
         return io_fail(ctx, addr, "open", errno);
+    estc_err err = check_opened(ctx, addr, fd, key);
+    if (err != ESTC_OK) {
+        close(fd);
+        return err;
+    }
     uint8_t *buf = malloc(MAX_PEM_FILE + 1);
     if (buf == NULL) {
-        fclose(f);
+        close(fd);
         return ESTC_ERR_NOMEM;
     }
-    size_t n = fread(buf, 1, MAX_PEM_FILE + 1, f);
-    bool bad = ferror(f) != 0;
-    fclose(f);
+    size_t n = 0;
+    bool bad = false;
+    while (n < MAX_PEM_FILE + 1) {
+        ssize_t r = read(fd, buf + n, MAX_PEM_FILE + 1 - n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            bad = true;
+        if (r <= 0)
+            break;
+        n += (size_t)r;
+    }
+    close(fd);
     if (bad || n > MAX_PEM_FILE) {
+        OPENSSL_cleanse(buf, n);
         free(buf);
         return estc_error(ctx, bad ? ESTC_ERR_IO : ESTC_ERR_FORMAT, "%s: %s", addr,
                           bad ? "read failed" : "file too large");
@@ -82,12 +127,12 @@ static estc_err read_file(estc_ctx *ctx, const char *addr, const char *path, est
 }
 
 /* The file at @addr as a memory BIO (wiped and freed by pem_done()). */
-static estc_err pem_open(estc_ctx *ctx, const char *addr, estc_buf *pem, BIO **bio)
+static estc_err pem_open(estc_ctx *ctx, const char *addr, bool key, estc_buf *pem, BIO **bio)
 {
     const char *path;
     estc_err err = path_of(ctx, addr, &path);
     if (err == ESTC_OK)
-        err = read_file(ctx, addr, path, pem);
+        err = read_file(ctx, addr, path, key, pem);
     if (err != ESTC_OK)
         return err;
     *bio = BIO_new_mem_buf(pem->data, (int)pem->len);
@@ -108,7 +153,7 @@ static estc_err load_key(estc_ctx *ctx, const char *addr, EVP_PKEY **key)
 {
     estc_buf pem = {0};
     BIO *bio = NULL;
-    estc_err err = pem_open(ctx, addr, &pem, &bio);
+    estc_err err = pem_open(ctx, addr, true, &pem, &bio);
     if (err != ESTC_OK)
         return err;
     ERR_clear_error(); /* a failure's detail is this read's */
@@ -123,7 +168,7 @@ static estc_err load_cert(estc_ctx *ctx, const char *addr, X509 **cert)
 {
     estc_buf pem = {0};
     BIO *bio = NULL;
-    estc_err err = pem_open(ctx, addr, &pem, &bio);
+    estc_err err = pem_open(ctx, addr, false, &pem, &bio);
     if (err != ESTC_OK)
         return err;
     ERR_clear_error();

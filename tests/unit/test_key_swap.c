@@ -4,7 +4,9 @@
  * the file: engine makes keys only in folders no one else can write; an
  * enrollment refuses a CSR whose public key is not the one of the key it
  * just made (before anything is sent); a stale OpenSSL error in the queue
- * is not reported as the reason of an unrelated failure.
+ * is not reported as the reason of an unrelated failure; a key file is
+ * checked on the descriptor it is read through (regular, this user's or
+ * root's, writable by no one else).
  */
 #include <errno.h>
 #include <limits.h>
@@ -90,6 +92,79 @@ START_TEST(key_folder_of_other_user_refused)
     ck_assert_int_eq(chown(path, 65534, 65534), 0);
     ck_assert_int_eq(estc_key_generate(ctx, addr, ESTC_KEY_EC_P256), ESTC_ERR_AUTH);
     ck_assert(unit_has(estc_ctx_error_detail(ctx), "belongs to another user"));
+}
+END_TEST
+
+/* ---- file: key files, checked on the open descriptor ----------------------- */
+
+/* A key made in a private folder; @path receives its file's path. */
+static const char *made_key(const char *sub, char *path, size_t size)
+{
+    const char *addr = key_in(sub, 0700);
+    ck_assert_int_eq(estc_key_generate(ctx, addr, ESTC_KEY_EC_P256), ESTC_OK);
+    snprintf(path, size, "%s", addr + strlen("file:"));
+    return addr;
+}
+
+/* Every use of the key at @addr is refused with @code and @why, and the
+ * file stays (a refused key is not removed either). */
+static void key_refused(const char *addr, const char *path, estc_err code, const char *why)
+{
+    uint8_t digest[32] = {0};
+    estc_buf out = {0};
+    estc_ctx_clear_error(ctx);
+    ck_assert_int_eq(estc_key_public(ctx, addr, &out), code);
+    ck_assert_msg(unit_has(estc_ctx_error_detail(ctx), why), "%s", estc_ctx_error_detail(ctx));
+    ck_assert_int_eq(estc_key_sign(ctx, addr, ESTC_SIG_ECDSA, ESTC_HASH_SHA256, digest,
+                                   sizeof(digest), &out),
+                     code);
+    ck_assert_int_eq(estc_key_remove(ctx, addr), code);
+    struct stat st;
+    ck_assert_int_eq(lstat(path, &st), 0);
+    estc_buf_free(&out);
+}
+
+START_TEST(key_file_writable_by_others_refused)
+{
+    char path[PATH_MAX];
+    const char *addr = made_key("w", path, sizeof(path));
+    ck_assert_int_eq(chmod(path, 0620), 0);
+    key_refused(addr, path, ESTC_ERR_AUTH, "writable by group or others");
+    ck_assert_int_eq(chmod(path, 0602), 0);
+    key_refused(addr, path, ESTC_ERR_AUTH, "writable by group or others");
+    ck_assert_int_eq(chmod(path, 0600), 0);
+    estc_buf spki = {0};
+    ck_assert_int_eq(estc_key_public(ctx, addr, &spki), ESTC_OK);
+    estc_buf_free(&spki);
+}
+END_TEST
+
+START_TEST(key_path_fifo_refused_without_blocking)
+{
+    char path[PATH_MAX];
+    const char *addr = key_in("fifo", 0700);
+    snprintf(path, sizeof(path), "%s", addr + strlen("file:"));
+    ck_assert_int_eq(mkfifo(path, 0600), 0);
+    /* Blocking in open() would end the test by its time-out. */
+    key_refused(addr, path, ESTC_ERR_IO, "not a regular file");
+}
+END_TEST
+
+START_TEST(key_file_of_other_user_refused)
+{
+    if (geteuid() != 0)
+        return; /* only root can give a file away */
+    char path[PATH_MAX], theirs[PATH_MAX];
+    const char *addr = made_key("o", path, sizeof(path));
+    /* Another user's key renamed over ours. */
+    ck_assert_int_eq(chown(path, 65534, 65534), 0);
+    key_refused(addr, path, ESTC_ERR_AUTH, "belongs to another user");
+    /* A symbolic link to another user's key: the descriptor is what counts. */
+    const char *addr2 = made_key("l", theirs, sizeof(theirs));
+    (void)addr2;
+    ck_assert_int_eq(unlink(theirs), 0);
+    ck_assert_int_eq(symlink(path, theirs), 0);
+    key_refused(addr2, theirs, ESTC_ERR_AUTH, "belongs to another user");
 }
 END_TEST
 
@@ -244,6 +319,11 @@ int main(void)
     tcase_add_test(tc, key_folder_open_to_others_refused);
     tcase_add_test(tc, key_folder_of_own_user_accepted);
     tcase_add_test(tc, key_folder_of_other_user_refused);
+    tc = unit_tcase(s, "file: key files");
+    tcase_add_checked_fixture(tc, scratch_setup, scratch_teardown);
+    tcase_add_test(tc, key_file_writable_by_others_refused);
+    tcase_add_test(tc, key_path_fifo_refused_without_blocking);
+    tcase_add_test(tc, key_file_of_other_user_refused);
     tc = unit_tcase(s, "CSR public key");
     tcase_add_test(tc, csr_with_swapped_key_refused);
     tcase_add_test(tc, csr_with_made_key_passes_the_check);
