@@ -454,15 +454,5 @@ int main(void)
     tcase_add_test(tc, regression_address_for_file_in_root_folder);
     tcase_add_test(tc, regression_address_for_absolute_path_at_limit);
     tcase_add_test(tc, regression_address_for_file_too_long_reason_cut);
-    const char *tmp = getenv("TMPDIR");
-    char base[1024];
-    snprintf(base, sizeof(base), "%s/estc-unit-files-XXXXXX",
-             tmp != NULL && tmp[0] != '\0' ? tmp : "/tmp");
-    if (mkdtemp(base) == NULL || setenv("TMPDIR", base, 1) != 0) {
-        perror("scratch folder");
-        return EXIT_FAILURE;
-    }
-    int status = unit_run(s);
-    unit_rm_rf(base);
-    return status;
+    return unit_run_in_scratch(s, "files");
 }

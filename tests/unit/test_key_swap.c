@@ -330,15 +330,5 @@ int main(void)
     tc = unit_tcase(s, "error texts");
     tcase_add_checked_fixture(tc, scratch_setup, scratch_teardown);
     tcase_add_test(tc, stale_openssl_error_not_reported);
-    const char *tmp = getenv("TMPDIR");
-    char base[1024];
-    snprintf(base, sizeof(base), "%s/estc-unit-swap-XXXXXX",
-             tmp != NULL && tmp[0] != '\0' ? tmp : "/tmp");
-    if (mkdtemp(base) == NULL || setenv("TMPDIR", base, 1) != 0) {
-        perror("scratch folder");
-        return EXIT_FAILURE;
-    }
-    int status = unit_run(s);
-    unit_rm_rf(base);
-    return status;
+    return unit_run_in_scratch(s, "swap");
 }

@@ -291,4 +291,21 @@ static inline int unit_run(Suite *s)
     return check_run(s);
 }
 
+/* unit_run() with TMPDIR set to a fresh folder "estc-unit-@tag-XXXXXX",
+ * removed afterwards, for suites whose tests make files. */
+static inline int unit_run_in_scratch(Suite *s, const char *tag)
+{
+    const char *tmp = getenv("TMPDIR");
+    char base[1024];
+    snprintf(base, sizeof(base), "%s/estc-unit-%s-XXXXXX",
+             tmp != NULL && tmp[0] != '\0' ? tmp : "/tmp", tag);
+    if (mkdtemp(base) == NULL || setenv("TMPDIR", base, 1) != 0) {
+        perror("scratch folder");
+        return EXIT_FAILURE;
+    }
+    int status = unit_run(s);
+    unit_rm_rf(base);
+    return status;
+}
+
 #endif
