@@ -15,6 +15,7 @@ static void usage(FILE *to, const char *argv0)
     fprintf(to,
             "usage: %s ADDRESS_PREFIX [--driver MODULE.so]\n"
             "       %s --list [--driver MODULE.so]\n"
+            "       %s --help | --version\n"
             "\n"
             "Runs the estc engine conformance suite. Every object the suite makes is\n"
             "derived from ADDRESS_PREFIX (for example mem:, file:/tmp/dir/,\n"
@@ -24,8 +25,14 @@ static void usage(FILE *to, const char *argv0)
             "\n"
             "Prints one line per case and \"N passed, N failed\"; exits 0 only when all\n"
             "cases pass, 1 when one fails, 2 on a usage error or when the suite cannot\n"
-            "start. --list prints the registered engines instead.\n",
-            argv0, argv0);
+            "start. --list prints the registered engines instead.\n"
+            "\n"
+            "Options:\n"
+            "  --driver MODULE.so   load a driver module first\n"
+            "  --list               print the registered engines\n"
+            "  -h, --help           this text\n"
+            "  --version            print the version and exit\n",
+            argv0, argv0, argv0);
 }
 
 static void print_engine(void *arg, const struct estc_driver *drv)
@@ -56,6 +63,10 @@ int main(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             usage(stdout, argv[0]);
+            return 0;
+        }
+        if (strcmp(argv[i], "--version") == 0) {
+            printf("estc-engine-test %s\n", ESTC_TOOL_VERSION);
             return 0;
         }
         if (strcmp(argv[i], "--list") == 0) {

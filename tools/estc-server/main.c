@@ -119,6 +119,7 @@ static void usage(FILE *f)
           "                       (its URI: coaps:// and the first --listen address)\n"
           "  -v                   more log output on stderr (repeat for debug)\n"
           "  -h, --help           this text\n"
+          "  --version            print the version and exit\n"
           "\n"
           "The CA certificate's path is printed on stdout at start. SIGTERM stops the\n"
           "server cleanly.\n",
@@ -168,6 +169,7 @@ enum {
     OPT_ALLOWED_SAN_TYPES,
     OPT_CN_MUST_MATCH,
     OPT_ALLOW_SERVER_NAMES,
+    OPT_VERSION,
 };
 
 static int parse_args(struct srv_options *o, int argc, char **argv)
@@ -205,6 +207,7 @@ static int parse_args(struct srv_options *o, int argc, char **argv)
         {"allow-server-names", no_argument, NULL, OPT_ALLOW_SERVER_NAMES},
         {"verbose", no_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, OPT_VERSION},
         {NULL, 0, NULL, 0},
     };
     int c, li = 0;
@@ -365,6 +368,9 @@ static int parse_args(struct srv_options *o, int argc, char **argv)
             break;
         case 'h':
             usage(stdout);
+            exit(0);
+        case OPT_VERSION:
+            printf("estc-server %s\n", ESTC_TOOL_VERSION);
             exit(0);
         default:
             usage(stderr);
