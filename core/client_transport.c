@@ -447,7 +447,15 @@ estc_err estc_client_discover(estc_client *c)
 {
     if (c == NULL)
         return ESTC_ERR_INVALID_ARG;
-    return discover(c, c->boot_cert != NULL ? ESTC__CREDS_BOOTSTRAP : ESTC__CREDS_ENROLLED);
+    /* The enrolled credentials when they exist; else the bootstrap ones,
+     * which without --cert/--key means an anonymous client. */
+    enum estc__creds creds = ESTC__CREDS_BOOTSTRAP;
+    bool have = false;
+    if (c->boot_cert == NULL &&
+        estc_object_exists(c->ctx, c->cert_addr, ESTC_OBJ_CERT, &have) == ESTC_OK && have)
+        creds = ESTC__CREDS_ENROLLED;
+    estc_ctx_clear_error(c->ctx);
+    return discover(c, creds);
 }
 
 static estc_err discover(estc_client *c, enum estc__creds creds)

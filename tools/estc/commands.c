@@ -8,6 +8,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
 
 #include "cli.h"
 
@@ -88,18 +95,148 @@ static int config_fail(const struct cli *cli, estc_err err, const char *opt)
     return status;
 }
 
+/* A file option's value (not an engine address) must name a readable
+ * file: the system's reason names what is wrong before any network. */
+static int check_readable(const struct cli *cli, const char *opt, const char *src)
+{
+    if (src == NULL || cli_is_address(cli->ctx, src))
+        return CLI_EXIT_OK;
+    int fd = open(src, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    int why = errno;
+    struct stat st;
+    if (fd >= 0 && fstat(fd, &st) == 0 && S_ISDIR(st.st_mode))
+        why = EISDIR;
+    else if (fd >= 0)
+        why = 0;
+    if (fd >= 0)
+        close(fd);
+    if (why != 0)
+        return cli_failf(cli, CLI_EXIT_FAILURE, "--%s %s: %s", opt, src, strerror(why));
+    return CLI_EXIT_OK;
+}
+
+/* The public key (SubjectPublicKeyInfo, DER) of the key at @src: an engine
+ * address or a PEM file. *@known is false when a PEM file holds nothing
+ * estc can read here (the library then reports it). */
+static int key_spki(const struct cli *cli, const char *opt, const char *src, estc_buf *spki,
+                    bool *known)
+{
+    *known = false;
+    if (cli_is_address(cli->ctx, src)) {
+        estc_ctx_clear_error(cli->ctx);
+        estc_err err = estc_key_public(cli->ctx, src, spki);
+        if (err != ESTC_OK) {
+            char what[600], shown[512];
+            cli_redact(src, shown, sizeof(shown));
+            snprintf(what, sizeof(what), "--%s %s", opt, shown);
+            return cli_fail(cli, err, what);
+        }
+        *known = true;
+        return CLI_EXIT_OK;
+    }
+    BIO *bio = BIO_new_file(src, "r");
+    EVP_PKEY *pkey = NULL;
+    if (bio != NULL)
+        pkey = PEM_read_bio_PrivateKey(bio, NULL, NULL, (void *)"");
+    BIO_free(bio);
+    ERR_clear_error();
+    if (pkey == NULL)
+        return CLI_EXIT_OK;
+    unsigned char *der = NULL;
+    int len = i2d_PUBKEY(pkey, &der);
+    EVP_PKEY_free(pkey);
+    int status = CLI_EXIT_OK;
+    if (len > 0 && estc_buf_set(spki, der, (size_t)len) == ESTC_OK)
+        *known = true;
+    else if (len > 0)
+        status = cli_failf(cli, CLI_EXIT_FAILURE, "out of memory");
+    OPENSSL_free(der);
+    return status;
+}
+
+/* The DTLS client credentials must be a pair: a key that does not belong to
+ * the certificate is named here, before any network traffic (the handshake
+ * would only fail later, with a less helpful reason). */
+static int check_pair(const struct cli *cli, const char *cert_opt, const char *cert_src,
+                      const char *key_opt, const char *key_src)
+{
+    X509 *cert = NULL;
+    int status = check_readable(cli, cert_opt, cert_src);
+    if (status == CLI_EXIT_OK)
+        status = check_readable(cli, key_opt, key_src);
+    if (status == CLI_EXIT_OK && cli_is_address(cli->ctx, cert_src)) {
+        /* An engine's own reason, with the option it came from. */
+        bool have = false;
+        estc_ctx_clear_error(cli->ctx);
+        estc_err err = estc_object_exists(cli->ctx, cert_src, ESTC_OBJ_CERT, &have);
+        if (err == ESTC_OK && !have)
+            err = estc_error(cli->ctx, ESTC_ERR_NOT_FOUND, "no certificate there");
+        if (err != ESTC_OK) {
+            char what[600], shown[512];
+            cli_redact(cert_src, shown, sizeof(shown));
+            snprintf(what, sizeof(what), "--%s %s", cert_opt, shown);
+            status = cli_fail(cli, err, what);
+        }
+    }
+    if (status == CLI_EXIT_OK)
+        status = cli_load_cert(cli, cert_src, &cert);
+    estc_buf spki = {0};
+    bool known = false;
+    if (status == CLI_EXIT_OK)
+        status = key_spki(cli, key_opt, key_src, &spki, &known);
+    if (status == CLI_EXIT_OK && known) {
+        unsigned char *mine = NULL;
+        int len = i2d_PUBKEY(X509_get0_pubkey(cert), &mine);
+        if (len <= 0 || (size_t)len != spki.len || memcmp(mine, spki.data, spki.len) != 0)
+            status = cli_failf(cli, CLI_EXIT_FAILURE,
+                               "the key at --%s %s does not belong to the certificate at --%s %s "
+                               "(their public keys differ)",
+                               key_opt, key_src, cert_opt, cert_src);
+        OPENSSL_free(mine);
+    }
+    estc_buf_free(&spki);
+    X509_free(cert);
+    return status;
+}
+
+/* The options a subcommand cannot go without, all named in one line with
+ * what they take; exit 2. */
+static int check_required(const struct cli *cli)
+{
+    char missing[1024] = "";
+    size_t n = 0;
+#define MISSING(text)                                                                                  do {                                                                                                   snprintf(missing + strlen(missing), sizeof(missing) - strlen(missing), "%s%s",                            n++ > 0 ? "; " : "", (text));                                                         } while (0)
+    if (cli->server == NULL)
+        MISSING("--server is required: coaps://HOST[:PORT][/ROOT]");
+    if (cli->trust.n == 0 && cli->implicit_trust.n == 0)
+        MISSING("--trust or --implicit-trust is required (the server is always "
+                "authenticated): a PEM file or an engine address");
+    bool issues_subject = cli->cmd == CMD_ENROLL || cli->cmd == CMD_SERVERKEYGEN;
+    if (issues_subject && cli->subject == NULL)
+        MISSING("--subject is required: /CN=NAME[/O=ORG...]");
+#undef MISSING
+    if (n == 0)
+        return CLI_EXIT_OK;
+    return cli_failf(cli, CLI_EXIT_USAGE, "%s (see estc %s --help)", missing, cli->cmd_name);
+}
+
 /* Applies the options shared by the network subcommands. */
 int cli_configure(struct cli *cli, estc_client *client)
 {
     estc_err err;
-    if (cli->server == NULL)
-        return cli_failf(cli, CLI_EXIT_USAGE, "--server is required (see estc %s --help)",
-                         cli->cmd_name);
-    if (cli->trust.n == 0 && cli->implicit_trust.n == 0)
-        return cli_failf(cli, CLI_EXIT_USAGE,
-                         "--trust or --implicit-trust is required: the server is always "
-                         "authenticated (see estc %s --help)",
-                         cli->cmd_name);
+    int required = check_required(cli);
+    if (required != CLI_EXIT_OK)
+        return required;
+    for (size_t i = 0; i < cli->trust.n; i++) {
+        int st = check_readable(cli, "trust", cli->trust.v[i]);
+        if (st != CLI_EXIT_OK)
+            return st;
+    }
+    for (size_t i = 0; i < cli->implicit_trust.n; i++) {
+        int st = check_readable(cli, "implicit-trust", cli->implicit_trust.v[i]);
+        if (st != CLI_EXIT_OK)
+            return st;
+    }
     err = estc_client_set_server(client, cli->server);
     if (err != ESTC_OK)
         return config_fail(cli, err, "--server");
@@ -149,6 +286,9 @@ int cli_configure(struct cli *cli, estc_client *client)
         int st = from_start_dir(cli, cli->cert, &cert);
         if (st == CLI_EXIT_OK)
             st = from_start_dir(cli, cli->key, &key);
+        /* estc run needs them only without a state: its own checks. */
+        if (st == CLI_EXIT_OK && cli->cmd != CMD_RUN)
+            st = check_pair(cli, "cert", cert, "key", key);
         err = st == CLI_EXIT_OK ? estc_client_set_credentials(client, cert, key) : ESTC_OK;
         free(cert);
         free(key);
@@ -193,6 +333,9 @@ int cli_configure_enrolled(struct cli *cli, estc_client *client, char **cur_cert
         status = as_address(cli, cli->cert != NULL ? "cert" : "new-cert", cert, &cert_addr);
         if (status == CLI_EXIT_OK)
             status = as_address(cli, cli->key != NULL ? "key" : "new-key", key, &key_addr);
+        if (status == CLI_EXIT_OK)
+            status = check_pair(cli, cli->cert != NULL ? "cert" : "new-cert", cert_addr,
+                                cli->key != NULL ? "key" : "new-key", key_addr);
     } else {
         status = from_start_dir(cli, key, &key_addr);
         if (status == CLI_EXIT_OK)
@@ -327,6 +470,20 @@ static int print_issued(struct cli *cli, estc_client *client, const char *cert_a
     return status;
 }
 
+/* The EST resources found by discovery, one link (RFC 6690) a line. */
+static int print_links(const struct cli *cli, estc_client *client)
+{
+    static const char *const names[] = {"crts", "sen", "sren", "skg", "skc", "att"};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        const char *path = estc_client_resource_path(client, names[i]);
+        if (path != NULL)
+            printf("<%s>;rt=\"ace.est.%s\"\n", path, names[i]);
+    }
+    if (fflush(stdout) != 0)
+        return cli_failf(cli, CLI_EXIT_FAILURE, "cannot write to stdout");
+    return CLI_EXIT_OK;
+}
+
 static int run_network(struct cli *cli)
 {
     estc_client *client = NULL;
@@ -352,6 +509,8 @@ static int run_network(struct cli *cli)
     switch (cli->cmd) {
     case CMD_DISCOVER:
         STEP(estc_client_discover(client), NULL);
+        if (status == CLI_EXIT_OK)
+            status = print_links(cli, client);
         if (status == CLI_EXIT_OK && !cli->quiet)
             fprintf(stderr, "estc: discover: the server offers EST-coaps\n");
         break;

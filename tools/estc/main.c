@@ -518,7 +518,8 @@ twice:
     return usage_error(cmd, "--%s given twice", o->name);
 bad_value:
     /* Values may hold PINs: name the option, not the value. */
-    return usage_error(cmd, "--%s: bad value or given twice", o->name);
+    return usage_error(cmd, "--%s: bad value or given twice; it takes %s: %s", o->name, o->arg,
+                       o->help);
 }
 
 int main(int argc, char **argv)
