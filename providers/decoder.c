@@ -113,6 +113,10 @@ static int key_decode(struct estc__prov *prov, OSSL_CORE_BIO *cin, estc__kt want
     if (n == 0 || n >= sizeof(buf) || memchr(buf, '\0', n) != NULL ||
         estc_address_scheme(buf, scheme) != ESTC_OK)
         return 1;
+    if (!estc__prov_need_default(prov)) {
+        OPENSSL_cleanse(buf, sizeof(buf));
+        return 0;
+    }
     key = estc__key_from_engine(prov, buf, n, 0);
     OPENSSL_cleanse(buf, sizeof(buf));
     if (key == NULL)

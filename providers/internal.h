@@ -33,6 +33,7 @@ enum {
     ESTC__R_NOMEM,
     ESTC__R_WRONG_KEY_TYPE, /* key type differs from the expected one */
     ESTC__R_INTERNAL,
+    ESTC__R_NO_DEFAULT, /* the application did not load OpenSSL's default provider */
 };
 
 struct estc__prov {
@@ -84,6 +85,16 @@ void estc__prov_raise(struct estc__prov *prov, int reason, const char *file, int
                       const char *func, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
 #define ESTC__RAISE(prov, reason, ...)                                                             \
     estc__prov_raise((prov), (reason), __FILE__, __LINE__, __func__, __VA_ARGS__)
+
+/*
+ * Whether the software algorithms the engines and the provider rely on
+ * (SHA-256 here, as a token's own library may hash with it in this process)
+ * can be fetched from the application's providers. Without OpenSSL's
+ * default provider they cannot, and a token then fails in a misleading way
+ * (SoftHSM2 reports a wrong PIN): an error that says to load it is raised
+ * and false returned.
+ */
+bool estc__prov_need_default(struct estc__prov *prov);
 
 /* Raises the estc_ctx's detail of @err as an ESTC__R_ENGINE error. */
 void estc__prov_raise_engine(struct estc__prov *prov, estc_err err, const char *what);

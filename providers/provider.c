@@ -10,6 +10,7 @@
 
 #include <openssl/core_names.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
 #include <openssl/provider.h>
 
 #include <estc/provider.h>
@@ -28,6 +29,7 @@ static const OSSL_ITEM reason_strings[] = {
     {ESTC__R_NOMEM, "out of memory"},
     {ESTC__R_WRONG_KEY_TYPE, "engine key of another type"},
     {ESTC__R_INTERNAL, "internal error"},
+    {ESTC__R_NO_DEFAULT, "OpenSSL's default provider is not loaded"},
     {0, NULL},
 };
 
@@ -60,6 +62,26 @@ void estc__prov_raise(struct estc__prov *prov, int reason, const char *file, int
     if (prov->core_set_error_debug != NULL)
         prov->core_set_error_debug(prov->handle, file, line, func);
     set_error(prov, reason, "%s", shown);
+}
+
+bool estc__prov_need_default(struct estc__prov *prov)
+{
+    /* Fetched from the application's providers: the global default
+     * context is where a token's library (in this process) hashes. */
+    ERR_set_mark();
+    EVP_MD *md = EVP_MD_fetch(NULL, "SHA2-256", ESTC__SW_PROPQ);
+    if (md == NULL && prov->libctx != NULL)
+        md = EVP_MD_fetch(prov->libctx, "SHA2-256", ESTC__SW_PROPQ);
+    ERR_pop_to_mark(); /* the failed fetches' errors: ours says more */
+    if (md != NULL) {
+        EVP_MD_free(md);
+        return true;
+    }
+    ESTC__RAISE(prov, ESTC__R_NO_DEFAULT,
+                "no SHA-256 from the loaded providers: load OpenSSL's default provider "
+                "as well, e.g. -provider estc -provider default (or activate it in "
+                "openssl.cnf)");
+    return false;
 }
 
 void estc__prov_raise_engine(struct estc__prov *prov, estc_err err, const char *what)

@@ -77,6 +77,9 @@ static void *store_open(void *provctx, const char *uri)
         ESTC__RAISE(prov, ESTC__R_BAD_REFERENCE, "not an engine address");
         return NULL;
     }
+    /* Before any engine call: a token without SHA-256 fails misleadingly. */
+    if (!estc__prov_need_default(prov))
+        return NULL;
     ctx = calloc(1, sizeof(*ctx));
     if (ctx == NULL || (ctx->addr = strdup(uri)) == NULL) {
         free(ctx);

@@ -6,6 +6,7 @@
 #   run-openssl.sh csr  MODULE_DIR KEYTOOL TEST_PROVIDER
 #       openssl req -new with the reference PEM and with the engine address
 #       for EC P-256, P-384 and RSA 2048 keys, checked by openssl req -verify;
+#       without -provider default a hint to load it (not a wrong-PIN error);
 #       the in-process tests against a token key; private export refused;
 #       errors leave the token unchanged; the openssl.cnf snippet of the docs.
 #   run-openssl.sh dtls MODULE_DIR KEYTOOL
@@ -104,6 +105,23 @@ csr)
     if grep ":estc:" err-pin | grep -q 9999; then
         fail "the PIN appears in an error message"
     fi
+    # The module without OpenSSL's default provider: SoftHSM2 cannot hash
+    # the PIN in this process and would report CKR_PIN_INCORRECT; the
+    # module says to load the default provider before touching the token.
+    if openssl req -new -provider-path "$PROVIDER_DIR" -provider estc -key "$(addr_of ec256)" \
+        -subj /CN=x -out bad.csr 2>err-nodefault; then
+        fail "a CSR without the default provider"
+    fi
+    grep -q -- "-provider default" err-nodefault ||
+        { cat err-nodefault >&2; fail "no hint at -provider default"; }
+    if grep -q "CKR_PIN_INCORRECT" err-nodefault; then
+        fail "a wrong PIN reported without the default provider"
+    fi
+    if openssl pkey -provider-path "$PROVIDER_DIR" -provider estc -in "$(addr_of ec256)" \
+        -pubout -out bad.pub 2>err-nodefault; then
+        fail "a public key without the default provider"
+    fi
+    grep -q -- "-provider default" err-nodefault || fail "pkey: no hint at -provider default"
     printf '%s\n' '-----BEGIN ESTC KEY REFERENCE-----' 'bm90IGFuIGFkZHJlc3M=' \
         '-----END ESTC KEY REFERENCE-----' >ref-garbage.pem
     if openssl req -new "${P[@]}" -key ref-garbage.pem -subj /CN=x -out bad.csr 2>/dev/null; then
