@@ -256,7 +256,8 @@ static void main_help(FILE *fp)
             "  --new-key 'pkcs11:token=Dev;object=est-key;pin-source=file:/etc/estc/pin'\n"
             "  --new-key file:/var/lib/estc/key.pem --new-cert file:/var/lib/estc/cert.pem\n"
             "Address options also take @FILE (the address in a 0600 file) or env:VAR\n"
-            "(from the environment): no PIN on the command line.\n\n");
+            "(from the environment): no PIN on the command line.\n"
+            "`estc --version` prints the version.\n\n");
     fputs(exit_text, fp);
 }
 
