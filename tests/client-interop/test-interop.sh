@@ -11,7 +11,8 @@ mkdir -m 700 "$T/f" "$T/ca"
 # dtls_1: DTLS 1.2 with client and server certificates, then discovery.
 run_estc discover "${NET[@]}" "${BOOT[@]}"
 expect_ok "dtls_1: discover"
-check "dtls_1: nothing on stdout" test ! -s "$T/stdout"
+check "dtls_1: stdout holds the EST links, one a line" \
+  bash -c "grep -qx '<[^>]*/sen>;rt=\"ace.est.sen\"' '$T/stdout' && ! grep -qv '^<' '$T/stdout'"
 
 # 01: GET /crts whole, CF 281; the CA certificates land under --ca-out.
 run_estc cacerts "${NET[@]}" "${BOOT[@]}" --accept 281 --ca-out "file:$T/ca/"
