@@ -35,6 +35,15 @@ expect_ok "03 pkcs11: status"
 check "03 pkcs11: status shows a matching key, PIN hidden" bash -c "grep -q 'matches the certificate' '$T/stdout' && grep -q 'pin-value=\*\*\*' '$T/stdout'"
 check "03 pkcs11: status shows no PIN" no_pin
 
+# A token key that is not the certificate's: caught before any network
+# traffic (exit 1, not a failed handshake), the token unchanged, no PIN shown.
+n_mm=$(count)
+run_estc discover "${NET[@]}" --cert "$T/dev.crt" --key "$(addr est-key)"
+expect_fail "pkcs11: --key of another certificate" 1 \
+  "the key at --key pkcs11:.*pin-value=\*\*\*.* does not belong to the certificate at --cert"
+check "pkcs11 mismatch: no PIN in the error" no_pin
+check "pkcs11 mismatch: token unchanged" test "$(count)" -eq "$n_mm"
+
 # 05: sren with the token key; the old certificate is replaced, not piled up.
 run_estc reenroll "${NET[@]}" --new-cert "$(addr est-cert)" --new-key "$(addr est-key)"
 expect_ok "05 pkcs11: reenroll"
