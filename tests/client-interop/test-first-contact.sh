@@ -118,8 +118,8 @@ else
     bash -c '. "$1"; shift; COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1)); _estc
       printf "%s\n" "${COMPREPLY[@]}"' _ "$COMPLETION" "$@" | sort; }
   subs=$(help_subs)
-  check "completion: the subcommands of --help ($(echo $subs))" \
-    test "$(complete_words "$ESTC" "")" = "$(printf '%s\n' $subs help | sort)"
+  check "completion: the subcommands of --help ($(tr '\n' ' ' <<<"$subs"))" \
+    test "$(complete_words "$ESTC" "")" = "$(printf '%s\nhelp\n' "$subs" | sort)"
   check "completion: 'enr' -> enroll" test "$(complete_words "$ESTC" enr)" = enroll
   for sub in $subs; do
     check "completion: $sub's options are those of its --help" \
@@ -138,7 +138,7 @@ else
       *) grep -qw -- "$v" <<<"$line" || ok=0 ;;
       esac
     done
-    check "completion: --$opt values ($(echo $vals)) match its help" test "$ok" = 1 -a -n "$vals"
+    check "completion: --$opt values ($(tr '\n' ' ' <<<"$vals")) match its help" test "$ok" = 1 -a -n "$vals"
   done
   mkdir "$T/comp" && touch "$T/comp/ca-1.pem" "$T/comp/ca-2.pem" "$T/comp/key.pem"
   check "completion: --trust completes file names" \

@@ -199,22 +199,29 @@ static int check_pair(const struct cli *cli, const char *cert_opt, const char *c
     return status;
 }
 
+/* Appends @text to the list of missing options in @buf (of @size bytes). */
+static void add_missing(char *buf, size_t size, size_t *n, const char *text)
+{
+    size_t len = strlen(buf);
+    snprintf(buf + len, size - len, "%s%s", *n > 0 ? "; " : "", text);
+    (*n)++;
+}
+
 /* The options a subcommand cannot go without, all named in one line with
  * what they take; exit 2. */
 static int check_required(const struct cli *cli)
 {
     char missing[1024] = "";
     size_t n = 0;
-#define MISSING(text)                                                                                  do {                                                                                                   snprintf(missing + strlen(missing), sizeof(missing) - strlen(missing), "%s%s",                            n++ > 0 ? "; " : "", (text));                                                         } while (0)
     if (cli->server == NULL)
-        MISSING("--server is required: coaps://HOST[:PORT][/ROOT]");
+        add_missing(missing, sizeof(missing), &n,
+                    "--server is required: coaps://HOST[:PORT][/ROOT]");
     if (cli->trust.n == 0 && cli->implicit_trust.n == 0)
-        MISSING("--trust or --implicit-trust is required (the server is always "
-                "authenticated): a PEM file or an engine address");
-    bool issues_subject = cli->cmd == CMD_ENROLL || cli->cmd == CMD_SERVERKEYGEN;
-    if (issues_subject && cli->subject == NULL)
-        MISSING("--subject is required: /CN=NAME[/O=ORG...]");
-#undef MISSING
+        add_missing(missing, sizeof(missing), &n,
+                    "--trust or --implicit-trust is required (the server is always "
+                    "authenticated): a PEM file or an engine address");
+    if ((cli->cmd == CMD_ENROLL || cli->cmd == CMD_SERVERKEYGEN) && cli->subject == NULL)
+        add_missing(missing, sizeof(missing), &n, "--subject is required: /CN=NAME[/O=ORG...]");
     if (n == 0)
         return CLI_EXIT_OK;
     return cli_failf(cli, CLI_EXIT_USAGE, "%s (see estc %s --help)", missing, cli->cmd_name);

@@ -250,14 +250,13 @@ static void main_help(FILE *fp)
                 "Subcommands:\n");
     for (int i = 0; i < CMD_COUNT; i++)
         fprintf(fp, "  %-14s %s\n", commands[i].name, commands[i].summary);
-    fprintf(fp,
-            "\n`estc SUBCOMMAND --help` lists its options. mem: objects vanish when estc\n"
-            "exits: keep results with file:, pkcs11:, tpm2: or psa: addresses, e.g.\n"
-            "  --new-key 'pkcs11:token=Dev;object=est-key;pin-source=file:/etc/estc/pin'\n"
-            "  --new-key file:/var/lib/estc/key.pem --new-cert file:/var/lib/estc/cert.pem\n"
-            "Address options also take @FILE (the address in a 0600 file) or env:VAR\n"
-            "(from the environment): no PIN on the command line.\n"
-            "`estc --version` prints the version.\n\n");
+    fprintf(fp, "\n`estc SUBCOMMAND --help` lists its options. mem: objects vanish when estc\n"
+                "exits: keep results with file:, pkcs11:, tpm2: or psa: addresses, e.g.\n"
+                "  --new-key 'pkcs11:token=Dev;object=est-key;pin-source=file:/etc/estc/pin'\n"
+                "  --new-key file:/var/lib/estc/key.pem --new-cert file:/var/lib/estc/cert.pem\n"
+                "Address options also take @FILE (the address in a 0600 file) or env:VAR\n"
+                "(from the environment): no PIN on the command line.\n"
+                "`estc --version` prints the version.\n\n");
     fputs(exit_text, fp);
 }
 
