@@ -418,8 +418,11 @@ static estc_err send_path(estc_client *c, enum estc__creds creds, const char *pa
                              method_name(method), path, wait, c->max_wait_s);
             break;
         }
-        estc_log(c->ctx, ESTC_LOG_INFO, "%s %s: 5.03, retrying in %u s", method_name(method), path,
-                 wait);
+        /* A warning: shown at the default verbosity, as every wait longer
+         * than a second should be. */
+        estc_log(c->ctx, wait > 1 ? ESTC_LOG_WARNING : ESTC_LOG_INFO,
+                 "%s %s: 5.03 Service Unavailable, waiting %u s (Max-Age) before trying again",
+                 method_name(method), path, wait);
         err = pause_ms(c, (uint64_t)wait * 1000);
         if (err != ESTC_OK) {
             err = estc_error(c->ctx, err, "%s %s: cancelled while waiting out a 5.03",

@@ -90,6 +90,7 @@ struct cli {
     unsigned max_runtime_s; /* 0: none */
     bool once;
     bool use_syslog;
+    bool json; /* status --json */
     /* Strings made absolute before entering --psa-dir, and address values
      * read from files and the environment or copied from the command line. */
     struct cli_list owned;
@@ -162,5 +163,14 @@ int cli_load_cert(const struct cli *cli, const char *src, X509 **out);
  * into @fp; returns the exit status. */
 int cli_print_status(const struct cli *cli, FILE *fp, X509 *cert, const char *cert_src,
                      const char *key_src);
+/* The same as one JSON object (status --json): dates in ISO 8601 UTC,
+ * addresses redacted. @cert may be NULL (a state not enrolled yet); with
+ * @client (status --state) also the renewal time, the next deadline and
+ * the trust store. */
+int cli_print_status_json(const struct cli *cli, FILE *fp, X509 *cert, const char *cert_src,
+                          const char *key_src, estc_client *client, const char *state_file);
+/* @t (seconds since the epoch) as "2026-12-06T04:30:00Z"; "never" for
+ * ESTC_NEVER. Returns @buf. */
+const char *cli_fmt_time(int64_t t, char *buf, size_t size);
 
 #endif

@@ -27,6 +27,13 @@ void cli_log_line(void *arg, estc_log_level level, const char *msg)
     fprintf(stderr, "estc: %s: %s\n", (unsigned)level < 4 ? names[level] : "log", shown);
 }
 
+/* The library's warnings only (the default verbosity), PINs redacted. */
+static void cli_warn_line(void *arg, estc_log_level level, const char *msg)
+{
+    if (level == ESTC_LOG_WARNING)
+        cli_log_line(arg, level, msg);
+}
+
 /* "estc: CMD: CA certificate stored at ADDR" (PINs redacted). */
 static void say_stored_ca(const struct cli *cli, const char *addr)
 {
@@ -589,7 +596,9 @@ static int run_status(struct cli *cli)
         if (fp == NULL)
             status = cli_failf(cli, CLI_EXIT_FAILURE, "--out %s: %s", cli->out, strerror(errno));
     }
-    if (status == CLI_EXIT_OK)
+    if (status == CLI_EXIT_OK && cli->json)
+        status = cli_print_status_json(cli, fp, cert, cert_src, key_addr, NULL, NULL);
+    else if (status == CLI_EXIT_OK)
         status = cli_print_status(cli, fp, cert, cert_src, key_addr);
     if (fp != NULL && fp != stdout && fclose(fp) != 0 && status == CLI_EXIT_OK)
         status = cli_failf(cli, CLI_EXIT_FAILURE, "--out %s: %s", cli->out, strerror(errno));
@@ -617,6 +626,13 @@ int cli_run(struct cli *cli)
     if (cli->verbose > 0) {
         err = estc_ctx_set_log(cli->ctx, cli->verbose > 1 ? ESTC_LOG_DEBUG : ESTC_LOG_INFO,
                                cli_log_line, NULL);
+        if (err != ESTC_OK)
+            status = cli_fail(cli, err, "-v");
+    } else if (!cli->quiet && cli->cmd != CMD_RUN) {
+        /* The default verbosity: the library's warnings (a 5.03 wait, an
+         * exchange without an answer), not its error lines: the failure
+         * message carries the same detail. */
+        err = estc_ctx_set_log(cli->ctx, ESTC_LOG_WARNING, cli_warn_line, NULL);
         if (err != ESTC_OK)
             status = cli_fail(cli, err, "-v");
     }

@@ -75,19 +75,7 @@ static void daemon_log_line(void *arg, estc_log_level level, const char *msg)
     }
 }
 
-/* "2026-11-30T17:49:31Z"; "never" for ESTC_NEVER. */
-static const char *fmt_time(int64_t t, char *buf, size_t size)
-{
-    if (t == ESTC_NEVER) {
-        snprintf(buf, size, "never");
-        return buf;
-    }
-    time_t tt = (time_t)t;
-    struct tm tm;
-    if (gmtime_r(&tt, &tm) == NULL || strftime(buf, size, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
-        snprintf(buf, size, "%lld", (long long)t);
-    return buf;
-}
+#define fmt_time cli_fmt_time
 
 /* "serial S, valid until T, renewal at R" of the held certificate. */
 static void describe_cert(estc_client *client, char *out, size_t size)
@@ -510,6 +498,11 @@ int cli_status_state(struct cli *cli)
             status = cli_fail(cli, err, "reading the certificate");
         }
     }
+    if (status == CLI_EXIT_OK && cli->json) {
+        status = cli_print_status_json(cli, fp, cert, have_cert ? estc_client_cert_address(client) : NULL,
+                                       estc_client_key_address(client), client, cli->state);
+        goto done;
+    }
     char shown[1100], t[32];
     if (status == CLI_EXIT_OK) {
         fprintf(fp, "%-12s %s\n", "state", cli->state);
@@ -550,6 +543,7 @@ int cli_status_state(struct cli *cli)
         status = cli_failf(cli, CLI_EXIT_FAILURE, "no certificate is held");
     if (status == CLI_EXIT_OK)
         status = cert_status;
+done:
     if (fp != NULL && fp != stdout && fclose(fp) != 0 && status == CLI_EXIT_OK)
         status = cli_failf(cli, CLI_EXIT_FAILURE, "--out %s: %s", cli->out, strerror(errno));
     X509_free(cert);

@@ -119,6 +119,7 @@ enum opt_id {
     O_MAX_RUNTIME,
     O_ONCE,
     O_SYSLOG,
+    O_JSON,
     O_VERBOSE = 'v',
     O_QUIET = 'q',
     O_HELP = 'h',
@@ -186,6 +187,8 @@ static const struct opt {
     {O_MAX_RUNTIME, "max-runtime", "SECONDS", RUN, "stop as on SIGTERM after SECONDS"},
     {O_ONCE, "once", NULL, RUN, "do what is due now (enroll, renew), write the state, exit"},
     {O_SYSLOG, "syslog", NULL, RUN, "log events to syslog instead of stderr"},
+    {O_JSON, "json", NULL, BIT(CMD_STATUS),
+     "one JSON object: ISO 8601 UTC dates, addresses with PINs hidden"},
     {O_VERBOSE, "verbose", NULL, ALL, "log to stderr (-vv: debug)"},
     {O_QUIET, "quiet", NULL, ALL, "no summary or notes on stderr"},
     {O_HELP, "help", NULL, ALL, "this help"},
@@ -426,6 +429,9 @@ static int set_opt(struct cli *cli, int id, char *arg, const char *cmd)
         return 0;
     case O_SYSLOG:
         cli->use_syslog = true;
+        return 0;
+    case O_JSON:
+        cli->json = true;
         return 0;
     case O_TRUST:
         list = &cli->trust;

@@ -8,9 +8,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <time.h>
+
 #include <openssl/bio.h>
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
+
+#include <estc/schedule.h>
 
 #include "cli.h"
 
@@ -142,11 +146,126 @@ int cli_load_cert(const struct cli *cli, const char *src, X509 **out)
     return CLI_EXIT_OK;
 }
 
+const char *cli_fmt_time(int64_t t, char *buf, size_t size)
+{
+    if (t == ESTC_NEVER) {
+        snprintf(buf, size, "never");
+        return buf;
+    }
+    time_t tt = (time_t)t;
+    struct tm tm;
+    if (gmtime_r(&tt, &tm) == NULL || strftime(buf, size, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+        snprintf(buf, size, "%lld", (long long)t);
+    return buf;
+}
+
+/* An ASN1_TIME as seconds since the epoch; false when it cannot be read. */
+static bool asn1_seconds(const ASN1_TIME *t, int64_t *out)
+{
+    struct tm tm;
+    if (t == NULL || ASN1_TIME_to_tm(t, &tm) != 1)
+        return false;
+    time_t tt = timegm(&tm);
+    if (tt == (time_t)-1)
+        return false;
+    *out = (int64_t)tt;
+    return true;
+}
+
+/* The certificate time @t as ISO 8601 UTC ("2026-12-06T04:30:00Z"). */
+static const char *cert_time(const ASN1_TIME *t, char *buf, size_t size)
+{
+    int64_t s = 0;
+    if (!asn1_seconds(t, &s)) {
+        snprintf(buf, size, "unreadable");
+        return buf;
+    }
+    return cli_fmt_time(s, buf, size);
+}
+
 static void print_time(BIO *bio, const char *label, const ASN1_TIME *t)
 {
-    BIO_printf(bio, "%-12s ", label);
-    ASN1_TIME_print(bio, t);
-    BIO_printf(bio, "\n");
+    char buf[40];
+    BIO_printf(bio, "%-12s %s\n", label, cert_time(t, buf, sizeof(buf)));
+}
+
+/* ---- JSON ---------------------------------------------------------------- */
+
+/* Writes @s as a JSON string (NULL: null): quotes, backslashes and control
+ * characters escaped; other bytes as they are. */
+static void json_str(BIO *bio, const char *s)
+{
+    if (s == NULL) {
+        BIO_printf(bio, "null");
+        return;
+    }
+    BIO_printf(bio, "\"");
+    for (const unsigned char *p = (const unsigned char *)s; *p != '\0'; p++) {
+        if (*p == '"' || *p == '\\')
+            BIO_printf(bio, "\\%c", *p);
+        else if (*p < 0x20 || *p == 0x7f)
+            BIO_printf(bio, "\\u%04x", *p);
+        else
+            BIO_printf(bio, "%c", *p);
+    }
+    BIO_printf(bio, "\"");
+}
+
+/* "name": "value" with the value redacted (engine addresses). */
+static void json_addr(BIO *bio, const char *name, const char *addr, bool comma)
+{
+    char shown[1100];
+    BIO_printf(bio, "%s\n  \"%s\": ", comma ? "," : "", name);
+    if (addr == NULL) {
+        json_str(bio, NULL);
+        return;
+    }
+    cli_redact(addr, shown, sizeof(shown));
+    json_str(bio, shown);
+}
+
+static void json_time(BIO *bio, const char *name, int64_t t)
+{
+    char buf[40];
+    BIO_printf(bio, ",\n  \"%s\": ", name);
+    if (t == ESTC_NEVER)
+        json_str(bio, NULL);
+    else
+        json_str(bio, cli_fmt_time(t, buf, sizeof(buf)));
+}
+
+/* A BIO's text as a C string (NULL when out of memory); free() it. */
+static char *bio_text(BIO *bio)
+{
+    char *data = NULL;
+    long len = BIO_get_mem_data(bio, &data);
+    char *s = malloc(len > 0 ? (size_t)len + 1 : 1);
+    if (s != NULL) {
+        if (len > 0)
+            memcpy(s, data, (size_t)len);
+        s[len > 0 ? len : 0] = '\0';
+    }
+    return s;
+}
+
+/* X509_NAME_print_ex(XN_FLAG_ONELINE) as a string; free() it. */
+static char *name_text(const X509_NAME *name)
+{
+    BIO *b = BIO_new(BIO_s_mem());
+    char *s = NULL;
+    if (b != NULL && X509_NAME_print_ex(b, name, 0, XN_FLAG_ONELINE) >= 0)
+        s = bio_text(b);
+    BIO_free(b);
+    return s;
+}
+
+static const char *cert_state(X509 *cert)
+{
+    if (X509_cmp_current_time(X509_get0_notBefore(cert)) > 0)
+        return "not yet valid";
+    if (X509_cmp_current_time(X509_get0_notAfter(cert)) <= 0)
+        return "expired";
+    return "valid";
 }
 
 /* Whether the key at @key_src is @cert's key: compares SubjectPublicKeyInfo. */
@@ -204,12 +323,8 @@ int cli_print_status(const struct cli *cli, FILE *fp, X509 *cert, const char *ce
         GENERAL_NAMES_free(sans);
     }
 
-    const char *state = "valid";
+    const char *state = cert_state(cert);
     int days = 0, secs = 0;
-    if (X509_cmp_current_time(X509_get0_notBefore(cert)) > 0)
-        state = "not yet valid";
-    else if (X509_cmp_current_time(X509_get0_notAfter(cert)) <= 0)
-        state = "expired";
     if (ASN1_TIME_diff(&days, &secs, NULL, X509_get0_notAfter(cert)) == 1 &&
         strcmp(state, "valid") == 0)
         BIO_printf(bio, "%-12s valid, %d days %d h left\n", "state", days, secs / 3600);
@@ -225,6 +340,111 @@ int cli_print_status(const struct cli *cli, FILE *fp, X509 *cert, const char *ce
     if (fwrite(data, 1, (size_t)len, fp) != (size_t)len || fflush(fp) != 0)
         status = cli_failf(cli, CLI_EXIT_FAILURE, "cannot write the status");
     BIO_free(bio);
+    if (status == CLI_EXIT_OK && key_src != NULL && !match)
+        status = cli_failf(cli, CLI_EXIT_FAILURE, "the key is not the certificate's key");
+    if (status == CLI_EXIT_OK && strcmp(state, "valid") != 0)
+        status = cli_failf(cli, CLI_EXIT_FAILURE, "the certificate is %s", state);
+    return status;
+}
+
+int cli_print_status_json(const struct cli *cli, FILE *fp, X509 *cert, const char *cert_src,
+                          const char *key_src, estc_client *client, const char *state_file)
+{
+    bool match = false;
+    int status = CLI_EXIT_OK;
+    if (cert != NULL && key_src != NULL) {
+        status = key_matches(cli, cert, key_src, &match);
+        if (status != CLI_EXIT_OK)
+            return status;
+    }
+    BIO *bio = BIO_new(BIO_s_mem());
+    if (bio == NULL)
+        return cli_failf(cli, CLI_EXIT_FAILURE, "out of memory");
+    BIO_printf(bio, "{");
+    bool comma = false;
+    if (state_file != NULL) {
+        BIO_printf(bio, "\n  \"stateFile\": ");
+        json_str(bio, state_file);
+        comma = true;
+    }
+    json_addr(bio, "certificate", cert_src, comma);
+    json_addr(bio, "key", key_src, true);
+    const char *state = cert != NULL ? cert_state(cert) : "none";
+    if (cert != NULL) {
+        char *subject = name_text(X509_get_subject_name(cert));
+        char *issuer = name_text(X509_get_issuer_name(cert));
+        BIGNUM *bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(cert), NULL);
+        char *serial = bn != NULL ? BN_bn2hex(bn) : NULL;
+        if (subject == NULL || issuer == NULL || serial == NULL)
+            status = cli_failf(cli, CLI_EXIT_FAILURE, "out of memory");
+        BIO_printf(bio, ",\n  \"subject\": ");
+        json_str(bio, subject);
+        BIO_printf(bio, ",\n  \"issuer\": ");
+        json_str(bio, issuer);
+        BIO_printf(bio, ",\n  \"serial\": ");
+        json_str(bio, serial);
+        free(subject);
+        free(issuer);
+        OPENSSL_free(serial);
+        BN_free(bn);
+        int64_t nb = 0, na = 0;
+        bool have_nb = asn1_seconds(X509_get0_notBefore(cert), &nb);
+        bool have_na = asn1_seconds(X509_get0_notAfter(cert), &na);
+        if (!have_nb || !have_na)
+            status = cli_failf(cli, CLI_EXIT_FAILURE, "the certificate's validity is unreadable");
+        json_time(bio, "notBefore", have_nb ? nb : ESTC_NEVER);
+        json_time(bio, "notAfter", have_na ? na : ESTC_NEVER);
+        GENERAL_NAMES *sans = X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL);
+        BIO_printf(bio, ",\n  \"altNames\": [");
+        for (int i = 0; sans != NULL && i < sk_GENERAL_NAME_num(sans); i++) {
+            BIO *b = BIO_new(BIO_s_mem());
+            char *text = NULL;
+            if (b != NULL && GENERAL_NAME_print(b, sk_GENERAL_NAME_value(sans, i)) == 1)
+                text = bio_text(b);
+            BIO_free(b);
+            if (text == NULL)
+                status = cli_failf(cli, CLI_EXIT_FAILURE, "out of memory");
+            BIO_printf(bio, "%s", i > 0 ? ", " : "");
+            json_str(bio, text);
+            free(text);
+        }
+        BIO_printf(bio, "]");
+        GENERAL_NAMES_free(sans);
+        if (key_src != NULL)
+            BIO_printf(bio, ",\n  \"keyMatches\": %s", match ? "true" : "false");
+    }
+    BIO_printf(bio, ",\n  \"state\": ");
+    json_str(bio, state);
+    if (client != NULL) {
+        int64_t prov = 0, renewal = 0, next = ESTC_NEVER;
+        unsigned failures = 0;
+        if (cert != NULL &&
+            estc_client_renewal_info(client, NULL, NULL, &prov, &renewal, &failures) == ESTC_OK) {
+            json_time(bio, "provisioned", prov);
+            json_time(bio, "renewal", renewal);
+            BIO_printf(bio, ",\n  \"failures\": %u", failures);
+        }
+        if (estc_client_next_deadline(client, &next) == ESTC_OK)
+            json_time(bio, "nextDeadline", next);
+        size_t n = estc_client_ca_count(client);
+        BIO_printf(bio, ",\n  \"trustStore\": [");
+        for (size_t i = 0; i < n; i++) {
+            char shown[1100];
+            cli_redact(estc_client_ca_address(client, i), shown, sizeof(shown));
+            BIO_printf(bio, "%s", i > 0 ? ", " : "");
+            json_str(bio, shown);
+        }
+        BIO_printf(bio, "]");
+    }
+    BIO_printf(bio, "\n}\n");
+    char *data = NULL;
+    long len = BIO_get_mem_data(bio, &data);
+    if (status == CLI_EXIT_OK &&
+        (fwrite(data, 1, (size_t)len, fp) != (size_t)len || fflush(fp) != 0))
+        status = cli_failf(cli, CLI_EXIT_FAILURE, "cannot write the status");
+    BIO_free(bio);
+    if (status == CLI_EXIT_OK && cert == NULL)
+        status = cli_failf(cli, CLI_EXIT_FAILURE, "no certificate is held");
     if (status == CLI_EXIT_OK && key_src != NULL && !match)
         status = cli_failf(cli, CLI_EXIT_FAILURE, "the key is not the certificate's key");
     if (status == CLI_EXIT_OK && strcmp(state, "valid") != 0)
