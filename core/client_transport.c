@@ -421,7 +421,7 @@ static estc_err send_path(estc_client *c, enum estc__creds creds, const char *pa
         /* A warning: shown at the default verbosity, as every wait longer
          * than a second should be. */
         estc_log(c->ctx, wait > 1 ? ESTC_LOG_WARNING : ESTC_LOG_INFO,
-                 "%s %s: 5.03 Service Unavailable, waiting %u s (Max-Age) before trying again",
+                 "%s %s: 5.03, retrying in %u s (Service Unavailable, Max-Age)",
                  method_name(method), path, wait);
         err = pause_ms(c, (uint64_t)wait * 1000);
         if (err != ESTC_OK) {

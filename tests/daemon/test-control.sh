@@ -20,7 +20,7 @@ run_estc enroll "${NET[@]}" "${BOOT[@]}" --subject /CN=control-1 \
   --new-key "file:$T/dev/key.pem" --new-cert "file:$T/dev/cert.pem"
 expect_ok "enroll through a 5.03"
 check "enroll (no -v): one line names the 5.03 and the wait" \
-  test "$(grep -cE '5\.03.*waiting 2 s' "$T/stderr")" -eq 1
+  test "$(grep -cE '5\.03, retrying in 2 s' "$T/stderr")" -eq 1
 check "enroll (no -v): no other library line" \
   bash -c "! grep -E '^estc: (warning|error|info|debug): ' '$T/stderr' | grep -qv '5\.03'"
 run_estc enroll -q "${NET[@]}" "${BOOT[@]}" --subject /CN=control-q \
@@ -59,7 +59,7 @@ run_opts
 run_estc run "${RUN[@]}" --once
 expect_ok "run --once through a 5.03"
 check "run (no -v): one line names the 5.03 and the wait" \
-  test "$(grep -cE '^estc: run: warning: .*5\.03.*waiting 2 s' "$T/stderr")" -eq 1
+  test "$(grep -cE '^estc: run: warning: .*5\.03, retrying in 2 s' "$T/stderr")" -eq 1
 
 run_estc status --json --state "$T/state"
 expect_ok "status --state --json"

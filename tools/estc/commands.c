@@ -27,10 +27,13 @@ void cli_log_line(void *arg, estc_log_level level, const char *msg)
     fprintf(stderr, "estc: %s: %s\n", (unsigned)level < 4 ? names[level] : "log", shown);
 }
 
-/* The library's warnings only (the default verbosity), PINs redacted. */
+/* The default verbosity of the one-shot subcommands: the library's lines
+ * for a wait longer than a second (a 5.03 answer's Max-Age) and nothing
+ * else, so that a failure stays one line (the error carries the detail).
+ * The library logs such a wait as a warning naming "5.03, retrying in". */
 static void cli_warn_line(void *arg, estc_log_level level, const char *msg)
 {
-    if (level == ESTC_LOG_WARNING)
+    if (level == ESTC_LOG_WARNING && strstr(msg, ": 5.03, retrying in ") != NULL)
         cli_log_line(arg, level, msg);
 }
 
@@ -629,9 +632,7 @@ int cli_run(struct cli *cli)
         if (err != ESTC_OK)
             status = cli_fail(cli, err, "-v");
     } else if (!cli->quiet && cli->cmd != CMD_RUN) {
-        /* The default verbosity: the library's warnings (a 5.03 wait, an
-         * exchange without an answer), not its error lines: the failure
-         * message carries the same detail. */
+        /* The default verbosity: the waits (see cli_warn_line()). */
         err = estc_ctx_set_log(cli->ctx, ESTC_LOG_WARNING, cli_warn_line, NULL);
         if (err != ESTC_OK)
             status = cli_fail(cli, err, "-v");
