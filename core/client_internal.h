@@ -96,6 +96,8 @@ struct estc_client {
     estc_state_stream journal;
     bool sched_set; /* else estc_schedule_config_init() values */
     estc_schedule_config sched;
+    double jitter_share; /* estc_client_set_renewal_jitter(); 0: none */
+    int64_t jitter_max_s;
     estc_clock_fn clock; /* NULL: time() */
     void *clock_arg;
     bool policy_set; /* else ESTC_CACERTS_EST */
@@ -209,6 +211,9 @@ void estc__schedule_state(const estc_client *c, const struct estc__cert_view *cv
 /* The renewal time of @cv when provisioned at @provisioned. */
 int64_t estc__renewal_time(const estc_client *c, int64_t provisioned,
                            const struct estc__cert_view *cv);
+/* schedule.c: @t, the renewal time of @cv provisioned at @p (clamped into
+ * its validity), moved earlier by the jitter. */
+int64_t estc__jitter(const estc_client *c, int64_t p, const struct estc__cert_view *cv, int64_t t);
 /* When the tick next has work (estc_client_next_deadline()) for @cv. */
 int64_t estc__deadline(const estc_client *c, const struct estc__cert_view *cv, int64_t now);
 

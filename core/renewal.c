@@ -203,6 +203,8 @@ int64_t estc__renewal_time(const estc_client *c, int64_t provisioned,
     if (estc_schedule_renewal_time(provisioned, cv->not_before, cv->not_after, cfg->nominal_usage,
                                    cfg->max_margin_s, &t) != ESTC_OK)
         t = cv->not_before; /* a certificate that ends before it begins: now */
+    else
+        t = estc__jitter(c, provisioned, cv, t);
     return t;
 }
 

@@ -84,6 +84,23 @@ estc_err estc_schedule_renewal_time(int64_t provisioned, int64_t not_before, int
 estc_err estc_client_set_schedule(estc_client *client, const estc_schedule_config *cfg);
 
 /**
+ * estc_client_set_renewal_jitter() - spread the renewals of many devices
+ * (a factory batch with the same validity) over time: the renewal time of
+ * estc_schedule_renewal_time() moves earlier by an offset in [0, J), where
+ *
+ *     J = min(@share * (renewal time - p), @max_s)
+ *
+ * with p the provisioning time as there. The offset is derived from the
+ * SHA-256 of the certificate's DER: it stays the same for one certificate
+ * across restarts (nothing is stored) and differs between certificates,
+ * hence between devices. The renewal time never moves later, nor before p.
+ * 0 <= @share <= 1 and @max_s >= 0; either 0 (the default): no jitter.
+ * estc_client_renewal_info() and estc_client_next_deadline() report the
+ * moved time. Returns ESTC_OK or ESTC_ERR_INVALID_ARG.
+ */
+estc_err estc_client_set_renewal_jitter(estc_client *client, double share, int64_t max_s);
+
+/**
  * estc_client_set_clock() - use @fn (with @arg) as the clock; NULL: UNIX
  * time. Tests inject a clock to move time. Returns ESTC_OK or
  * ESTC_ERR_INVALID_ARG.

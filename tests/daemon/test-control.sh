@@ -3,7 +3,9 @@
 # Renewal control: `estc status --json` (one JSON object, ISO 8601 UTC
 # dates, PINs hidden) for a certificate and for the state of `estc run`;
 # the text status with the same dates; at the default verbosity, one line
-# for a 5.03 wait (`estc enroll` and `estc run`).
+# for a 5.03 wait (`estc enroll` and `estc run`); the renewal jitter: two
+# devices with the same validity renew at different times, the same across
+# restarts, and --jitter 0 gives exactly the renewal formula.
 . "$(dirname "$0")/common.sh"
 
 start_token dev "$PIN"
@@ -11,7 +13,7 @@ make_pki || { echo "FAIL: cannot make the test PKI"; exit 1; }
 pki_issue "$T/mca.key" "$T/mca.crt" "$T/dev2.key" "$T/dev2.crt" "/CN=idevid-2" 1 ||
   { echo "FAIL: cannot make the second device"; exit 1; }
 # Each device's first enrollment is answered 5.03 with Max-Age 2.
-start_server --validity 3600 --dedup-window 0 --delay-first 1 --max-age 2
+start_server --validity 864000 --dedup-window 0 --delay-first 1 --max-age 2
 mkdir -m 700 "$T/dev"
 ISO='^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$'
 
@@ -75,4 +77,55 @@ check "status --state --json: key address with the PIN hidden" \
 check "status --state --json: trust store listed" \
   python3 -c 'import json,sys; assert len(json.load(open(sys.argv[1]))["trustStore"]) == 1' "$T/state.json"
 check "status --state --json: no PIN" bash -c "! grep -q '$PIN' '$T/state.json' '$T/stderr'"
+
+# ---- jitter -------------------------------------------------------------
+# A second device (the first IDevID) with its own state and file: engine.
+RUN2=(--state "$T/state2" "${NET[@]}" --cert "$T/dev.crt" --key "$T/dev.key" --subject /CN=daemon-2
+  --new-key "file:$T/dev/k2.pem" --new-cert "file:$T/dev/c2.pem" --retry-spacing 1)
+run_estc run "${RUN2[@]}" --once --jitter 100%
+expect_ok "second device: run --once --jitter 100%"
+cp "$T/stderr" "$T/run2.log"
+# renewal_of STATE [status options]: the renewal time in seconds.
+renewal_of() {
+  local st=$1
+  shift
+  timeout 60 "$ESTC" status --json --state "$st" "$@" >"$T/j.json" 2>/dev/null || return 1
+  python3 -c 'import json,sys,calendar,time
+d=json.load(open(sys.argv[1]))
+print(calendar.timegm(time.strptime(d["renewal"], "%Y-%m-%dT%H:%M:%SZ")))' "$T/j.json"
+}
+# formula_of STATE: max(notAfter - 30 days, p + 0.9 (notAfter - p)), from status.
+formula_of() {
+  timeout 60 "$ESTC" status --json --state "$1" >"$T/f.json" 2>/dev/null || return 1
+  python3 -c 'import json,sys,calendar,time
+d=json.load(open(sys.argv[1]))
+t=lambda k: calendar.timegm(time.strptime(d[k], "%Y-%m-%dT%H:%M:%SZ"))
+nb,na,p=t("notBefore"),t("notAfter"),t("provisioned")
+p=min(max(p,nb),na)
+print(min(na, max(na-2592000, p+int(0.9*(na-p)))))' "$T/f.json"
+}
+for st in state state2; do
+  f=$(formula_of "$T/$st")
+  z=$(renewal_of "$T/$st" --jitter 0)
+  check "$st: --jitter 0 gives exactly the formula ($z == $f)" test -n "$f" -a "$z" = "$f"
+  j=$(renewal_of "$T/$st" --jitter 100%)
+  eval "off_$st=\$((f - j))"
+  check "$st: --jitter 100% moves the renewal earlier ($j < $f)" test -n "$j" -a "$j" -lt "$f"
+  check "$st: the same offset when asked again (a restart)" \
+    test "$(renewal_of "$T/$st" --jitter 100%)" = "$j"
+  d=$(renewal_of "$T/$st")
+  check "$st: default jitter at most a day ($((f - d)) s)" test "$((f - d))" -ge 0 -a "$((f - d))" -le 86400
+  k=$(renewal_of "$T/$st" --jitter 600)
+  check "$st: --jitter 600 moves it at most 600 s ($((f - k)) s)" test "$((f - k))" -ge 0 -a "$((f - k))" -lt 600
+done
+at=$(sed -n 's/^estc: run: enrolled: .*renewal at \([^ ]*\)$/\1/p' "$T/run2.log")
+check "the daemon renews at the jittered time it logged ($at)" \
+  test -n "$at" -a "$(date -u -d "$at" +%s)" = "$(renewal_of "$T/state2" --jitter 100%)"
+# shellcheck disable=SC2154 # set by eval above
+check "two devices, same validity: different offsets ($off_state != $off_state2)" \
+  test "$off_state" != "$off_state2"
+run_estc status --state "$T/state" --jitter 101%
+expect_fail "--jitter 101%: usage error" 2 'jitter'
+run_estc status --new-cert "file:$T/dev/cert.pem" --jitter 10%
+expect_fail "--jitter without --state: usage error" 2 'jitter'
 finish

@@ -87,6 +87,9 @@ struct cli {
     long long max_margin_s;
     bool have_retry_spacing;
     long long retry_spacing_s;
+    bool have_jitter; /* else 10 %, at most 86400 s */
+    double jitter_share;
+    long long jitter_max_s;
     unsigned max_runtime_s; /* 0: none */
     bool once;
     bool use_syslog;

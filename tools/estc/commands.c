@@ -580,6 +580,8 @@ static int run_status(struct cli *cli)
         return cli_failf(cli, CLI_EXIT_USAGE,
                          "give --cert or --new-cert (and --key or "
                          "--new-key), not both");
+    if (cli->have_jitter)
+        return cli_failf(cli, CLI_EXIT_USAGE, "--jitter goes with --state");
     const char *cert_src = cli->new_cert != NULL ? cli->new_cert : cli->cert;
     const char *key_src = cli->new_key != NULL ? cli->new_key : cli->key;
     if (cert_src == NULL)

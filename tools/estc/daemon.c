@@ -214,6 +214,15 @@ static int restore_or_fresh(struct cli *cli, estc_client *client, const estc_sta
     return cli_fail(cli, err, what);
 }
 
+/* --jitter, or its default: 10 % of the time from provisioning to the
+ * renewal, at most a day. `status --state` applies the same, so that it
+ * shows the daemon's renewal time. */
+static estc_err set_jitter(const struct cli *cli, estc_client *client)
+{
+    return estc_client_set_renewal_jitter(client, cli->have_jitter ? cli->jitter_share : 0.1,
+                                          cli->have_jitter ? cli->jitter_max_s : 86400);
+}
+
 static int configure_schedule(struct cli *cli, estc_client *client)
 {
     estc_schedule_config cfg;
@@ -228,8 +237,10 @@ static int configure_schedule(struct cli *cli, estc_client *client)
         cfg.retry_spacing_s = cli->retry_spacing_s;
     cfg.rekey = cli->rekey;
     estc_err err = estc_client_set_schedule(client, &cfg);
+    if (err == ESTC_OK)
+        err = set_jitter(cli, client);
     if (err != ESTC_OK) {
-        cli_fail(cli, err, "--nominal-usage/--max-margin/--retries/--retry-spacing");
+        cli_fail(cli, err, "--nominal-usage/--max-margin/--retries/--retry-spacing/--jitter");
         return CLI_EXIT_USAGE;
     }
     estc_cacerts_policy policy =
@@ -466,7 +477,9 @@ int cli_status_state(struct cli *cli)
         return cli_fail(cli, err, "creating the client");
     estc_state_stream stream;
     int status = CLI_EXIT_OK;
-    if (estc_state_stream_file(&stream, cli->state) != ESTC_OK)
+    if (set_jitter(cli, client) != ESTC_OK)
+        status = cli_failf(cli, CLI_EXIT_USAGE, "--jitter: out of range");
+    if (status == CLI_EXIT_OK && estc_state_stream_file(&stream, cli->state) != ESTC_OK)
         status = cli_failf(cli, CLI_EXIT_USAGE, "--state: bad path");
     /* Read-only: a running daemon's pending objects must not be purged. */
     if (status == CLI_EXIT_OK) {

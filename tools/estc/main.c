@@ -116,6 +116,7 @@ enum opt_id {
     O_NOMINAL,
     O_MAX_MARGIN,
     O_RETRY_SPACING,
+    O_JITTER,
     O_MAX_RUNTIME,
     O_ONCE,
     O_SYSLOG,
@@ -184,6 +185,9 @@ static const struct opt {
      "rule wins (default 2592000, 30 days)"},
     {O_RETRY_SPACING, "retry-spacing", "SECONDS", RUN,
      "shortest wait between two attempts (default 60)"},
+    {O_JITTER, "jitter", "SECONDS|PERCENT%", RUN | BIT(CMD_STATUS),
+     "renew up to this much earlier, a per-certificate offset from its hash "
+     "(default 10% of the time to the renewal, at most 86400 s; 0: none)"},
     {O_MAX_RUNTIME, "max-runtime", "SECONDS", RUN, "stop as on SIGTERM after SECONDS"},
     {O_ONCE, "once", NULL, RUN, "do what is due now (enroll, renew), write the state, exit"},
     {O_SYSLOG, "syslog", NULL, RUN, "log events to syslog instead of stderr"},
@@ -419,6 +423,31 @@ static int set_opt(struct cli *cli, int id, char *arg, const char *cmd)
         cli->retry_spacing_s = v;
         cli->have_retry_spacing = true;
         return 0;
+    case O_JITTER: {
+        size_t len = strlen(arg);
+        if (cli->have_jitter)
+            goto twice;
+        if (len > 1 && arg[len - 1] == '%') {
+            char num[32], *end;
+            if (len - 1 >= sizeof(num))
+                goto bad_value;
+            memcpy(num, arg, len - 1);
+            num[len - 1] = '\0';
+            errno = 0;
+            double d = strtod(num, &end);
+            if (errno != 0 || end == num || *end != '\0' || !(d >= 0.0 && d <= 100.0))
+                goto bad_value;
+            cli->jitter_share = d / 100.0;
+            cli->jitter_max_s = 100LL * 365 * 86400;
+        } else {
+            if (!parse_uint(arg, 20u * 365 * 86400, &v))
+                goto bad_value;
+            cli->jitter_share = 1.0;
+            cli->jitter_max_s = v;
+        }
+        cli->have_jitter = true;
+        return 0;
+    }
     case O_MAX_RUNTIME:
         if (cli->max_runtime_s != 0 || !parse_uint(arg, 100u * 365 * 86400, &v) || v == 0)
             goto bad_value;
