@@ -5,7 +5,9 @@
 # the text status with the same dates; at the default verbosity, one line
 # for a 5.03 wait (`estc enroll` and `estc run`); the renewal jitter: two
 # devices with the same validity renew at different times, the same across
-# restarts, and --jitter 0 gives exactly the renewal formula.
+# restarts, and --jitter 0 gives exactly the renewal formula; --exec runs
+# after every enrollment and renewal with the addresses (PINs hidden) in
+# its environment, a failing hook fails nothing, a hung one is killed.
 . "$(dirname "$0")/common.sh"
 
 start_token dev "$PIN"
@@ -128,4 +130,58 @@ run_estc status --state "$T/state" --jitter 101%
 expect_fail "--jitter 101%: usage error" 2 'jitter'
 run_estc status --new-cert "file:$T/dev/cert.pem" --jitter 10%
 expect_fail "--jitter without --state: usage error" 2 'jitter'
+
+# ---- --exec --------------------------------------------------------------
+cat >"$T/hook.sh" <<'HOOK'
+#!/bin/sh
+n=$(($(cat "$HOOK_DIR/count" 2>/dev/null || echo 0) + 1))
+echo "$n" >"$HOOK_DIR/count"
+env | grep '^ESTC_' | sort >"$HOOK_DIR/env.$n"
+[ -n "$HOOK_HANG" ] && { echo $$ >"$HOOK_DIR/hung.$n"; exec sleep 60; }
+exit 3
+HOOK
+chmod +x "$T/hook.sh"
+mkdir "$T/hook"
+export HOOK_DIR="$T/hook"
+# Renewal about a second after each enrollment: --nominal-usage 0.000002.
+RUN3=(--state "$T/state3" "${NET[@]}" --cert "$T/dev.crt" --key "$T/dev.key" --subject /CN=daemon-3
+  --new-key "$(addr hook-key)" --new-cert "$(addr hook-cert)" --ca-out "$P11;pin-value=$PIN$Q"
+  --retry-spacing 1 --jitter 0 --nominal-usage 0.000002)
+RUN=("${RUN3[@]}")
+start_daemon "$T/hook.log" --exec "$T/hook.sh" --max-runtime 60
+check "--exec: ran after the enrollment and a renewal" wait_for "$T/hook.log" '^estc: run: exec: ' 2 60
+check "--exec: the daemon renewed after the failing hook" \
+  wait_for "$T/hook.log" '^estc: run: reenrolled: ' 1 30
+stop_daemon TERM
+check "--exec: a failing hook fails nothing (SIGTERM: exit 0, got $RC)" test "$RC" -eq 0
+check "--exec: its exit status logged" grep -q '^estc: run: exec: enrolled: exit status 3$' "$T/hook.log"
+check "--exec: first event 'enrolled'" grep -qx 'ESTC_EVENT=enrolled' "$T/hook/env.1"
+check "--exec: second event 'reenrolled'" grep -qx 'ESTC_EVENT=reenrolled' "$T/hook/env.2"
+check "--exec: ESTC_CERT and ESTC_KEY, PIN as ***" bash -c "
+  grep '^ESTC_CERT=pkcs11:token=dev;' '$T/hook/env.2' | grep 'object=hook-cert' | grep -q 'pin-value=\*\*\*' &&
+  grep '^ESTC_KEY=pkcs11:token=dev;' '$T/hook/env.2' | grep 'object=hook-key' | grep -q 'pin-value=\*\*\*'"
+check "--exec: ESTC_CA names the CA certificate" grep -q '^ESTC_CA=pkcs11:.*pin-value=\*\*\*' "$T/hook/env.2"
+check "--exec: no PIN in the hook's environment" bash -c "! grep -q '$PIN' '$T'/hook/env.*"
+na_env=$(sed -n 's/^ESTC_NOT_AFTER=//p' "$T/hook/env.2")
+check "--exec: ESTC_NOT_AFTER in ISO 8601 UTC ($na_env)" grep -qE "$ISO" <<<"$na_env"
+na_log=$(grep '^estc: run: reenrolled: ' "$T/hook.log" | head -1 | sed -n 's/.*valid until \([^,]*\),.*/\1/p')
+check "--exec: ESTC_NOT_AFTER is the renewed certificate's ($na_log)" test "$na_env" = "$na_log"
+
+# A hook that hangs is killed (with its children) after --exec-timeout.
+rm -rf "$T/hook" && mkdir "$T/hook"
+export HOOK_HANG=1
+start_daemon "$T/hang.log" --exec "$T/hook.sh" --exec-timeout 1 --max-runtime 60
+check "--exec-timeout: the hung hook is killed and logged" \
+  wait_for "$T/hang.log" '^estc: run: exec: reenrolled: killed after 1 s' 1 40
+hung=$(cat "$T/hook/hung.1" 2>/dev/null)
+# Gone, or a zombie left to the container's init (killed all the same).
+check "--exec-timeout: the hook's process is gone" \
+  bash -c "[ -n '$hung' ] && { [ ! -e /proc/$hung ] || grep -q '^[0-9]* ([^)]*) Z' /proc/$hung/stat; }"
+check "--exec-timeout: the daemon goes on renewing" \
+  wait_for "$T/hang.log" '^estc: run: reenrolled: ' 2 40
+stop_daemon TERM
+check "--exec-timeout: SIGTERM: exit 0 (got $RC)" test "$RC" -eq 0
+unset HOOK_HANG
+run_estc run "${RUN2[@]}" --exec-timeout 5 --once
+expect_fail "--exec-timeout without --exec: usage error" 2 'exec-timeout goes with --exec'
 finish

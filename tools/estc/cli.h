@@ -90,6 +90,8 @@ struct cli {
     bool have_jitter; /* else 10 %, at most 86400 s */
     double jitter_share;
     long long jitter_max_s;
+    const char *exec_cmd;    /* --exec: after every new certificate */
+    unsigned exec_timeout_s; /* 0: the default, 60 */
     unsigned max_runtime_s; /* 0: none */
     bool once;
     bool use_syslog;

@@ -18,7 +18,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <syslog.h>
 #include <time.h>
 #include <unistd.h>
@@ -261,6 +263,117 @@ static int configure_schedule(struct cli *cli, estc_client *client)
     return CLI_EXIT_OK;
 }
 
+/* ---- --exec: the hook after every new certificate ---------------------- */
+
+extern char **environ;
+
+/* "NAME=value" in a new string; NULL when out of memory. */
+static char *env_entry(const char *name, const char *value)
+{
+    size_t len = strlen(name) + strlen(value) + 2;
+    char *e = malloc(len);
+    if (e != NULL)
+        snprintf(e, len, "%s=%s", name, value);
+    return e;
+}
+
+/* Runs --exec after the tick @what (a new certificate): /bin/sh -c CMD with
+ * the addresses (PINs hidden) in its environment, bounded by
+ * --exec-timeout. Its end is logged; a failing hook fails nothing. */
+static void run_hook(struct cli *cli, estc_client *client, estc_tick_result what)
+{
+    char cert[1100], key[1100], t[32], ca[4096] = "";
+    int64_t not_after = 0;
+    cli_redact(estc_client_cert_address(client), cert, sizeof(cert));
+    cli_redact(estc_client_key_address(client), key, sizeof(key));
+    size_t n = estc_client_ca_count(client), used = 0;
+    for (size_t i = 0; i < n; i++) {
+        char one[1100];
+        cli_redact(estc_client_ca_address(client, i), one, sizeof(one));
+        int w = snprintf(ca + used, sizeof(ca) - used, "%s%s", i > 0 ? "\n" : "", one);
+        if (w < 0 || (size_t)w >= sizeof(ca) - used)
+            break;
+        used += (size_t)w;
+    }
+    if (estc_client_renewal_info(client, NULL, &not_after, NULL, NULL, NULL) != ESTC_OK)
+        not_after = ESTC_NEVER;
+    /* The environment is made before fork(): the child only execs. */
+    size_t base = 0;
+    while (environ != NULL && environ[base] != NULL)
+        base++;
+    char **envp = calloc(base + 6, sizeof(*envp));
+    char *mine[5] = {
+        env_entry("ESTC_EVENT", estc_tick_result_name(what)),
+        env_entry("ESTC_CERT", cert),
+        env_entry("ESTC_KEY", key),
+        env_entry("ESTC_CA", ca),
+        env_entry("ESTC_NOT_AFTER", cli_fmt_time(not_after, t, sizeof(t))),
+    };
+    bool ok = envp != NULL;
+    for (size_t i = 0; i < 5; i++)
+        ok = ok && mine[i] != NULL;
+    size_t k = 0;
+    for (size_t i = 0; ok && i < base; i++) {
+        if (strncmp(environ[i], "ESTC_", 5) != 0) /* ours replace any given */
+            envp[k++] = environ[i];
+    }
+    for (size_t i = 0; ok && i < 5; i++)
+        envp[k++] = mine[i];
+    pid_t pid = ok ? fork() : -1;
+    if (pid == 0) {
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        setpgid(0, 0); /* a group: a timed-out hook is killed with its children */
+        int null = open("/dev/null", O_RDONLY);
+        if (null >= 0 && null != STDIN_FILENO) {
+            dup2(null, STDIN_FILENO);
+            close(null);
+        }
+        char *argv[] = {"sh", "-c", (char *)cli->exec_cmd, NULL};
+        execve("/bin/sh", argv, envp);
+        _exit(127);
+    }
+    int err_no = errno;
+    for (size_t i = 0; i < 5; i++)
+        free(mine[i]);
+    free(envp);
+    if (pid < 0) {
+        event(cli, LOG_WARNING, "exec: cannot start the hook: %s",
+              ok ? strerror(err_no) : "out of memory");
+        return;
+    }
+    setpgid(pid, pid); /* also here: no race with the kill below */
+    struct timespec start, now;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    int st = 0;
+    bool killed = false;
+    for (;;) {
+        pid_t r = waitpid(pid, &st, WNOHANG);
+        if (r == pid || (r < 0 && errno != EINTR))
+            break;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if (!killed && now.tv_sec - start.tv_sec >= (time_t)cli->exec_timeout_s) {
+            kill(-pid, SIGKILL);
+            kill(pid, SIGKILL);
+            killed = true;
+        }
+        struct timespec step = {0, 50 * 1000 * 1000};
+        nanosleep(&step, NULL);
+    }
+    if (killed)
+        event(cli, LOG_WARNING, "exec: %s: killed after %u s (--exec-timeout)",
+              estc_tick_result_name(what), cli->exec_timeout_s);
+    else if (WIFEXITED(st) && WEXITSTATUS(st) == 0)
+        event(cli, LOG_INFO, "exec: %s: exit status 0", estc_tick_result_name(what));
+    else if (WIFEXITED(st))
+        event(cli, LOG_WARNING, "exec: %s: exit status %d", estc_tick_result_name(what),
+              WEXITSTATUS(st));
+    else
+        event(cli, LOG_WARNING, "exec: %s: ended by signal %d", estc_tick_result_name(what),
+              WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+}
+
 /* Logs what a tick did; returns the priority used. */
 static void log_tick(struct cli *cli, estc_client *client, estc_tick_result what, estc_err err)
 {
@@ -344,6 +457,10 @@ int cli_run_daemon(struct cli *cli)
 {
     if (cli->state == NULL)
         return cli_failf(cli, CLI_EXIT_USAGE, "--state FILE is required (see estc run --help)");
+    if (cli->exec_timeout_s != 0 && cli->exec_cmd == NULL)
+        return cli_failf(cli, CLI_EXIT_USAGE, "--exec-timeout goes with --exec");
+    if (cli->exec_timeout_s == 0)
+        cli->exec_timeout_s = 60;
     if (cli->subject == NULL)
         return cli_failf(cli, CLI_EXIT_USAGE,
                          "--subject is required: a first enrollment and the fallback after "
@@ -420,6 +537,11 @@ int cli_run_daemon(struct cli *cli)
             last = err;
             save(cli, client, &stream);
         }
+        /* After the state is written: the hook sees what a restart would. */
+        if (cli->exec_cmd != NULL && err == ESTC_OK &&
+            (what == ESTC_TICK_ENROLLED || what == ESTC_TICK_REENROLLED ||
+             what == ESTC_TICK_FALLBACK_ENROLLED))
+            run_hook(cli, client, what);
         int64_t when = ESTC_NEVER;
         (void)estc_client_next_deadline(client, &when);
         int64_t now = estc_client_now(client);

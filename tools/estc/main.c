@@ -117,6 +117,8 @@ enum opt_id {
     O_MAX_MARGIN,
     O_RETRY_SPACING,
     O_JITTER,
+    O_EXEC,
+    O_EXEC_TIMEOUT,
     O_MAX_RUNTIME,
     O_ONCE,
     O_SYSLOG,
@@ -188,6 +190,11 @@ static const struct opt {
     {O_JITTER, "jitter", "SECONDS|PERCENT%", RUN | BIT(CMD_STATUS),
      "renew up to this much earlier, a per-certificate offset from its hash "
      "(default 10% of the time to the renewal, at most 86400 s; 0: none)"},
+    {O_EXEC, "exec", "CMD", RUN,
+     "run CMD with /bin/sh -c after every new certificate; ESTC_EVENT, ESTC_CERT, "
+     "ESTC_KEY, ESTC_CA, ESTC_NOT_AFTER in its environment (PINs as ***)"},
+    {O_EXEC_TIMEOUT, "exec-timeout", "SECONDS", RUN,
+     "kill the --exec command after SECONDS (default 60)"},
     {O_MAX_RUNTIME, "max-runtime", "SECONDS", RUN, "stop as on SIGTERM after SECONDS"},
     {O_ONCE, "once", NULL, RUN, "do what is due now (enroll, renew), write the state, exit"},
     {O_SYSLOG, "syslog", NULL, RUN, "log events to syslog instead of stderr"},
@@ -448,6 +455,18 @@ static int set_opt(struct cli *cli, int id, char *arg, const char *cmd)
         cli->have_jitter = true;
         return 0;
     }
+    case O_EXEC:
+        if (cli->exec_cmd != NULL)
+            goto twice;
+        if (arg[0] == '\0')
+            goto bad_value;
+        cli->exec_cmd = arg;
+        return 0;
+    case O_EXEC_TIMEOUT:
+        if (cli->exec_timeout_s != 0 || !parse_uint(arg, 86400, &v) || v == 0)
+            goto bad_value;
+        cli->exec_timeout_s = v;
+        return 0;
     case O_MAX_RUNTIME:
         if (cli->max_runtime_s != 0 || !parse_uint(arg, 100u * 365 * 86400, &v) || v == 0)
             goto bad_value;
