@@ -61,7 +61,7 @@ _estc() {
         return 0 ;;
     --server | --server-name | --new-key | --new-cert | --ca-out | --subject | --san | \
         --timeout | --retries | --max-wait | --nominal-usage | --max-margin | \
-        --retry-spacing | --max-runtime)
+        --retry-spacing | --max-runtime | --jitter | --exec | --exec-timeout)
         return 0 ;;
     esac
     if [[ $cur == -* ]]; then
