@@ -92,7 +92,7 @@ struct cli {
     long long jitter_max_s;
     const char *exec_cmd;    /* --exec: after every new certificate */
     unsigned exec_timeout_s; /* 0: the default, 60 */
-    unsigned max_runtime_s; /* 0: none */
+    unsigned max_runtime_s;  /* 0: none */
     bool once;
     bool use_syslog;
     bool json; /* status --json */

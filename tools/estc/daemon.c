@@ -634,7 +634,8 @@ int cli_status_state(struct cli *cli)
         }
     }
     if (status == CLI_EXIT_OK && cli->json) {
-        status = cli_print_status_json(cli, fp, cert, have_cert ? estc_client_cert_address(client) : NULL,
+        status = cli_print_status_json(cli, fp, cert,
+                                       have_cert ? estc_client_cert_address(client) : NULL,
                                        estc_client_key_address(client), client, cli->state);
         goto done;
     }
