@@ -63,28 +63,6 @@ estc_err estc_client_set_renewal_jitter(estc_client *c, double share, int64_t ma
     return ESTC_OK;
 }
 
-int64_t estc__jitter(const estc_client *c, int64_t p, const struct estc__cert_view *cv, int64_t t)
-{
-    if (c->jitter_share <= 0.0 || c->jitter_max_s <= 0 || !cv->have)
-        return t;
-    /* p as estc_schedule_renewal_time() clamps it. */
-    if (p == 0 || p < cv->not_before)
-        p = cv->not_before;
-    if (p > cv->not_after)
-        p = cv->not_after;
-    if (t <= p)
-        return t;
-    double span = c->jitter_share * (double)(t - p);
-    int64_t j = span >= (double)c->jitter_max_s ? c->jitter_max_s : (int64_t)span;
-    if (j <= 0)
-        return t;
-    /* The certificate's hash: stable for it, different between devices. */
-    uint64_t h = 0;
-    for (size_t i = 0; i < 8; i++)
-        h = (h << 8) | cv->hash[i];
-    return t - (int64_t)(h % (uint64_t)j);
-}
-
 /* ---- the tick ------------------------------------------------------------------ */
 
 const char *estc_tick_result_name(estc_tick_result what)
