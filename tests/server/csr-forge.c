@@ -20,36 +20,18 @@
 #include <string.h>
 
 #include <arpa/inet.h>
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
 #define MAX_SANS_EXT 4
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Hex to bytes; returns the length or -1. */
 static int unhex(const char *hex, unsigned char *out, size_t cap)
 {
-    size_t n = strlen(hex), i;
-    if (n % 2 != 0 || n / 2 > cap)
-        return -1;
-    for (i = 0; i < n / 2; i++) {
-        int hi = hexval(hex[2 * i]), lo = hexval(hex[2 * i + 1]);
-        if (hi < 0 || lo < 0)
-            return -1;
-        out[i] = (unsigned char)(hi << 4 | lo);
-    }
-    return (int)(n / 2);
+    size_t n = 0;
+    return OPENSSL_hexstr2buf_ex(out, cap, &n, hex, '\0') == 1 ? (int)n : -1;
 }
 
 static int add_gen(GENERAL_NAMES *gens, int type, const unsigned char *data, int len)
@@ -87,6 +69,24 @@ static int string_type(const char *t)
     return -1;
 }
 
+/* "FIRST:TYPE:HEX": FIRST as a string, the string type, the bytes. */
+static int typed_hex(const char *s, char *first, size_t cap, int *type, unsigned char *buf,
+                     size_t buf_cap, int *n)
+{
+    const char *c1 = strchr(s, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+    char t[16];
+
+    if (c2 == NULL || (size_t)(c1 - s) >= cap || (size_t)(c2 - c1 - 1) >= sizeof(t))
+        return -1;
+    memcpy(first, s, (size_t)(c1 - s));
+    first[c1 - s] = '\0';
+    memcpy(t, c1 + 1, (size_t)(c2 - c1 - 1));
+    t[c2 - c1 - 1] = '\0';
+    *type = string_type(t);
+    *n = unhex(c2 + 1, buf, buf_cap);
+    return *type < 0 || *n < 0 ? -1 : 0;
+}
+
 static int item(X509_NAME *name, GENERAL_NAMES *gens, const char *a)
 {
     static unsigned char buf[4096];
@@ -105,41 +105,21 @@ static int item(X509_NAME *name, GENERAL_NAMES *gens, const char *a)
                    : -1;
     }
     if (strncmp(a, "subjhex:", 8) == 0) {
-        char sn[64], type[16];
-        const char *c1 = strchr(a + 8, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+        char sn[64];
         int t;
-        if (c2 == NULL || (size_t)(c1 - a - 8) >= sizeof(sn) ||
-            (size_t)(c2 - c1 - 1) >= sizeof(type))
-            return -1;
-        memcpy(sn, a + 8, (size_t)(c1 - a - 8));
-        sn[c1 - a - 8] = '\0';
-        memcpy(type, c1 + 1, (size_t)(c2 - c1 - 1));
-        type[c2 - c1 - 1] = '\0';
-        t = string_type(type);
-        n = unhex(c2 + 1, buf, sizeof(buf));
-        if (t < 0 || n < 0)
+        if (typed_hex(a + 8, sn, sizeof(sn), &t, buf, sizeof(buf), &n) != 0)
             return -1;
         /* A string type (not MBSTRING_*): the bytes are taken as they are. */
         return X509_NAME_add_entry_by_txt(name, sn, t, buf, n, -1, 0) ? 0 : -1;
     }
     if (strncmp(a, "otherhex:", 9) == 0) {
-        char oid[64], type[16];
-        const char *c1 = strchr(a + 9, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+        char oid[64];
         ASN1_OBJECT *obj;
         ASN1_TYPE *val;
         ASN1_STRING *str;
         GENERAL_NAME *g;
         int t;
-        if (c2 == NULL || (size_t)(c1 - a - 9) >= sizeof(oid) ||
-            (size_t)(c2 - c1 - 1) >= sizeof(type))
-            return -1;
-        memcpy(oid, a + 9, (size_t)(c1 - a - 9));
-        oid[c1 - a - 9] = '\0';
-        memcpy(type, c1 + 1, (size_t)(c2 - c1 - 1));
-        type[c2 - c1 - 1] = '\0';
-        t = string_type(type);
-        n = unhex(c2 + 1, buf, sizeof(buf));
-        if (t < 0 || n < 0)
+        if (typed_hex(a + 9, oid, sizeof(oid), &t, buf, sizeof(buf), &n) != 0)
             return -1;
         obj = OBJ_txt2obj(oid, 1);
         val = ASN1_TYPE_new();
