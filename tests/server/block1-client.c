@@ -25,9 +25,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include <arpa/inet.h>
-
-#include <coap3/coap.h>
+#include "client-setup.h"
 
 struct result {
     int done;
@@ -141,29 +139,11 @@ int main(int argc, char **argv)
         body_len = (size_t)junk;
     }
 
-    coap_startup();
-    coap_set_log_level(LOG_ERR);
-    coap_dtls_set_log_level(LOG_ERR);
-    coap_address_init(&dst);
-    dst.addr.sin.sin_family = AF_INET;
-    dst.addr.sin.sin_port = htons((uint16_t)atoi(argv[2]));
-    dst.size = sizeof(dst.addr.sin);
-    if (inet_pton(AF_INET, argv[1], &dst.addr.sin.sin_addr) != 1)
-        return 2;
-    ctx = coap_new_context(NULL);
+    /* The blocks are ours: no block mode. */
+    ctx = client_context(argv[1], argv[2], &dst, r, on_response, 0);
     if (ctx == NULL)
-        return 1;
-    coap_set_app_data(ctx, r);
-    coap_context_set_block_mode(ctx, 0); /* the blocks are ours */
-    coap_register_response_handler(ctx, on_response);
-    memset(&pki, 0, sizeof(pki));
-    pki.version = COAP_DTLS_PKI_SETUP_VERSION;
-    pki.verify_peer_cert = 1;
-    pki.check_common_ca = 1;
-    pki.pki_key.key_type = COAP_PKI_KEY_PEM;
-    pki.pki_key.key.pem.ca_file = argv[3];
-    pki.pki_key.key.pem.public_cert = cert;
-    pki.pki_key.key.pem.private_key = key;
+        return 2;
+    client_pki(&pki, argv[3], cert, key);
 
     if (sessions > 0) {
         /* Many idle sessions, one socket each: for the session-limit test. */

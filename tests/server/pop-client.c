@@ -15,14 +15,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <arpa/inet.h>
-
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 
-#include <coap3/coap.h>
+#include "client-setup.h"
 
 struct result {
     int done;
@@ -143,28 +141,11 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: pop-client HOST PORT CA_FILE CERT KEY\n");
         return 2;
     }
-    coap_startup();
-    coap_set_log_level(LOG_ERR);
-    coap_address_init(&dst);
-    dst.addr.sin.sin_family = AF_INET;
-    dst.addr.sin.sin_port = htons((uint16_t)atoi(argv[2]));
-    dst.size = sizeof(dst.addr.sin);
-    if (inet_pton(AF_INET, argv[1], &dst.addr.sin.sin_addr) != 1)
-        return 2;
-    ctx = coap_new_context(NULL);
+    ctx = client_context(argv[1], argv[2], &dst, r, on_response,
+                         COAP_BLOCK_USE_LIBCOAP | COAP_BLOCK_SINGLE_BODY);
     if (ctx == NULL)
-        return 1;
-    coap_set_app_data(ctx, r);
-    coap_context_set_block_mode(ctx, COAP_BLOCK_USE_LIBCOAP | COAP_BLOCK_SINGLE_BODY);
-    coap_register_response_handler(ctx, on_response);
-    memset(&pki, 0, sizeof(pki));
-    pki.version = COAP_DTLS_PKI_SETUP_VERSION;
-    pki.verify_peer_cert = 1;
-    pki.check_common_ca = 1;
-    pki.pki_key.key_type = COAP_PKI_KEY_PEM;
-    pki.pki_key.key.pem.ca_file = argv[3];
-    pki.pki_key.key.pem.public_cert = argv[4];
-    pki.pki_key.key.pem.private_key = argv[5];
+        return 2;
+    client_pki(&pki, argv[3], argv[4], argv[5]);
 
     s1 = open_session(ctx, &dst, &pki);
     code = s1 ? request(ctx, s1, COAP_REQUEST_CODE_GET, "crts", NULL, 0) : 0;
