@@ -276,24 +276,19 @@ static void guard_cookie(const coap_address_t *peer, uint64_t epoch, unsigned ch
     unsigned char msg[8 + 2 + 16 + 2];
     size_t n = 0;
     unsigned int ol = 32;
+    int v4 = peer->addr.sa.sa_family == AF_INET;
+    const void *ip = v4 ? (const void *)&peer->addr.sin.sin_addr : &peer->addr.sin6.sin6_addr;
+    const void *port = v4 ? (const void *)&peer->addr.sin.sin_port : &peer->addr.sin6.sin6_port;
+    size_t ipl = v4 ? 4 : 16;
 
     for (int i = 7; i >= 0; i--)
         msg[n++] = (unsigned char)(epoch >> (8 * i));
-    if (peer->addr.sa.sa_family == AF_INET) {
-        msg[n++] = 0;
-        msg[n++] = 4;
-        memcpy(msg + n, &peer->addr.sin.sin_addr, 4);
-        n += 4;
-        memcpy(msg + n, &peer->addr.sin.sin_port, 2);
-        n += 2;
-    } else {
-        msg[n++] = 0;
-        msg[n++] = 6;
-        memcpy(msg + n, &peer->addr.sin6.sin6_addr, 16);
-        n += 16;
-        memcpy(msg + n, &peer->addr.sin6.sin6_port, 2);
-        n += 2;
-    }
+    msg[n++] = 0;
+    msg[n++] = v4 ? 4 : 6;
+    memcpy(msg + n, ip, ipl);
+    n += ipl;
+    memcpy(msg + n, port, 2);
+    n += 2;
     if (HMAC(EVP_sha256(), guard_secret, sizeof(guard_secret), msg, n, out, &ol) == NULL)
         memset(out, 0, 32);
 }
@@ -360,8 +355,7 @@ int srv_hello_guard_take_cookies(coap_context_t *ctx, const coap_address_t *endp
     /* A wildcard listener: the client session goes to loopback. */
     if (to.addr.sa.sa_family == AF_INET && to.addr.sin.sin_addr.s_addr == htonl(INADDR_ANY))
         to.addr.sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    else if (to.addr.sa.sa_family == AF_INET6 &&
-             IN6_IS_ADDR_UNSPECIFIED(&to.addr.sin6.sin6_addr))
+    else if (to.addr.sa.sa_family == AF_INET6 && IN6_IS_ADDR_UNSPECIFIED(&to.addr.sin6.sin6_addr))
         to.addr.sin6.sin6_addr = in6addr_loopback;
     /* libcoap's client and server sessions share one SSL_CTX: reach it through a client. */
     cs = coap_new_client_session(ctx, NULL, &to, COAP_PROTO_DTLS);
@@ -408,6 +402,20 @@ static int parse_client_hello(const uint8_t *b, size_t n, const uint8_t **cookie
     return *cl > 0;
 }
 
+/* Makes `buf` the control data of `m`: one message of LEVEL/TYPE holding `data`. */
+static void put_cmsg(struct msghdr *m, char *buf, int level, int type, const void *data, size_t len)
+{
+    struct cmsghdr *o;
+
+    m->msg_control = buf;
+    m->msg_controllen = CMSG_SPACE(len);
+    o = CMSG_FIRSTHDR(m);
+    o->cmsg_level = level;
+    o->cmsg_type = type;
+    o->cmsg_len = CMSG_LEN(len);
+    memcpy(CMSG_DATA(o), data, len);
+}
+
 static void send_hello_verify(int fd, const uint8_t *hello, const struct msghdr *in,
                               const coap_address_t *peer)
 {
@@ -452,33 +460,20 @@ static void send_hello_verify(int fd, const uint8_t *hello, const struct msghdr 
     m.msg_iov = &iov;
     m.msg_iovlen = 1;
     /* Answer from the address the ClientHello went to (wildcard listeners). */
+    memset(&ctl, 0, sizeof(ctl));
     for (c = CMSG_FIRSTHDR((struct msghdr *)in); c != NULL;
          c = CMSG_NXTHDR((struct msghdr *)in, c)) {
-        memset(&ctl, 0, sizeof(ctl));
         if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_PKTINFO) {
             struct in_pktinfo pi;
-            struct cmsghdr *o;
             memcpy(&pi, CMSG_DATA(c), sizeof(pi));
             pi.ipi_spec_dst = pi.ipi_addr;
             pi.ipi_ifindex = 0;
-            m.msg_control = ctl.buf;
-            m.msg_controllen = CMSG_SPACE(sizeof(pi));
-            o = CMSG_FIRSTHDR(&m);
-            o->cmsg_level = IPPROTO_IP;
-            o->cmsg_type = IP_PKTINFO;
-            o->cmsg_len = CMSG_LEN(sizeof(pi));
-            memcpy(CMSG_DATA(o), &pi, sizeof(pi));
+            put_cmsg(&m, ctl.buf, IPPROTO_IP, IP_PKTINFO, &pi, sizeof(pi));
             break;
         }
         if (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_PKTINFO) {
-            struct cmsghdr *o;
-            m.msg_control = ctl.buf;
-            m.msg_controllen = CMSG_SPACE(sizeof(struct in6_pktinfo));
-            o = CMSG_FIRSTHDR(&m);
-            o->cmsg_level = IPPROTO_IPV6;
-            o->cmsg_type = IPV6_PKTINFO;
-            o->cmsg_len = CMSG_LEN(sizeof(struct in6_pktinfo));
-            memcpy(CMSG_DATA(o), CMSG_DATA(c), sizeof(struct in6_pktinfo));
+            put_cmsg(&m, ctl.buf, IPPROTO_IPV6, IPV6_PKTINFO, CMSG_DATA(c),
+                     sizeof(struct in6_pktinfo));
             break;
         }
     }
