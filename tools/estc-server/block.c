@@ -200,14 +200,6 @@ void srv_block1_free(void)
     n_gated = 0;
 }
 
-size_t srv_block1_pending_bytes(void)
-{
-    size_t n = 0;
-    for (size_t i = 0; i < SRV_MAX_PARTIAL; i++)
-        n += partials[i].len;
-    return n;
-}
-
 static void respond_too_large(struct srv *s, coap_pdu_t *response)
 {
     uint8_t buf[4];
@@ -248,8 +240,7 @@ fail:
 }
 
 /* 1 when the session may send a body to a resource with this policy; else answers. */
-static int auth_ok(struct srv *s, coap_session_t *session, enum srv_auth auth,
-                   coap_pdu_t *response)
+static int auth_ok(struct srv *s, coap_session_t *session, enum srv_auth auth, coap_pdu_t *response)
 {
     X509 *peer;
     if (auth == SRV_AUTH_NONE)
@@ -362,18 +353,11 @@ static void gate(coap_resource_t *r, coap_session_t *session, const coap_pdu_t *
     coap_delete_pdu(whole);
 }
 
-int srv_register_handler(coap_resource_t *r, coap_request_t method, coap_method_handler_t h)
+int srv_register_handler(coap_resource_t *r, coap_request_t method, coap_method_handler_t h,
+                         enum srv_auth auth)
 {
-    /* Every EST resource that takes a body needs a trusted client certificate; sren one of ours. */
-    coap_str_const_t *path = coap_resource_get_uri_path(r);
-    enum srv_auth auth = SRV_AUTH_CLIENT;
-
-    if (path != NULL && path->length >= 4 && memcmp(path->s + path->length - 4, "sren", 4) == 0 &&
-        (path->length == 4 || path->s[path->length - 5] == '/'))
-        auth = SRV_AUTH_OWN;
-    if (method != COAP_REQUEST_POST && method != COAP_REQUEST_PUT &&
-        method != COAP_REQUEST_FETCH && method != COAP_REQUEST_PATCH &&
-        method != COAP_REQUEST_IPATCH) {
+    if (method != COAP_REQUEST_POST && method != COAP_REQUEST_PUT && method != COAP_REQUEST_FETCH &&
+        method != COAP_REQUEST_PATCH && method != COAP_REQUEST_IPATCH) {
         coap_register_handler(r, method, h);
         return 0;
     }

@@ -512,7 +512,7 @@ static void hnd_skc(coap_resource_t *r, coap_session_t *session, const coap_pdu_
 }
 
 static int add(coap_context_t *ctx, const char *path, coap_request_t method,
-               coap_method_handler_t h)
+               coap_method_handler_t h, enum srv_auth auth)
 {
     coap_str_const_t *uri = coap_new_str_const((const uint8_t *)path, strlen(path));
     coap_resource_t *r;
@@ -524,9 +524,9 @@ static int add(coap_context_t *ctx, const char *path, coap_request_t method,
         coap_delete_str_const(uri);
         return -1;
     }
-    srv_register_handler(r, method, h);
+    /* The context owns the resource from here, also when the handler fails. */
     coap_add_resource(ctx, r);
-    return 0;
+    return srv_register_handler(r, method, h, auth);
 }
 
 /* The policy refuses the server's own names: read them from its certificate
@@ -552,23 +552,27 @@ int srv_est_register(struct srv *s, coap_context_t *ctx)
         const char *name;
         coap_request_t method;
         coap_method_handler_t h;
+        enum srv_auth auth; /* who may send a body (checked at its first block) */
     } res[] = {
-        {"crts", COAP_REQUEST_GET, hnd_crts},  {"sen", COAP_REQUEST_POST, hnd_sen},
-        {"sren", COAP_REQUEST_POST, hnd_sren}, {"att", COAP_REQUEST_GET, hnd_att},
-        {"skg", COAP_REQUEST_POST, hnd_skg},   {"skc", COAP_REQUEST_POST, hnd_skc},
+        {"crts", COAP_REQUEST_GET, hnd_crts, SRV_AUTH_NONE},
+        {"sen", COAP_REQUEST_POST, hnd_sen, SRV_AUTH_CLIENT},
+        {"sren", COAP_REQUEST_POST, hnd_sren, SRV_AUTH_OWN},
+        {"att", COAP_REQUEST_GET, hnd_att, SRV_AUTH_NONE},
+        {"skg", COAP_REQUEST_POST, hnd_skg, SRV_AUTH_CLIENT},
+        {"skc", COAP_REQUEST_POST, hnd_skc, SRV_AUTH_CLIENT},
     };
     size_t i;
 
     if (policy_load_server(s) != 0)
         return -1;
-    if (add(ctx, ".well-known/core", COAP_REQUEST_GET, hnd_discovery) != 0)
+    if (add(ctx, ".well-known/core", COAP_REQUEST_GET, hnd_discovery, SRV_AUTH_NONE) != 0)
         return -1;
     for (i = 0; i < sizeof(res) / sizeof(res[0]); i++) {
         char path[512];
         int n = snprintf(path, sizeof(path), "%s/%s", s->root, res[i].name);
         if (n < 0 || (size_t)n >= sizeof(path))
             return -1;
-        if (add(ctx, path, res[i].method, res[i].h) != 0)
+        if (add(ctx, path, res[i].method, res[i].h, res[i].auth) != 0)
             return -1;
     }
     return 0;

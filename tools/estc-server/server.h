@@ -163,18 +163,21 @@ void srv_respond_body(struct srv *s, coap_resource_t *r, coap_session_t *session
 void srv_respond_error(coap_pdu_t *response, coap_pdu_code_t code, const char *diag);
 /* Content-Format / Accept of a request, SRV_CF_NONE when absent. */
 int srv_opt_uint(const coap_pdu_t *pdu, coap_option_num_t num);
-/* block.c: request bodies. Who may send a body to a resource. */
+/*
+ * block.c: request bodies. Who may send a body to a resource: anyone, a
+ * client with a trusted certificate, a client with a certificate of this CA.
+ */
 enum srv_auth { SRV_AUTH_NONE, SRV_AUTH_CLIENT, SRV_AUTH_OWN };
 /*
  * coap_register_handler() for the EST resources: a method with a body goes
- * through the Block1 gate (size limit, early 4.01/4.03, reassembly) and the
- * handler is called once with the whole body.
+ * through the Block1 gate (size limit, early 4.01/4.03 by `auth`,
+ * reassembly) and the handler is called once with the whole body.
  */
-int srv_register_handler(coap_resource_t *r, coap_request_t method, coap_method_handler_t h);
+int srv_register_handler(coap_resource_t *r, coap_request_t method, coap_method_handler_t h,
+                         enum srv_auth auth);
 /* A session is gone: drop its unfinished bodies. */
 void srv_block1_forget(coap_session_t *session);
 void srv_block1_free(void);
-size_t srv_block1_pending_bytes(void);
 
 /* cache.c */
 struct srv_cache *srv_cache_new(void);
