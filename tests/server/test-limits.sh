@@ -48,6 +48,9 @@ done
 out=$(b1 est/sen --junk 30000000 "${DEV[@]}")
 check "30 MB push with Size1: 4.13 with Size1 65536 at the first block ($out)" \
   test "$out" = "code 4.13 blocks 1 size1 65536"
+out=$(b1 est/sren --junk 30000000 "${DEV[@]}")
+check "30 MB push to sren with a manufacturer certificate: 4.03 at the first block ($out)" \
+  test "$out" = "code 4.03 blocks 1"
 out=$(b1 est/sen --junk 30000000 --no-size1 "${DEV[@]}")
 check "30 MB push without Size1: 4.13 once 64 KiB are in ($out)" \
   test "$out" = "code 4.13 blocks 65 size1 65536"
