@@ -138,6 +138,16 @@ static int parse_long(const char *s, long min, long max, long *out)
     return 0;
 }
 
+/* The value of --NAME as a number from min to max, else a message with the range. */
+static int option_long(const char *name, const char *arg, long min, long max, const char *unit,
+                       long *out)
+{
+    if (parse_long(arg, min, max, out) == 0)
+        return 0;
+    fprintf(stderr, "estc-server: --%s wants %s, %ld to %ld\n", name, unit, min, max);
+    return -1;
+}
+
 enum {
     OPT_LISTEN = 256,
     OPT_STATE_DIR,
@@ -264,10 +274,9 @@ static int parse_args(struct srv_options *o, int argc, char **argv)
             o->csr_attrs_file = optarg;
             break;
         case OPT_VALIDITY:
-            if (parse_long(optarg, 1, 100L * 365 * 24 * 3600, &o->validity) != 0) {
-                fprintf(stderr, "estc-server: --validity wants seconds, 1 or more\n");
+            if (option_long("validity", optarg, 1, 100L * 365 * 24 * 3600, "seconds",
+                            &o->validity) != 0)
                 return -1;
-            }
             break;
         case OPT_BLOCK_SIZE:
             if (parse_long(optarg, 16, 1024, &v) != 0 || (v & (v - 1)) != 0) {
@@ -299,16 +308,13 @@ static int parse_args(struct srv_options *o, int argc, char **argv)
             o->pop = 1;
             break;
         case OPT_DEDUP:
-            if (parse_long(optarg, 0, 86400, &o->dedup_window) != 0) {
-                fprintf(stderr, "estc-server: --dedup-window wants seconds\n");
+            if (option_long("dedup-window", optarg, 0, 86400, "seconds", &o->dedup_window) != 0)
                 return -1;
-            }
             break;
         case OPT_MAX_RUNTIME:
-            if (parse_long(optarg, 1, 10L * 365 * 24 * 3600, &o->max_runtime) != 0) {
-                fprintf(stderr, "estc-server: --max-runtime wants seconds\n");
+            if (option_long("max-runtime", optarg, 1, 10L * 365 * 24 * 3600, "seconds",
+                            &o->max_runtime) != 0)
                 return -1;
-            }
             break;
         case OPT_LWM2M:
             o->lwm2m = 1;
@@ -340,28 +346,21 @@ static int parse_args(struct srv_options *o, int argc, char **argv)
                 return -1;
             break;
         case OPT_MAX_BODY:
-            if (parse_long(optarg, 64, 16L * 1024 * 1024, &o->max_body) != 0) {
-                fprintf(stderr, "estc-server: --max-body wants bytes, 64 to 16777216\n");
+            if (option_long("max-body", optarg, 64, 16L * 1024 * 1024, "bytes", &o->max_body) != 0)
                 return -1;
-            }
             break;
         case OPT_MAX_SESSIONS:
-            if (parse_long(optarg, 1, 1000000, &o->max_sessions) != 0) {
-                fprintf(stderr, "estc-server: --max-sessions wants a count, 1 or more\n");
+            if (option_long("max-sessions", optarg, 1, 1000000, "a count", &o->max_sessions) != 0)
                 return -1;
-            }
             break;
         case OPT_IDLE_TIMEOUT:
-            if (parse_long(optarg, 1, 86400, &o->idle_timeout) != 0) {
-                fprintf(stderr, "estc-server: --idle-timeout wants seconds, 1 to 86400\n");
+            if (option_long("idle-timeout", optarg, 1, 86400, "seconds", &o->idle_timeout) != 0)
                 return -1;
-            }
             break;
         case OPT_MAX_HANDSHAKES:
-            if (parse_long(optarg, 1, 100000, &o->max_handshakes) != 0) {
-                fprintf(stderr, "estc-server: --max-handshakes wants a count, 1 or more\n");
+            if (option_long("max-handshakes", optarg, 1, 100000, "a count", &o->max_handshakes) !=
+                0)
                 return -1;
-            }
             break;
         case 'v':
             o->verbose++;
