@@ -108,4 +108,15 @@ if start "--max-sessions" --max-sessions 4 -vv; then
   stop "--max-sessions 4"
 fi
 
+# --- bad option values --------------------------------------------------------------
+bin=${ESTC_SERVER_BIN:-$ESTC_BUILD_ROOT/tools/estc-server/estc-server}
+for bad in "--max-body 63" "--max-body x" "--max-sessions 0" "--idle-timeout 86401" \
+  "--max-handshakes -1"; do
+  # shellcheck disable=SC2086 # the option and its value
+  "$bin" $bad --listen 127.0.0.1:1 --state-dir "$T/none" --max-runtime 1 >/dev/null 2>"$T/bad.err"
+  check "refuses $bad (exit 2, the option named)" \
+    bash -c "test $? -eq 2 && grep -q -- '${bad%% *} wants' '$T/bad.err'"
+done
+check "a refused option leaves no state folder" test ! -e "$T/none"
+
 finish
