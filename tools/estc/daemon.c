@@ -77,8 +77,6 @@ static void daemon_log_line(void *arg, estc_log_level level, const char *msg)
     }
 }
 
-#define fmt_time cli_fmt_time
-
 /* "serial S, valid until T, renewal at R" of the held certificate. */
 static void describe_cert(estc_client *client, char *out, size_t size)
 {
@@ -102,7 +100,7 @@ static void describe_cert(estc_client *client, char *out, size_t size)
         return;
     }
     snprintf(out, size, "serial %s, valid until %s, renewal at %s", serial,
-             fmt_time(not_after, t1, sizeof(t1)), fmt_time(renewal, t2, sizeof(t2)));
+             cli_fmt_time(not_after, t1, sizeof(t1)), cli_fmt_time(renewal, t2, sizeof(t2)));
 }
 
 /* Whether the client holds a certificate valid now. */
@@ -397,7 +395,7 @@ static void log_tick(struct cli *cli, estc_client *client, estc_tick_result what
         snprintf(detail, sizeof(detail), "%s", estc_ctx_error_detail(cli->ctx));
         event(cli, LOG_WARNING, "%s: %s%s%s; next attempt at %s", estc_tick_result_name(what),
               estc_strerror(err), detail[0] != '\0' ? ": " : "", detail,
-              fmt_time(next, t, sizeof(t)));
+              cli_fmt_time(next, t, sizeof(t)));
         return;
     }
 }
@@ -659,13 +657,13 @@ int cli_status_state(struct cli *cli)
         unsigned failures = 0;
         if (have_cert &&
             estc_client_renewal_info(client, NULL, NULL, &prov, &renewal, &failures) == ESTC_OK) {
-            fprintf(fp, "%-12s %s\n", "provisioned", fmt_time(prov, t, sizeof(t)));
-            fprintf(fp, "%-12s %s\n", "renewal", fmt_time(renewal, t, sizeof(t)));
+            fprintf(fp, "%-12s %s\n", "provisioned", cli_fmt_time(prov, t, sizeof(t)));
+            fprintf(fp, "%-12s %s\n", "renewal", cli_fmt_time(renewal, t, sizeof(t)));
             fprintf(fp, "%-12s %u\n", "failures", failures);
         }
         int64_t next = ESTC_NEVER;
         if (estc_client_next_deadline(client, &next) == ESTC_OK)
-            fprintf(fp, "%-12s %s\n", "next action", fmt_time(next, t, sizeof(t)));
+            fprintf(fp, "%-12s %s\n", "next action", cli_fmt_time(next, t, sizeof(t)));
         size_t n = estc_client_ca_count(client);
         fprintf(fp, "%-12s %zu CA certificate%s\n", "trust store", n, n == 1 ? "" : "s");
         for (size_t i = 0; i < n; i++) {
