@@ -350,8 +350,12 @@ static void run_hook(struct cli *cli, estc_client *client, estc_tick_result what
         pid_t r = waitpid(pid, &st, WNOHANG);
         if (r == pid || (r < 0 && errno != EINTR))
             break;
+        /* In milliseconds: whole seconds of the clock would cut the
+         * hook's time by up to one. */
         clock_gettime(CLOCK_MONOTONIC, &now);
-        if (!killed && now.tv_sec - start.tv_sec >= (time_t)cli->exec_timeout_s) {
+        long long ran_ms =
+            (long long)(now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000;
+        if (!killed && ran_ms >= (long long)cli->exec_timeout_s * 1000) {
             kill(-pid, SIGKILL);
             kill(pid, SIGKILL);
             killed = true;
