@@ -66,7 +66,7 @@ print(s.getsockname()[1], flush=True)
 time.sleep(120)
 ' >"$T/silent.port" &
 SILENT=$!
-CLEANUPS+=("kill $SILENT")
+CLEANUPS+=("stop_pids $SILENT")
 for _ in $(seq 1 50); do [ -s "$T/silent.port" ] && break; sleep 0.1; done
 port=$(cat "$T/silent.port")
 RUN2=(--state "$T/state" --server "coaps://127.0.0.1:$port" --trust "$ESTC_SERVER_CA" "${BOOT[@]}"
@@ -82,5 +82,5 @@ check "SIGTERM during retransmissions: exit 0 ($RC)" test "$RC" -eq 0
 check "SIGTERM during retransmissions: says why" grep -q 'stopping on SIGTERM' "$T/run2.log"
 check "SIGTERM during retransmissions: no key left behind" \
   test -z "$(find "$T/dev" -name '*.pem' -print -quit)"
-kill "$SILENT" 2>/dev/null
+stop_pids "$SILENT"
 finish

@@ -77,8 +77,6 @@ static void daemon_log_line(void *arg, estc_log_level level, const char *msg)
     }
 }
 
-#define fmt_time cli_fmt_time
-
 /* "serial S, valid until T, renewal at R" of the held certificate. */
 static void describe_cert(estc_client *client, char *out, size_t size)
 {
@@ -102,7 +100,7 @@ static void describe_cert(estc_client *client, char *out, size_t size)
         return;
     }
     snprintf(out, size, "serial %s, valid until %s, renewal at %s", serial,
-             fmt_time(not_after, t1, sizeof(t1)), fmt_time(renewal, t2, sizeof(t2)));
+             cli_fmt_time(not_after, t1, sizeof(t1)), cli_fmt_time(renewal, t2, sizeof(t2)));
 }
 
 /* Whether the client holds a certificate valid now. */
@@ -352,8 +350,12 @@ static void run_hook(struct cli *cli, estc_client *client, estc_tick_result what
         pid_t r = waitpid(pid, &st, WNOHANG);
         if (r == pid || (r < 0 && errno != EINTR))
             break;
+        /* In milliseconds: whole seconds of the clock would cut the
+         * hook's time by up to one. */
         clock_gettime(CLOCK_MONOTONIC, &now);
-        if (!killed && now.tv_sec - start.tv_sec >= (time_t)cli->exec_timeout_s) {
+        long long ran_ms =
+            (long long)(now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000;
+        if (!killed && ran_ms >= (long long)cli->exec_timeout_s * 1000) {
             kill(-pid, SIGKILL);
             kill(pid, SIGKILL);
             killed = true;
@@ -397,7 +399,7 @@ static void log_tick(struct cli *cli, estc_client *client, estc_tick_result what
         snprintf(detail, sizeof(detail), "%s", estc_ctx_error_detail(cli->ctx));
         event(cli, LOG_WARNING, "%s: %s%s%s; next attempt at %s", estc_tick_result_name(what),
               estc_strerror(err), detail[0] != '\0' ? ": " : "", detail,
-              fmt_time(next, t, sizeof(t)));
+              cli_fmt_time(next, t, sizeof(t)));
         return;
     }
 }
@@ -659,13 +661,13 @@ int cli_status_state(struct cli *cli)
         unsigned failures = 0;
         if (have_cert &&
             estc_client_renewal_info(client, NULL, NULL, &prov, &renewal, &failures) == ESTC_OK) {
-            fprintf(fp, "%-12s %s\n", "provisioned", fmt_time(prov, t, sizeof(t)));
-            fprintf(fp, "%-12s %s\n", "renewal", fmt_time(renewal, t, sizeof(t)));
+            fprintf(fp, "%-12s %s\n", "provisioned", cli_fmt_time(prov, t, sizeof(t)));
+            fprintf(fp, "%-12s %s\n", "renewal", cli_fmt_time(renewal, t, sizeof(t)));
             fprintf(fp, "%-12s %u\n", "failures", failures);
         }
         int64_t next = ESTC_NEVER;
         if (estc_client_next_deadline(client, &next) == ESTC_OK)
-            fprintf(fp, "%-12s %s\n", "next action", fmt_time(next, t, sizeof(t)));
+            fprintf(fp, "%-12s %s\n", "next action", cli_fmt_time(next, t, sizeof(t)));
         size_t n = estc_client_ca_count(client);
         fprintf(fp, "%-12s %zu CA certificate%s\n", "trust store", n, n == 1 ? "" : "s");
         for (size_t i = 0; i < n; i++) {

@@ -286,19 +286,52 @@ static int key_matches(const struct cli *cli, X509 *cert, const char *key_src, b
     return CLI_EXIT_OK;
 }
 
+/* The start of both status forms: whether the key at @key_src (if any) is
+ * @cert's (if any), and the memory BIO the report is written into. */
+static int status_begin(const struct cli *cli, X509 *cert, const char *key_src, bool *match,
+                        BIO **bio)
+{
+    *match = false;
+    if (cert != NULL && key_src != NULL) {
+        int status = key_matches(cli, cert, key_src, match);
+        if (status != CLI_EXIT_OK)
+            return status;
+    }
+    *bio = BIO_new(BIO_s_mem());
+    if (*bio == NULL)
+        return cli_failf(cli, CLI_EXIT_FAILURE, "out of memory");
+    return CLI_EXIT_OK;
+}
+
+/* The end of both status forms: the report in @bio written to @fp (unless
+ * @status already failed), then the verdict: exit 1 without a certificate,
+ * with a key that is not the certificate's, or in a @state not "valid". */
+static int status_end(const struct cli *cli, FILE *fp, BIO *bio, int status, X509 *cert,
+                      const char *key_src, bool match, const char *state)
+{
+    char *data = NULL;
+    long len = BIO_get_mem_data(bio, &data);
+    if (status == CLI_EXIT_OK &&
+        (fwrite(data, 1, (size_t)len, fp) != (size_t)len || fflush(fp) != 0))
+        status = cli_failf(cli, CLI_EXIT_FAILURE, "cannot write the status");
+    BIO_free(bio);
+    if (status == CLI_EXIT_OK && cert == NULL)
+        status = cli_failf(cli, CLI_EXIT_FAILURE, "no certificate is held");
+    if (status == CLI_EXIT_OK && key_src != NULL && !match)
+        status = cli_failf(cli, CLI_EXIT_FAILURE, "the key is not the certificate's key");
+    if (status == CLI_EXIT_OK && strcmp(state, "valid") != 0)
+        status = cli_failf(cli, CLI_EXIT_FAILURE, "the certificate is %s", state);
+    return status;
+}
+
 int cli_print_status(const struct cli *cli, FILE *fp, X509 *cert, const char *cert_src,
                      const char *key_src)
 {
     bool match = false;
-    int status = CLI_EXIT_OK;
-    if (key_src != NULL) {
-        status = key_matches(cli, cert, key_src, &match);
-        if (status != CLI_EXIT_OK)
-            return status;
-    }
-    BIO *bio = BIO_new(BIO_s_mem());
-    if (bio == NULL)
-        return cli_failf(cli, CLI_EXIT_FAILURE, "out of memory");
+    BIO *bio = NULL;
+    int status = status_begin(cli, cert, key_src, &match, &bio);
+    if (status != CLI_EXIT_OK)
+        return status;
     char shown[1100];
     cli_redact(cert_src, shown, sizeof(shown));
     BIO_printf(bio, "%-12s %s\n", "certificate", shown);
@@ -335,31 +368,17 @@ int cli_print_status(const struct cli *cli, FILE *fp, X509 *cert, const char *ce
         BIO_printf(bio, "%-12s %s (%s)\n", "key", shown,
                    match ? "matches the certificate" : "does NOT match the certificate");
     }
-    char *data = NULL;
-    long len = BIO_get_mem_data(bio, &data);
-    if (fwrite(data, 1, (size_t)len, fp) != (size_t)len || fflush(fp) != 0)
-        status = cli_failf(cli, CLI_EXIT_FAILURE, "cannot write the status");
-    BIO_free(bio);
-    if (status == CLI_EXIT_OK && key_src != NULL && !match)
-        status = cli_failf(cli, CLI_EXIT_FAILURE, "the key is not the certificate's key");
-    if (status == CLI_EXIT_OK && strcmp(state, "valid") != 0)
-        status = cli_failf(cli, CLI_EXIT_FAILURE, "the certificate is %s", state);
-    return status;
+    return status_end(cli, fp, bio, status, cert, key_src, match, state);
 }
 
 int cli_print_status_json(const struct cli *cli, FILE *fp, X509 *cert, const char *cert_src,
                           const char *key_src, estc_client *client, const char *state_file)
 {
     bool match = false;
-    int status = CLI_EXIT_OK;
-    if (cert != NULL && key_src != NULL) {
-        status = key_matches(cli, cert, key_src, &match);
-        if (status != CLI_EXIT_OK)
-            return status;
-    }
-    BIO *bio = BIO_new(BIO_s_mem());
-    if (bio == NULL)
-        return cli_failf(cli, CLI_EXIT_FAILURE, "out of memory");
+    BIO *bio = NULL;
+    int status = status_begin(cli, cert, key_src, &match, &bio);
+    if (status != CLI_EXIT_OK)
+        return status;
     BIO_printf(bio, "{");
     bool comma = false;
     if (state_file != NULL) {
@@ -437,17 +456,5 @@ int cli_print_status_json(const struct cli *cli, FILE *fp, X509 *cert, const cha
         BIO_printf(bio, "]");
     }
     BIO_printf(bio, "\n}\n");
-    char *data = NULL;
-    long len = BIO_get_mem_data(bio, &data);
-    if (status == CLI_EXIT_OK &&
-        (fwrite(data, 1, (size_t)len, fp) != (size_t)len || fflush(fp) != 0))
-        status = cli_failf(cli, CLI_EXIT_FAILURE, "cannot write the status");
-    BIO_free(bio);
-    if (status == CLI_EXIT_OK && cert == NULL)
-        status = cli_failf(cli, CLI_EXIT_FAILURE, "no certificate is held");
-    if (status == CLI_EXIT_OK && key_src != NULL && !match)
-        status = cli_failf(cli, CLI_EXIT_FAILURE, "the key is not the certificate's key");
-    if (status == CLI_EXIT_OK && strcmp(state, "valid") != 0)
-        status = cli_failf(cli, CLI_EXIT_FAILURE, "the certificate is %s", state);
-    return status;
+    return status_end(cli, fp, bio, status, cert, key_src, match, state);
 }
