@@ -7,6 +7,7 @@
 #define ESTC_PROVIDERS_INTERNAL_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 
 #include <openssl/core.h>
@@ -44,6 +45,8 @@ struct estc__prov {
     pthread_mutex_t lock;   /* an estc_ctx is used by one thread at a time */
     OSSL_ALGORITHM *stores; /* one per engine scheme, except those of file engines */
     size_t n_stores;
+    /* estc__prov_need_default() found SHA-256 once: not asked again. */
+    atomic_bool have_default;
 
     OSSL_FUNC_core_new_error_fn *core_new_error;
     OSSL_FUNC_core_set_error_debug_fn *core_set_error_debug;
