@@ -95,7 +95,7 @@ void estc__prov_raise(struct estc__prov *prov, int reason, const char *file, int
  * can be fetched from the application's providers. Without OpenSSL's
  * default provider they cannot, and a token then fails in a misleading way
  * (SoftHSM2 reports a wrong PIN): an error that says to load it is raised
- * and false returned.
+ * and false returned. Once found it is not fetched again for @prov.
  */
 bool estc__prov_need_default(struct estc__prov *prov);
 
