@@ -211,9 +211,6 @@ void estc__schedule_state(const estc_client *c, const struct estc__cert_view *cv
 /* The renewal time of @cv when provisioned at @provisioned. */
 int64_t estc__renewal_time(const estc_client *c, int64_t provisioned,
                            const struct estc__cert_view *cv);
-/* schedule.c: @t, the renewal time of @cv provisioned at @p (clamped into
- * its validity), moved earlier by the jitter. */
-int64_t estc__jitter(const estc_client *c, int64_t p, const struct estc__cert_view *cv, int64_t t);
 /* When the tick next has work (estc_client_next_deadline()) for @cv. */
 int64_t estc__deadline(const estc_client *c, const struct estc__cert_view *cv, int64_t now);
 

@@ -194,9 +194,10 @@ void estc__schedule_state(const estc_client *c, const struct estc__cert_view *cv
 
 /* ---- the schedule's answers ------------------------------------------------- */
 
-/* Renewal jitter (estc_client_set_renewal_jitter()): @t moved earlier by an
- * offset from the certificate's hash, within the configured share. */
-int64_t estc__jitter(const estc_client *c, int64_t p, const struct estc__cert_view *cv, int64_t t)
+/* Renewal jitter (estc_client_set_renewal_jitter()): @t, the renewal time
+ * of @cv provisioned at @p, moved earlier by an offset from the
+ * certificate's hash, within the configured share. */
+static int64_t jitter(const estc_client *c, int64_t p, const struct estc__cert_view *cv, int64_t t)
 {
     if (c->jitter_share <= 0.0 || c->jitter_max_s <= 0 || !cv->have)
         return t;
@@ -228,7 +229,7 @@ int64_t estc__renewal_time(const estc_client *c, int64_t provisioned,
                                    cfg->max_margin_s, &t) != ESTC_OK)
         t = cv->not_before; /* a certificate that ends before it begins: now */
     else
-        t = estc__jitter(c, provisioned, cv, t);
+        t = jitter(c, provisioned, cv, t);
     return t;
 }
 

@@ -537,6 +537,34 @@ static void release_copy(coap_session_t *session, void *app_ptr)
     free(app_ptr);
 }
 
+/* One turn of the wait for an answer (or, @handshake, for the handshake's
+ * end) until @deadline: at most 100 ms of CoAP I/O, so that the cancel
+ * callback is asked that often. False, with impl->err set by fail(), when
+ * the time is up, the callback cancels or the I/O fails. */
+static bool io_step(struct coap_impl *impl, uint64_t deadline, bool handshake)
+{
+    uint64_t now = now_ms();
+    if (now >= deadline) {
+        if (handshake)
+            fail(impl, ESTC_ERR_TIMEOUT, "DTLS handshake with %s port %s not done within %u ms",
+                 impl->host, impl->port, impl->timeout_ms);
+        else
+            fail(impl, ESTC_ERR_TIMEOUT, "no complete answer from %s port %s within %u ms",
+                 impl->host, impl->port, impl->timeout_ms);
+        return false;
+    }
+    if (impl->cancel != NULL && impl->cancel(impl->cancel_arg)) {
+        fail(impl, ESTC_ERR_CANCELLED, "cancelled");
+        return false;
+    }
+    uint64_t wait = deadline - now;
+    if (coap_io_process(impl->ctx, (uint32_t)(wait < 100 ? wait : 100)) < 0) {
+        fail(impl, ESTC_ERR_TRANSPORT, "CoAP I/O failed");
+        return false;
+    }
+    return true;
+}
+
 static estc_err coap_request(void *arg, const estc_request *req, estc_response *resp, char *detail,
                              size_t detail_len)
 {
@@ -599,23 +627,8 @@ static estc_err coap_request(void *arg, const estc_request *req, estc_response *
              impl->port);
     }
     uint64_t deadline = now_ms() + impl->timeout_ms;
-    while (!impl->done) {
-        uint64_t now = now_ms();
-        if (now >= deadline) {
-            fail(impl, ESTC_ERR_TIMEOUT, "no complete answer from %s port %s within %u ms",
-                 impl->host, impl->port, impl->timeout_ms);
-            break;
-        }
-        if (impl->cancel != NULL && impl->cancel(impl->cancel_arg)) {
-            fail(impl, ESTC_ERR_CANCELLED, "cancelled");
-            break;
-        }
-        uint64_t wait = deadline - now;
-        if (coap_io_process(impl->ctx, (uint32_t)(wait < 100 ? wait : 100)) < 0) {
-            fail(impl, ESTC_ERR_TRANSPORT, "CoAP I/O failed");
-            break;
-        }
-    }
+    while (!impl->done && io_step(impl, deadline, false))
+        ;
     impl->busy = false;
     err = impl->err;
     if (err != ESTC_OK) {
@@ -642,23 +655,9 @@ static estc_err handshake(struct coap_impl *impl)
     impl->done = false;
     impl->err = ESTC_ERR_TIMEOUT;
     uint64_t deadline = now_ms() + impl->timeout_ms;
-    while (!impl->done && coap_session_get_state(impl->session) != COAP_SESSION_STATE_ESTABLISHED) {
-        uint64_t now = now_ms();
-        if (now >= deadline) {
-            fail(impl, ESTC_ERR_TIMEOUT, "DTLS handshake with %s port %s not done within %u ms",
-                 impl->host, impl->port, impl->timeout_ms);
-            break;
-        }
-        if (impl->cancel != NULL && impl->cancel(impl->cancel_arg)) {
-            fail(impl, ESTC_ERR_CANCELLED, "cancelled");
-            break;
-        }
-        uint64_t wait = deadline - now;
-        if (coap_io_process(impl->ctx, (uint32_t)(wait < 100 ? wait : 100)) < 0) {
-            fail(impl, ESTC_ERR_TRANSPORT, "CoAP I/O failed");
-            break;
-        }
-    }
+    while (!impl->done && coap_session_get_state(impl->session) != COAP_SESSION_STATE_ESTABLISHED &&
+           io_step(impl, deadline, true))
+        ;
     err = impl->done ? impl->err : ESTC_OK;
     impl->busy = false;
     if (err != ESTC_OK)

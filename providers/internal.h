@@ -7,6 +7,7 @@
 #define ESTC_PROVIDERS_INTERNAL_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 
 #include <openssl/core.h>
@@ -44,6 +45,8 @@ struct estc__prov {
     pthread_mutex_t lock;   /* an estc_ctx is used by one thread at a time */
     OSSL_ALGORITHM *stores; /* one per engine scheme, except those of file engines */
     size_t n_stores;
+    /* estc__prov_need_default() found SHA-256 once: not asked again. */
+    atomic_bool have_default;
 
     OSSL_FUNC_core_new_error_fn *core_new_error;
     OSSL_FUNC_core_set_error_debug_fn *core_set_error_debug;
@@ -92,7 +95,7 @@ void estc__prov_raise(struct estc__prov *prov, int reason, const char *file, int
  * can be fetched from the application's providers. Without OpenSSL's
  * default provider they cannot, and a token then fails in a misleading way
  * (SoftHSM2 reports a wrong PIN): an error that says to load it is raised
- * and false returned.
+ * and false returned. Once found it is not fetched again for @prov.
  */
 bool estc__prov_need_default(struct estc__prov *prov);
 

@@ -66,6 +66,10 @@ void estc__prov_raise(struct estc__prov *prov, int reason, const char *file, int
 
 bool estc__prov_need_default(struct estc__prov *prov)
 {
+    /* Once found it stays: every store open and key decode asks. A miss is
+     * asked again, as the application may load the default provider later. */
+    if (atomic_load(&prov->have_default))
+        return true;
     /* Fetched from the application's providers: the global default
      * context is where a token's library (in this process) hashes. */
     ERR_set_mark();
@@ -75,6 +79,7 @@ bool estc__prov_need_default(struct estc__prov *prov)
     ERR_pop_to_mark(); /* the failed fetches' errors: ours says more */
     if (md != NULL) {
         EVP_MD_free(md);
+        atomic_store(&prov->have_default, true);
         return true;
     }
     ESTC__RAISE(prov, ESTC__R_NO_DEFAULT,
@@ -337,6 +342,7 @@ int estc__provider_init(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in,
     }
     if (own_ectx)
         pthread_once(&exit_once, register_exit_mark);
+    atomic_init(&prov->have_default, false);
     prov->handle = handle;
     prov->ectx = ectx;
     prov->own_ectx = own_ectx;

@@ -14,6 +14,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -461,6 +464,48 @@ START_TEST(first_enrollment_refused)
 }
 END_TEST
 
+/* The cancel callback: asked between slices of CoAP I/O; cancels at its
+ * third question. */
+static bool cancel_third(void *arg)
+{
+    unsigned *asked = arg;
+    return ++*asked >= 3;
+}
+
+/* A server that never answers (a bound UDP socket on loopback nobody
+ * reads: no fake transport, the real CoAP/DTLS one): the handshake waits,
+ * and the cancel callback ends it with ESTC_ERR_CANCELLED rather than the
+ * timeouts and retries of a lost exchange. */
+START_TEST(silent_server_cancelled)
+{
+    int s = socket(AF_INET, SOCK_DGRAM, 0);
+    ck_assert_int_ge(s, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = 0};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t sl = sizeof(sa);
+    ck_assert_int_eq(bind(s, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    ck_assert_int_eq(getsockname(s, (struct sockaddr *)&sa, &sl), 0);
+    char uri[64], path[700];
+    snprintf(uri, sizeof(uri), "coaps://127.0.0.1:%u/est", (unsigned)ntohs(sa.sin_port));
+    /* One client per context: this one replaces the fake server's. */
+    estc_client_free(client);
+    client = NULL;
+    estc_client *c = NULL;
+    ck_assert_int_eq(estc_client_new(ctx, &c), ESTC_OK);
+    client = c; /* freed by teardown() */
+    ck_assert_int_eq(estc_client_set_server(c, uri), ESTC_OK);
+    snprintf(path, sizeof(path), "%s/ca.pem", dir);
+    ck_assert_int_eq(estc_client_add_trust_anchor(c, path, false), ESTC_OK);
+    ck_assert_int_eq(estc_client_set_limits(c, 2000, 3, 30), ESTC_OK);
+    unsigned asked = 0;
+    ck_assert_int_eq(estc_client_set_cancel(c, cancel_third, &asked), ESTC_OK);
+    ck_assert_int_eq(estc_client_cacerts(c), ESTC_ERR_CANCELLED);
+    ck_assert_uint_eq(asked, 3);
+    ck_assert_ptr_nonnull(strstr(estc_ctx_error_detail(ctx), "cancelled"));
+    close(s);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     TCase *tc;
@@ -472,6 +517,7 @@ static Suite *suite(void)
     tcase_add_test(tc, control_cacerts);
     tcase_add_test(tc, first_enrollment_refused);
     tcase_add_test(tc, cleanup_after_refusal_keeps_persisted);
+    tcase_add_test(tc, silent_server_cancelled);
     return s;
 }
 

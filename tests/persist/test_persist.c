@@ -546,6 +546,53 @@ START_TEST(state_file_checks)
 }
 END_TEST
 
+/* A record that names an object the client never made (in another folder,
+ * as a hand-written state would): the restore drops the entry with a
+ * warning, so no later commit or cleanup can remove the object. */
+START_TEST(foreign_record_dropped)
+{
+    char base[700], foreign[800], other[700];
+    snprintf(base, sizeof(base), "%s", file_prefix("dev-"));
+    snprintf(other, sizeof(other), "%s/other", dir);
+    ck_assert_int_eq(mkdir(other, 0700), 0);
+    snprintf(foreign, sizeof(foreign), "file:%s/victim.key.pem", other);
+    estc_ctx *ctx = NULL;
+    ck_assert_int_eq(estc_ctx_new(&ctx), ESTC_OK);
+    estc_client *c = hand_enrolled(ctx, base);
+    estc_lifecycle *lc = estc_client_lifecycle(c);
+    ck_assert_int_eq(estc_lifecycle_key_generate(lc, foreign, ESTC_KEY_EC_P256), ESTC_OK);
+    ck_assert_int_eq(estc_lifecycle_commit(lc), ESTC_OK);
+    estc_buf store = {0};
+    estc_state_stream s;
+    ck_assert_int_eq(estc_state_stream_mem(&s, &store), ESTC_OK);
+    ck_assert_int_eq(estc_client_persist(c, &s), ESTC_OK);
+    estc_client_free(c);
+
+    /* The same bases configured again, as estc run does. */
+    char key[720], cert[720];
+    snprintf(key, sizeof(key), "%skey", base);
+    snprintf(cert, sizeof(cert), "%scert", base);
+    ck_assert_int_eq(estc_client_new(ctx, &c), ESTC_OK);
+    ck_assert_int_eq(estc_client_set_enrolled(c, key, cert, base), ESTC_OK);
+    ck_assert_int_eq(estc_client_restore(c, &s), ESTC_OK);
+    lc = estc_client_lifecycle(c);
+    ck_assert_uint_eq(estc_lifecycle_count(lc), 3); /* key, certificate, CA */
+    for (size_t i = 0; i < estc_lifecycle_count(lc); i++) {
+        const char *addr = NULL;
+        ck_assert_int_eq(estc_lifecycle_get(lc, i, &addr, NULL, NULL, NULL), ESTC_OK);
+        ck_assert_str_ne(addr, foreign);
+    }
+    ck_assert_int_eq(estc_lifecycle_commit(lc), ESTC_OK);
+    ck_assert_int_eq(estc_client_cleanup(c), ESTC_OK);
+    bool found = false;
+    ck_assert_int_eq(estc_object_exists(ctx, foreign, ESTC_OBJ_KEY, &found), ESTC_OK);
+    ck_assert_msg(found, "the foreign key was removed");
+    estc_client_free(c);
+    estc_buf_free(&store);
+    estc_ctx_free(ctx);
+}
+END_TEST
+
 /* ---- against estc-server ----------------------------------------------------------- */
 
 struct clock {
@@ -1197,6 +1244,7 @@ int main(int argc, char **argv)
         tcase_add_test(tc, corrupt_states_refused);
         tcase_add_test(tc, persist_refused_when_pending);
         tcase_add_test(tc, state_file_checks);
+        tcase_add_test(tc, foreign_record_dropped);
     } else if (strcmp(part, "software") == 0) {
         tcase_add_test(tc, renewals_mem);
         tcase_add_test(tc, renewals_file);
