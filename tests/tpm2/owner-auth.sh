@@ -125,6 +125,16 @@ else
     fail "keygen with ESTC_TPM2_OWNER_AUTH_FILE"
 fi
 
+# The password of one address does not stay on the connection for the next
+# one in the same context.
+run_err "keygen-pair tpm2:handle=0x81000302: ESTC_ERR_AUTH" "owner password not kept for the next address" \
+    keygen-pair "$key?owner-auth-source=$work/owner" tpm2:handle=0x81000302
+if tpm2_getcap handles-persistent | grep -q -i 0x81000302; then
+    fail "0x81000302 made without the owner password"
+    ESTC_TPM2_OWNER_AUTH_FILE=$work/owner "$test_tpm2" remove tpm2:handle=0x81000302
+fi
+ESTC_TPM2_OWNER_AUTH_FILE=$work/owner $wrap "$test_tpm2" remove "$key" || fail "remove $key"
+
 # 4. The conformance suite with the owner password: persistent keys (the
 # password in the address) and key files (in the environment).
 if [ -n "$engine_test" ]; then

@@ -556,6 +556,14 @@ static int tool(int argc, char **argv)
             err = estc_key_sign(c, addr, alg, ESTC_HASH_SHA256, d, sizeof(d), &out);
     } else if (strcmp(argv[1], "remove") == 0) {
         err = estc_key_remove(c, addr);
+    } else if (strcmp(argv[1], "keygen-pair") == 0 && argc > 3) {
+        /* keygen-pair A B: two P-256 keys in one context, so that what one
+         * address set on the shared connection shows in the next. */
+        err = estc_key_generate(c, addr, ESTC_KEY_EC_P256);
+        if (err == ESTC_OK) {
+            addr = argv[3];
+            err = estc_key_generate(c, addr, ESTC_KEY_EC_P256);
+        }
     } else if (strcmp(argv[1], "import") == 0) {
         /* import ADDR < PKCS#8 DER */
         static uint8_t p8[16384];
