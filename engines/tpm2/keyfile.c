@@ -125,7 +125,7 @@ const char *estc__tpm2_keyfile_parse(const uint8_t *data, size_t len, struct tpm
                   "handle 0x81......)";
         else if (Tss2_MU_TPM2B_PUBLIC_Unmarshal(k->pubkey->data, (size_t)k->pubkey->length, &off,
                                                 &kf->pub) != TSS2_RC_SUCCESS ||
-                 off != (size_t)k->pubkey->length)
+                 off != (size_t)k->pubkey->length || (size_t)kf->pub.size + 2 != off)
             why = "malformed public part (TPM2B_PUBLIC)";
         else if ((off = 0, Tss2_MU_TPM2B_PRIVATE_Unmarshal(k->privkey->data,
                                                            (size_t)k->privkey->length, &off,
