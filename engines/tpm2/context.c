@@ -99,6 +99,13 @@ static estc_err read_secret(const struct tpm2_op *op, const char *what, const ch
                             TPM2B_AUTH *out)
 {
     memset(out, 0, sizeof(*out));
+    /* A plain path or a file: URI, as pkcs11:'s pin-source; "file:///x" and
+     * "file:/x" both name /x. */
+    if (strncmp(path, "file:", 5) == 0) {
+        path += 5;
+        if (strncmp(path, "//", 2) == 0)
+            path += 2;
+    }
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
     if (fd < 0)
         return estc_error(op->ctx, ESTC_ERR_AUTH, "%s: cannot read %s %s: %s", op->text, what,

@@ -106,7 +106,7 @@ else
     fail "owner-auth-source with a trailing newline"
 fi
 if ESTC_TPM2_OWNER_AUTH_FILE=$work/owner $wrap "$test_tpm2" keygen "$key" p256 &&
-    ESTC_TPM2_OWNER_AUTH_FILE=$work/owner $wrap "$test_tpm2" remove "$key"; then
+    ESTC_TPM2_OWNER_AUTH_FILE=file://$work/owner $wrap "$test_tpm2" remove "$key"; then
     pass "ESTC_TPM2_OWNER_AUTH_FILE"
 else
     fail "ESTC_TPM2_OWNER_AUTH_FILE"
