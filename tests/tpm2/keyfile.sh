@@ -235,6 +235,21 @@ chmod 500 "$work/ro"
 if [ "$(id -u)" != 0 ]; then
     run_err ESTC_ERR_AUTH "keygen into a read-only folder" keygen "tpm2:key-file=$work/ro/k.pem" p256
 fi
+# A write that fails half-way (the file size limit, its signal ignored so
+# that write() fails with EFBIG) leaves neither the file nor a temporary one.
+mkdir -m 700 "$work/full"
+# (Its messages go through a pipe, which the limit does not touch.)
+rc=0
+msg=$(
+    trap '' XFSZ
+    ulimit -f 0
+    exec $wrap "$test_tpm2" keygen "tpm2:key-file=$work/full/k.pem" p256 2>&1
+) || rc=$?
+if [ "$rc" -eq 1 ] && grep -q "ESTC_ERR_IO" <<<"$msg" && [ -z "$(ls -A "$work/full")" ]; then
+    pass "a failed write leaves no file: $msg"
+else
+    fail "failed write: rc $rc, $msg, left: $(ls -A "$work/full")"
+fi
 left=$(find "$work/open" "$work/ro" "$work" -mindepth 1 -maxdepth 1 -name '*tmp*')
 left+=$(find "$work/open" "$work/ro" -mindepth 1)
 [ -z "$left" ] && pass "nothing left in the refused folders" || fail "files left: $left"
