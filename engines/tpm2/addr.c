@@ -51,9 +51,8 @@ static bool parse_handle(const estc_attr *v, uint32_t first, uint32_t last, uint
 /* Attributes                                                                */
 /* ------------------------------------------------------------------------ */
 
-static const char *const path_names[] = {"handle",   "nv",      "handle-range",
-                                         "nv-range", "key-file", "key-dir",
-                                         NULL};
+static const char *const path_names[] = {"handle",  "nv", "handle-range", "nv-range", "key-file",
+                                         "key-dir", NULL};
 static const char *const query_names[] = {"tcti", "srk", "owner-auth-source", "parent-auth-source",
                                           NULL};
 
@@ -177,8 +176,7 @@ estc_err estc__tpm2_addr_read(estc_ctx *ctx, const estc_address *addr, struct tp
     }
 
     int objects = (handle != NULL) + (nv != NULL) + (key_file != NULL);
-    if (objects > 1 ||
-        (objects == 1 && (key_range != NULL || nv_range != NULL || key_dir != NULL)))
+    if (objects > 1 || (objects == 1 && (key_range != NULL || nv_range != NULL || key_dir != NULL)))
         return estc_error(ctx, ESTC_ERR_BAD_ADDRESS,
                           "%s: give one of handle=, nv=, key-file= (an object) or ranges and "
                           "key-dir= (a prefix)",

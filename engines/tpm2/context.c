@@ -108,14 +108,14 @@ static estc_err read_secret(const struct tpm2_op *op, const char *what, const ch
     }
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
     if (fd < 0)
-        return estc_error(op->ctx, ESTC_ERR_AUTH, "%s: cannot read %s %s: %s", op->text, what,
-                          path, strerror(errno));
+        return estc_error(op->ctx, ESTC_ERR_AUTH, "%s: cannot read %s %s: %s", op->text, what, path,
+                          strerror(errno));
     struct stat st;
     if (fstat(fd, &st) != 0) {
         int e = errno;
         close(fd);
-        return estc_error(op->ctx, ESTC_ERR_AUTH, "%s: cannot read %s %s: %s", op->text, what,
-                          path, strerror(e));
+        return estc_error(op->ctx, ESTC_ERR_AUTH, "%s: cannot read %s %s: %s", op->text, what, path,
+                          strerror(e));
     }
     if (S_ISREG(st.st_mode) && (st.st_mode & (S_IROTH | S_IWOTH | S_IWGRP)) != 0) {
         close(fd);

@@ -35,6 +35,7 @@ typedef struct {
     ASN1_OCTET_STRING *privkey;
 } TSS2KEY;
 
+/* clang-format off */
 ASN1_SEQUENCE(TSS2KEY) = {
     ASN1_SIMPLE(TSS2KEY, type, ASN1_OBJECT),
     ASN1_EXP_OPT(TSS2KEY, emptyAuth, ASN1_BOOLEAN, 0),
@@ -46,6 +47,7 @@ ASN1_SEQUENCE(TSS2KEY) = {
 /* File-local: no symbol of this codec leaves the library. */
 IMPLEMENT_STATIC_ASN1_ALLOC_FUNCTIONS(TSS2KEY)
 IMPLEMENT_STATIC_ASN1_ENCODE_FUNCTIONS(TSS2KEY)
+/* clang-format on */
 
 #define OID_LOADABLE "2.23.133.10.1.3"
 #define PEM_NAME "TSS2 PRIVATE KEY"
@@ -128,9 +130,9 @@ const char *estc__tpm2_keyfile_parse(const uint8_t *data, size_t len, struct tpm
                                                 &kf->pub) != TSS2_RC_SUCCESS ||
                  off != (size_t)k->pubkey->length || (size_t)kf->pub.size + 2 != off)
             why = "malformed public part (TPM2B_PUBLIC)";
-        else if ((off = 0, Tss2_MU_TPM2B_PRIVATE_Unmarshal(k->privkey->data,
-                                                           (size_t)k->privkey->length, &off,
-                                                           &kf->priv)) != TSS2_RC_SUCCESS ||
+        else if ((off = 0,
+                  Tss2_MU_TPM2B_PRIVATE_Unmarshal(k->privkey->data, (size_t)k->privkey->length,
+                                                  &off, &kf->priv)) != TSS2_RC_SUCCESS ||
                  off != (size_t)k->privkey->length)
             why = "malformed private part (TPM2B_PRIVATE)";
     }

@@ -412,8 +412,8 @@ static estc_err spki_of(const struct tpm2_op *op, const TPMT_PUBLIC *p, estc_buf
         estc_key_type type = key_type_of(p->parameters.eccDetail.curveID);
         size_t field = estc__ec_field_len(type);
         if (field == 0 || p->unique.ecc.x.size > field || p->unique.ecc.y.size > field)
-            return estc_error(op->ctx, ESTC_ERR_UNSUPPORTED, "%s: unsupported curve 0x%x",
-                              op->text, (unsigned)p->parameters.eccDetail.curveID);
+            return estc_error(op->ctx, ESTC_ERR_UNSUPPORTED, "%s: unsupported curve 0x%x", op->text,
+                              (unsigned)p->parameters.eccDetail.curveID);
         uint8_t point[1 + 2 * 66] = {0x04};
         memcpy(point + 1 + field - p->unique.ecc.x.size, p->unique.ecc.x.buffer,
                p->unique.ecc.x.size);
@@ -550,9 +550,9 @@ static void owner_primary_template(bool rsa, TPM2B_PUBLIC *pub)
     memset(pub, 0, sizeof(*pub));
     TPMT_PUBLIC *p = &pub->publicArea;
     p->nameAlg = TPM2_ALG_SHA256;
-    p->objectAttributes = TPMA_OBJECT_USERWITHAUTH | TPMA_OBJECT_RESTRICTED |
-                          TPMA_OBJECT_DECRYPT | TPMA_OBJECT_NODA | TPMA_OBJECT_FIXEDTPM |
-                          TPMA_OBJECT_FIXEDPARENT | TPMA_OBJECT_SENSITIVEDATAORIGIN;
+    p->objectAttributes = TPMA_OBJECT_USERWITHAUTH | TPMA_OBJECT_RESTRICTED | TPMA_OBJECT_DECRYPT |
+                          TPMA_OBJECT_NODA | TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT |
+                          TPMA_OBJECT_SENSITIVEDATAORIGIN;
     if (rsa) {
         p->type = TPM2_ALG_RSA;
         p->parameters.rsaDetail.symmetric.algorithm = TPM2_ALG_AES;
@@ -635,8 +635,8 @@ static estc_err keyfile_check_new(const struct tpm2_op *op)
     if (lstat(path, &st) == 0)
         return estc_error(op->ctx, ESTC_ERR_EXISTS, "%s: the key file exists already", op->text);
     const char *slash = strrchr(path, '/');
-    char *dir = slash == NULL ? strdup(".")
-                              : strndup(path, slash == path ? 1 : (size_t)(slash - path));
+    char *dir =
+        slash == NULL ? strdup(".") : strndup(path, slash == path ? 1 : (size_t)(slash - path));
     if (dir == NULL)
         return ESTC_ERR_NOMEM;
     estc_err err = ESTC_OK;

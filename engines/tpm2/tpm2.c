@@ -33,10 +33,9 @@ static estc_err op_begin(struct tpm2_op *op, estc_ctx *ctx, void *state, const e
         return estc_error(ctx, ESTC_ERR_BAD_ADDRESS, "%s: %s", op->text,
                           want == (ADDR_KEY | ADDR_FILE)
                               ? "expected a key address (handle=0x81...... or key-file=PATH)"
-                          : want == ADDR_NV ? "expected a certificate address (nv=0x01......)"
-                          : want == ADDR_PREFIX
-                              ? "expected a prefix (no handle=, nv= or key-file=)"
-                              : "not an object address");
+                          : want == ADDR_NV     ? "expected a certificate address (nv=0x01......)"
+                          : want == ADDR_PREFIX ? "expected a prefix (no handle=, nv= or key-file=)"
+                                                : "not an object address");
     if (!(flags & OP_CONNECT))
         return ESTC_OK;
     err = estc__tpm2_connect(op, state);
@@ -101,8 +100,8 @@ static estc_err tpm2_key_sign(estc_ctx *ctx, void *state, const estc_address *ad
                           addr->text, (int)alg);
     struct tpm2_op op;
     estc_err err = op_begin(&op, ctx, state, addr, KEY_ADDR | OP_CONNECT);
-    return op_end(&op,
-                  err == ESTC_OK ? estc__tpm2_key_sign(&op, alg, hash, digest, digest_len, sig) : err);
+    return op_end(&op, err == ESTC_OK ? estc__tpm2_key_sign(&op, alg, hash, digest, digest_len, sig)
+                                      : err);
 }
 
 static estc_err tpm2_key_remove(estc_ctx *ctx, void *state, const estc_address *addr)

@@ -75,13 +75,13 @@ enum addr_type {
  * the parsed address, which outlives the operation. */
 struct tpm2_addr {
     enum addr_type type;
-    uint32_t handle;         /* key handle or NV index */
-    const char *tcti;        /* from ?tcti=, NULL when absent */
-    uint32_t srk;            /* storage primary handle */
-    uint32_t key_lo, key_hi; /* prefixes: key handle range */
-    uint32_t nv_lo, nv_hi;   /* prefixes: NV range, certs low half, trust high half */
-    const char *key_file;    /* key-file=: the path (percent-decoded) */
-    const char *key_dir;     /* prefixes: key-dir=, derived keys are files there */
+    uint32_t handle;             /* key handle or NV index */
+    const char *tcti;            /* from ?tcti=, NULL when absent */
+    uint32_t srk;                /* storage primary handle */
+    uint32_t key_lo, key_hi;     /* prefixes: key handle range */
+    uint32_t nv_lo, nv_hi;       /* prefixes: NV range, certs low half, trust high half */
+    const char *key_file;        /* key-file=: the path (percent-decoded) */
+    const char *key_dir;         /* prefixes: key-dir=, derived keys are files there */
     const char *owner_auth_src;  /* owner-auth-source=: file holding the owner password */
     const char *parent_auth_src; /* parent-auth-source=: file holding the parent's password */
 };

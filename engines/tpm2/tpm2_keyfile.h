@@ -14,8 +14,8 @@
 
 /* A loadable key: the TPM-wrapped blob and where it belongs. */
 struct tpm2_keyfile {
-    uint32_t parent;  /* TPM2_RH_OWNER (a primary from the standard template) or 0x81...... */
-    bool empty_auth;  /* the key has no password */
+    uint32_t parent; /* TPM2_RH_OWNER (a primary from the standard template) or 0x81...... */
+    bool empty_auth; /* the key has no password */
     TPM2B_PUBLIC pub;
     TPM2B_PRIVATE priv;
 };
