@@ -47,7 +47,6 @@ ASN1_SEQUENCE(TSS2KEY) = {
 /* File-local: no symbol of this codec leaves the library. */
 IMPLEMENT_STATIC_ASN1_ALLOC_FUNCTIONS(TSS2KEY)
 IMPLEMENT_STATIC_ASN1_ENCODE_FUNCTIONS(TSS2KEY)
-/* clang-format on */
 
 #define OID_LOADABLE "2.23.133.10.1.3"
 #define PEM_NAME "TSS2 PRIVATE KEY"
@@ -56,6 +55,7 @@ bool estc__tpm2_keyfile_parent_ok(uint32_t parent)
 {
     return parent == TPM2_RH_OWNER || (parent >= 0x81000000u && parent <= 0x81FFFFFFu);
 }
+/* clang-format on */
 
 /* The DER of a PEM text of type PEM_NAME; NULL with the reason in *@why. */
 static uint8_t *pem_to_der(const uint8_t *data, size_t len, long *der_len, const char **why)
