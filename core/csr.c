@@ -321,8 +321,8 @@ estc_err estc__csr_parse(estc_client *c, const void *data, size_t len, estc_buf 
             return openssl_fail(c, ESTC_ERR_FORMAT, "not a PKCS#10 request (PEM or DER)");
         if (q != p + len) {
             X509_REQ_free(req);
-            return estc_error(c->ctx, ESTC_ERR_FORMAT,
-                              "%zu bytes after the PKCS#10 request", (size_t)(p + len - q));
+            return estc_error(c->ctx, ESTC_ERR_FORMAT, "%zu bytes after the PKCS#10 request",
+                              (size_t)(p + len - q));
         }
     }
     EVP_PKEY *pub = X509_REQ_get0_pubkey(req);

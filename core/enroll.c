@@ -472,8 +472,8 @@ static estc_err external_csr_op(estc_client *c, const void *data, size_t len, bo
     estc_err err = estc__csr_parse(c, data, len, &csr, &spki);
     if (err == ESTC_OK && renew) {
         if (estc_cert_load(c->ctx, c->cert_addr, &loaded) != ESTC_OK) {
-            err = estc_error(c->ctx, ESTC_ERR_STATE, "reenroll: no certificate at %s",
-                             c->cert_addr);
+            err =
+                estc_error(c->ctx, ESTC_ERR_STATE, "reenroll: no certificate at %s", c->cert_addr);
         } else {
             const unsigned char *p = loaded.data;
             old = d2i_X509(NULL, &p, (long)loaded.len);

@@ -37,9 +37,8 @@ static estc_client *client;
 
 enum op { OP_CRTS, OP_SEN, OP_SREN, OP_SREN_REKEY, OP_SKG, OP_SEN_CSR, OP_SREN_CSR };
 
-static const char *op_name[] = {"cacerts",      "enroll",          "reenroll",
-                                "reenroll --rekey", "serverkeygen", "enroll --csr",
-                                "reenroll --csr"};
+static const char *op_name[] = {"cacerts",      "enroll",       "reenroll",      "reenroll --rekey",
+                                "serverkeygen", "enroll --csr", "reenroll --csr"};
 
 /* A key no engine holds (a secure element's, an offline station's), and
  * the CSR its holder made: the enrolled Subject and subjectAltName, signed
@@ -535,8 +534,7 @@ START_TEST(bad_csr_refused)
             ck_assert_msg(strstr(estc_ctx_error_detail(ctx), bad[i].detail_has) != NULL,
                           "bad CSR %zu: detail \"%s\"", i, estc_ctx_error_detail(ctx));
         }
-        ck_assert_int_eq(estc_client_check_csr(client, bad[i].data, bad[i].len, NULL),
-                         bad[i].want);
+        ck_assert_int_eq(estc_client_check_csr(client, bad[i].data, bad[i].len, NULL), bad[i].want);
     }
     ck_assert_uint_eq(fs.total, total); /* nothing sent */
     char *after = snapshot();

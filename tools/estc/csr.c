@@ -23,13 +23,19 @@
 
 int cli_csr_usage(const struct cli *cli)
 {
-    const char *bad = cli->subject != NULL       ? "--subject"
-                      : cli->san.n > 0           ? "--san"
-                      : cli->new_key != NULL && cli->cmd == CMD_ENROLL ? "--new-key"
-                      : cli->have_key_type       ? "--key-type"
-                      : cli->rekey               ? "--rekey"
-                      : cli->with_csrattrs       ? "--with-csrattrs"
-                                                 : NULL;
+    const char *bad = NULL;
+    if (cli->subject != NULL)
+        bad = "--subject";
+    else if (cli->san.n > 0)
+        bad = "--san";
+    else if (cli->new_key != NULL && cli->cmd == CMD_ENROLL)
+        bad = "--new-key";
+    else if (cli->have_key_type)
+        bad = "--key-type";
+    else if (cli->rekey)
+        bad = "--rekey";
+    else if (cli->with_csrattrs)
+        bad = "--with-csrattrs";
     if (bad == NULL)
         return CLI_EXIT_OK;
     return cli_failf(cli, CLI_EXIT_USAGE,
@@ -218,8 +224,8 @@ static int write_csr(const struct cli *cli, const estc_buf *der)
         if (fwrite(data, 1, (size_t)len, stdout) != (size_t)len || fflush(stdout) != 0)
             status = cli_failf(cli, CLI_EXIT_FAILURE, "cannot write to stdout");
     } else if (status == CLI_EXIT_OK) {
-        estc_err err = estc_file_write(cli->ctx, cli->out, data, (size_t)len, 0644,
-                                       ESTC_FILE_REPLACE);
+        estc_err err =
+            estc_file_write(cli->ctx, cli->out, data, (size_t)len, 0644, ESTC_FILE_REPLACE);
         if (err != ESTC_OK)
             status = cli_fail(cli, err, "--out");
     }
