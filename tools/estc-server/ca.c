@@ -231,7 +231,7 @@ static int index_append(struct srv_ca *ca, const char *hex, X509 *x)
     return rc;
 }
 
-/* A random positive 128-bit serial not issued before. */
+/* A random positive 128-bit serial not issued before, now taken. */
 static ASN1_INTEGER *new_serial(struct srv_ca *ca, char **hex_out)
 {
     int tries;
@@ -256,10 +256,20 @@ static ASN1_INTEGER *new_serial(struct srv_ca *ca, char **hex_out)
             ASN1_INTEGER_free(ai);
             return NULL;
         }
+        /* Taken at once, under the lock: two workers never pick the same one. */
+        pthread_mutex_lock(&ca->lock);
         if (!serial_known(ca, hex)) {
+            int ok = serial_remember(ca, hex) == 0;
+            pthread_mutex_unlock(&ca->lock);
+            if (!ok) {
+                OPENSSL_free(hex);
+                ASN1_INTEGER_free(ai);
+                return NULL;
+            }
             *hex_out = hex;
             return ai;
         }
+        pthread_mutex_unlock(&ca->lock);
         OPENSSL_free(hex);
         ASN1_INTEGER_free(ai);
     }
@@ -329,10 +339,10 @@ static X509 *make_cert(struct srv_ca *ca, const X509_NAME *subject, EVP_PKEY *pu
         goto out;
     if (san != NULL && !X509_add_ext(x, san, -1))
         goto out;
+    /* A serial of a certificate that failed stays taken: it is never reused. */
     if (X509_sign(x, sign_key, EVP_sha256()) <= 0)
         goto out;
-    if (serial_remember(ca, hex) != 0)
-        goto out;
+    /* One write(2) of one line in O_APPEND: lines of several workers never mix. */
     if (index_append(ca, hex, x) != 0)
         srv_log(SRV_LOG_ERR, "cannot append to the index %s", ca->index_path);
     ok = 1;

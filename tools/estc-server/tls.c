@@ -14,7 +14,10 @@
 #include <string.h>
 
 #include <errno.h>
+#include <fcntl.h>
+#include <stdatomic.h>
 #include <poll.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -193,30 +196,145 @@ void srv_tls_client_id(coap_session_t *session, uint8_t id[32])
 #define GUARD_EPOCH_SECONDS 30
 #define GUARD_BURST 256 /* datagrams looked at per call */
 
-static int guard_fds[SRV_MAX_LISTEN];
-static int n_guard;
+/* Each worker's own endpoints (its libcoap context is its thread's). */
+static _Thread_local int guard_fds[SRV_MAX_LISTEN];
+static _Thread_local int n_guard;
 /* The sender of the ClientHello each endpoint lets libcoap read next. */
-static coap_address_t guard_head[SRV_MAX_LISTEN];
-static int guard_head_set[SRV_MAX_LISTEN];
+static _Thread_local coap_address_t guard_head[SRV_MAX_LISTEN];
+static _Thread_local int guard_head_set[SRV_MAX_LISTEN];
+/* One secret for all workers: written before they start, then only read. */
 static unsigned char guard_secret[32];
-static unsigned long guard_answered;
+static atomic_ulong guard_answered;
 
 int srv_hello_guard_init(void)
 {
-    n_guard = 0;
     return RAND_bytes(guard_secret, sizeof(guard_secret)) == 1 ? 0 : -1;
 }
 
 void srv_hello_guard_free(void)
 {
-    OPENSSL_cleanse(guard_secret, sizeof(guard_secret));
-    if (guard_answered > 0)
-        srv_log(SRV_LOG_INFO, "%lu ClientHello(s) without a cookie answered statelessly",
-                guard_answered);
     n_guard = 0;
 }
 
-int srv_hello_guard_add_endpoint(const coap_address_t *addr)
+void srv_hello_guard_report(void)
+{
+    unsigned long n = atomic_load(&guard_answered);
+    OPENSSL_cleanse(guard_secret, sizeof(guard_secret));
+    if (n > 0)
+        srv_log(SRV_LOG_INFO, "%lu ClientHello(s) without a cookie answered statelessly", n);
+}
+
+/*
+ * libcoap built with epoll (as Debian's 4.3.1) registers each endpoint
+ * socket in its epoll set with a pointer to its own socket record, which a
+ * replacement must carry too. No API gives it: a datagram sent to the new
+ * endpoint from a scratch socket makes the endpoint ready, epoll_wait() on
+ * libcoap's set shows the record (the one whose first member, the
+ * descriptor, is `fd`), and the datagram is then taken off again. Runs
+ * before the worker serves anything. NULL without epoll or on failure.
+ */
+static void *libcoap_socket_record(coap_context_t *ctx, int fd, const coap_address_t *addr)
+{
+    int ep = coap_context_get_coap_fd(ctx), tmp;
+    coap_address_t to = *addr;
+    void *found = NULL;
+    char x = 0;
+
+    if (ep < 0)
+        return NULL;
+    if (to.addr.sa.sa_family == AF_INET && to.addr.sin.sin_addr.s_addr == htonl(INADDR_ANY))
+        to.addr.sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    else if (to.addr.sa.sa_family == AF_INET6 && IN6_IS_ADDR_UNSPECIFIED(&to.addr.sin6.sin6_addr))
+        to.addr.sin6.sin6_addr = in6addr_loopback;
+    tmp = socket(to.addr.sa.sa_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (tmp < 0)
+        return NULL;
+    if (sendto(tmp, &x, 1, 0, &to.addr.sa, to.size) == 1) {
+        for (int tries = 0; tries < 20 && found == NULL; tries++) {
+            struct epoll_event ev[16];
+            int n = epoll_wait(ep, ev, 16, 50);
+            for (int i = 0; i < n; i++) {
+                const coap_fd_t *rec = ev[i].data.ptr; /* NULL: libcoap's timer */
+                if (rec != NULL && *rec == fd)
+                    found = ev[i].data.ptr;
+            }
+        }
+        for (int tries = 0; tries < 16; tries++) {
+            char b[64];
+            if (recv(fd, b, sizeof(b), MSG_DONTWAIT) < 0)
+                break;
+        }
+    }
+    close(tmp);
+    return found;
+}
+
+/*
+ * Puts in place of libcoap's socket `fd` (bound to `addr`) one with the same
+ * options plus SO_REUSEPORT, bound to the same address, under the same
+ * descriptor number and in libcoap's epoll set as before. libcoap 4.3.1
+ * binds its sockets itself with SO_REUSEADDR only and has no way to ask for
+ * more; the replacement is made before the worker serves anything.
+ */
+static int reuseport_socket(coap_context_t *ctx, int fd, const coap_address_t *addr)
+{
+    static const struct {
+        int level, name;
+    } copied[] = {
+        {SOL_SOCKET, SO_REUSEADDR},
+        {IPPROTO_IPV6, IPV6_V6ONLY},
+        {IPPROTO_IPV6, IPV6_RECVPKTINFO},
+        {IPPROTO_IP, IP_PKTINFO},
+    };
+    int nfd, on = 1, fl, fdfl, ep = coap_context_get_coap_fd(ctx);
+    void *rec = NULL;
+
+    if (ep >= 0 && (rec = libcoap_socket_record(ctx, fd, addr)) == NULL) {
+        srv_log(SRV_LOG_ERR, "cannot find libcoap's record of its socket");
+        return -1;
+    }
+    nfd = socket(addr->addr.sa.sa_family, SOCK_DGRAM, 0);
+    if (nfd < 0)
+        return -1;
+    for (size_t i = 0; i < sizeof(copied) / sizeof(copied[0]); i++) {
+        int v = 0;
+        socklen_t vl = sizeof(v);
+        if (addr->addr.sa.sa_family != AF_INET6 && copied[i].level == IPPROTO_IPV6)
+            continue;
+        /* IP_PKTINFO on an IPv6 socket fails where IPv4 is disabled: as libcoap, go on. */
+        if (getsockopt(fd, copied[i].level, copied[i].name, &v, &vl) == 0)
+            (void)setsockopt(nfd, copied[i].level, copied[i].name, &v, sizeof(v));
+    }
+    fl = fcntl(fd, F_GETFL);
+    fdfl = fcntl(fd, F_GETFD);
+    if (fl < 0 || fdfl < 0 || fcntl(nfd, F_SETFL, fl) != 0 ||
+        setsockopt(nfd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof(on)) != 0 ||
+        bind(nfd, &addr->addr.sa, addr->size) != 0) {
+        srv_log(SRV_LOG_ERR, "SO_REUSEPORT socket: %s", strerror(errno));
+        close(nfd);
+        return -1;
+    }
+    /* dup2() closes libcoap's socket, which leaves the epoll set with it. */
+    if (dup2(nfd, fd) < 0 || fcntl(fd, F_SETFD, fdfl) != 0) {
+        srv_log(SRV_LOG_ERR, "SO_REUSEPORT socket: %s", strerror(errno));
+        close(nfd);
+        return -1;
+    }
+    close(nfd);
+    if (ep >= 0) {
+        struct epoll_event ev;
+        memset(&ev, 0, sizeof(ev));
+        ev.events = EPOLLIN;
+        ev.data.ptr = rec;
+        if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) != 0) {
+            srv_log(SRV_LOG_ERR, "epoll: %s", strerror(errno));
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int srv_hello_guard_add_endpoint(coap_context_t *ctx, const coap_address_t *addr)
 {
     int best = -1;
     long maxfd = sysconf(_SC_OPEN_MAX);
@@ -243,10 +361,15 @@ int srv_hello_guard_add_endpoint(const coap_address_t *addr)
         coap_address_init(&a);
         memcpy(&a.addr, &ss, sl);
         a.size = sl;
-        if (coap_address_equals(&a, addr))
-            best = fd; /* the newest one: libcoap just made it */
+        if (coap_address_equals(&a, addr)) {
+            /* Other workers' sockets on this address have SO_REUSEPORT: not those. */
+            int rp = 0;
+            socklen_t rl = sizeof(rp);
+            if (getsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &rp, &rl) == 0 && rp == 0)
+                best = fd; /* the newest one: libcoap just made it */
+        }
     }
-    if (best < 0)
+    if (best < 0 || reuseport_socket(ctx, best, addr) != 0)
         return -1;
     guard_fds[n_guard++] = best;
     return 0;
