@@ -297,8 +297,53 @@ enum cert_kind { KIND_CA, KIND_CLIENT, KIND_SERVER };
  * The one place certificates are made. `issuer` NULL means self-signed with
  * `sign_key`. `san` (may be NULL) is copied as the subjectAltName extension.
  */
-static X509 *make_cert(struct srv_ca *ca, const X509_NAME *subject, EVP_PKEY *pub, X509 *issuer,
-                       EVP_PKEY *sign_key, X509_EXTENSION *san, long validity, enum cert_kind kind)
+/*
+ * The subject public key of `x`: the SubjectPublicKeyInfo of `spki` (a
+ * CSR's) copied as it is, else `pub` encoded. OpenSSL 3.0 encodes a key
+ * through its provider machinery, which costs more than the signature.
+ */
+static int set_pubkey(X509 *x, EVP_PKEY *pub, const X509_PUBKEY *spki)
+{
+    ASN1_OBJECT *alg;
+    const ASN1_OBJECT *aobj;
+    const X509_ALGOR *pa;
+    const unsigned char *bits;
+    const void *pval;
+    void *pval_copy = NULL;
+    unsigned char *bits_copy;
+    int bits_len, ptype;
+
+    if (spki == NULL)
+        return X509_set_pubkey(x, pub);
+    if (!X509_PUBKEY_get0_param(NULL, &bits, &bits_len, (X509_ALGOR **)&pa, spki) || pa == NULL)
+        return 0;
+    X509_ALGOR_get0(&aobj, &ptype, &pval, pa);
+    if (ptype == V_ASN1_OBJECT)
+        pval_copy = OBJ_dup(pval);
+    else if (ptype == V_ASN1_SEQUENCE)
+        pval_copy = ASN1_STRING_dup(pval);
+    else if (ptype != V_ASN1_NULL && ptype != V_ASN1_UNDEF)
+        return X509_set_pubkey(x, pub);
+    alg = OBJ_dup(aobj);
+    bits_copy = OPENSSL_memdup(bits, bits_len > 0 ? (size_t)bits_len : 1);
+    if (alg == NULL || bits_copy == NULL || (ptype != V_ASN1_NULL && ptype != V_ASN1_UNDEF &&
+                                             pval_copy == NULL) ||
+        !X509_PUBKEY_set0_param(X509_get_X509_PUBKEY(x), alg, ptype, pval_copy, bits_copy,
+                                bits_len)) {
+        ASN1_OBJECT_free(alg);
+        OPENSSL_free(bits_copy);
+        if (ptype == V_ASN1_OBJECT)
+            ASN1_OBJECT_free(pval_copy);
+        else
+            ASN1_STRING_free(pval_copy);
+        return 0;
+    }
+    return 1;
+}
+
+static X509 *make_cert(struct srv_ca *ca, const X509_NAME *subject, EVP_PKEY *pub,
+                       const X509_PUBKEY *spki, X509 *issuer, EVP_PKEY *sign_key,
+                       X509_EXTENSION *san, long validity, enum cert_kind kind)
 {
     X509 *x = X509_new();
     ASN1_INTEGER *serial = NULL;
@@ -314,7 +359,7 @@ static X509 *make_cert(struct srv_ca *ca, const X509_NAME *subject, EVP_PKEY *pu
     if (!X509_set_version(x, 2) || !X509_set_serialNumber(x, serial) ||
         !X509_set_subject_name(x, subject) ||
         !X509_set_issuer_name(x, issuer ? X509_get_subject_name(issuer) : subject) ||
-        !X509_set_pubkey(x, pub))
+        !set_pubkey(x, pub, spki))
         goto out;
     if (X509_gmtime_adj(X509_getm_notBefore(x), -BACKDATE_SECONDS) == NULL ||
         X509_time_adj_ex(X509_getm_notAfter(x), 0, validity, NULL) == NULL)
@@ -371,7 +416,8 @@ static int create_ca(struct srv *s, const char *key_path, const char *cert_path)
                                     (const unsigned char *)"estc-server test CA", -1, -1, 0))
         goto out;
     s->ca.cert =
-        make_cert(&s->ca, name, s->ca.key, NULL, s->ca.key, NULL, CA_VALIDITY_SECONDS, KIND_CA);
+        make_cert(&s->ca, name, s->ca.key, NULL, NULL, s->ca.key, NULL, CA_VALIDITY_SECONDS,
+                  KIND_CA);
     if (s->ca.cert == NULL)
         goto out;
     if (write_pem_key(key_path, s->ca.key) != 0 ||
@@ -511,8 +557,12 @@ static X509_EXTENSION *csr_san(const X509_REQ *req)
 X509 *srv_ca_issue(struct srv *s, const X509_REQ *req, EVP_PKEY *pub)
 {
     X509_EXTENSION *san = csr_san(req);
-    X509 *x = make_cert(&s->ca, X509_REQ_get_subject_name(req), pub, s->ca.cert, s->ca.key, san,
-                        s->opt.validity, KIND_CLIENT);
+    /* The CSR's own key: its SubjectPublicKeyInfo as it came. */
+    const X509_PUBKEY *spki =
+        pub == X509_REQ_get0_pubkey((X509_REQ *)req) ? X509_REQ_get_X509_PUBKEY((X509_REQ *)req)
+                                                       : NULL;
+    X509 *x = make_cert(&s->ca, X509_REQ_get_subject_name(req), pub, spki, s->ca.cert, s->ca.key,
+                        san, s->opt.validity, KIND_CLIENT);
     X509_EXTENSION_free(san);
     return x;
 }
@@ -599,7 +649,7 @@ int srv_ca_make_server_creds(struct srv *s)
     if (!X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)"localhost",
                                     -1, -1, 0))
         goto out;
-    cert = make_cert(&s->ca, name, key, s->ca.cert, s->ca.key, san, SERVER_VALIDITY_SECONDS,
+    cert = make_cert(&s->ca, name, key, NULL, s->ca.cert, s->ca.key, san, SERVER_VALIDITY_SECONDS,
                      KIND_SERVER);
     if (cert == NULL)
         goto out;

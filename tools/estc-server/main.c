@@ -537,6 +537,7 @@ static void srv_free(struct srv *s)
     X509_STORE_free(s->own_store);
     free(s->server_cert_path);
     free(s->server_key_path);
+    srv_tls_free_creds(s);
     free(s->csr_attrs);
     srv_cache_free(s->cache);
     srv_policy_free(&s->opt.policy);
@@ -635,7 +636,7 @@ static coap_context_t *worker_context(struct worker *w)
     pki.verify_peer_cert = 1; /* ask for a client certificate; tls.c decides */
     pki.allow_self_signed = 0;
     pki.cert_chain_validation = 1;
-    pki.cert_chain_verify_depth = 4;
+    pki.cert_chain_verify_depth = SRV_VERIFY_DEPTH;
     pki.additional_tls_setup_call_back = srv_tls_setup_cb;
     pki.cn_call_back_arg = s; /* no CN callback: carries our state to the setup callback */
     pki.pki_key.key_type = COAP_PKI_KEY_PEM;
@@ -802,7 +803,8 @@ int main(int argc, char **argv)
     }
     s.cache = srv_cache_new();
     if (s.cache == NULL || srv_ca_setup(&s) != 0 || load_csr_attrs(&s) != 0 ||
-        setup_stores(&s) != 0 || srv_ca_make_server_creds(&s) != 0 || srv_est_prepare(&s) != 0)
+        setup_stores(&s) != 0 || srv_ca_make_server_creds(&s) != 0 || srv_tls_load_creds(&s) != 0 ||
+        srv_est_prepare(&s) != 0)
         goto out;
 
     coap_startup();

@@ -100,6 +100,10 @@ struct srv {
     X509_STORE *own_store;    /* own CA only: who may re-enroll */
     char *server_cert_path;   /* chain file sent in the handshake */
     char *server_key_path;
+    /* The same, parsed once for every handshake of every worker (only read). */
+    X509 *server_cert;
+    STACK_OF(X509) * server_chain; /* without server_cert */
+    EVP_PKEY *server_key;
     uint8_t *csr_attrs;
     size_t csr_attrs_len;
     struct srv_cache *cache;
@@ -134,6 +138,10 @@ int srv_x509_der(X509 *x, uint8_t **out, size_t *out_len);
 int srv_read_file(const char *path, uint8_t **out, size_t *out_len);
 
 /* tls.c */
+#define SRV_VERIFY_DEPTH 4
+/* Parse the server chain and key files once, before the workers start. */
+int srv_tls_load_creds(struct srv *s);
+void srv_tls_free_creds(struct srv *s);
 int srv_tls_setup_cb(void *tls_session, coap_dtls_pki_t *setup_data);
 /* Peer certificate of the DTLS session (new reference) or NULL. */
 X509 *srv_tls_peer_cert(coap_session_t *session);
@@ -158,7 +166,10 @@ int srv_hello_guard_init(void);
  * with SO_REUSEPORT, which the other workers' sockets join.
  */
 int srv_hello_guard_add_endpoint(coap_context_t *ctx, const coap_address_t *addr);
-/* Put the guard's cookie callbacks on libcoap's SSL_CTX (after the first endpoint). */
+/*
+ * Put the guard's cookie callbacks and the ClientHello callback that sets
+ * the parsed credentials on libcoap's SSL_CTX (after the first endpoint).
+ */
 int srv_hello_guard_take_cookies(coap_context_t *ctx, const coap_address_t *endpoint);
 /* Wait up to timeout_ms for a datagram on an endpoint or libcoap's own fd. */
 void srv_hello_guard_wait(coap_context_t *ctx, int timeout_ms);

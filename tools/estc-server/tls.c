@@ -31,11 +31,32 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
+static int verdict_idx = -1; /* SSL ex_data: struct verdict, see srv_tls_peer_verified() */
+static void verdict_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl,
+                         void *argp);
+
 /* Accept whatever the client shows; the EST handlers decide per resource. */
 static int accept_any_cb(int preverify_ok, X509_STORE_CTX *ctx)
 {
     (void)preverify_ok;
     (void)ctx;
+    return 1;
+}
+
+/*
+ * The server credentials on one handshake, from the objects parsed once at
+ * start (srv_tls_load_creds): OpenSSL 3.0 takes far longer to read a PEM
+ * key and certificates than to do the handshake's signatures.
+ */
+static int use_creds(SSL *ssl, struct srv *s)
+{
+    if (SSL_use_certificate(ssl, s->server_cert) != 1 ||
+        SSL_use_PrivateKey(ssl, s->server_key) != 1 || SSL_set1_chain(ssl, s->server_chain) != 1) {
+        srv_log_ssl_errors("server credentials");
+        return 0;
+    }
+    SSL_set_verify(ssl, SSL_VERIFY_PEER | SSL_VERIFY_CLIENT_ONCE, accept_any_cb);
+    SSL_set_verify_depth(ssl, SRV_VERIFY_DEPTH + 2);
     return 1;
 }
 
@@ -47,13 +68,78 @@ int srv_tls_setup_cb(void *tls_session, coap_dtls_pki_t *setup_data)
 
     if (ssl == NULL || s == NULL)
         return 0;
-    /* libcoap 4.3.1 sends only the first certificate of the PEM file. */
-    if (SSL_use_certificate_chain_file(ssl, s->server_cert_path) != 1) {
-        srv_log_ssl_errors("server certificate chain");
-        return 0;
+    /* libcoap 4.3.1 sends only the first certificate of the PEM file: the whole chain. */
+    return use_creds(ssl, s);
+}
+
+/*
+ * In place of libcoap's ClientHello callback, which loads the credentials
+ * from their PEM files again at every handshake (setup_pki_ssl) before
+ * calling srv_tls_setup_cb(): the same settings from the parsed objects.
+ */
+static int client_hello_cb(SSL *ssl, int *al, void *arg)
+{
+    const unsigned char *out;
+    size_t outlen;
+
+    /* As libcoap: X.509 must be among the client certificate types offered (RFC 7250). */
+    if (SSL_client_hello_get0_ext(ssl, 19 /* client_certificate_type */, &out, &outlen)) {
+        int x509 = 0;
+        for (size_t i = 0; i < outlen; i++)
+            x509 |= out[i] == 0 && outlen >= 2;
+        if (!x509) {
+            *al = SSL_AD_UNSUPPORTED_EXTENSION;
+            return SSL_CLIENT_HELLO_ERROR;
+        }
     }
-    SSL_set_verify(ssl, SSL_VERIFY_PEER | SSL_VERIFY_CLIENT_ONCE, accept_any_cb);
-    return 1;
+    if (!use_creds(ssl, arg)) {
+        *al = SSL_AD_INTERNAL_ERROR;
+        return SSL_CLIENT_HELLO_ERROR;
+    }
+    return SSL_CLIENT_HELLO_SUCCESS;
+}
+
+int srv_tls_load_creds(struct srv *s)
+{
+    BIO *b = BIO_new_file(s->server_cert_path, "r");
+    X509 *x;
+
+    verdict_idx = SSL_get_ex_new_index(0, NULL, NULL, NULL, verdict_free);
+    if (verdict_idx < 0)
+        goto fail;
+    s->server_chain = sk_X509_new_null();
+    if (b == NULL || s->server_chain == NULL)
+        goto fail;
+    s->server_cert = PEM_read_bio_X509(b, NULL, NULL, NULL);
+    while ((x = PEM_read_bio_X509(b, NULL, NULL, NULL)) != NULL) {
+        if (!sk_X509_push(s->server_chain, x)) {
+            X509_free(x);
+            goto fail;
+        }
+    }
+    ERR_clear_error(); /* the end of the file reads as an error */
+    BIO_free(b);
+    b = BIO_new_file(s->server_key_path, "r");
+    if (b == NULL)
+        goto fail;
+    s->server_key = PEM_read_bio_PrivateKey(b, NULL, NULL, NULL);
+    if (s->server_cert == NULL || s->server_key == NULL ||
+        X509_check_private_key(s->server_cert, s->server_key) != 1)
+        goto fail;
+    BIO_free(b);
+    return 0;
+fail:
+    BIO_free(b);
+    srv_log_ssl_errors("server credentials");
+    srv_log(SRV_LOG_ERR, "cannot use the server credentials %s", s->server_cert_path);
+    return -1;
+}
+
+void srv_tls_free_creds(struct srv *s)
+{
+    X509_free(s->server_cert);
+    EVP_PKEY_free(s->server_key);
+    sk_X509_pop_free(s->server_chain, X509_free);
 }
 
 int srv_store_add_pem_file(X509_STORE *st, const char *path)
@@ -98,22 +184,41 @@ X509 *srv_tls_peer_cert(coap_session_t *session)
     return SSL_get1_peer_certificate(ssl);
 }
 
-int srv_tls_peer_verified(coap_session_t *session, X509_STORE *store)
-{
-    SSL *ssl = session_ssl(session);
+/*
+ * What srv_tls_peer_verified() found on a session, for its next requests (a
+ * body's first block and its handler ask the same): per store, for the
+ * peer certificate object it was found for (held, so no other certificate
+ * can take its address).
+ */
+struct verdict {
     X509 *leaf;
-    X509_STORE_CTX *ctx;
-    STACK_OF(X509) * chain;
+    X509_STORE *store[2];
+    int ok[2];
+    int n;
+};
+
+static void verdict_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl,
+                         void *argp)
+{
+    struct verdict *v = ptr;
+    (void)parent;
+    (void)ad;
+    (void)idx;
+    (void)argl;
+    (void)argp;
+    if (v != NULL) {
+        X509_free(v->leaf);
+        free(v);
+    }
+}
+
+static int verify_chain(SSL *ssl, X509 *leaf, X509_STORE *store)
+{
+    X509_STORE_CTX *ctx = X509_STORE_CTX_new();
+    /* On the server side the peer chain does not include the leaf. */
+    STACK_OF(X509) *chain = SSL_get_peer_cert_chain(ssl);
     int ok = 0;
 
-    if (ssl == NULL)
-        return 0;
-    leaf = SSL_get1_peer_certificate(ssl);
-    if (leaf == NULL)
-        return 0;
-    /* On the server side the peer chain does not include the leaf. */
-    chain = SSL_get_peer_cert_chain(ssl);
-    ctx = X509_STORE_CTX_new();
     if (ctx != NULL && X509_STORE_CTX_init(ctx, store, leaf, chain) == 1) {
         X509_STORE_CTX_set_purpose(ctx, X509_PURPOSE_SSL_CLIENT);
         ok = X509_verify_cert(ctx) == 1;
@@ -122,8 +227,55 @@ int srv_tls_peer_verified(coap_session_t *session, X509_STORE *store)
                     X509_verify_cert_error_string(X509_STORE_CTX_get_error(ctx)));
     }
     X509_STORE_CTX_free(ctx);
-    X509_free(leaf);
     ERR_clear_error();
+    return ok;
+}
+
+int srv_tls_peer_verified(coap_session_t *session, X509_STORE *store)
+{
+    SSL *ssl = session_ssl(session);
+    X509 *leaf;
+    struct verdict *v;
+    int ok;
+
+    if (ssl == NULL)
+        return 0;
+    leaf = SSL_get1_peer_certificate(ssl);
+    if (leaf == NULL)
+        return 0;
+    v = verdict_idx >= 0 ? SSL_get_ex_data(ssl, verdict_idx) : NULL;
+    if (v != NULL && v->leaf == leaf) {
+        for (int i = 0; i < v->n; i++) {
+            if (v->store[i] == store) {
+                X509_free(leaf);
+                return v->ok[i];
+            }
+        }
+    }
+    ok = verify_chain(ssl, leaf, store);
+    if (verdict_idx < 0) {
+        X509_free(leaf);
+        return ok;
+    }
+    if (v == NULL) {
+        v = calloc(1, sizeof(*v));
+        if (v == NULL || !SSL_set_ex_data(ssl, verdict_idx, v)) {
+            free(v);
+            X509_free(leaf);
+            return ok; /* not kept: found again next time */
+        }
+    }
+    if (v->leaf != leaf) { /* a new handshake on the session showed another certificate */
+        X509_free(v->leaf);
+        v->leaf = leaf;
+        v->n = 0;
+    } else {
+        X509_free(leaf);
+    }
+    if (v->n < 2) {
+        v->store[v->n] = store;
+        v->ok[v->n++] = ok;
+    }
     return ok;
 }
 
@@ -489,6 +641,7 @@ int srv_hello_guard_take_cookies(coap_context_t *ctx, const coap_address_t *endp
         SSL_CTX *sctx = SSL_get_SSL_CTX(ssl);
         SSL_CTX_set_cookie_generate_cb(sctx, cookie_generate_cb);
         SSL_CTX_set_cookie_verify_cb(sctx, cookie_verify_cb);
+        SSL_CTX_set_client_hello_cb(sctx, client_hello_cb, coap_get_app_data(ctx));
         ok = 1;
     }
     coap_session_release(cs);
