@@ -787,6 +787,7 @@ int main(int argc, char **argv)
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         s.opt.workers = n < 1 ? 1 : n > SRV_MAX_WORKERS ? SRV_MAX_WORKERS : n;
     }
+    s.ca.index_fd = -1;
     if (pthread_mutex_init(&s.ca.lock, NULL) != 0)
         return 1;
     {

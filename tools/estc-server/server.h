@@ -80,6 +80,7 @@ struct srv_ca {
     STACK_OF(X509) * extra; /* rollover / extra CA certificates for /crts */
     char *cert_path;        /* where clients find the CA certificate */
     char *index_path;       /* NULL: no index kept */
+    int index_fd;           /* open for appending, -1 without an index */
     /*
      * Serial numbers issued so far (hex, upper case), to keep them unique.
      * Every worker issues: `lock` guards the list. The key and certificates
