@@ -69,7 +69,8 @@ static struct {
 static struct job *jobs;
 static atomic_int next_job;
 static atomic_int n_failed, n_retried, n_reenrolled;
-static SSL_CTX *ctx;
+/* Each client thread has its own: nothing of OpenSSL's is shared between them. */
+static _Thread_local SSL_CTX *ctx;
 static EVP_PKEY *ca_pub;
 static struct sockaddr_in server;
 static pthread_barrier_t barrier;
@@ -308,6 +309,23 @@ static int enroll_on(SSL *ssl, struct job *j, long idx, uint16_t *mid)
     return -1;
 }
 
+/* The client's DTLS settings: device credentials, the CA, ECDHE on P-256. */
+static SSL_CTX *new_ctx(void)
+{
+    SSL_CTX *c = SSL_CTX_new(DTLS_client_method());
+    if (c == NULL || SSL_CTX_use_certificate_chain_file(c, opt.cert) != 1 ||
+        SSL_CTX_use_PrivateKey_file(c, opt.key, SSL_FILETYPE_PEM) != 1 ||
+        SSL_CTX_load_verify_locations(c, opt.ca, NULL) != 1 ||
+        SSL_CTX_set1_groups_list(c, "P-256") != 1) {
+        fprintf(stderr, "estc-load: cannot use --cert/--key/--ca\n");
+        ERR_print_errors_fp(stderr);
+        SSL_CTX_free(c);
+        return NULL;
+    }
+    SSL_CTX_set_verify(c, SSL_VERIFY_PEER, NULL);
+    return c;
+}
+
 static double one_enrollment(long idx)
 {
     struct job *j = &jobs[idx];
@@ -366,6 +384,9 @@ out:
 static void *client_thread(void *arg)
 {
     long t = (long)(intptr_t)arg;
+    ctx = new_ctx();
+    if (ctx == NULL)
+        exit(2);
     /* Keys and CSRs first, outside the timed part. */
     for (long i = t; i < opt.count; i += opt.clients) {
         if (make_job(&jobs[i], (int)i) != 0) {
@@ -388,6 +409,7 @@ static void *client_thread(void *arg)
         if (jobs[i].latency < 0)
             atomic_fetch_add(&n_failed, 1);
     }
+    SSL_CTX_free(ctx);
     return NULL;
 }
 
@@ -598,16 +620,9 @@ int main(int argc, char **argv)
     if (opt.clients > opt.count)
         opt.clients = opt.count;
 
-    ctx = SSL_CTX_new(DTLS_client_method());
-    if (ctx == NULL || SSL_CTX_use_certificate_chain_file(ctx, opt.cert) != 1 ||
-        SSL_CTX_use_PrivateKey_file(ctx, opt.key, SSL_FILETYPE_PEM) != 1 ||
-        SSL_CTX_load_verify_locations(ctx, opt.ca, NULL) != 1 ||
-        SSL_CTX_set1_groups_list(ctx, "P-256") != 1) {
-        fprintf(stderr, "estc-load: cannot use --cert/--key/--ca\n");
-        ERR_print_errors_fp(stderr);
+    ctx = new_ctx();
+    if (ctx == NULL)
         return 2;
-    }
-    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
     {
         FILE *f = fopen(opt.ca, "r");
         X509 *x = f ? PEM_read_X509(f, NULL, NULL, NULL) : NULL;

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include <openssl/err.h>
+#include <openssl/x509v3.h>
 
 int srv_verbosity;
 
@@ -530,6 +531,32 @@ static int setup_stores(struct srv *s)
     return 0;
 }
 
+/*
+ * OpenSSL caches a certificate's decoded extensions at its first use; its
+ * readers look without the lock that the writer takes. Fill the caches of
+ * every certificate the workers share before they start.
+ */
+static void warm_certs(struct srv *s)
+{
+    X509_STORE *stores[2] = {s->client_store, s->own_store};
+
+    (void)X509_check_purpose(s->ca.cert, -1, 0);
+    (void)X509_check_purpose(s->server_cert, -1, 0);
+    for (int i = 0; i < sk_X509_num(s->ca.extra); i++)
+        (void)X509_check_purpose(sk_X509_value(s->ca.extra, i), -1, 0);
+    for (int i = 0; i < sk_X509_num(s->server_chain); i++)
+        (void)X509_check_purpose(sk_X509_value(s->server_chain, i), -1, 0);
+    for (int k = 0; k < 2; k++) {
+        STACK_OF(X509_OBJECT) *objs = X509_STORE_get0_objects(stores[k]);
+        for (int i = 0; i < sk_X509_OBJECT_num(objs); i++) {
+            X509 *x = X509_OBJECT_get0_X509(sk_X509_OBJECT_value(objs, i));
+            if (x != NULL)
+                (void)X509_check_purpose(x, -1, 0);
+        }
+    }
+    ERR_clear_error();
+}
+
 static void srv_free(struct srv *s)
 {
     srv_ca_free(&s->ca);
@@ -807,6 +834,7 @@ int main(int argc, char **argv)
         setup_stores(&s) != 0 || srv_ca_make_server_creds(&s) != 0 || srv_tls_load_creds(&s) != 0 ||
         srv_est_prepare(&s) != 0)
         goto out;
+    warm_certs(&s);
 
     coap_startup();
     coap_set_log_handler(coap_log_to_stderr);
