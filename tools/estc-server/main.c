@@ -130,7 +130,8 @@ static void usage(FILE *f)
           "  --lwm2m-mode N       Security Mode written to /0/1/2 (default 4: EST)\n"
           "  --lwm2m-bootstrap-mode N  also write the bootstrap account /0/0 with mode N\n"
           "                       (its URI: coaps:// and the first --listen address)\n"
-          "  -v                   more log output on stderr (repeat for debug)\n"
+          "  -v                   more log output on stderr (repeat for debug; libcoap's\n"
+          "                       debug log too with --workers 1)\n"
           "  -h, --help           this text\n"
           "  --version            print the version and exit\n"
           "\n"
@@ -838,8 +839,18 @@ int main(int argc, char **argv)
 
     coap_startup();
     coap_set_log_handler(coap_log_to_stderr);
-    coap_set_log_level(s.opt.verbose >= 2 ? LOG_DEBUG : s.opt.verbose ? LOG_WARNING : LOG_ERR);
-    coap_dtls_set_log_level(s.opt.verbose >= 2 ? LOG_DEBUG : LOG_ERR);
+    {
+        /*
+         * libcoap 4.3.1's debug lines name sessions through one static
+         * buffer (coap_session_str()): with several workers they would
+         * write it at once. Its debug log therefore needs --workers 1.
+         */
+        int coap_debug = s.opt.verbose >= 2 && s.opt.workers == 1;
+        if (s.opt.verbose >= 2 && !coap_debug)
+            srv_log(SRV_LOG_DEBUG, "libcoap's debug log needs --workers 1; left out");
+        coap_set_log_level(coap_debug ? LOG_DEBUG : s.opt.verbose ? LOG_WARNING : LOG_ERR);
+        coap_dtls_set_log_level(coap_debug ? LOG_DEBUG : LOG_ERR);
+    }
     if (srv_hello_guard_init() != 0) {
         srv_log(SRV_LOG_ERR, "no random bytes for the cookie secret");
         goto out;
