@@ -798,7 +798,7 @@ int main(int argc, char **argv)
     struct listen_set ls;
     struct worker *w = NULL;
     sigset_t block, old;
-    int rc = 1, i, n_started = 0;
+    int rc = 1, i;
     double start;
     char *bs_uri = NULL;
 
@@ -889,7 +889,6 @@ int main(int argc, char **argv)
             goto stop;
         }
         w[i].started = 1;
-        n_started++;
         pthread_mutex_lock(&w[i].mu);
         while (w[i].state == 0)
             pthread_cond_wait(&w[i].cv, &w[i].mu);
@@ -925,7 +924,6 @@ stop:
             pthread_cond_destroy(&w[i].cv);
         }
     }
-    (void)n_started;
     srv_hello_guard_report();
 out:
     free(w);
