@@ -47,8 +47,11 @@ echo "machine: $(nproc) online CPUs, $(uname -r); before: $(uptime | sed 's/.*lo
 openssl speed -seconds "$speed_s" ecdsap256 ecdhp256 >"$tmp/speed.txt" 2>/dev/null
 read -r sign_s verify_s < <(awk '/ecdsa \(nistp256\)/ {print $(NF-1), $NF}' "$tmp/speed.txt")
 ecdh_s=$(awk '/ecdh +\(nistp256\)/ {print $NF}' "$tmp/speed.txt")
-[ -n "$sign_s" ] && [ -n "$verify_s" ] && [ -n "$ecdh_s" ] || {
-  echo "cannot read openssl speed's output" >&2; cat "$tmp/speed.txt" >&2; exit 1; }
+if [ -z "$sign_s" ] || [ -z "$verify_s" ] || [ -z "$ecdh_s" ]; then
+  echo "cannot read openssl speed's output" >&2
+  cat "$tmp/speed.txt" >&2
+  exit 1
+fi
 op_times=$(python3 -c "print(f'{1e6/$sign_s:.2f},{1e6/$verify_s:.2f},{1e6/$ecdh_s:.2f}')")
 echo "openssl speed (one core): ecdsa p256 sign/s $sign_s verify/s $verify_s, ecdh p256 op/s $ecdh_s"
 

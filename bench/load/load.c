@@ -157,8 +157,8 @@ static size_t coap_request(uint8_t *out, size_t cap, uint16_t mid, const uint8_t
  * Parses a response to (mid, tok): 0 with the code and payload, -1 when it
  * is not one. Max-Age (14) is returned for a 5.03.
  */
-static int coap_response(const uint8_t *b, size_t n, uint16_t mid, const uint8_t tok[4],
-                         int *code, const uint8_t **pl, size_t *pl_len, unsigned *max_age)
+static int coap_response(const uint8_t *b, size_t n, uint16_t mid, const uint8_t tok[4], int *code,
+                         const uint8_t **pl, size_t *pl_len, unsigned *max_age)
 {
     size_t p;
     unsigned opt_num = 0;
@@ -536,16 +536,19 @@ static void usage(void)
 
 int main(int argc, char **argv)
 {
-    static const struct option lo[] = {
-        {"host", required_argument, NULL, 'H'},  {"port", required_argument, NULL, 'p'},
-        {"root", required_argument, NULL, 'r'},  {"ca", required_argument, NULL, 'a'},
-        {"cert", required_argument, NULL, 'c'},  {"key", required_argument, NULL, 'k'},
-        {"clients", required_argument, NULL, 'C'}, {"count", required_argument, NULL, 'n'},
-        {"server-pid", required_argument, NULL, 'P'},
-        {"op-times", required_argument, NULL, 'o'},
-        {"max-seconds", required_argument, NULL, 'm'},
-        {"same-session", required_argument, NULL, 's'},
-        {NULL, 0, NULL, 0}};
+    static const struct option lo[] = {{"host", required_argument, NULL, 'H'},
+                                       {"port", required_argument, NULL, 'p'},
+                                       {"root", required_argument, NULL, 'r'},
+                                       {"ca", required_argument, NULL, 'a'},
+                                       {"cert", required_argument, NULL, 'c'},
+                                       {"key", required_argument, NULL, 'k'},
+                                       {"clients", required_argument, NULL, 'C'},
+                                       {"count", required_argument, NULL, 'n'},
+                                       {"server-pid", required_argument, NULL, 'P'},
+                                       {"op-times", required_argument, NULL, 'o'},
+                                       {"max-seconds", required_argument, NULL, 'm'},
+                                       {"same-session", required_argument, NULL, 's'},
+                                       {NULL, 0, NULL, 0}};
     unsigned long long b0[MAX_CPUS], t0[MAX_CPUS], b1[MAX_CPUS], t1[MAX_CPUS];
     pthread_t *th;
     double start, elapsed, srv0 = -1, srv1 = -1, me0, me1, *lat, per_enroll, bound;

@@ -322,8 +322,8 @@ static int set_pubkey(X509 *x, EVP_PKEY *pub, const X509_PUBKEY *spki)
         return X509_set_pubkey(x, pub);
     alg = OBJ_dup(aobj);
     bits_copy = OPENSSL_memdup(bits, bits_len > 0 ? (size_t)bits_len : 1);
-    if (alg == NULL || bits_copy == NULL || (ptype != V_ASN1_NULL && ptype != V_ASN1_UNDEF &&
-                                             pval_copy == NULL) ||
+    if (alg == NULL || bits_copy == NULL ||
+        (ptype != V_ASN1_NULL && ptype != V_ASN1_UNDEF && pval_copy == NULL) ||
         !X509_PUBKEY_set0_param(X509_get_X509_PUBKEY(x), alg, ptype, pval_copy, bits_copy,
                                 bits_len)) {
         ASN1_OBJECT_free(alg);
@@ -411,9 +411,8 @@ static int create_ca(struct srv *s, const char *key_path, const char *cert_path)
         !X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
                                     (const unsigned char *)"estc-server test CA", -1, -1, 0))
         goto out;
-    s->ca.cert =
-        make_cert(&s->ca, name, s->ca.key, NULL, NULL, s->ca.key, NULL, CA_VALIDITY_SECONDS,
-                  KIND_CA);
+    s->ca.cert = make_cert(&s->ca, name, s->ca.key, NULL, NULL, s->ca.key, NULL,
+                           CA_VALIDITY_SECONDS, KIND_CA);
     if (s->ca.cert == NULL)
         goto out;
     if (write_pem_key(key_path, s->ca.key) != 0 ||
@@ -466,11 +465,9 @@ int srv_ca_setup(struct srv *s)
             srv_log(SRV_LOG_ERR, "cannot read the index in %s", s->opt.state_dir);
             return -1;
         }
-        s->ca.index_fd =
-            open(s->ca.index_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+        s->ca.index_fd = open(s->ca.index_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
         if (s->ca.index_fd < 0) {
-            srv_log(SRV_LOG_ERR, "cannot open the index %s: %s", s->ca.index_path,
-                    strerror(errno));
+            srv_log(SRV_LOG_ERR, "cannot open the index %s: %s", s->ca.index_path, strerror(errno));
             return -1;
         }
     }
@@ -564,9 +561,9 @@ X509 *srv_ca_issue(struct srv *s, const X509_REQ *req, EVP_PKEY *pub)
 {
     X509_EXTENSION *san = csr_san(req);
     /* The CSR's own key: its SubjectPublicKeyInfo as it came. */
-    const X509_PUBKEY *spki =
-        pub == X509_REQ_get0_pubkey((X509_REQ *)req) ? X509_REQ_get_X509_PUBKEY((X509_REQ *)req)
-                                                       : NULL;
+    const X509_PUBKEY *spki = pub == X509_REQ_get0_pubkey((X509_REQ *)req)
+                                  ? X509_REQ_get_X509_PUBKEY((X509_REQ *)req)
+                                  : NULL;
     X509 *x = make_cert(&s->ca, X509_REQ_get_subject_name(req), pub, spki, s->ca.cert, s->ca.key,
                         san, s->opt.validity, KIND_CLIENT);
     X509_EXTENSION_free(san);

@@ -141,8 +141,7 @@ static void expire(struct srv_cache *c, long window)
     }
 }
 
-static int lookup(struct srv_cache *c, const uint8_t key[32], long window,
-                  struct srv_answer *out)
+static int lookup(struct srv_cache *c, const uint8_t key[32], long window, struct srv_answer *out)
 {
     struct answer_entry *a;
 

@@ -586,8 +586,8 @@ static int on_event(coap_session_t *session, const coap_event_t event)
         if (srv_verbosity >= SRV_LOG_DEBUG) {
             /* Not coap_session_str(): its buffer is static, shared by all threads. */
             char a[INET6_ADDRSTRLEN + 16];
-            if (coap_print_addr(coap_session_get_addr_remote(session), (uint8_t *)a,
-                                sizeof(a)) == 0)
+            if (coap_print_addr(coap_session_get_addr_remote(session), (uint8_t *)a, sizeof(a)) ==
+                0)
                 strcpy(a, "?");
             srv_log(SRV_LOG_DEBUG, "session %s closed", a);
         }
