@@ -128,13 +128,14 @@ struct partial {
     double last;
 };
 
-static struct {
+/* Per worker, as its libcoap context and the resources in it. */
+static _Thread_local struct {
     coap_resource_t *r;
     coap_method_handler_t h;
     enum srv_auth auth;
 } gated[SRV_MAX_GATED];
-static size_t n_gated;
-static struct partial partials[SRV_MAX_PARTIAL];
+static _Thread_local size_t n_gated;
+static _Thread_local struct partial partials[SRV_MAX_PARTIAL];
 
 static double mono_now(void)
 {

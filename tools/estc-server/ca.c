@@ -202,36 +202,32 @@ static int index_load(struct srv_ca *ca)
     return 0;
 }
 
+/*
+ * One line per certificate, written with one write(2) on the descriptor kept
+ * open in O_APPEND: lines of several workers never mix. Not synced per
+ * certificate: a crash of the machine may lose the last lines, which costs
+ * no uniqueness (the serials are 128-bit random).
+ */
 static int index_append(struct srv_ca *ca, const char *hex, X509 *x)
 {
-    FILE *f;
-    char subject[1024];
+    char subject[1024], line[1200];
     const ASN1_TIME *na = X509_get0_notAfter(x);
     struct tm tm;
     char when[32] = "?";
-    int fd, rc = 0;
+    int n;
 
-    if (ca->index_path == NULL)
+    if (ca->index_fd < 0)
         return 0;
     if (ASN1_TIME_to_tm(na, &tm) == 1)
         strftime(when, sizeof(when), "%Y%m%d%H%M%SZ", &tm);
     X509_NAME_oneline(X509_get_subject_name(x), subject, sizeof(subject));
-    fd = open(ca->index_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-    if (fd < 0)
+    n = snprintf(line, sizeof(line), "%s\t%s\t%s\n", hex, when, subject);
+    if (n < 0 || (size_t)n >= sizeof(line))
         return -1;
-    f = fdopen(fd, "a");
-    if (f == NULL) {
-        close(fd);
-        return -1;
-    }
-    if (fprintf(f, "%s\t%s\t%s\n", hex, when, subject) < 0 || fflush(f) != 0 || fsync(fd) != 0)
-        rc = -1;
-    if (fclose(f) != 0)
-        rc = -1;
-    return rc;
+    return write(ca->index_fd, line, (size_t)n) == n ? 0 : -1;
 }
 
-/* A random positive 128-bit serial not issued before. */
+/* A random positive 128-bit serial not issued before, now taken. */
 static ASN1_INTEGER *new_serial(struct srv_ca *ca, char **hex_out)
 {
     int tries;
@@ -256,10 +252,20 @@ static ASN1_INTEGER *new_serial(struct srv_ca *ca, char **hex_out)
             ASN1_INTEGER_free(ai);
             return NULL;
         }
+        /* Taken at once, under the lock: two workers never pick the same one. */
+        pthread_mutex_lock(&ca->lock);
         if (!serial_known(ca, hex)) {
+            int ok = serial_remember(ca, hex) == 0;
+            pthread_mutex_unlock(&ca->lock);
+            if (!ok) {
+                OPENSSL_free(hex);
+                ASN1_INTEGER_free(ai);
+                return NULL;
+            }
             *hex_out = hex;
             return ai;
         }
+        pthread_mutex_unlock(&ca->lock);
         OPENSSL_free(hex);
         ASN1_INTEGER_free(ai);
     }
@@ -287,8 +293,53 @@ enum cert_kind { KIND_CA, KIND_CLIENT, KIND_SERVER };
  * The one place certificates are made. `issuer` NULL means self-signed with
  * `sign_key`. `san` (may be NULL) is copied as the subjectAltName extension.
  */
-static X509 *make_cert(struct srv_ca *ca, const X509_NAME *subject, EVP_PKEY *pub, X509 *issuer,
-                       EVP_PKEY *sign_key, X509_EXTENSION *san, long validity, enum cert_kind kind)
+/*
+ * The subject public key of `x`: the SubjectPublicKeyInfo of `spki` (a
+ * CSR's) copied as it is, else `pub` encoded. OpenSSL 3.0 encodes a key
+ * through its provider machinery, which costs more than the signature.
+ */
+static int set_pubkey(X509 *x, EVP_PKEY *pub, const X509_PUBKEY *spki)
+{
+    ASN1_OBJECT *alg;
+    const ASN1_OBJECT *aobj;
+    const X509_ALGOR *pa;
+    const unsigned char *bits;
+    const void *pval;
+    void *pval_copy = NULL;
+    unsigned char *bits_copy;
+    int bits_len, ptype;
+
+    if (spki == NULL)
+        return X509_set_pubkey(x, pub);
+    if (!X509_PUBKEY_get0_param(NULL, &bits, &bits_len, (X509_ALGOR **)&pa, spki) || pa == NULL)
+        return 0;
+    X509_ALGOR_get0(&aobj, &ptype, &pval, pa);
+    if (ptype == V_ASN1_OBJECT)
+        pval_copy = OBJ_dup(pval);
+    else if (ptype == V_ASN1_SEQUENCE)
+        pval_copy = ASN1_STRING_dup(pval);
+    else if (ptype != V_ASN1_NULL && ptype != V_ASN1_UNDEF)
+        return X509_set_pubkey(x, pub);
+    alg = OBJ_dup(aobj);
+    bits_copy = OPENSSL_memdup(bits, bits_len > 0 ? (size_t)bits_len : 1);
+    if (alg == NULL || bits_copy == NULL ||
+        (ptype != V_ASN1_NULL && ptype != V_ASN1_UNDEF && pval_copy == NULL) ||
+        !X509_PUBKEY_set0_param(X509_get_X509_PUBKEY(x), alg, ptype, pval_copy, bits_copy,
+                                bits_len)) {
+        ASN1_OBJECT_free(alg);
+        OPENSSL_free(bits_copy);
+        if (ptype == V_ASN1_OBJECT)
+            ASN1_OBJECT_free(pval_copy);
+        else
+            ASN1_STRING_free(pval_copy);
+        return 0;
+    }
+    return 1;
+}
+
+static X509 *make_cert(struct srv_ca *ca, const X509_NAME *subject, EVP_PKEY *pub,
+                       const X509_PUBKEY *spki, X509 *issuer, EVP_PKEY *sign_key,
+                       X509_EXTENSION *san, long validity, enum cert_kind kind)
 {
     X509 *x = X509_new();
     ASN1_INTEGER *serial = NULL;
@@ -304,7 +355,7 @@ static X509 *make_cert(struct srv_ca *ca, const X509_NAME *subject, EVP_PKEY *pu
     if (!X509_set_version(x, 2) || !X509_set_serialNumber(x, serial) ||
         !X509_set_subject_name(x, subject) ||
         !X509_set_issuer_name(x, issuer ? X509_get_subject_name(issuer) : subject) ||
-        !X509_set_pubkey(x, pub))
+        !set_pubkey(x, pub, spki))
         goto out;
     if (X509_gmtime_adj(X509_getm_notBefore(x), -BACKDATE_SECONDS) == NULL ||
         X509_time_adj_ex(X509_getm_notAfter(x), 0, validity, NULL) == NULL)
@@ -329,10 +380,10 @@ static X509 *make_cert(struct srv_ca *ca, const X509_NAME *subject, EVP_PKEY *pu
         goto out;
     if (san != NULL && !X509_add_ext(x, san, -1))
         goto out;
+    /* A serial of a certificate that failed stays taken: it is never reused. */
     if (X509_sign(x, sign_key, EVP_sha256()) <= 0)
         goto out;
-    if (serial_remember(ca, hex) != 0)
-        goto out;
+    /* One write(2) of one line in O_APPEND: lines of several workers never mix. */
     if (index_append(ca, hex, x) != 0)
         srv_log(SRV_LOG_ERR, "cannot append to the index %s", ca->index_path);
     ok = 1;
@@ -360,8 +411,8 @@ static int create_ca(struct srv *s, const char *key_path, const char *cert_path)
         !X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
                                     (const unsigned char *)"estc-server test CA", -1, -1, 0))
         goto out;
-    s->ca.cert =
-        make_cert(&s->ca, name, s->ca.key, NULL, s->ca.key, NULL, CA_VALIDITY_SECONDS, KIND_CA);
+    s->ca.cert = make_cert(&s->ca, name, s->ca.key, NULL, NULL, s->ca.key, NULL,
+                           CA_VALIDITY_SECONDS, KIND_CA);
     if (s->ca.cert == NULL)
         goto out;
     if (write_pem_key(key_path, s->ca.key) != 0 ||
@@ -412,6 +463,11 @@ int srv_ca_setup(struct srv *s)
         s->ca.index_path = path_join(s->opt.state_dir, "index.txt");
         if (s->ca.index_path == NULL || index_load(&s->ca) != 0) {
             srv_log(SRV_LOG_ERR, "cannot read the index in %s", s->opt.state_dir);
+            return -1;
+        }
+        s->ca.index_fd = open(s->ca.index_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+        if (s->ca.index_fd < 0) {
+            srv_log(SRV_LOG_ERR, "cannot open the index %s: %s", s->ca.index_path, strerror(errno));
             return -1;
         }
     }
@@ -469,6 +525,9 @@ out:
 void srv_ca_free(struct srv_ca *ca)
 {
     size_t i;
+    if (ca->index_fd >= 0)
+        close(ca->index_fd);
+    ca->index_fd = -1;
     EVP_PKEY_free(ca->key);
     X509_free(ca->cert);
     sk_X509_pop_free(ca->extra, X509_free);
@@ -501,8 +560,12 @@ static X509_EXTENSION *csr_san(const X509_REQ *req)
 X509 *srv_ca_issue(struct srv *s, const X509_REQ *req, EVP_PKEY *pub)
 {
     X509_EXTENSION *san = csr_san(req);
-    X509 *x = make_cert(&s->ca, X509_REQ_get_subject_name(req), pub, s->ca.cert, s->ca.key, san,
-                        s->opt.validity, KIND_CLIENT);
+    /* The CSR's own key: its SubjectPublicKeyInfo as it came. */
+    const X509_PUBKEY *spki = pub == X509_REQ_get0_pubkey((X509_REQ *)req)
+                                  ? X509_REQ_get_X509_PUBKEY((X509_REQ *)req)
+                                  : NULL;
+    X509 *x = make_cert(&s->ca, X509_REQ_get_subject_name(req), pub, spki, s->ca.cert, s->ca.key,
+                        san, s->opt.validity, KIND_CLIENT);
     X509_EXTENSION_free(san);
     return x;
 }
@@ -589,7 +652,7 @@ int srv_ca_make_server_creds(struct srv *s)
     if (!X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)"localhost",
                                     -1, -1, 0))
         goto out;
-    cert = make_cert(&s->ca, name, key, s->ca.cert, s->ca.key, san, SERVER_VALIDITY_SECONDS,
+    cert = make_cert(&s->ca, name, key, NULL, s->ca.cert, s->ca.key, san, SERVER_VALIDITY_SECONDS,
                      KIND_SERVER);
     if (cert == NULL)
         goto out;

@@ -49,7 +49,9 @@ static uint8_t *dup_bytes(const uint8_t *p, size_t n)
     return d;
 }
 
+/* Shared by all workers: every call holds `lock`. */
 struct srv_cache {
+    pthread_mutex_t lock;
     struct delay_entry *delays; /* newest first */
     size_t n_delays;
     struct answer_entry *answers;
@@ -58,7 +60,12 @@ struct srv_cache {
 
 struct srv_cache *srv_cache_new(void)
 {
-    return calloc(1, sizeof(struct srv_cache));
+    struct srv_cache *c = calloc(1, sizeof(struct srv_cache));
+    if (c != NULL && pthread_mutex_init(&c->lock, NULL) != 0) {
+        free(c);
+        return NULL;
+    }
+    return c;
 }
 
 void srv_cache_free(struct srv_cache *c)
@@ -75,16 +82,15 @@ void srv_cache_free(struct srv_cache *c)
         c->answers = a->next;
         answer_free(a);
     }
+    pthread_mutex_destroy(&c->lock);
     free(c);
 }
 
-int srv_cache_should_delay(struct srv_cache *c, const uint8_t id[32], coap_session_t *session,
-                           coap_mid_t mid, int delay_first)
+static int should_delay(struct srv_cache *c, const uint8_t id[32], coap_session_t *session,
+                        coap_mid_t mid, int delay_first)
 {
     struct delay_entry *d;
 
-    if (delay_first <= 0)
-        return 0;
     for (d = c->delays; d != NULL; d = d->next) {
         if (memcmp(d->id, id, 32) == 0)
             break;
@@ -135,8 +141,7 @@ static void expire(struct srv_cache *c, long window)
     }
 }
 
-int srv_cache_lookup(struct srv_cache *c, const uint8_t key[32], long window,
-                     struct srv_answer *out)
+static int lookup(struct srv_cache *c, const uint8_t key[32], long window, struct srv_answer *out)
 {
     struct answer_entry *a;
 
@@ -169,7 +174,7 @@ void srv_answer_clear(struct srv_answer *a)
     memset(a, 0, sizeof(*a));
 }
 
-int srv_cache_store(struct srv_cache *c, const uint8_t key[32], const struct srv_answer *ans)
+static int store(struct srv_cache *c, const uint8_t key[32], const struct srv_answer *ans)
 {
     struct answer_entry *a = calloc(1, sizeof(*a));
 
@@ -192,4 +197,35 @@ int srv_cache_store(struct srv_cache *c, const uint8_t key[32], const struct srv
     c->answers = a;
     c->n_answers++;
     return 0;
+}
+
+int srv_cache_should_delay(struct srv_cache *c, const uint8_t id[32], coap_session_t *session,
+                           coap_mid_t mid, int delay_first)
+{
+    int r;
+    if (delay_first <= 0)
+        return 0;
+    pthread_mutex_lock(&c->lock);
+    r = should_delay(c, id, session, mid, delay_first);
+    pthread_mutex_unlock(&c->lock);
+    return r;
+}
+
+int srv_cache_lookup(struct srv_cache *c, const uint8_t key[32], long window,
+                     struct srv_answer *out)
+{
+    int r;
+    pthread_mutex_lock(&c->lock);
+    r = lookup(c, key, window, out);
+    pthread_mutex_unlock(&c->lock);
+    return r;
+}
+
+int srv_cache_store(struct srv_cache *c, const uint8_t key[32], const struct srv_answer *ans)
+{
+    int r;
+    pthread_mutex_lock(&c->lock);
+    r = store(c, key, ans);
+    pthread_mutex_unlock(&c->lock);
+    return r;
 }

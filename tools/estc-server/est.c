@@ -531,7 +531,7 @@ static int add(coap_context_t *ctx, const char *path, coap_request_t method,
 
 /* The policy refuses the server's own names: read them from its certificate
  * (the first one of the chain file it sends). */
-static int policy_load_server(struct srv *s)
+int srv_est_prepare(struct srv *s)
 {
     BIO *b = BIO_new_file(s->server_cert_path, "r");
     X509 *x = b ? PEM_read_bio_X509(b, NULL, NULL, NULL) : NULL;
@@ -563,8 +563,6 @@ int srv_est_register(struct srv *s, coap_context_t *ctx)
     };
     size_t i;
 
-    if (policy_load_server(s) != 0)
-        return -1;
     if (add(ctx, ".well-known/core", COAP_REQUEST_GET, hnd_discovery, SRV_AUTH_NONE) != 0)
         return -1;
     for (i = 0; i < sizeof(res) / sizeof(res[0]); i++) {

@@ -24,7 +24,8 @@ struct srv_lw {
     int n_steps;
 };
 
-static struct srv_lw lw_list[SRV_MAX_LWM2M];
+/* Per worker: a bootstrap runs on its session, in the worker that has it. */
+static _Thread_local struct srv_lw lw_list[SRV_MAX_LWM2M];
 
 /* TLV (OMA-TS-LightweightM2M-V1_1 §7.4.3): resource with value. */
 static size_t tlv_put(uint8_t *out, size_t cap, size_t at, unsigned id, const void *val, size_t len)

@@ -7,7 +7,11 @@
 #include <errno.h>
 #include <getopt.h>
 #include <netdb.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,10 +21,14 @@
 #include <unistd.h>
 
 #include <openssl/err.h>
+#include <openssl/x509v3.h>
 
 int srv_verbosity;
 
 static volatile sig_atomic_t stop_requested;
+/* Set by main() for the workers to stop, or by a worker that failed. */
+static atomic_int workers_stop;
+static atomic_int worker_failed;
 
 /* Default CSR attributes (CF 285): challengePassword, EC P-256, ECDSA with SHA-256. */
 static const uint8_t default_csr_attrs[] = {
@@ -33,11 +41,13 @@ void srv_log(int level, const char *fmt, ...)
     va_list ap;
     if (level > srv_verbosity)
         return;
+    flockfile(stderr); /* one whole line, whichever worker logs */
     fputs("estc-server: ", stderr);
     va_start(ap, fmt);
     vfprintf(stderr, fmt, ap);
     va_end(ap);
     fputc('\n', stderr);
+    funlockfile(stderr);
 }
 
 void srv_log_ssl_errors(const char *what)
@@ -54,7 +64,7 @@ void srv_log_ssl_errors(const char *what)
 static void coap_log_to_stderr(coap_log_t level, const char *message)
 {
     (void)level;
-    fprintf(stderr, "libcoap: %s", message);
+    fprintf(stderr, "libcoap: %s", message); /* one call: stdio locks the stream */
 }
 
 static void on_signal(int sig)
@@ -98,6 +108,9 @@ static void usage(FILE *f)
           "  --idle-timeout SECONDS  close a session idle this long (default 300)\n"
           "  --max-handshakes N   handshakes in progress after the cookie exchange\n"
           "                       (default 100)\n"
+          "  --workers N          threads serving requests, each with its own socket on\n"
+          "                       the listen addresses (default: the online CPUs); the\n"
+          "                       session limits above are shared out among them\n"
           "Enrollment policy (sen, sren, skg, skc):\n"
           "  --max-csr-size BYTES a larger CSR gets 4.13 (default 8192)\n"
           "  --max-sans N         at most N subjectAltNames in a CSR (default 16)\n"
@@ -117,7 +130,8 @@ static void usage(FILE *f)
           "  --lwm2m-mode N       Security Mode written to /0/1/2 (default 4: EST)\n"
           "  --lwm2m-bootstrap-mode N  also write the bootstrap account /0/0 with mode N\n"
           "                       (its URI: coaps:// and the first --listen address)\n"
-          "  -v                   more log output on stderr (repeat for debug)\n"
+          "  -v                   more log output on stderr (repeat for debug; libcoap's\n"
+          "                       debug log too with --workers 1)\n"
           "  -h, --help           this text\n"
           "  --version            print the version and exit\n"
           "\n"
@@ -179,6 +193,7 @@ enum {
     OPT_ALLOWED_SAN_TYPES,
     OPT_CN_MUST_MATCH,
     OPT_ALLOW_SERVER_NAMES,
+    OPT_WORKERS,
     OPT_VERSION,
 };
 
@@ -215,6 +230,7 @@ static int parse_args(struct srv_options *o, int argc, char **argv)
         {"allowed-san-types", required_argument, NULL, OPT_ALLOWED_SAN_TYPES},
         {"cn-must-match", required_argument, NULL, OPT_CN_MUST_MATCH},
         {"allow-server-names", no_argument, NULL, OPT_ALLOW_SERVER_NAMES},
+        {"workers", required_argument, NULL, OPT_WORKERS},
         {"verbose", no_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, OPT_VERSION},
@@ -235,6 +251,7 @@ static int parse_args(struct srv_options *o, int argc, char **argv)
     o->max_sessions = 1000;
     o->idle_timeout = 300;
     o->max_handshakes = 100;
+    o->workers = 0; /* the online CPUs, see main() */
     srv_policy_init(&o->policy);
     while ((c = getopt_long(argc, argv, "vh", longopts, &li)) != -1) {
         switch (c) {
@@ -360,6 +377,10 @@ static int parse_args(struct srv_options *o, int argc, char **argv)
         case OPT_MAX_HANDSHAKES:
             if (option_long("max-handshakes", optarg, 1, 100000, "a count", &o->max_handshakes) !=
                 0)
+                return -1;
+            break;
+        case OPT_WORKERS:
+            if (option_long("workers", optarg, 1, SRV_MAX_WORKERS, "a count", &o->workers) != 0)
                 return -1;
             break;
         case 'v':
@@ -511,6 +532,32 @@ static int setup_stores(struct srv *s)
     return 0;
 }
 
+/*
+ * OpenSSL caches a certificate's decoded extensions at its first use; its
+ * readers look without the lock that the writer takes. Fill the caches of
+ * every certificate the workers share before they start.
+ */
+static void warm_certs(struct srv *s)
+{
+    X509_STORE *stores[2] = {s->client_store, s->own_store};
+
+    (void)X509_check_purpose(s->ca.cert, -1, 0);
+    (void)X509_check_purpose(s->server_cert, -1, 0);
+    for (int i = 0; i < sk_X509_num(s->ca.extra); i++)
+        (void)X509_check_purpose(sk_X509_value(s->ca.extra, i), -1, 0);
+    for (int i = 0; i < sk_X509_num(s->server_chain); i++)
+        (void)X509_check_purpose(sk_X509_value(s->server_chain, i), -1, 0);
+    for (int k = 0; k < 2; k++) {
+        STACK_OF(X509_OBJECT) *objs = X509_STORE_get0_objects(stores[k]);
+        for (int i = 0; i < sk_X509_OBJECT_num(objs); i++) {
+            X509 *x = X509_OBJECT_get0_X509(sk_X509_OBJECT_value(objs, i));
+            if (x != NULL)
+                (void)X509_check_purpose(x, -1, 0);
+        }
+    }
+    ERR_clear_error();
+}
+
 static void srv_free(struct srv *s)
 {
     srv_ca_free(&s->ca);
@@ -518,18 +565,32 @@ static void srv_free(struct srv *s)
     X509_STORE_free(s->own_store);
     free(s->server_cert_path);
     free(s->server_key_path);
+    srv_tls_free_creds(s);
     free(s->csr_attrs);
     srv_cache_free(s->cache);
     srv_policy_free(&s->opt.policy);
     free(s->root);
 }
 
+/* DTLS sessions this worker accepted, logged when it stops (-v). */
+static _Thread_local unsigned long sessions_accepted;
+
 /* A session is gone (closed, timed out or evicted): forget its unfinished bodies. */
 static int on_event(coap_session_t *session, const coap_event_t event)
 {
+    if (event == COAP_EVENT_DTLS_CONNECTED && session != NULL &&
+        coap_session_get_type(session) == COAP_SESSION_TYPE_SERVER)
+        sessions_accepted++;
     if (event == COAP_EVENT_SERVER_SESSION_DEL && session != NULL) {
         srv_block1_forget(session);
-        srv_log(SRV_LOG_DEBUG, "session %s closed", coap_session_str(session));
+        if (srv_verbosity >= SRV_LOG_DEBUG) {
+            /* Not coap_session_str(): its buffer is static, shared by all threads. */
+            char a[INET6_ADDRSTRLEN + 16];
+            if (coap_print_addr(coap_session_get_addr_remote(session), (uint8_t *)a, sizeof(a)) ==
+                0)
+                strcpy(a, "?");
+            srv_log(SRV_LOG_DEBUG, "session %s closed", a);
+        }
     }
     return 0;
 }
@@ -541,14 +602,203 @@ static double now_s(void)
     return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
+/* The listen addresses, resolved and checked once; every worker binds them all. */
+struct listen_set {
+    coap_address_t addr[SRV_MAX_LISTEN];
+    const char *spec[SRV_MAX_LISTEN];
+    int n;
+};
+
+struct worker {
+    struct srv *s;
+    const struct listen_set *ls;
+    int idx;
+    pthread_t thread;
+    int started;
+    /* start-up hand-shake with main(): 0 running, 1 ready, -1 failed */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int state;
+};
+
+static void worker_report(struct worker *w, int state)
+{
+    pthread_mutex_lock(&w->mu);
+    w->state = state;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+/* One worker's share of a limit: the limit divided among them, rounded up. */
+static unsigned share(long limit, long workers)
+{
+    return (unsigned)((limit + workers - 1) / workers);
+}
+
+/* Makes this thread's libcoap context with its endpoints; NULL on failure. */
+static coap_context_t *worker_context(struct worker *w)
+{
+    struct srv *s = w->s;
+    coap_context_t *ctx;
+    coap_dtls_pki_t pki;
+
+    ctx = coap_new_context(NULL);
+    if (ctx == NULL)
+        return NULL;
+    coap_set_app_data(ctx, s);
+    /* Not COAP_BLOCK_SINGLE_BODY: the Block1 gate in block.c sees every block. */
+    coap_context_set_block_mode(ctx, COAP_BLOCK_USE_LIBCOAP);
+    /*
+     * libcoap counts idle server sessions (no request in progress) and, when
+     * a new peer comes with --max-sessions of them, frees the one idle the
+     * longest; it closes a session idle for --idle-timeout seconds. Each
+     * worker has its share of the limits.
+     */
+    coap_context_set_max_idle_sessions(ctx, share(s->opt.max_sessions, s->opt.workers));
+    coap_context_set_session_timeout(ctx, (unsigned)s->opt.idle_timeout);
+    coap_context_set_max_handshake_sessions(ctx, share(s->opt.max_handshakes, s->opt.workers));
+    coap_register_event_handler(ctx, on_event);
+
+    memset(&pki, 0, sizeof(pki));
+    pki.version = COAP_DTLS_PKI_SETUP_VERSION;
+    pki.verify_peer_cert = 1; /* ask for a client certificate; tls.c decides */
+    pki.allow_self_signed = 0;
+    pki.cert_chain_validation = 1;
+    pki.cert_chain_verify_depth = SRV_VERIFY_DEPTH;
+    pki.additional_tls_setup_call_back = srv_tls_setup_cb;
+    pki.cn_call_back_arg = s; /* no CN callback: carries our state to the setup callback */
+    pki.pki_key.key_type = COAP_PKI_KEY_PEM;
+    pki.pki_key.key.pem.public_cert = s->server_cert_path;
+    pki.pki_key.key.pem.private_key = s->server_key_path;
+    if (!coap_context_set_pki(ctx, &pki)) {
+        srv_log(SRV_LOG_ERR, "cannot use the server credentials %s", s->server_cert_path);
+        goto fail;
+    }
+    if (srv_est_register(s, ctx) != 0 || (s->opt.lwm2m && srv_lwm2m_register(s, ctx) != 0)) {
+        srv_log(SRV_LOG_ERR, "cannot create the resources");
+        goto fail;
+    }
+    for (int i = 0; i < w->ls->n; i++) {
+        coap_address_t addr = w->ls->addr[i];
+        if (coap_new_endpoint(ctx, &addr, COAP_PROTO_DTLS) == NULL) {
+            srv_log(SRV_LOG_ERR, "cannot listen on %s", w->ls->spec[i]);
+            goto fail;
+        }
+        if (srv_hello_guard_add_endpoint(ctx, &addr) != 0 ||
+            (i == 0 && srv_hello_guard_take_cookies(ctx, &addr) != 0)) {
+            srv_log(SRV_LOG_ERR, "cannot guard the socket of %s", w->ls->spec[i]);
+            goto fail;
+        }
+    }
+    return ctx;
+fail:
+    coap_free_context(ctx);
+    return NULL;
+}
+
+static void *worker_main(void *arg)
+{
+    struct worker *w = arg;
+    struct srv *s = w->s;
+    coap_context_t *ctx = worker_context(w);
+
+    if (ctx == NULL) {
+        srv_lwm2m_free();
+        srv_block1_free();
+        srv_hello_guard_free();
+        worker_report(w, -1);
+        return NULL;
+    }
+    worker_report(w, 1);
+    while (!atomic_load(&workers_stop)) {
+        /*
+         * The worker waits for datagrams itself so that the ClientHello guard
+         * (tls.c) sees each one before libcoap does; libcoap reads at most one
+         * datagram per endpoint per coap_io_process() call.
+         */
+        srv_hello_guard_wait(ctx, 100);
+        for (int i = 0; i < 64 && !atomic_load(&workers_stop); i++) {
+            int st = srv_hello_guard_filter(ctx);
+            if (st < 0)
+                continue;
+            if (coap_io_process(ctx, COAP_IO_NO_WAIT) < 0 && errno != EINTR) {
+                srv_log(SRV_LOG_ERR, "CoAP processing failed (worker %d)", w->idx);
+                atomic_store(&worker_failed, 1);
+                atomic_store(&workers_stop, 1);
+                break;
+            }
+            if (st == 0)
+                break;
+        }
+        if (s->opt.lwm2m)
+            srv_lwm2m_poll(s);
+    }
+    srv_log(SRV_LOG_INFO, "worker %d: %lu DTLS session(s)", w->idx, sessions_accepted);
+    srv_lwm2m_free();
+    coap_free_context(ctx);
+    srv_block1_free();
+    srv_hello_guard_free();
+    return NULL;
+}
+
+/*
+ * Resolves --listen (or the defaults) and checks that each address is free.
+ * Each accepted address is held by a plain socket while the next ones are
+ * checked, as a worker's would be: once [::] (dual stack, as libcoap binds
+ * it) is taken, the default 0.0.0.0 is busy and left out.
+ */
+static int resolve_listen(const struct srv *s, struct listen_set *ls)
+{
+    static const char *const default_listen[] = {"[::]:5684", "0.0.0.0:5684"};
+    int n = s->opt.n_listen ? s->opt.n_listen : 2;
+    int hold[SRV_MAX_LISTEN];
+    int rc = -1;
+
+    ls->n = 0;
+    for (int i = 0; i < n; i++) {
+        const char *spec = s->opt.n_listen ? s->opt.listen[i] : default_listen[i];
+        coap_address_t addr;
+        int fd, off = 0;
+
+        if (parse_listen(spec, &addr) != 0) {
+            srv_log(SRV_LOG_ERR, "bad --listen '%s' (ADDR:PORT or [ADDR]:PORT)", spec);
+            goto out;
+        }
+        if (!port_free(&addr)) {
+            if (s->opt.n_listen == 0 && ls->n > 0)
+                continue; /* [::] already takes IPv4 too */
+            srv_log(SRV_LOG_ERR, "cannot listen on %s: address in use or not available", spec);
+            goto out;
+        }
+        fd = socket(addr.addr.sa.sa_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+            goto out;
+        if (addr.addr.sa.sa_family == AF_INET6)
+            (void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof(off));
+        if (bind(fd, &addr.addr.sa, addr.size) != 0) {
+            close(fd);
+            srv_log(SRV_LOG_ERR, "cannot listen on %s: address in use or not available", spec);
+            goto out;
+        }
+        hold[ls->n] = fd;
+        ls->addr[ls->n] = addr;
+        ls->spec[ls->n++] = spec;
+    }
+    rc = ls->n > 0 ? 0 : -1;
+out:
+    for (int i = 0; i < ls->n; i++)
+        close(hold[i]);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     struct srv s;
-    coap_context_t *ctx = NULL;
-    coap_dtls_pki_t pki;
     struct sigaction sa;
-    const char *default_listen[] = {"[::]:5684", "0.0.0.0:5684"};
-    int rc = 1, i, n_bound = 0;
+    struct listen_set ls;
+    struct worker *w = NULL;
+    sigset_t block, old;
+    int rc = 1, i;
     double start;
     char *bs_uri = NULL;
 
@@ -561,11 +811,18 @@ int main(int argc, char **argv)
         fprintf(stderr, "estc-server: --root must be a path like /est\n");
         return 2;
     }
+    if (s.opt.workers == 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        s.opt.workers = n < 1 ? 1 : n > SRV_MAX_WORKERS ? SRV_MAX_WORKERS : n;
+    }
+    s.ca.index_fd = -1;
+    if (pthread_mutex_init(&s.ca.lock, NULL) != 0)
+        return 1;
     {
         const char *l = s.opt.n_listen ? s.opt.listen[0] : "localhost:5684";
         bs_uri = malloc(strlen(l) + 9);
         if (bs_uri == NULL)
-            return 1;
+            goto out;
         sprintf(bs_uri, "coaps://%s", l);
         s.opt.lwm2m_bs_uri = bs_uri;
     }
@@ -575,84 +832,31 @@ int main(int argc, char **argv)
     }
     s.cache = srv_cache_new();
     if (s.cache == NULL || srv_ca_setup(&s) != 0 || load_csr_attrs(&s) != 0 ||
-        setup_stores(&s) != 0 || srv_ca_make_server_creds(&s) != 0)
+        setup_stores(&s) != 0 || srv_ca_make_server_creds(&s) != 0 || srv_tls_load_creds(&s) != 0 ||
+        srv_est_prepare(&s) != 0)
         goto out;
+    warm_certs(&s);
 
     coap_startup();
     coap_set_log_handler(coap_log_to_stderr);
-    coap_set_log_level(s.opt.verbose >= 2 ? LOG_DEBUG : s.opt.verbose ? LOG_WARNING : LOG_ERR);
-    coap_dtls_set_log_level(s.opt.verbose >= 2 ? LOG_DEBUG : LOG_ERR);
-
-    ctx = coap_new_context(NULL);
-    if (ctx == NULL)
-        goto out;
-    coap_set_app_data(ctx, &s);
-    /* Not COAP_BLOCK_SINGLE_BODY: the Block1 gate in block.c sees every block. */
-    coap_context_set_block_mode(ctx, COAP_BLOCK_USE_LIBCOAP);
-    /*
-     * libcoap counts idle server sessions (no request in progress) and, when
-     * a new peer comes with --max-sessions of them, frees the one idle the
-     * longest; it closes a session idle for --idle-timeout seconds.
-     */
-    coap_context_set_max_idle_sessions(ctx, (unsigned)s.opt.max_sessions);
-    coap_context_set_session_timeout(ctx, (unsigned)s.opt.idle_timeout);
-    coap_context_set_max_handshake_sessions(ctx, (unsigned)s.opt.max_handshakes);
-    coap_register_event_handler(ctx, on_event);
+    {
+        /*
+         * libcoap 4.3.1's debug lines name sessions through one static
+         * buffer (coap_session_str()): with several workers they would
+         * write it at once. Its debug log therefore needs --workers 1.
+         */
+        int coap_debug = s.opt.verbose >= 2 && s.opt.workers == 1;
+        if (s.opt.verbose >= 2 && !coap_debug)
+            srv_log(SRV_LOG_DEBUG, "libcoap's debug log needs --workers 1; left out");
+        coap_set_log_level(coap_debug ? LOG_DEBUG : s.opt.verbose ? LOG_WARNING : LOG_ERR);
+        coap_dtls_set_log_level(coap_debug ? LOG_DEBUG : LOG_ERR);
+    }
     if (srv_hello_guard_init() != 0) {
         srv_log(SRV_LOG_ERR, "no random bytes for the cookie secret");
         goto out;
     }
-
-    memset(&pki, 0, sizeof(pki));
-    pki.version = COAP_DTLS_PKI_SETUP_VERSION;
-    pki.verify_peer_cert = 1; /* ask for a client certificate; tls.c decides */
-    pki.allow_self_signed = 0;
-    pki.cert_chain_validation = 1;
-    pki.cert_chain_verify_depth = 4;
-    pki.additional_tls_setup_call_back = srv_tls_setup_cb;
-    pki.cn_call_back_arg = &s; /* no CN callback: carries our state to the setup callback */
-    pki.pki_key.key_type = COAP_PKI_KEY_PEM;
-    pki.pki_key.key.pem.public_cert = s.server_cert_path;
-    pki.pki_key.key.pem.private_key = s.server_key_path;
-    if (!coap_context_set_pki(ctx, &pki)) {
-        srv_log(SRV_LOG_ERR, "cannot use the server credentials %s", s.server_cert_path);
+    if (resolve_listen(&s, &ls) != 0)
         goto out;
-    }
-    if (srv_est_register(&s, ctx) != 0 || (s.opt.lwm2m && srv_lwm2m_register(&s, ctx) != 0)) {
-        srv_log(SRV_LOG_ERR, "cannot create the resources");
-        goto out;
-    }
-
-    {
-        int n = s.opt.n_listen ? s.opt.n_listen : 2;
-        for (i = 0; i < n; i++) {
-            const char *spec = s.opt.n_listen ? s.opt.listen[i] : default_listen[i];
-            coap_address_t addr;
-            if (parse_listen(spec, &addr) != 0) {
-                srv_log(SRV_LOG_ERR, "bad --listen '%s' (ADDR:PORT or [ADDR]:PORT)", spec);
-                goto out;
-            }
-            if (!port_free(&addr)) {
-                if (s.opt.n_listen == 0 && n_bound > 0)
-                    continue; /* [::] already took IPv4 too */
-                srv_log(SRV_LOG_ERR, "cannot listen on %s: address in use or not available", spec);
-                goto out;
-            }
-            if (coap_new_endpoint(ctx, &addr, COAP_PROTO_DTLS) == NULL) {
-                srv_log(SRV_LOG_ERR, "cannot listen on %s", spec);
-                goto out;
-            }
-            if (srv_hello_guard_add_endpoint(&addr) != 0 ||
-                (n_bound == 0 && srv_hello_guard_take_cookies(ctx, &addr) != 0)) {
-                srv_log(SRV_LOG_ERR, "cannot guard the socket of %s", spec);
-                goto out;
-            }
-            printf("estc-server: listening on coaps://%s/%s\n", spec, s.root);
-            n_bound++;
-        }
-    }
-    printf("estc-server: CA certificate: %s\n", s.ca.cert_path);
-    fflush(stdout);
 
     memset(&sa, 0, sizeof(sa));
     sa.sa_handler = on_signal;
@@ -660,42 +864,72 @@ int main(int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
 
-    start = now_s();
-    while (!stop_requested) {
-        /*
-         * The server waits for datagrams itself so that the ClientHello guard
-         * (tls.c) sees each one before libcoap does; libcoap reads at most one
-         * datagram per endpoint per coap_io_process() call.
-         */
-        srv_hello_guard_wait(ctx, 100);
-        for (i = 0; i < 64 && !stop_requested; i++) {
-            int st = srv_hello_guard_filter(ctx);
-            if (st < 0)
-                continue;
-            if (coap_io_process(ctx, COAP_IO_NO_WAIT) < 0 && errno != EINTR) {
-                srv_log(SRV_LOG_ERR, "CoAP processing failed");
-                goto out;
-            }
-            if (st == 0)
-                break;
+    /*
+     * The workers start one after the other, each binding its sockets before
+     * the next; they never see SIGTERM or SIGINT, which this thread waits for.
+     */
+    w = calloc((size_t)s.opt.workers, sizeof(*w));
+    if (w == NULL)
+        goto out;
+    sigemptyset(&block);
+    sigaddset(&block, SIGTERM);
+    sigaddset(&block, SIGINT);
+    for (i = 0; i < s.opt.workers; i++) {
+        int st;
+        w[i].s = &s;
+        w[i].ls = &ls;
+        w[i].idx = i;
+        pthread_mutex_init(&w[i].mu, NULL);
+        pthread_cond_init(&w[i].cv, NULL);
+        pthread_sigmask(SIG_BLOCK, &block, &old);
+        st = pthread_create(&w[i].thread, NULL, worker_main, &w[i]);
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        if (st != 0) {
+            srv_log(SRV_LOG_ERR, "cannot start worker %d: %s", i, strerror(st));
+            goto stop;
         }
-        if (s.opt.lwm2m)
-            srv_lwm2m_poll(&s);
+        w[i].started = 1;
+        pthread_mutex_lock(&w[i].mu);
+        while (w[i].state == 0)
+            pthread_cond_wait(&w[i].cv, &w[i].mu);
+        st = w[i].state;
+        pthread_mutex_unlock(&w[i].mu);
+        if (st < 0)
+            goto stop;
+    }
+    for (i = 0; i < ls.n; i++)
+        printf("estc-server: listening on coaps://%s/%s\n", ls.spec[i], s.root);
+    printf("estc-server: CA certificate: %s\n", s.ca.cert_path);
+    fflush(stdout);
+    srv_log(SRV_LOG_INFO, "%ld worker(s)", s.opt.workers);
+
+    start = now_s();
+    while (!stop_requested && !atomic_load(&worker_failed)) {
+        struct timespec ts = {0, 100 * 1000 * 1000};
+        nanosleep(&ts, NULL); /* a signal cuts it short */
         if (s.opt.max_runtime > 0 && now_s() - start >= (double)s.opt.max_runtime) {
             srv_log(SRV_LOG_INFO, "--max-runtime reached");
             break;
         }
     }
     srv_log(SRV_LOG_INFO, "stopping");
-    rc = 0;
+    rc = atomic_load(&worker_failed) ? 1 : 0;
+stop:
+    atomic_store(&workers_stop, 1);
+    for (i = 0; w != NULL && i < s.opt.workers; i++) {
+        if (w[i].started)
+            pthread_join(w[i].thread, NULL);
+        if (w[i].s != NULL) {
+            pthread_mutex_destroy(&w[i].mu);
+            pthread_cond_destroy(&w[i].cv);
+        }
+    }
+    srv_hello_guard_report();
 out:
-    srv_lwm2m_free();
-    if (ctx != NULL)
-        coap_free_context(ctx);
-    srv_block1_free();
-    srv_hello_guard_free();
+    free(w);
     free(bs_uri);
     coap_cleanup();
     srv_free(&s);
+    pthread_mutex_destroy(&s.ca.lock);
     return rc;
 }

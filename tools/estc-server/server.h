@@ -8,6 +8,7 @@
 #ifndef ESTC_SERVER_H
 #define ESTC_SERVER_H
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <time.h>
@@ -32,6 +33,7 @@
 #define SRV_MAX_LISTEN 16
 #define SRV_MAX_CLIENT_CA 16
 #define SRV_MAX_LWM2M 16
+#define SRV_MAX_WORKERS 256
 
 /* Log levels: errors always, -v adds info, -vv adds debug. */
 enum srv_loglevel { SRV_LOG_ERR = 0, SRV_LOG_INFO = 1, SRV_LOG_DEBUG = 2 };
@@ -68,6 +70,7 @@ struct srv_options {
     long max_sessions;   /* DTLS sessions kept; the oldest idle one goes first */
     long idle_timeout;   /* seconds before an idle session is closed */
     long max_handshakes; /* handshakes in progress (after the cookie exchange) */
+    long workers;        /* threads, each with its own libcoap context and sockets */
 };
 
 /* The test CA: key and certificate, plus what was issued. */
@@ -77,7 +80,14 @@ struct srv_ca {
     STACK_OF(X509) * extra; /* rollover / extra CA certificates for /crts */
     char *cert_path;        /* where clients find the CA certificate */
     char *index_path;       /* NULL: no index kept */
-    /* Serial numbers issued so far (hex, upper case), to keep them unique. */
+    int index_fd;           /* open for appending, -1 without an index */
+    /*
+     * Serial numbers issued so far (hex, upper case), to keep them unique.
+     * Every worker issues: `lock` guards the list. The key and certificates
+     * above are only read once set up, which OpenSSL allows from several
+     * threads at once (openssl-threads(7)).
+     */
+    pthread_mutex_t lock;
     char **serials;
     size_t n_serials, cap_serials;
 };
@@ -91,13 +101,28 @@ struct srv {
     X509_STORE *own_store;    /* own CA only: who may re-enroll */
     char *server_cert_path;   /* chain file sent in the handshake */
     char *server_key_path;
+    /* The same, parsed once for every handshake of every worker (only read). */
+    X509 *server_cert;
+    STACK_OF(X509) * server_chain; /* without server_cert */
+    EVP_PKEY *server_key;
     uint8_t *csr_attrs;
     size_t csr_attrs_len;
     struct srv_cache *cache;
     char *root; /* path root without leading or trailing '/' */
 };
 
-/* main.c: logging to stderr */
+/*
+ * Threads: every worker runs its own libcoap context (libcoap 4.3.1 is not
+ * thread-safe within one context) with its own UDP socket per listen
+ * address, all bound with SO_REUSEPORT, so the kernel's hash of the
+ * address 4-tuple keeps each client, and so its DTLS session, with one
+ * worker. What belongs to a context (the ClientHello guard's sockets,
+ * unfinished Block1 bodies, LwM2M bootstraps) is thread-local; what all
+ * share (the CA's serial list, the retransmission cache, the log) has a
+ * lock; the rest of struct srv is only read after start-up.
+ */
+
+/* main.c: logging to stderr (one line at a time, whichever thread) */
 void srv_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void srv_log_ssl_errors(const char *what);
 extern int srv_verbosity;
@@ -114,6 +139,10 @@ int srv_x509_der(X509 *x, uint8_t **out, size_t *out_len);
 int srv_read_file(const char *path, uint8_t **out, size_t *out_len);
 
 /* tls.c */
+#define SRV_VERIFY_DEPTH 4
+/* Parse the server chain and key files once, before the workers start. */
+int srv_tls_load_creds(struct srv *s);
+void srv_tls_free_creds(struct srv *s);
 int srv_tls_setup_cb(void *tls_session, coap_dtls_pki_t *setup_data);
 /* Peer certificate of the DTLS session (new reference) or NULL. */
 X509 *srv_tls_peer_cert(coap_session_t *session);
@@ -132,9 +161,16 @@ int srv_store_add_pem_file(X509_STORE *st, const char *path);
  * cookie of ours.
  */
 int srv_hello_guard_init(void);
-/* Find the UDP socket libcoap bound to `addr` (after coap_new_endpoint). */
-int srv_hello_guard_add_endpoint(const coap_address_t *addr);
-/* Put the guard's cookie callbacks on libcoap's SSL_CTX (after the first endpoint). */
+/*
+ * Find the UDP socket libcoap bound to `addr` (after coap_new_endpoint) and
+ * put in its place, under the same descriptor, one bound to the same address
+ * with SO_REUSEPORT, which the other workers' sockets join.
+ */
+int srv_hello_guard_add_endpoint(coap_context_t *ctx, const coap_address_t *addr);
+/*
+ * Put the guard's cookie callbacks and the ClientHello callback that sets
+ * the parsed credentials on libcoap's SSL_CTX (after the first endpoint).
+ */
 int srv_hello_guard_take_cookies(coap_context_t *ctx, const coap_address_t *endpoint);
 /* Wait up to timeout_ms for a datagram on an endpoint or libcoap's own fd. */
 void srv_hello_guard_wait(coap_context_t *ctx, int timeout_ms);
@@ -144,7 +180,10 @@ void srv_hello_guard_wait(coap_context_t *ctx, int timeout_ms);
  * again before letting libcoap read).
  */
 int srv_hello_guard_filter(coap_context_t *ctx);
+/* This worker's guard is done. */
 void srv_hello_guard_free(void);
+/* All workers are done: log what the guard answered, forget the secret. */
+void srv_hello_guard_report(void);
 
 /* cbor.c: multipart-core (RFC 8710) array of (content-format, bytes) pairs. */
 struct srv_part {
@@ -198,6 +237,8 @@ int srv_cache_store(struct srv_cache *c, const uint8_t key[32], const struct srv
 void srv_answer_clear(struct srv_answer *a);
 
 /* est.c */
+/* Once, before the workers: what the policy needs from the server certificate. */
+int srv_est_prepare(struct srv *s);
 int srv_est_register(struct srv *s, coap_context_t *ctx);
 
 /* lwm2m.c: the LwM2M bootstrap role */

@@ -14,7 +14,10 @@
 #include <string.h>
 
 #include <errno.h>
+#include <fcntl.h>
+#include <stdatomic.h>
 #include <poll.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -28,11 +31,32 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
+static int verdict_idx = -1; /* SSL ex_data: struct verdict, see srv_tls_peer_verified() */
+static void verdict_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl,
+                         void *argp);
+
 /* Accept whatever the client shows; the EST handlers decide per resource. */
 static int accept_any_cb(int preverify_ok, X509_STORE_CTX *ctx)
 {
     (void)preverify_ok;
     (void)ctx;
+    return 1;
+}
+
+/*
+ * The server credentials on one handshake, from the objects parsed once at
+ * start (srv_tls_load_creds): OpenSSL 3.0 takes far longer to read a PEM
+ * key and certificates than to do the handshake's signatures.
+ */
+static int use_creds(SSL *ssl, struct srv *s)
+{
+    if (SSL_use_certificate(ssl, s->server_cert) != 1 ||
+        SSL_use_PrivateKey(ssl, s->server_key) != 1 || SSL_set1_chain(ssl, s->server_chain) != 1) {
+        srv_log_ssl_errors("server credentials");
+        return 0;
+    }
+    SSL_set_verify(ssl, SSL_VERIFY_PEER | SSL_VERIFY_CLIENT_ONCE, accept_any_cb);
+    SSL_set_verify_depth(ssl, SRV_VERIFY_DEPTH + 2);
     return 1;
 }
 
@@ -44,13 +68,78 @@ int srv_tls_setup_cb(void *tls_session, coap_dtls_pki_t *setup_data)
 
     if (ssl == NULL || s == NULL)
         return 0;
-    /* libcoap 4.3.1 sends only the first certificate of the PEM file. */
-    if (SSL_use_certificate_chain_file(ssl, s->server_cert_path) != 1) {
-        srv_log_ssl_errors("server certificate chain");
-        return 0;
+    /* libcoap 4.3.1 sends only the first certificate of the PEM file: the whole chain. */
+    return use_creds(ssl, s);
+}
+
+/*
+ * In place of libcoap's ClientHello callback, which loads the credentials
+ * from their PEM files again at every handshake (setup_pki_ssl) before
+ * calling srv_tls_setup_cb(): the same settings from the parsed objects.
+ */
+static int client_hello_cb(SSL *ssl, int *al, void *arg)
+{
+    const unsigned char *out;
+    size_t outlen;
+
+    /* As libcoap: X.509 must be among the client certificate types offered (RFC 7250). */
+    if (SSL_client_hello_get0_ext(ssl, 19 /* client_certificate_type */, &out, &outlen)) {
+        int x509 = 0;
+        for (size_t i = 0; i < outlen; i++)
+            x509 |= out[i] == 0 && outlen >= 2;
+        if (!x509) {
+            *al = SSL_AD_UNSUPPORTED_EXTENSION;
+            return SSL_CLIENT_HELLO_ERROR;
+        }
     }
-    SSL_set_verify(ssl, SSL_VERIFY_PEER | SSL_VERIFY_CLIENT_ONCE, accept_any_cb);
-    return 1;
+    if (!use_creds(ssl, arg)) {
+        *al = SSL_AD_INTERNAL_ERROR;
+        return SSL_CLIENT_HELLO_ERROR;
+    }
+    return SSL_CLIENT_HELLO_SUCCESS;
+}
+
+int srv_tls_load_creds(struct srv *s)
+{
+    BIO *b = BIO_new_file(s->server_cert_path, "r");
+    X509 *x;
+
+    verdict_idx = SSL_get_ex_new_index(0, NULL, NULL, NULL, verdict_free);
+    if (verdict_idx < 0)
+        goto fail;
+    s->server_chain = sk_X509_new_null();
+    if (b == NULL || s->server_chain == NULL)
+        goto fail;
+    s->server_cert = PEM_read_bio_X509(b, NULL, NULL, NULL);
+    while ((x = PEM_read_bio_X509(b, NULL, NULL, NULL)) != NULL) {
+        if (!sk_X509_push(s->server_chain, x)) {
+            X509_free(x);
+            goto fail;
+        }
+    }
+    ERR_clear_error(); /* the end of the file reads as an error */
+    BIO_free(b);
+    b = BIO_new_file(s->server_key_path, "r");
+    if (b == NULL)
+        goto fail;
+    s->server_key = PEM_read_bio_PrivateKey(b, NULL, NULL, NULL);
+    if (s->server_cert == NULL || s->server_key == NULL ||
+        X509_check_private_key(s->server_cert, s->server_key) != 1)
+        goto fail;
+    BIO_free(b);
+    return 0;
+fail:
+    BIO_free(b);
+    srv_log_ssl_errors("server credentials");
+    srv_log(SRV_LOG_ERR, "cannot use the server credentials %s", s->server_cert_path);
+    return -1;
+}
+
+void srv_tls_free_creds(struct srv *s)
+{
+    X509_free(s->server_cert);
+    EVP_PKEY_free(s->server_key);
+    sk_X509_pop_free(s->server_chain, X509_free);
 }
 
 int srv_store_add_pem_file(X509_STORE *st, const char *path)
@@ -95,22 +184,41 @@ X509 *srv_tls_peer_cert(coap_session_t *session)
     return SSL_get1_peer_certificate(ssl);
 }
 
-int srv_tls_peer_verified(coap_session_t *session, X509_STORE *store)
-{
-    SSL *ssl = session_ssl(session);
+/*
+ * What srv_tls_peer_verified() found on a session, for its next requests (a
+ * body's first block and its handler ask the same): per store, for the
+ * peer certificate object it was found for (held, so no other certificate
+ * can take its address).
+ */
+struct verdict {
     X509 *leaf;
-    X509_STORE_CTX *ctx;
-    STACK_OF(X509) * chain;
+    X509_STORE *store[2];
+    int ok[2];
+    int n;
+};
+
+static void verdict_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl,
+                         void *argp)
+{
+    struct verdict *v = ptr;
+    (void)parent;
+    (void)ad;
+    (void)idx;
+    (void)argl;
+    (void)argp;
+    if (v != NULL) {
+        X509_free(v->leaf);
+        free(v);
+    }
+}
+
+static int verify_chain(SSL *ssl, X509 *leaf, X509_STORE *store)
+{
+    X509_STORE_CTX *ctx = X509_STORE_CTX_new();
+    /* On the server side the peer chain does not include the leaf. */
+    STACK_OF(X509) *chain = SSL_get_peer_cert_chain(ssl);
     int ok = 0;
 
-    if (ssl == NULL)
-        return 0;
-    leaf = SSL_get1_peer_certificate(ssl);
-    if (leaf == NULL)
-        return 0;
-    /* On the server side the peer chain does not include the leaf. */
-    chain = SSL_get_peer_cert_chain(ssl);
-    ctx = X509_STORE_CTX_new();
     if (ctx != NULL && X509_STORE_CTX_init(ctx, store, leaf, chain) == 1) {
         X509_STORE_CTX_set_purpose(ctx, X509_PURPOSE_SSL_CLIENT);
         ok = X509_verify_cert(ctx) == 1;
@@ -119,8 +227,55 @@ int srv_tls_peer_verified(coap_session_t *session, X509_STORE *store)
                     X509_verify_cert_error_string(X509_STORE_CTX_get_error(ctx)));
     }
     X509_STORE_CTX_free(ctx);
-    X509_free(leaf);
     ERR_clear_error();
+    return ok;
+}
+
+int srv_tls_peer_verified(coap_session_t *session, X509_STORE *store)
+{
+    SSL *ssl = session_ssl(session);
+    X509 *leaf;
+    struct verdict *v;
+    int ok;
+
+    if (ssl == NULL)
+        return 0;
+    leaf = SSL_get1_peer_certificate(ssl);
+    if (leaf == NULL)
+        return 0;
+    v = verdict_idx >= 0 ? SSL_get_ex_data(ssl, verdict_idx) : NULL;
+    if (v != NULL && v->leaf == leaf) {
+        for (int i = 0; i < v->n; i++) {
+            if (v->store[i] == store) {
+                X509_free(leaf);
+                return v->ok[i];
+            }
+        }
+    }
+    ok = verify_chain(ssl, leaf, store);
+    if (verdict_idx < 0) {
+        X509_free(leaf);
+        return ok;
+    }
+    if (v == NULL) {
+        v = calloc(1, sizeof(*v));
+        if (v == NULL || !SSL_set_ex_data(ssl, verdict_idx, v)) {
+            free(v);
+            X509_free(leaf);
+            return ok; /* not kept: found again next time */
+        }
+    }
+    if (v->leaf != leaf) { /* a new handshake on the session showed another certificate */
+        X509_free(v->leaf);
+        v->leaf = leaf;
+        v->n = 0;
+    } else {
+        X509_free(leaf);
+    }
+    if (v->n < 2) {
+        v->store[v->n] = store;
+        v->ok[v->n++] = ok;
+    }
     return ok;
 }
 
@@ -193,30 +348,145 @@ void srv_tls_client_id(coap_session_t *session, uint8_t id[32])
 #define GUARD_EPOCH_SECONDS 30
 #define GUARD_BURST 256 /* datagrams looked at per call */
 
-static int guard_fds[SRV_MAX_LISTEN];
-static int n_guard;
+/* Each worker's own endpoints (its libcoap context is its thread's). */
+static _Thread_local int guard_fds[SRV_MAX_LISTEN];
+static _Thread_local int n_guard;
 /* The sender of the ClientHello each endpoint lets libcoap read next. */
-static coap_address_t guard_head[SRV_MAX_LISTEN];
-static int guard_head_set[SRV_MAX_LISTEN];
+static _Thread_local coap_address_t guard_head[SRV_MAX_LISTEN];
+static _Thread_local int guard_head_set[SRV_MAX_LISTEN];
+/* One secret for all workers: written before they start, then only read. */
 static unsigned char guard_secret[32];
-static unsigned long guard_answered;
+static atomic_ulong guard_answered;
 
 int srv_hello_guard_init(void)
 {
-    n_guard = 0;
     return RAND_bytes(guard_secret, sizeof(guard_secret)) == 1 ? 0 : -1;
 }
 
 void srv_hello_guard_free(void)
 {
-    OPENSSL_cleanse(guard_secret, sizeof(guard_secret));
-    if (guard_answered > 0)
-        srv_log(SRV_LOG_INFO, "%lu ClientHello(s) without a cookie answered statelessly",
-                guard_answered);
     n_guard = 0;
 }
 
-int srv_hello_guard_add_endpoint(const coap_address_t *addr)
+void srv_hello_guard_report(void)
+{
+    unsigned long n = atomic_load(&guard_answered);
+    OPENSSL_cleanse(guard_secret, sizeof(guard_secret));
+    if (n > 0)
+        srv_log(SRV_LOG_INFO, "%lu ClientHello(s) without a cookie answered statelessly", n);
+}
+
+/*
+ * libcoap built with epoll (as Debian's 4.3.1) registers each endpoint
+ * socket in its epoll set with a pointer to its own socket record, which a
+ * replacement must carry too. No API gives it: a datagram sent to the new
+ * endpoint from a scratch socket makes the endpoint ready, epoll_wait() on
+ * libcoap's set shows the record (the one whose first member, the
+ * descriptor, is `fd`), and the datagram is then taken off again. Runs
+ * before the worker serves anything. NULL without epoll or on failure.
+ */
+static void *libcoap_socket_record(coap_context_t *ctx, int fd, const coap_address_t *addr)
+{
+    int ep = coap_context_get_coap_fd(ctx), tmp;
+    coap_address_t to = *addr;
+    void *found = NULL;
+    char x = 0;
+
+    if (ep < 0)
+        return NULL;
+    if (to.addr.sa.sa_family == AF_INET && to.addr.sin.sin_addr.s_addr == htonl(INADDR_ANY))
+        to.addr.sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    else if (to.addr.sa.sa_family == AF_INET6 && IN6_IS_ADDR_UNSPECIFIED(&to.addr.sin6.sin6_addr))
+        to.addr.sin6.sin6_addr = in6addr_loopback;
+    tmp = socket(to.addr.sa.sa_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (tmp < 0)
+        return NULL;
+    if (sendto(tmp, &x, 1, 0, &to.addr.sa, to.size) == 1) {
+        for (int tries = 0; tries < 20 && found == NULL; tries++) {
+            struct epoll_event ev[16];
+            int n = epoll_wait(ep, ev, 16, 50);
+            for (int i = 0; i < n; i++) {
+                const coap_fd_t *rec = ev[i].data.ptr; /* NULL: libcoap's timer */
+                if (rec != NULL && *rec == fd)
+                    found = ev[i].data.ptr;
+            }
+        }
+        for (int tries = 0; tries < 16; tries++) {
+            char b[64];
+            if (recv(fd, b, sizeof(b), MSG_DONTWAIT) < 0)
+                break;
+        }
+    }
+    close(tmp);
+    return found;
+}
+
+/*
+ * Puts in place of libcoap's socket `fd` (bound to `addr`) one with the same
+ * options plus SO_REUSEPORT, bound to the same address, under the same
+ * descriptor number and in libcoap's epoll set as before. libcoap 4.3.1
+ * binds its sockets itself with SO_REUSEADDR only and has no way to ask for
+ * more; the replacement is made before the worker serves anything.
+ */
+static int reuseport_socket(coap_context_t *ctx, int fd, const coap_address_t *addr)
+{
+    static const struct {
+        int level, name;
+    } copied[] = {
+        {SOL_SOCKET, SO_REUSEADDR},
+        {IPPROTO_IPV6, IPV6_V6ONLY},
+        {IPPROTO_IPV6, IPV6_RECVPKTINFO},
+        {IPPROTO_IP, IP_PKTINFO},
+    };
+    int nfd, on = 1, fl, fdfl, ep = coap_context_get_coap_fd(ctx);
+    void *rec = NULL;
+
+    if (ep >= 0 && (rec = libcoap_socket_record(ctx, fd, addr)) == NULL) {
+        srv_log(SRV_LOG_ERR, "cannot find libcoap's record of its socket");
+        return -1;
+    }
+    nfd = socket(addr->addr.sa.sa_family, SOCK_DGRAM, 0);
+    if (nfd < 0)
+        return -1;
+    for (size_t i = 0; i < sizeof(copied) / sizeof(copied[0]); i++) {
+        int v = 0;
+        socklen_t vl = sizeof(v);
+        if (addr->addr.sa.sa_family != AF_INET6 && copied[i].level == IPPROTO_IPV6)
+            continue;
+        /* IP_PKTINFO on an IPv6 socket fails where IPv4 is disabled: as libcoap, go on. */
+        if (getsockopt(fd, copied[i].level, copied[i].name, &v, &vl) == 0)
+            (void)setsockopt(nfd, copied[i].level, copied[i].name, &v, sizeof(v));
+    }
+    fl = fcntl(fd, F_GETFL);
+    fdfl = fcntl(fd, F_GETFD);
+    if (fl < 0 || fdfl < 0 || fcntl(nfd, F_SETFL, fl) != 0 ||
+        setsockopt(nfd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof(on)) != 0 ||
+        bind(nfd, &addr->addr.sa, addr->size) != 0) {
+        srv_log(SRV_LOG_ERR, "SO_REUSEPORT socket: %s", strerror(errno));
+        close(nfd);
+        return -1;
+    }
+    /* dup2() closes libcoap's socket, which leaves the epoll set with it. */
+    if (dup2(nfd, fd) < 0 || fcntl(fd, F_SETFD, fdfl) != 0) {
+        srv_log(SRV_LOG_ERR, "SO_REUSEPORT socket: %s", strerror(errno));
+        close(nfd);
+        return -1;
+    }
+    close(nfd);
+    if (ep >= 0) {
+        struct epoll_event ev;
+        memset(&ev, 0, sizeof(ev));
+        ev.events = EPOLLIN;
+        ev.data.ptr = rec;
+        if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) != 0) {
+            srv_log(SRV_LOG_ERR, "epoll: %s", strerror(errno));
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int srv_hello_guard_add_endpoint(coap_context_t *ctx, const coap_address_t *addr)
 {
     int best = -1;
     long maxfd = sysconf(_SC_OPEN_MAX);
@@ -243,10 +513,15 @@ int srv_hello_guard_add_endpoint(const coap_address_t *addr)
         coap_address_init(&a);
         memcpy(&a.addr, &ss, sl);
         a.size = sl;
-        if (coap_address_equals(&a, addr))
-            best = fd; /* the newest one: libcoap just made it */
+        if (coap_address_equals(&a, addr)) {
+            /* Other workers' sockets on this address have SO_REUSEPORT: not those. */
+            int rp = 0;
+            socklen_t rl = sizeof(rp);
+            if (getsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &rp, &rl) == 0 && rp == 0)
+                best = fd; /* the newest one: libcoap just made it */
+        }
     }
-    if (best < 0)
+    if (best < 0 || reuseport_socket(ctx, best, addr) != 0)
         return -1;
     guard_fds[n_guard++] = best;
     return 0;
@@ -366,6 +641,7 @@ int srv_hello_guard_take_cookies(coap_context_t *ctx, const coap_address_t *endp
         SSL_CTX *sctx = SSL_get_SSL_CTX(ssl);
         SSL_CTX_set_cookie_generate_cb(sctx, cookie_generate_cb);
         SSL_CTX_set_cookie_verify_cb(sctx, cookie_verify_cb);
+        SSL_CTX_set_client_hello_cb(sctx, client_hello_cb, coap_get_app_data(ctx));
         ok = 1;
     }
     coap_session_release(cs);
