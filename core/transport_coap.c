@@ -295,6 +295,19 @@ static void handshake_failed(struct coap_impl *impl, coap_session_t *session)
                  X509_verify_cert_error_string(v));
             return;
         }
+        /* An anonymous client (no certificate configured) that the server
+         * asked for one (a CertificateRequest: its certificate types): the
+         * server does not take anonymous clients. A refusal, not a
+         * transport failure, so that it is not tried again. */
+        const unsigned char *types = NULL;
+        if (impl->cert == NULL && impl->cert_file == NULL &&
+            SSL_get0_certificate_types(ssl, &types) > 0) {
+            fail(impl, ESTC_ERR_SERVER,
+                 "DTLS handshake with %s port %s failed: the server requires a client "
+                 "certificate and none was given",
+                 impl->host, impl->port);
+            return;
+        }
     }
     fail(impl, ESTC_ERR_TRANSPORT, "DTLS handshake with %s port %s failed", impl->host, impl->port);
 }
@@ -900,7 +913,9 @@ static estc_err coap_new(const estc_coap_config *cfg, const estc__coap_creds *cr
     coap_startup();
     coap_set_log_handler(coap_quiet);
     /* Debug level for coap_quiet()'s retransmission notices; it drops the
-     * rest. */
+     * rest. The PDU dumps libcoap makes at that level go to the handler
+     * too, never to stdout (where estc prints certificates). */
+    coap_set_show_pdu_output(0);
     coap_set_log_level(LOG_DEBUG);
     coap_dtls_set_log_level(LOG_EMERG);
     return estc_transport_new(&coap_ops, impl, out);

@@ -26,8 +26,11 @@ relayed() {
 # Two lost requests: two retransmissions, one line each, with waits of
 # 2 to 3 s and then 4 to 6 s (RFC 7252 §4.2).
 relayed 2
-run_estc cacerts "${RNET[@]}" --out "$T/ca.pem"
+run_estc cacerts "${RNET[@]}"
 expect_ok "cacerts through two lost requests"
+cp "$T/stdout" "$T/ca.pem"
+check "stdout holds the PEM certificates only (no CoAP dump)" \
+  bash -c "! grep -vqE '^(-----(BEGIN|END) CERTIFICATE-----|[A-Za-z0-9+/=]+)\$' '$T/stdout'"
 check "two lines, one per retransmission" test "$(grep -cE "$RETX" "$T/stderr")" -eq 2
 check "the first names retransmission 1" grep -qE 'retrying \(CoAP retransmission 1\)$' "$T/stderr"
 check "the second names retransmission 2" grep -qE 'retrying \(CoAP retransmission 2\)$' "$T/stderr"
