@@ -214,8 +214,7 @@ static void note_result(estc_client *c, int64_t now, estc_err err, estc_tick_res
         return;
     c->last_error_at = now != 0 ? now : 1;
     c->last_error = err;
-    estc_redact(estc_ctx_error_detail(c->ctx), c->last_error_detail,
-                sizeof(c->last_error_detail));
+    estc_redact(estc_ctx_error_detail(c->ctx), c->last_error_detail, sizeof(c->last_error_detail));
 }
 
 estc_err estc_client_tick(estc_client *c, estc_tick_result *what)
