@@ -26,6 +26,8 @@ before=$(date -u +%s)
 run_estc run --state "$T/state" "${NET[@]}" --cert "$T/rogue.crt" --key "$T/rogue.key" "${KEEP[@]}" --once
 check "refused enrollment: exit non-zero ($RC)" test "$RC" -ne 0
 check "refused enrollment: state written" test -s "$T/state"
+check "refused enrollment: the daemon's line has the detail" \
+  grep -qE '^estc: run: enroll-failed: .*: POST /[^ ]*sen: 4\.01' "$T/stderr"
 
 run_estc status --json --state "$T/state"
 check "status --json after a failure: exit 1 (no certificate)" test "$RC" -eq 1
