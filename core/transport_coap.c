@@ -68,8 +68,8 @@ struct coap_impl {
     size_t detail_len;
     bool identity_failed;
     /* The request in progress, for the retransmission lines: its method
-     * and path ("" during a handshake alone), and when it (or its last
-     * retransmission) went out. */
+     * and path ("DTLS" "handshake" during a handshake alone), and when it
+     * (or its last retransmission) went out. */
     const char *what_method;
     const char *what_path;
     uint64_t last_tx_ms;
