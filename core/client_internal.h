@@ -32,6 +32,9 @@ enum estc__creds {
     ESTC__CREDS_ENROLLED,  /* the enrolled certificate and key (/sren) */
 };
 
+/* The longest detail text kept for estc_client_last_error(), NUL included. */
+#define ESTC__LAST_ERROR_MAX 512
+
 struct estc_client {
     estc_ctx *ctx;
     estc_provider *provider;
@@ -111,6 +114,11 @@ struct estc_client {
     unsigned failures;     /* failed /sren attempts since the last success */
     bool fallback;         /* /sren gave up: /sen with bootstrap credentials */
     bool crts_due;         /* /crts after a renewal, per policy */
+    /* The last failed tick since the last new certificate (status
+     * displays): when (0: none), its error and its detail, redacted. */
+    int64_t last_error_at;
+    estc_err last_error;
+    char last_error_detail[ESTC__LAST_ERROR_MAX];
 };
 
 /*

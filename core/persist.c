@@ -507,6 +507,9 @@ estc_err estc_client_restore_ex(estc_client *c, const estc_state_stream *s, unsi
     c->failures = p.failures;
     c->fallback = p.fallback;
     c->crts_due = p.crts_due;
+    c->last_error_at = p.last_error_at;
+    c->last_error = (estc_err)p.last_error;
+    memcpy(c->last_error_detail, p.last_error_detail, sizeof(c->last_error_detail));
     estc__state_free(&p);
     estc__client_reset_transport(c);
 

@@ -42,6 +42,7 @@ enum tag {
     T_LIFECYCLE,     /* estc_lifecycle_serialize() text */
     T_MEM_KEY,       /* u16 address length, address, PKCS#8 */
     T_DEADLINE,      /* i64: the next deadline when written (informational) */
+    T_LAST_ERROR,    /* i64 time, u32 estc_err (> 0), detail text (redacted); after a failure */
     T_TAG_END,
 };
 
@@ -198,7 +199,13 @@ estc_err estc__state_encode(estc_client *c, const struct estc__view *v, estc_buf
     /* The certificate is read once, for its record and the deadline. */
     const estc_buf *der = v->cert_der;
     if (der == NULL) {
-        err = estc_cert_load(c->ctx, v->cert, &cert);
+        /* Asked first, so that a missing certificate leaves the context's
+         * error detail alone: a journal write during a failed operation's
+         * roll-back keeps that failure's detail for the caller. */
+        bool have = true;
+        if (estc_object_exists(c->ctx, v->cert, ESTC_OBJ_CERT, &have) != ESTC_OK)
+            have = true;
+        err = have ? estc_cert_load(c->ctx, v->cert, &cert) : ESTC_OK;
         if (err == ESTC_ERR_NOT_FOUND) {
             estc_ctx_clear_error(c->ctx);
             err = ESTC_OK;
@@ -226,6 +233,17 @@ estc_err estc__state_encode(estc_client *c, const struct estc__view *v, estc_buf
     if (v->mode == ESTC__VIEW_NOW && (der->len == 0 || estc__cert_view_parse(der, &cv) == ESTC_OK))
         deadline = estc__deadline(c, &cv, estc_client_now(c));
     put_i64(&body, T_DEADLINE, deadline);
+    if (c->last_error_at != 0) {
+        size_t dn = strnlen(c->last_error_detail, sizeof(c->last_error_detail) - 1);
+        uint8_t le[12 + ESTC__LAST_ERROR_MAX];
+        uint32_t code = (uint32_t)c->last_error;
+        for (int i = 0; i < 8; i++)
+            le[i] = (uint8_t)((uint64_t)c->last_error_at >> (56 - 8 * i));
+        for (int i = 0; i < 4; i++)
+            le[8 + i] = (uint8_t)(code >> (24 - 8 * i));
+        memcpy(le + 12, c->last_error_detail, dn);
+        put_rec(&body, T_LAST_ERROR, le, 12 + dn);
+    }
     put_rec(&body, T_LIFECYCLE, lc.data, lc.len);
 
     /* mem: keys: the committed ones recorded, and the enrolled one. */
@@ -420,6 +438,16 @@ static estc_err decode_record(struct estc__state *p, bool seen[T_TAG_END], unsig
         return ESTC_OK;
     case T_LIFECYCLE:
         return estc_buf_set(&p->lifecycle, v, n);
+    case T_LAST_ERROR:
+        if (n < 12 || n - 12 >= ESTC__LAST_ERROR_MAX || memchr(v + 12, '\0', n - 12) != NULL)
+            return ESTC_ERR_FORMAT;
+        p->last_error_at = get_i64(v);
+        p->last_error = (int32_t)get_u32(v + 8);
+        if (p->last_error_at == 0 || p->last_error <= 0)
+            return ESTC_ERR_FORMAT;
+        memcpy(p->last_error_detail, v + 12, n - 12);
+        p->last_error_detail[n - 12] = '\0';
+        return ESTC_OK;
     case T_TAG_END:
         break;
     }

@@ -53,6 +53,9 @@ struct estc__state {
     uint8_t hash[32];
     uint32_t failures;
     bool fallback, crts_due;
+    int64_t last_error_at; /* 0: no T_LAST_ERROR record */
+    int32_t last_error;
+    char last_error_detail[ESTC__LAST_ERROR_MAX];
     estc_buf lifecycle; /* estc_lifecycle_serialize() text */
 };
 

@@ -199,6 +199,24 @@ static estc_err tick(estc_client *c, int64_t now, const estc_schedule_config *cf
     return err;
 }
 
+/* Keeps a failed tick for estc_client_last_error() (a cancelled one is no
+ * failure); a new certificate clears it. */
+static void note_result(estc_client *c, int64_t now, estc_err err, estc_tick_result what)
+{
+    if (what == ESTC_TICK_ENROLLED || what == ESTC_TICK_REENROLLED ||
+        what == ESTC_TICK_FALLBACK_ENROLLED) {
+        c->last_error_at = 0;
+        c->last_error = ESTC_OK;
+        c->last_error_detail[0] = '\0';
+        return;
+    }
+    if (err == ESTC_OK || err == ESTC_ERR_CANCELLED)
+        return;
+    c->last_error_at = now != 0 ? now : 1;
+    c->last_error = err;
+    estc_redact(estc_ctx_error_detail(c->ctx), c->last_error_detail, sizeof(c->last_error_detail));
+}
+
 estc_err estc_client_tick(estc_client *c, estc_tick_result *what)
 {
     if (c == NULL || what == NULL)
@@ -215,5 +233,21 @@ estc_err estc_client_tick(estc_client *c, estc_tick_result *what)
     if (err == ESTC_OK)
         err = tick(c, now, cfg, &der, &cv, what);
     estc_buf_free(&der);
+    note_result(c, now, err, *what);
     return err;
+}
+
+estc_err estc_client_last_error(estc_client *c, int64_t *when, estc_err *err, const char **detail)
+{
+    if (c == NULL)
+        return ESTC_ERR_INVALID_ARG;
+    if (c->last_error_at == 0)
+        return ESTC_ERR_NOT_FOUND;
+    if (when != NULL)
+        *when = c->last_error_at;
+    if (err != NULL)
+        *err = c->last_error;
+    if (detail != NULL)
+        *detail = c->last_error_detail;
+    return ESTC_OK;
 }

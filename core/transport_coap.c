@@ -67,6 +67,12 @@ struct coap_impl {
     char *detail;
     size_t detail_len;
     bool identity_failed;
+    /* The request in progress, for the retransmission lines: its method
+     * and path ("DTLS" "handshake" during a handshake alone), and when it
+     * (or its last retransmission) went out. */
+    const char *what_method;
+    const char *what_path;
+    uint64_t last_tx_ms;
 };
 
 static void say(struct coap_impl *impl, estc_log_level level, const char *fmt, ...)
@@ -289,6 +295,19 @@ static void handshake_failed(struct coap_impl *impl, coap_session_t *session)
                  X509_verify_cert_error_string(v));
             return;
         }
+        /* An anonymous client (no certificate configured) that the server
+         * asked for one (a CertificateRequest: its certificate types): the
+         * server does not take anonymous clients. A refusal, not a
+         * transport failure, so that it is not tried again. */
+        const unsigned char *types = NULL;
+        if (impl->cert == NULL && impl->cert_file == NULL &&
+            SSL_get0_certificate_types(ssl, &types) > 0) {
+            fail(impl, ESTC_ERR_SERVER,
+                 "DTLS handshake with %s port %s failed: the server requires a client "
+                 "certificate and none was given",
+                 impl->host, impl->port);
+            return;
+        }
     }
     fail(impl, ESTC_ERR_TRANSPORT, "DTLS handshake with %s port %s failed", impl->host, impl->port);
 }
@@ -339,11 +358,34 @@ static int on_event(coap_session_t *session, const coap_event_t event)
     return 0;
 }
 
-/* libcoap prints to stdout by default; the library is silent instead. */
+/* The transport whose I/O libcoap is doing on this thread (set around
+ * coap_io_process()): libcoap's log handler is one for the process and
+ * gets no argument. */
+static _Thread_local struct coap_impl *io_impl;
+
+/* libcoap prints to stdout by default; the library is silent instead, but
+ * for one line: libcoap's own notice of a CoAP retransmission
+ * ("...: mid=0x1234: retransmission #N"), which it writes at debug level
+ * only. A wait longer than a second gets a warning, so that it shows at the
+ * default verbosity (estc without -v); the rest stays silent. */
 static void coap_quiet(coap_log_t level, const char *message)
 {
+    struct coap_impl *impl = io_impl;
     (void)level;
-    (void)message;
+    const char *at = message != NULL ? strstr(message, ": retransmission #") : NULL;
+    if (impl == NULL || at == NULL || !impl->busy)
+        return;
+    unsigned n = 0;
+    if (sscanf(at, ": retransmission #%u", &n) != 1)
+        return;
+    uint64_t now = now_ms();
+    uint64_t waited = now - impl->last_tx_ms;
+    impl->last_tx_ms = now;
+    say(impl, waited > 1000 ? ESTC_LOG_WARNING : ESTC_LOG_INFO,
+        "%s %s: no answer from %s port %s after %llu.%llu s, retrying "
+        "(CoAP retransmission %u)",
+        impl->what_method, impl->what_path, impl->host, impl->port,
+        (unsigned long long)(waited / 1000), (unsigned long long)(waited % 1000 / 100), n);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -558,7 +600,10 @@ static bool io_step(struct coap_impl *impl, uint64_t deadline, bool handshake)
         return false;
     }
     uint64_t wait = deadline - now;
-    if (coap_io_process(impl->ctx, (uint32_t)(wait < 100 ? wait : 100)) < 0) {
+    io_impl = impl;
+    int rc = coap_io_process(impl->ctx, (uint32_t)(wait < 100 ? wait : 100));
+    io_impl = NULL;
+    if (rc < 0) {
         fail(impl, ESTC_ERR_TRANSPORT, "CoAP I/O failed");
         return false;
     }
@@ -622,6 +667,9 @@ static estc_err coap_request(void *arg, const estc_request *req, estc_response *
     impl->err = ESTC_ERR_TIMEOUT;
     static const char *const names[] = {"", "GET", "POST", "PUT", "DELETE"};
     say(impl, ESTC_LOG_DEBUG, "%s %s", names[req->method], req->path);
+    impl->what_method = names[req->method];
+    impl->what_path = req->path;
+    impl->last_tx_ms = now_ms();
     if (coap_send(impl->session, pdu) == COAP_INVALID_MID) {
         fail(impl, ESTC_ERR_TRANSPORT, "cannot send the request to %s port %s", impl->host,
              impl->port);
@@ -654,6 +702,9 @@ static estc_err handshake(struct coap_impl *impl)
     impl->busy = true;
     impl->done = false;
     impl->err = ESTC_ERR_TIMEOUT;
+    impl->what_method = "DTLS";
+    impl->what_path = "handshake";
+    impl->last_tx_ms = now_ms();
     uint64_t deadline = now_ms() + impl->timeout_ms;
     while (!impl->done && coap_session_get_state(impl->session) != COAP_SESSION_STATE_ESTABLISHED &&
            io_step(impl, deadline, true))
@@ -861,6 +912,11 @@ static estc_err coap_new(const estc_coap_config *cfg, const estc__coap_creds *cr
 
     coap_startup();
     coap_set_log_handler(coap_quiet);
+    /* Debug level for coap_quiet()'s retransmission notices; it drops the
+     * rest. The PDU dumps libcoap makes at that level go to the handler
+     * too, never to stdout (where estc prints certificates). */
+    coap_set_show_pdu_output(0);
+    coap_set_log_level(LOG_DEBUG);
     coap_dtls_set_log_level(LOG_EMERG);
     return estc_transport_new(&coap_ops, impl, out);
 }

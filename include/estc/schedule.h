@@ -216,6 +216,20 @@ estc_err estc_client_next_deadline(estc_client *client, int64_t *when);
 estc_err estc_client_renewal_info(estc_client *client, int64_t *not_before, int64_t *not_after,
                                   int64_t *provisioned, int64_t *renewal, unsigned *failures);
 
+/**
+ * estc_client_last_error() - the last failed estc_client_tick() since the
+ * last new certificate, for status displays: when it failed (the client's
+ * clock), its error and its detail text (estc_ctx_error_detail() at the
+ * time, secrets hidden as by estc_redact(); valid until the next tick or
+ * restore). A tick ended by the cancel callback is no failure; a new
+ * certificate (enrolled, renewed or a fallback enrollment) clears it. The
+ * persisted state carries it (estc_client_persist()). Any output may be
+ * NULL. Returns ESTC_OK, ESTC_ERR_INVALID_ARG or ESTC_ERR_NOT_FOUND (no
+ * failure since).
+ */
+estc_err estc_client_last_error(estc_client *client, int64_t *when, estc_err *err,
+                                const char **detail);
+
 #ifdef __cplusplus
 }
 #endif

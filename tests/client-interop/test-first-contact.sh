@@ -48,6 +48,30 @@ check "discover -q: the links, nothing on stderr" \
 run_estc discover "${NET[@]}" "${BOOT[@]}"
 check "discover with --cert/--key: the links" bash -c "[ $RC -eq 0 ] && grep -q 'ace.est.sen' '$T/stdout'"
 
+# A server that takes no anonymous client (libcoap's coap-server-openssl
+# with -C: it asks for a certificate and fails the handshake without one):
+# one line that says so, exit 4 (a refusal), and no retries of the handshake.
+. "$SRC/tests/fixtures/processes.sh"
+pki_issue "$T/mca.key" "$T/mca.crt" "$T/cs.key" "$T/cs.crt" "/CN=coap-server" 1 \
+  "subjectAltName=IP:127.0.0.1
+extendedKeyUsage=serverAuth" || fail "a certificate for coap-server-openssl"
+cs_port=$(estc__server_free_port 127.0.0.1)
+cs_port=$((cs_port & ~1))
+timeout 60 coap-server-openssl -A 127.0.0.1 -p "$cs_port" -c "$T/cs.crt" -j "$T/cs.key" \
+  -C "$T/mca.crt" -v 4 >"$T/cs.log" 2>&1 &
+cs_pid=$!
+CLEANUPS+=("stop_pids $cs_pid")
+for _ in $(seq 50); do
+  ss -Hluan | awk '{print $4}' | grep -Eq "[:.]$((cs_port + 1))\$" && break
+  sleep 0.1
+done
+run_estc discover --server "coaps://127.0.0.1:$((cs_port + 1))" --trust "$T/mca.crt" --timeout 10000
+expect_fail "discover without --cert, the server wants one" 4 \
+  "the server requires a client certificate and none was given$"
+check "refused anonymous client: one handshake, not retried" \
+  test "$(grep -c 'peer did not return a certificate' "$T/cs.log")" -eq 1
+stop_pids "$cs_pid"
+
 # ---- unreadable files: the option, the path and the system's reason ------
 run_estc enroll "${NET[@]}" --cert "$T/dev.crt" --key "$T/no-such.key" "${ENROLL[@]}"
 expect_fail "missing --key file" 1 "^estc: enroll: --key $T/no-such.key: No such file or directory$"

@@ -66,6 +66,17 @@ check "openssl list -providers -provider estc shows it active" sh -c \
   'openssl list -providers -provider estc -provider default | grep -A3 "^ *estc" | grep -q "status: active"'
 check "estc --version" sh -c "estc --version | grep -qx 'estc $version'"
 check "estc-server --help" sh -c 'estc-server --help >/dev/null'
+check "estc-server --version" sh -c "estc-server --version | grep -qx 'estc-server $version'"
+check "estc-engine-test --version" sh -c "estc-engine-test --version | grep -qx 'estc-engine-test $version'"
+completion=/usr/share/bash-completion/completions/estc
+check "the bash completion is installed at $completion" test -f "$completion"
+check "the installed completion offers the subcommands" bash -c \
+  ". '$completion'; COMP_WORDS=(estc enr); COMP_CWORD=1; _estc; [ \"\${COMPREPLY[*]}\" = enroll ]"
+check "the installed completion offers every option of the installed estc enroll --help" bash -c \
+  ". '$completion'; COMP_WORDS=(estc enroll --); COMP_CWORD=2; _estc
+   want=\$(estc enroll --help | awk '/^Options:/{on=1;next} on&&/^\$/{on=0} on' |
+     grep -oE -- '--[a-z][a-z0-9-]*' | sort -u)
+   [ \"\$(printf '%s\\n' \"\${COMPREPLY[@]}\" | sort -u)\" = \"\$want\" ]"
 check "the daemon's unit is installed, not enabled" sh -c \
   'test -f /lib/systemd/system/estc.service && ! test -e /etc/systemd/system/multi-user.target.wants/estc.service'
 check "the estc system user exists" getent passwd estc

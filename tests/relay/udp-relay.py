@@ -5,11 +5,15 @@ drops a seeded share of the datagrams each way and counts what passes.
 
 usage: udp-relay.py --server HOST:PORT [--listen HOST:PORT] [--loss 0.2]
                     [--seed N] [--max-seconds S] [--stats FILE]
+                    [--drop-app-data N]
 
 Each client address gets its own socket towards the server, as behind a NAT,
 so every DTLS session of a client is relayed apart. Drops are decided by two
 random generators seeded with --seed (client to server) and --seed + 1
-(server to client), one draw per datagram.
+(server to client), one draw per datagram. --drop-app-data N drops, on top,
+the first N client datagrams that carry DTLS application data (record type
+23: a CoAP message once the handshake is done), so that the client's first
+request is lost N times whatever the seed: N CoAP retransmissions.
 
 Prints "listening PORT" on stdout once ready. Stops by itself after
 --max-seconds (default 120), or on SIGTERM / SIGINT. The counts go to --stats
@@ -45,6 +49,7 @@ def main():
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--max-seconds", type=float, default=120)
     ap.add_argument("--stats")
+    ap.add_argument("--drop-app-data", type=int, default=0)
     ap.add_argument("--trace", action="store_true",
                     help="one line per datagram on stderr: direction, DTLS record types, length")
     args = ap.parse_args()
@@ -84,10 +89,15 @@ def main():
     signal.signal(signal.SIGINT, on_term)
     signal.signal(signal.SIGUSR1, on_usr1)
 
+    app_drops = {"left": args.drop_app_data}
+
     def count(way, data, rng):
         if args.trace:
             print(way, data[0] if data else "-", len(data), file=sys.stderr, flush=True)
-        if args.loss > 0 and rng.random() < args.loss:
+        forced = way == "up" and app_drops["left"] > 0 and data[:1] == b"\x17"
+        if forced:
+            app_drops["left"] -= 1
+        if forced or (args.loss > 0 and rng.random() < args.loss):
             stats[way]["dropped"] += 1
             stats[way]["dropped_bytes"] += len(data)
             return False

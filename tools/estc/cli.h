@@ -196,6 +196,9 @@ int cli_print_status(const struct cli *cli, FILE *fp, X509 *cert, const char *ce
  * the trust store. */
 int cli_print_status_json(const struct cli *cli, FILE *fp, X509 *cert, const char *cert_src,
                           const char *key_src, estc_client *client, const char *state_file);
+/* status --state: "last error   TIME: MESSAGE: DETAIL" (redacted) when the
+ * state holds a failure since the last new certificate. */
+void cli_print_last_error(FILE *fp, estc_client *client);
 /* @t (seconds since the epoch) as "2026-12-06T04:30:00Z"; "never" for
  * ESTC_NEVER. Returns @buf. */
 const char *cli_fmt_time(int64_t t, char *buf, size_t size);

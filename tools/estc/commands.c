@@ -28,12 +28,14 @@ void cli_log_line(void *arg, estc_log_level level, const char *msg)
 }
 
 /* The default verbosity of the one-shot subcommands: the library's lines
- * for a wait longer than a second (a 5.03 answer's Max-Age) and nothing
- * else, so that a failure stays one line (the error carries the detail).
- * The library logs such a wait as a warning naming "5.03, retrying in". */
+ * for a wait longer than a second (a 5.03 answer's Max-Age, a CoAP
+ * retransmission) and nothing else, so that a failure stays one line (the
+ * error carries the detail). The library logs such a wait as a warning
+ * naming ", retrying" ("5.03, retrying in 2 s", "no answer from HOST port
+ * PORT after 2.3 s, retrying (CoAP retransmission 1)"). */
 static void cli_warn_line(void *arg, estc_log_level level, const char *msg)
 {
-    if (level == ESTC_LOG_WARNING && strstr(msg, ": 5.03, retrying in ") != NULL)
+    if (level == ESTC_LOG_WARNING && strstr(msg, ", retrying") != NULL)
         cli_log_line(arg, level, msg);
 }
 

@@ -665,6 +665,7 @@ int cli_status_state(struct cli *cli)
             fprintf(fp, "%-12s %s\n", "renewal", cli_fmt_time(renewal, t, sizeof(t)));
             fprintf(fp, "%-12s %u\n", "failures", failures);
         }
+        cli_print_last_error(fp, client);
         int64_t next = ESTC_NEVER;
         if (estc_client_next_deadline(client, &next) == ESTC_OK)
             fprintf(fp, "%-12s %s\n", "next action", cli_fmt_time(next, t, sizeof(t)));

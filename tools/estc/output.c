@@ -146,6 +146,19 @@ int cli_load_cert(const struct cli *cli, const char *src, X509 **out)
     return CLI_EXIT_OK;
 }
 
+void cli_print_last_error(FILE *fp, estc_client *client)
+{
+    int64_t at = 0;
+    estc_err err = ESTC_OK;
+    const char *detail = NULL;
+    char t[40], shown[1100];
+    if (estc_client_last_error(client, &at, &err, &detail) != ESTC_OK)
+        return;
+    cli_redact(detail, shown, sizeof(shown));
+    fprintf(fp, "%-12s %s: %s%s%s\n", "last error", cli_fmt_time(at, t, sizeof(t)),
+            estc_strerror(err), shown[0] != '\0' ? ": " : "", shown);
+}
+
 const char *cli_fmt_time(int64_t t, char *buf, size_t size)
 {
     if (t == ESTC_NEVER) {
@@ -445,6 +458,25 @@ int cli_print_status_json(const struct cli *cli, FILE *fp, X509 *cert, const cha
         }
         if (estc_client_next_deadline(client, &next) == ESTC_OK)
             json_time(bio, "nextDeadline", next);
+        int64_t le_at = 0;
+        estc_err le = ESTC_OK;
+        const char *le_detail = NULL;
+        BIO_printf(bio, ",\n  \"lastError\": ");
+        if (estc_client_last_error(client, &le_at, &le, &le_detail) == ESTC_OK) {
+            char buf[40], shown[1100];
+            cli_redact(le_detail, shown, sizeof(shown));
+            BIO_printf(bio, "{\"time\": ");
+            json_str(bio, cli_fmt_time(le_at, buf, sizeof(buf)));
+            BIO_printf(bio, ", \"error\": ");
+            json_str(bio, estc_err_name(le));
+            BIO_printf(bio, ", \"message\": ");
+            json_str(bio, estc_strerror(le));
+            BIO_printf(bio, ", \"detail\": ");
+            json_str(bio, shown);
+            BIO_printf(bio, "}");
+        } else {
+            json_str(bio, NULL);
+        }
         size_t n = estc_client_ca_count(client);
         BIO_printf(bio, ",\n  \"trustStore\": [");
         for (size_t i = 0; i < n; i++) {
