@@ -33,6 +33,9 @@ struct p11_module {
     struct p11_module *next;
     char *path; /* a module loaded by path (released on its own), or NULL */
     char *name; /* a module of p11-kit's registered list, by name, or NULL */
+    /* x-init-reserved= of the address that loaded it by path, or NULL: such a
+     * module is loaded unmanaged and initialized with this as pReserved. */
+    char *init_reserved;
     CK_FUNCTION_LIST *fn;
     pid_t init_pid; /* process that initialized it, 0 when not initialized */
     bool broken;    /* a registered module that failed to initialize */
@@ -83,6 +86,7 @@ struct p11_uri {
     CK_ATTRIBUTE *id;    /* id=: CKA_ID, or NULL */
     CK_ATTRIBUTE *cls;   /* type=: CKA_CLASS, or NULL */
     const estc_attr *pin_value, *pin_source, *module_path, *module_name; /* or NULL */
+    const estc_attr *init_reserved; /* x-init-reserved=: C_Initialize's pReserved, or NULL */
     CK_ATTRIBUTE label_attr, id_attr, cls_attr; /* what label, id and cls point at */
     CK_OBJECT_CLASS cls_value;
 };
