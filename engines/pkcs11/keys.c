@@ -237,6 +237,13 @@ estc_err estc__p11_key_generate(struct p11_op *op, estc_key_type type)
         }
         return estc__p11_fail(op, "C_GenerateKeyPair", rv);
     }
+    err = estc__p11_created(op, CKO_PRIVATE_KEY, &hpriv);
+    if (err == ESTC_OK) {
+        err = estc__p11_created(op, CKO_PUBLIC_KEY, &hpub);
+    }
+    if (err != ESTC_OK) {
+        return err;
+    }
     err = check_private(op, hpriv, true);
     if (err != ESTC_OK) {
         estc__p11_destroy_quiet(op, hpriv);
@@ -409,16 +416,29 @@ static estc_err import_create(struct p11_op *op, estc_key_type type, estc_buf pa
     if (rv != CKR_OK) {
         return import_failed(op, rv);
     }
+    estc_err err = estc__p11_created(op, CKO_PRIVATE_KEY, &hpriv);
+    if (err != ESTC_OK) {
+        return err;
+    }
     rv = op->fn->C_CreateObject(op->s, t.pub, t.np, &hpub);
     if (template_refused(rv)) {
         rv = op->fn->C_CreateObject(op->s, t.pub, t.np_req, &hpub);
     }
+    if (rv == CKR_OK) {
+        err = estc__p11_created(op, CKO_PUBLIC_KEY, &hpub);
+        if (err == ESTC_OK) {
+            err = estc__p11_created(op, CKO_PRIVATE_KEY, &hpriv);
+        }
+        if (err != ESTC_OK) {
+            return err;
+        }
+    }
     if (rv != CKR_OK) {
-        estc_err err = estc__p11_fail(op, "C_CreateObject", rv);
+        err = estc__p11_fail(op, "C_CreateObject", rv);
         estc__p11_destroy_quiet(op, hpriv);
         return err;
     }
-    estc_err err = check_private(op, hpriv, false);
+    err = check_private(op, hpriv, false);
     if (err != ESTC_OK) {
         estc__p11_destroy_quiet(op, hpriv);
         estc__p11_destroy_quiet(op, hpub);

@@ -586,6 +586,38 @@ bool estc__p11_recover(struct p11_op *op, estc_err err)
     }
 }
 
+/* Finalize and initialize the module of op->tok again and make the token
+ * ready once more (session, login). For a module whose object handles
+ * became ambiguous: tpm2-pkcs11 1.9 numbers a new object after its list's
+ * head was deleted with a handle another object already has, so the handle
+ * names the older object; initializing again loads the objects anew with
+ * handles of their own. */
+estc_err estc__p11_reinit(struct p11_op *op)
+{
+    struct p11_module *mod = op->tok->mod;
+    pid_t pid = getpid();
+    for (struct p11_token *t = op->st->tokens; t != NULL; t = t->next) {
+        if (t->mod == mod) {
+            if (t->has_session && mod->init_pid == pid) {
+                (void)mod->fn->C_CloseSession(t->session);
+            }
+            t->has_session = false;
+            memset(t->hc, 0, sizeof(t->hc));
+        }
+    }
+    if (mod->init_pid == pid) {
+        if (mod->init_reserved != NULL) {
+            (void)mod->fn->C_Finalize(NULL);
+        } else {
+            (void)p11_kit_module_finalize(mod->fn);
+        }
+    }
+    mod->init_pid = 0;
+    mod->have_info = false;
+    op->tok = NULL;
+    return estc__p11_session(op);
+}
+
 /* Close the sessions and finalize and release the modules. */
 void estc__p11_state_free(struct p11_state *st)
 {
