@@ -111,6 +111,9 @@ static estc_err module_ready(struct p11_op *op, struct p11_module *mod)
         args.flags = CKF_OS_LOCKING_OK;
         args.pReserved = mod->init_reserved;
         rv = mod->fn->C_Initialize(&args);
+        /* Initialized by another part of the process (with its own
+         * arguments): theirs to finalize, not ours. */
+        mod->ours = rv == CKR_OK;
     } else {
         rv = p11_kit_module_initialize(mod->fn);
     }
@@ -607,6 +610,8 @@ estc_err estc__p11_reinit(struct p11_op *op)
     }
     if (mod->init_pid == pid) {
         if (mod->init_reserved != NULL) {
+            /* Even when another part of the process initialized it: the
+             * handles are wrong for everyone. */
             (void)mod->fn->C_Finalize(NULL);
         } else {
             (void)p11_kit_module_finalize(mod->fn);
@@ -635,7 +640,9 @@ void estc__p11_state_free(struct p11_state *st)
         st->modules = m->next;
         if (m->init_pid == pid) {
             if (m->init_reserved != NULL) {
-                (void)m->fn->C_Finalize(NULL);
+                if (m->ours) {
+                    (void)m->fn->C_Finalize(NULL);
+                }
             } else {
                 (void)p11_kit_module_finalize(m->fn);
             }

@@ -36,6 +36,7 @@ struct p11_module {
     /* x-init-reserved= of the address that loaded it by path, or NULL: such a
      * module is loaded unmanaged and initialized with this as pReserved. */
     char *init_reserved;
+    bool ours; /* with init_reserved: our C_Initialize did it (we finalize it) */
     CK_FUNCTION_LIST *fn;
     pid_t init_pid; /* process that initialized it, 0 when not initialized */
     bool broken;    /* a registered module that failed to initialize */

@@ -794,6 +794,39 @@ START_TEST(test_module_selection)
 }
 END_TEST
 
+/* x-init-reserved reaches C_Initialize as pReserved: SoftHSM2 refuses any
+ * pReserved with CKR_ARGUMENTS_BAD. A module-name or no module at all with
+ * it is a bad address; the same module without it still works. */
+START_TEST(test_init_reserved)
+{
+    estc_ctx *ctx = new_ctx();
+    CK_ULONG before = count_objects(token1);
+    char a[1024];
+    snprintf(a, sizeof(a),
+             "pkcs11:token=%s;object=init-args;pin-value=1234?module-path=%s&"
+             "x-init-reserved=configdir%%3D%%27sql%%3A%%2Ftmp%%27",
+             token1, module_path);
+    ck_assert_int_eq(estc_key_generate(ctx, a, ESTC_KEY_EC_P256), ESTC_ERR_ENGINE);
+    ck_assert_msg(strstr(estc_ctx_error_detail(ctx), "C_Initialize: CKR_ARGUMENTS_BAD") != NULL,
+                  "%s", estc_ctx_error_detail(ctx));
+    snprintf(a, sizeof(a),
+             "pkcs11:token=%s;object=init-args;pin-value=1234?module-name=softhsm2&"
+             "x-init-reserved=x",
+             token1);
+    ck_assert_int_eq(estc_key_generate(ctx, a, ESTC_KEY_EC_P256), ESTC_ERR_BAD_ADDRESS);
+    snprintf(a, sizeof(a), "pkcs11:token=%s;object=init-args;pin-value=1234?x-init-reserved=x",
+             token1);
+    ck_assert_int_eq(estc_key_generate(ctx, a, ESTC_KEY_EC_P256), ESTC_ERR_BAD_ADDRESS);
+    ck_assert_str_ne(estc_ctx_error_detail(ctx), "");
+    const char *ok = addr_for(token1, "init-args", "1234");
+    ck_assert_msg(estc_key_generate(ctx, ok, ESTC_KEY_EC_P256) == ESTC_OK, "%s",
+                  estc_ctx_error_detail(ctx));
+    ck_assert_int_eq(estc_key_remove(ctx, ok), ESTC_OK);
+    ck_assert_uint_eq(count_objects(token1), before);
+    estc_ctx_free(ctx);
+}
+END_TEST
+
 START_TEST(test_error_paths)
 {
     estc_ctx *ctx = new_ctx();
@@ -962,6 +995,7 @@ int main(int argc, char **argv)
     tcase_add_test(tc, test_list_and_derive);
     tcase_add_test(tc, test_module_selection);
     tcase_add_test(tc, test_error_paths);
+    tcase_add_test(tc, test_init_reserved);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_VERBOSE);
