@@ -118,6 +118,10 @@ static estc_err cert_create(struct p11_op *op, estc_obj_kind kind, const uint8_t
     if (kind != ESTC_OBJ_TRUST) {
         return ESTC_OK;
     }
+    estc_err err = estc__p11_created(op, CKO_CERTIFICATE, &h);
+    if (err != ESTC_OK) {
+        return err;
+    }
     /* CKA_TRUSTED is often reserved to the security officer (SoftHSM): then
      * the authority category alone marks the certificate. Set afterwards,
      * since a refused attribute at creation can leave a stray object behind
@@ -222,7 +226,7 @@ estc_err estc__p11_exists(struct p11_op *op, estc_obj_kind kind, bool *found)
     if (kind != ESTC_OBJ_CERT && kind != ESTC_OBJ_TRUST) {
         return estc_error(op->ctx, ESTC_ERR_INVALID_ARG, "%s: unknown object kind", op->shown);
     }
-    err = estc__p11_find_objects(op, CKO_CERTIFICATE, true, hs, 16, &n);
+    err = estc__p11_find_checked(op, CKO_CERTIFICATE, hs, 16, &n);
     for (CK_ULONG i = 0; err == ESTC_OK && i < n && !*found; i++) {
         *found = estc__p11_cert_is_trust(op, hs[i]) == (kind == ESTC_OBJ_TRUST);
     }

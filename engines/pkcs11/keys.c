@@ -4,6 +4,7 @@
  * key generation) and removal. Private keys are made sensitive,
  * non-extractable and persistent, and checked to have come out that way.
  */
+#include "ckr.h"
 #include "p11_internal.h"
 #include "util.h"
 
@@ -11,6 +12,7 @@
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -62,19 +64,29 @@ static estc_err new_key_id(struct p11_op *op, uint8_t id[64], CK_ULONG *id_len)
     return ESTC_OK;
 }
 
-/* A new private key must have come out the way it was asked for. */
-static estc_err check_private(struct p11_op *op, CK_OBJECT_HANDLE priv)
+/* A new private key must have come out the way it was asked for, whatever
+ * the template said: persistent, sensitive, not extractable and, when the
+ * token made it itself (@generated), never extractable. */
+static estc_err check_private(struct p11_op *op, CK_OBJECT_HANDLE priv, bool generated)
 {
-    bool sensitive = false, extractable = true, token = false;
-    if (!estc__p11_get_bool(op, priv, CKA_SENSITIVE, &sensitive) || !sensitive ||
-        !estc__p11_get_bool(op, priv, CKA_TOKEN, &token) || !token ||
-        (estc__p11_get_bool(op, priv, CKA_EXTRACTABLE, &extractable) && extractable)) {
-        return estc_error(op->ctx, ESTC_ERR_ENGINE,
-                          "%s: the token did not make the key sensitive, non-extractable and "
-                          "persistent",
-                          op->shown);
+    bool sensitive = false, extractable = true, token = false, never = false;
+    const char *why = NULL;
+    if (!estc__p11_get_bool(op, priv, CKA_TOKEN, &token) || !token) {
+        why = "not persistent (CKA_TOKEN)";
+    } else if (!estc__p11_get_bool(op, priv, CKA_SENSITIVE, &sensitive) || !sensitive) {
+        why = "not sensitive (CKA_SENSITIVE)";
+    } else if (!estc__p11_get_bool(op, priv, CKA_EXTRACTABLE, &extractable) || extractable) {
+        why = "extractable (CKA_EXTRACTABLE)";
+    } else if (generated && estc__p11_get_bool(op, priv, CKA_NEVER_EXTRACTABLE, &never) &&
+               !never) {
+        why = "once extractable (CKA_NEVER_EXTRACTABLE)";
     }
-    return ESTC_OK;
+    if (why == NULL) {
+        return ESTC_OK;
+    }
+    return estc_error(op->ctx, ESTC_ERR_ENGINE,
+                      "%s: refused: the token made the private key %s; it was removed again",
+                      op->shown, why);
 }
 
 static estc_err mech_check(struct p11_op *op, CK_MECHANISM_TYPE mech, CK_ULONG bits,
@@ -98,16 +110,21 @@ static estc_err mech_check(struct p11_op *op, CK_MECHANISM_TYPE mech, CK_ULONG b
     return ESTC_OK;
 }
 
-/* The attributes every key pair gets, generated or imported: a persistent
- * private key that is sensitive, non-extractable and only signs, and a
- * public key that verifies, both with the address's label and one CKA_ID.
- * The type-specific attributes are appended after these. */
+/* The attributes of a key pair, generated or imported. Required: a
+ * persistent private key that is private, sensitive, non-extractable and
+ * signs, a persistent public key, both with the address's label and one
+ * CKA_ID, and the type-specific attributes (appended by the caller).
+ * Optional, left to the token when it refuses them (key_tmpl_optional()):
+ * a public key that is not private and verifies, a private key that does
+ * not decrypt, unwrap or derive. PKCS#11 lets a token choose these, and
+ * some (tpm2-pkcs11) refuse a template that states them differently. */
 struct key_tmpl {
     CK_BBOOL yes, no;
     CK_OBJECT_CLASS pub_cls, priv_cls;
     CK_KEY_TYPE kt;
-    CK_ATTRIBUTE pub[10], priv[20];
+    CK_ATTRIBUTE pub[16], priv[24];
     CK_ULONG np, nq;
+    CK_ULONG np_req, nq_req; /* the required part, before the optional one */
 };
 
 static void key_tmpl_init(struct key_tmpl *t, struct p11_op *op, CK_KEY_TYPE kt, uint8_t *id,
@@ -123,8 +140,6 @@ static void key_tmpl_init(struct key_tmpl *t, struct p11_op *op, CK_KEY_TYPE kt,
     t->pub[t->np++] = (CK_ATTRIBUTE){CKA_CLASS, &t->pub_cls, sizeof(t->pub_cls)};
     t->pub[t->np++] = (CK_ATTRIBUTE){CKA_KEY_TYPE, &t->kt, sizeof(t->kt)};
     t->pub[t->np++] = (CK_ATTRIBUTE){CKA_TOKEN, &t->yes, sizeof(t->yes)};
-    t->pub[t->np++] = (CK_ATTRIBUTE){CKA_PRIVATE, &t->no, sizeof(t->no)};
-    t->pub[t->np++] = (CK_ATTRIBUTE){CKA_VERIFY, &t->yes, sizeof(t->yes)};
     t->pub[t->np++] = *op->uri.label;
     t->pub[t->np++] = (CK_ATTRIBUTE){CKA_ID, id, id_len};
 
@@ -135,11 +150,39 @@ static void key_tmpl_init(struct key_tmpl *t, struct p11_op *op, CK_KEY_TYPE kt,
     t->priv[t->nq++] = (CK_ATTRIBUTE){CKA_SENSITIVE, &t->yes, sizeof(t->yes)};
     t->priv[t->nq++] = (CK_ATTRIBUTE){CKA_EXTRACTABLE, &t->no, sizeof(t->no)};
     t->priv[t->nq++] = (CK_ATTRIBUTE){CKA_SIGN, &t->yes, sizeof(t->yes)};
+    t->priv[t->nq++] = *op->uri.label;
+    t->priv[t->nq++] = (CK_ATTRIBUTE){CKA_ID, id, id_len};
+}
+
+/* After the type-specific attributes: the optional part. */
+static void key_tmpl_optional(struct key_tmpl *t)
+{
+    t->np_req = t->np;
+    t->nq_req = t->nq;
+    t->pub[t->np++] = (CK_ATTRIBUTE){CKA_PRIVATE, &t->no, sizeof(t->no)};
+    t->pub[t->np++] = (CK_ATTRIBUTE){CKA_VERIFY, &t->yes, sizeof(t->yes)};
     t->priv[t->nq++] = (CK_ATTRIBUTE){CKA_DECRYPT, &t->no, sizeof(t->no)};
     t->priv[t->nq++] = (CK_ATTRIBUTE){CKA_UNWRAP, &t->no, sizeof(t->no)};
     t->priv[t->nq++] = (CK_ATTRIBUTE){CKA_DERIVE, &t->no, sizeof(t->no)};
-    t->priv[t->nq++] = *op->uri.label;
-    t->priv[t->nq++] = (CK_ATTRIBUTE){CKA_ID, id, id_len};
+}
+
+/* Whether a creation refused with @rv is worth one more try without the
+ * optional attributes: the answers of a token that objects to a template
+ * (tpm2-pkcs11 answers CKR_GENERAL_ERROR to a CKA_VERIFY it sets itself). */
+static bool template_refused(CK_RV rv)
+{
+    return rv == CKR_ATTRIBUTE_TYPE_INVALID || rv == CKR_ATTRIBUTE_VALUE_INVALID ||
+           rv == CKR_TEMPLATE_INCONSISTENT || rv == CKR_GENERAL_ERROR;
+}
+
+/* The label and id of a new key are on no object: a refused creation that
+ * left something behind anyway (the retry would then meet it) is cleaned. */
+static void drop_leftovers(struct p11_op *op)
+{
+    CK_ULONG n = 0;
+    (void)estc__p11_destroy_all(op, CKO_PRIVATE_KEY, &n);
+    (void)estc__p11_destroy_all(op, CKO_PUBLIC_KEY, &n);
+    estc_ctx_clear_error(op->ctx);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -178,9 +221,15 @@ estc_err estc__p11_key_generate(struct p11_op *op, estc_key_type type)
         t.pub[t.np++] = (CK_ATTRIBUTE){CKA_MODULUS_BITS, &bits, sizeof(bits)};
         t.pub[t.np++] = (CK_ATTRIBUTE){CKA_PUBLIC_EXPONENT, (void *)f4, sizeof(f4)};
     }
+    key_tmpl_optional(&t);
 
     CK_OBJECT_HANDLE hpub = CK_INVALID_HANDLE, hpriv = CK_INVALID_HANDLE;
     CK_RV rv = op->fn->C_GenerateKeyPair(op->s, &mech, t.pub, t.np, t.priv, t.nq, &hpub, &hpriv);
+    if (template_refused(rv)) {
+        drop_leftovers(op);
+        rv = op->fn->C_GenerateKeyPair(op->s, &mech, t.pub, t.np_req, t.priv, t.nq_req, &hpub,
+                                       &hpriv);
+    }
     if (rv != CKR_OK) {
         if (rv == CKR_ATTRIBUTE_VALUE_INVALID && oid != NULL) {
             /* Most tokens answer an unknown curve this way. */
@@ -188,7 +237,14 @@ estc_err estc__p11_key_generate(struct p11_op *op, estc_key_type type)
         }
         return estc__p11_fail(op, "C_GenerateKeyPair", rv);
     }
-    err = check_private(op, hpriv);
+    err = estc__p11_created(op, CKO_PRIVATE_KEY, &hpriv);
+    if (err == ESTC_OK) {
+        err = estc__p11_created(op, CKO_PUBLIC_KEY, &hpub);
+    }
+    if (err != ESTC_OK) {
+        return err;
+    }
+    err = check_private(op, hpriv, true);
     if (err != ESTC_OK) {
         estc__p11_destroy_quiet(op, hpriv);
         estc__p11_destroy_quiet(op, hpub);
@@ -294,6 +350,34 @@ static estc_err import_parts(struct p11_op *op, EVP_PKEY *pkey, estc_key_type *t
     return err;
 }
 
+/* A token that refuses to create a private key from its values even with
+ * the required attributes alone cannot import keys at all (tpm2-pkcs11
+ * creates only public keys and data objects): that is "not supported", not
+ * a fault of the token. */
+static estc_err import_failed(struct p11_op *op, CK_RV rv)
+{
+    char buf[32];
+    const char *name;
+    switch (rv) {
+    case CKR_ATTRIBUTE_TYPE_INVALID:
+    case CKR_ATTRIBUTE_VALUE_INVALID:
+    case CKR_TEMPLATE_INCONSISTENT:
+    case CKR_ACTION_PROHIBITED:
+    case CKR_FUNCTION_NOT_SUPPORTED:
+        op->rv = rv;
+        name = estc__ckr_name(rv);
+        if (name == NULL) {
+            snprintf(buf, sizeof(buf), "CKR_0x%lx", (unsigned long)rv);
+            name = buf;
+        }
+        return estc_error(op->ctx, ESTC_ERR_UNSUPPORTED,
+                          "%s: the token does not import private keys: C_CreateObject: %s",
+                          op->shown, name);
+    default:
+        return estc__p11_fail(op, "C_CreateObject", rv);
+    }
+}
+
 /* The private key, then the public key; on any failure neither is left. */
 static estc_err import_create(struct p11_op *op, estc_key_type type, estc_buf parts[IMP_COUNT],
                               uint8_t *id, CK_ULONG id_len)
@@ -321,18 +405,40 @@ static estc_err import_create(struct p11_op *op, estc_key_type type, estc_buf pa
         t.pub[t.np++] = (CK_ATTRIBUTE){CKA_PUBLIC_EXPONENT, parts[IMP_E].data, parts[IMP_E].len};
     }
 
+    key_tmpl_optional(&t);
+
     CK_OBJECT_HANDLE hpriv = CK_INVALID_HANDLE, hpub = CK_INVALID_HANDLE;
     CK_RV rv = op->fn->C_CreateObject(op->s, t.priv, t.nq, &hpriv);
+    if (template_refused(rv)) {
+        drop_leftovers(op);
+        rv = op->fn->C_CreateObject(op->s, t.priv, t.nq_req, &hpriv);
+    }
     if (rv != CKR_OK) {
-        return estc__p11_fail(op, "C_CreateObject", rv);
+        return import_failed(op, rv);
+    }
+    estc_err err = estc__p11_created(op, CKO_PRIVATE_KEY, &hpriv);
+    if (err != ESTC_OK) {
+        return err;
     }
     rv = op->fn->C_CreateObject(op->s, t.pub, t.np, &hpub);
+    if (template_refused(rv)) {
+        rv = op->fn->C_CreateObject(op->s, t.pub, t.np_req, &hpub);
+    }
+    if (rv == CKR_OK) {
+        err = estc__p11_created(op, CKO_PUBLIC_KEY, &hpub);
+        if (err == ESTC_OK) {
+            err = estc__p11_created(op, CKO_PRIVATE_KEY, &hpriv);
+        }
+        if (err != ESTC_OK) {
+            return err;
+        }
+    }
     if (rv != CKR_OK) {
-        estc_err err = estc__p11_fail(op, "C_CreateObject", rv);
+        err = estc__p11_fail(op, "C_CreateObject", rv);
         estc__p11_destroy_quiet(op, hpriv);
         return err;
     }
-    estc_err err = check_private(op, hpriv);
+    err = check_private(op, hpriv, false);
     if (err != ESTC_OK) {
         estc__p11_destroy_quiet(op, hpriv);
         estc__p11_destroy_quiet(op, hpub);

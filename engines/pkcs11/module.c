@@ -93,6 +93,7 @@ void estc__p11_check_fork(struct p11_state *st)
     st->pid = pid;
     for (struct p11_token *t = st->tokens; t != NULL; t = t->next) {
         t->has_session = false;
+        memset(t->hc, 0, sizeof(t->hc));
     }
 }
 
@@ -101,7 +102,21 @@ static estc_err module_ready(struct p11_op *op, struct p11_module *mod)
     if (mod->init_pid == getpid()) {
         return ESTC_OK;
     }
-    CK_RV rv = p11_kit_module_initialize(mod->fn);
+    CK_RV rv;
+    if (mod->init_reserved != NULL) {
+        /* Loaded unmanaged: its own C_Initialize, with the address's
+         * x-init-reserved as pReserved (as p11-kit does with that option). */
+        CK_C_INITIALIZE_ARGS args;
+        memset(&args, 0, sizeof(args));
+        args.flags = CKF_OS_LOCKING_OK;
+        args.pReserved = mod->init_reserved;
+        rv = mod->fn->C_Initialize(&args);
+        /* Initialized by another part of the process (with its own
+         * arguments): theirs to finalize, not ours. */
+        mod->ours = rv == CKR_OK;
+    } else {
+        rv = p11_kit_module_initialize(mod->fn);
+    }
     if (rv != CKR_OK && rv != CKR_CRYPTOKI_ALREADY_INITIALIZED) {
         return estc__p11_fail(op, "C_Initialize", rv);
     }
@@ -131,27 +146,44 @@ static struct p11_module *module_add(struct p11_state *st, const char *path, con
 
 static void module_free(struct p11_module *m)
 {
+    free(m->init_reserved);
     free(m->path);
     free(m->name);
     free(m);
 }
 
-/* The module at @path, loaded once per context. */
+static bool same_init(const char *a, const char *b)
+{
+    return (a == NULL && b == NULL) || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
+/* The module at @path, loaded once per context and x-init-reserved value. */
 static estc_err module_by_path(struct p11_op *op, const char *path, struct p11_module **out)
 {
+    const char *init = op->uri.init_reserved != NULL ? op->uri.init_reserved->value : NULL;
     for (struct p11_module *m = op->st->modules; m != NULL; m = m->next) {
-        if (m->path != NULL && strcmp(m->path, path) == 0) {
+        if (m->path != NULL && strcmp(m->path, path) == 0 && same_init(m->init_reserved, init)) {
             *out = m;
             return module_ready(op, m);
         }
     }
-    CK_FUNCTION_LIST *fn = p11_kit_module_load(path, 0);
+    /* p11-kit's managed mode passes its own initialization arguments; a
+     * module that needs ours is loaded unmanaged. */
+    CK_FUNCTION_LIST *fn = p11_kit_module_load(path, init != NULL ? P11_KIT_MODULE_UNMANAGED : 0);
     if (fn == NULL) {
         const char *msg = p11_kit_message();
         return estc_error(op->ctx, ESTC_ERR_ENGINE, "%s: cannot load PKCS#11 module %s: %s",
                           op->shown, path, msg != NULL ? msg : "unknown error");
     }
     struct p11_module *mod = module_add(op->st, path, NULL, fn);
+    if (mod != NULL && init != NULL) {
+        mod->init_reserved = strdup(init);
+        if (mod->init_reserved == NULL) {
+            op->st->modules = mod->next;
+            module_free(mod);
+            mod = NULL;
+        }
+    }
     if (mod == NULL) {
         p11_kit_module_release(fn);
         return estc__p11_nomem(op);
@@ -369,6 +401,11 @@ static estc_err find_token(struct p11_op *op)
             path = NULL;
         }
     }
+    if (path == NULL && op->uri.init_reserved != NULL) {
+        return estc_error(op->ctx, ESTC_ERR_BAD_ADDRESS,
+                          "%s: x-init-reserved needs module-path (or PKCS11_MODULE_PATH)",
+                          op->shown);
+    }
     if (path != NULL) {
         struct p11_module *mod = NULL;
         err = module_by_path(op, path, &mod);
@@ -552,6 +589,40 @@ bool estc__p11_recover(struct p11_op *op, estc_err err)
     }
 }
 
+/* Finalize and initialize the module of op->tok again and make the token
+ * ready once more (session, login). For a module whose object handles
+ * became ambiguous: tpm2-pkcs11 1.9 numbers a new object after its list's
+ * head was deleted with a handle another object already has, so the handle
+ * names the older object; initializing again loads the objects anew with
+ * handles of their own. */
+estc_err estc__p11_reinit(struct p11_op *op)
+{
+    struct p11_module *mod = op->tok->mod;
+    pid_t pid = getpid();
+    for (struct p11_token *t = op->st->tokens; t != NULL; t = t->next) {
+        if (t->mod == mod) {
+            if (t->has_session && mod->init_pid == pid) {
+                (void)mod->fn->C_CloseSession(t->session);
+            }
+            t->has_session = false;
+            memset(t->hc, 0, sizeof(t->hc));
+        }
+    }
+    if (mod->init_pid == pid) {
+        if (mod->init_reserved != NULL) {
+            /* Even when another part of the process initialized it: the
+             * handles are wrong for everyone. */
+            (void)mod->fn->C_Finalize(NULL);
+        } else {
+            (void)p11_kit_module_finalize(mod->fn);
+        }
+    }
+    mod->init_pid = 0;
+    mod->have_info = false;
+    op->tok = NULL;
+    return estc__p11_session(op);
+}
+
 /* Close the sessions and finalize and release the modules. */
 void estc__p11_state_free(struct p11_state *st)
 {
@@ -568,7 +639,13 @@ void estc__p11_state_free(struct p11_state *st)
         struct p11_module *m = st->modules;
         st->modules = m->next;
         if (m->init_pid == pid) {
-            (void)p11_kit_module_finalize(m->fn);
+            if (m->init_reserved != NULL) {
+                if (m->ours) {
+                    (void)m->fn->C_Finalize(NULL);
+                }
+            } else {
+                (void)p11_kit_module_finalize(m->fn);
+            }
         }
         if (m->path != NULL) {
             p11_kit_module_release(m->fn);

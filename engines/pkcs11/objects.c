@@ -113,22 +113,100 @@ static bool hc_same(const struct hcache_entry *e, CK_OBJECT_CLASS cls, const CK_
 /* A cached handle is used only when the object behind it still has the
  * class, label and id the address asks for: whatever the token did with
  * handles meanwhile, it is then the object the address names. */
-static bool hc_valid(struct p11_op *op, CK_OBJECT_HANDLE h, CK_OBJECT_CLASS cls,
-                     const CK_ATTRIBUTE *label, const CK_ATTRIBUTE *id)
+bool estc__p11_handle_is(struct p11_op *op, CK_OBJECT_HANDLE h, CK_OBJECT_CLASS cls,
+                         const CK_ATTRIBUTE *label, const CK_ATTRIBUTE *id)
 {
+    /* Buffers one byte longer than the values asked for: a longer value
+     * shows as a different length or CKR_BUFFER_TOO_SMALL, both "no". */
     CK_OBJECT_CLASS c = (CK_OBJECT_CLASS)-1;
-    uint8_t lb[HCACHE_LABEL_MAX], ib[HCACHE_ID_MAX];
-    CK_ATTRIBUTE t[3] = {
-        {CKA_CLASS, &c, sizeof(c)}, {CKA_LABEL, lb, sizeof(lb)}, {CKA_ID, ib, sizeof(ib)}};
-    if (op->fn->C_GetAttributeValue(op->s, h, t, 3) != CKR_OK || c != cls) {
-        return false;
+    uint8_t lsmall[HCACHE_LABEL_MAX + 1], ismall[HCACHE_ID_MAX + 1];
+    uint8_t *lb = lsmall, *ib = ismall;
+    CK_ULONG llen = label != NULL ? label->ulValueLen + 1 : 0;
+    CK_ULONG ilen = id != NULL ? id->ulValueLen + 1 : 0;
+    if (llen > sizeof(lsmall)) {
+        lb = malloc(llen);
     }
-    if (label != NULL &&
-        (t[1].ulValueLen != label->ulValueLen || memcmp(lb, label->pValue, t[1].ulValueLen) != 0)) {
-        return false;
+    if (ilen > sizeof(ismall)) {
+        ib = malloc(ilen);
     }
-    return id == NULL ||
-           (t[2].ulValueLen == id->ulValueLen && memcmp(ib, id->pValue, t[2].ulValueLen) == 0);
+    bool same = false;
+    if (lb != NULL && ib != NULL) {
+        CK_ATTRIBUTE t[3];
+        CK_ULONG n = 0;
+        t[n++] = (CK_ATTRIBUTE){CKA_CLASS, &c, sizeof(c)};
+        if (label != NULL) {
+            t[n++] = (CK_ATTRIBUTE){CKA_LABEL, lb, llen};
+        }
+        if (id != NULL) {
+            t[n++] = (CK_ATTRIBUTE){CKA_ID, ib, ilen};
+        }
+        same = op->fn->C_GetAttributeValue(op->s, h, t, n) == CKR_OK && c == cls;
+        for (CK_ULONG i = 1; same && i < n; i++) {
+            const CK_ATTRIBUTE *want = t[i].type == CKA_LABEL ? label : id;
+            same = t[i].ulValueLen == want->ulValueLen &&
+                   memcmp(t[i].pValue, want->pValue, want->ulValueLen) == 0;
+        }
+    }
+    /* Out of memory: not known to be the object, so not used. */
+    if (lb != lsmall) {
+        free(lb);
+    }
+    if (ib != ismall) {
+        free(ib);
+    }
+    return same;
+}
+
+/* A module that answers a search with a handle that names another object
+ * (see estc__p11_reinit()) is initialized again, once per operation. */
+estc_err estc__p11_find_checked(struct p11_op *op, CK_OBJECT_CLASS cls, CK_OBJECT_HANDLE *out,
+                                CK_ULONG max, CK_ULONG *n)
+{
+    for (int round = 0;; round++) {
+        estc_err err = estc__p11_find_objects(op, cls, true, out, max, n);
+        bool ok = true;
+        for (CK_ULONG i = 0; err == ESTC_OK && ok && i < *n; i++) {
+            ok = estc__p11_handle_is(op, out[i], cls, op->uri.label, op->uri.id);
+        }
+        if (err != ESTC_OK || ok) {
+            return err;
+        }
+        if (round > 0) {
+            *n = 0;
+            return estc_error(op->ctx, ESTC_ERR_ENGINE,
+                              "%s: the token gives one object handle to two objects", op->shown);
+        }
+        err = estc__p11_reinit(op);
+        if (err != ESTC_OK) {
+            return err;
+        }
+    }
+}
+
+/* The handle @h a creation of an object of @cls returned must name the
+ * new object (the only one of @cls with the address's label and id); when
+ * it names another, the module is initialized again and the new object
+ * found by its label and id. */
+estc_err estc__p11_created(struct p11_op *op, CK_OBJECT_CLASS cls, CK_OBJECT_HANDLE *h)
+{
+    if (estc__p11_handle_is(op, *h, cls, op->uri.label, op->uri.id)) {
+        return ESTC_OK;
+    }
+    CK_OBJECT_HANDLE hs[2];
+    CK_ULONG n = 0;
+    estc_err err = estc__p11_reinit(op);
+    if (err == ESTC_OK) {
+        err = estc__p11_find_checked(op, cls, hs, 2, &n);
+    }
+    if (err == ESTC_OK && n != 1) {
+        return estc_error(op->ctx, ESTC_ERR_ENGINE,
+                          "%s: the token answered the creation with the handle of another object",
+                          op->shown);
+    }
+    if (err == ESTC_OK) {
+        *h = hs[0];
+    }
+    return err;
 }
 
 static void hc_store(struct p11_op *op, CK_OBJECT_CLASS cls, const CK_ATTRIBUTE *label,
@@ -164,7 +242,7 @@ estc_err estc__p11_find_one(struct p11_op *op, CK_OBJECT_CLASS cls, CK_OBJECT_HA
     for (unsigned i = 0; i < HCACHE_SIZE; i++) {
         struct hcache_entry *e = &op->tok->hc[i];
         if (hc_same(e, cls, label, id)) {
-            if (hc_valid(op, e->h, cls, label, id)) {
+            if (estc__p11_handle_is(op, e->h, cls, label, id)) {
                 *h = e->h;
                 *found = true;
                 return ESTC_OK;
@@ -174,7 +252,7 @@ estc_err estc__p11_find_one(struct p11_op *op, CK_OBJECT_CLASS cls, CK_OBJECT_HA
     }
     CK_OBJECT_HANDLE hs[2];
     CK_ULONG n = 0;
-    estc_err err = estc__p11_find_objects(op, cls, true, hs, 2, &n);
+    estc_err err = estc__p11_find_checked(op, cls, hs, 2, &n);
     if (err != ESTC_OK) {
         return err;
     }
@@ -206,7 +284,9 @@ estc_err estc__p11_destroy_all(struct p11_op *op, CK_OBJECT_CLASS cls, CK_ULONG 
     CK_OBJECT_HANDLE hs[16];
     CK_ULONG found = 0;
     *n = 0;
-    estc_err err = estc__p11_find_objects(op, cls, true, hs, 16, &found);
+    /* Checked handles only: a handle that names another object would
+     * destroy that one. */
+    estc_err err = estc__p11_find_checked(op, cls, hs, 16, &found);
     for (CK_ULONG i = 0; err == ESTC_OK && i < found; i++) {
         CK_RV rv = op->fn->C_DestroyObject(op->s, hs[i]);
         if (rv != CKR_OK) {

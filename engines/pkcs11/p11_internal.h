@@ -33,6 +33,10 @@ struct p11_module {
     struct p11_module *next;
     char *path; /* a module loaded by path (released on its own), or NULL */
     char *name; /* a module of p11-kit's registered list, by name, or NULL */
+    /* x-init-reserved= of the address that loaded it by path, or NULL: such a
+     * module is loaded unmanaged and initialized with this as pReserved. */
+    char *init_reserved;
+    bool ours; /* with init_reserved: our C_Initialize did it (we finalize it) */
     CK_FUNCTION_LIST *fn;
     pid_t init_pid; /* process that initialized it, 0 when not initialized */
     bool broken;    /* a registered module that failed to initialize */
@@ -83,6 +87,7 @@ struct p11_uri {
     CK_ATTRIBUTE *id;    /* id=: CKA_ID, or NULL */
     CK_ATTRIBUTE *cls;   /* type=: CKA_CLASS, or NULL */
     const estc_attr *pin_value, *pin_source, *module_path, *module_name; /* or NULL */
+    const estc_attr *init_reserved; /* x-init-reserved=: C_Initialize's pReserved, or NULL */
     CK_ATTRIBUTE label_attr, id_attr, cls_attr; /* what label, id and cls point at */
     CK_OBJECT_CLASS cls_value;
 };
@@ -125,6 +130,9 @@ void estc__p11_check_fork(struct p11_state *st);
 /* Read the PIN, find the token, open its session, log in; with P11_USER the
  * user must be logged in. */
 estc_err estc__p11_session(struct p11_op *op);
+/* Initialize op->tok's module again and make the token ready (session,
+ * login): for a module that gave one handle to two objects. */
+estc_err estc__p11_reinit(struct p11_op *op);
 /* Repair the session state after a failure it explains; whether to retry. */
 bool estc__p11_recover(struct p11_op *op, estc_err err);
 void estc__p11_state_free(struct p11_state *st);
@@ -150,6 +158,18 @@ estc_err estc__p11_find_one(struct p11_op *op, CK_OBJECT_CLASS cls, CK_OBJECT_HA
                             bool *found);
 estc_err estc__p11_get_attr(struct p11_op *op, CK_OBJECT_HANDLE h, CK_ATTRIBUTE_TYPE type,
                             estc_buf *out);
+/* Whether handle @h names an object of @cls with @label and @id (each when
+ * not NULL). */
+bool estc__p11_handle_is(struct p11_op *op, CK_OBJECT_HANDLE h, CK_OBJECT_CLASS cls,
+                         const CK_ATTRIBUTE *label, const CK_ATTRIBUTE *id);
+/* Find the objects of @cls the address names, each handle checked to name
+ * such an object; when one does not, the module is initialized again and
+ * the search repeated once (estc__p11_reinit()). */
+estc_err estc__p11_find_checked(struct p11_op *op, CK_OBJECT_CLASS cls, CK_OBJECT_HANDLE *out,
+                                CK_ULONG max, CK_ULONG *n);
+/* Check that the handle a creation returned names the new object of @cls
+ * (the address's label and id); else find it (after estc__p11_reinit()). */
+estc_err estc__p11_created(struct p11_op *op, CK_OBJECT_CLASS cls, CK_OBJECT_HANDLE *h);
 bool estc__p11_get_ulong(struct p11_op *op, CK_OBJECT_HANDLE h, CK_ATTRIBUTE_TYPE type,
                          CK_ULONG *v);
 bool estc__p11_get_bool(struct p11_op *op, CK_OBJECT_HANDLE h, CK_ATTRIBUTE_TYPE type, bool *v);

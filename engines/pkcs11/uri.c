@@ -23,6 +23,7 @@ enum role {
     ROLE_PIN_SOURCE,
     ROLE_MODULE_PATH,
     ROLE_MODULE_NAME,
+    ROLE_INIT_RESERVED,
 };
 #define IN_PATH 1u
 #define IN_QUERY 2u
@@ -54,6 +55,9 @@ static const struct known {
     {"pin-source", ROLE_PIN_SOURCE, IN_PATH | IN_QUERY},
     {"module-name", ROLE_MODULE_NAME, IN_QUERY},
     {"module-path", ROLE_MODULE_PATH, IN_QUERY},
+    /* p11-kit's module option of that name: CK_C_INITIALIZE_ARGS.pReserved
+     * for modules that take their configuration there (NSS softokn). */
+    {"x-init-reserved", ROLE_INIT_RESERVED, IN_QUERY},
 };
 
 static const struct known *known_attr(const char *name)
@@ -234,6 +238,9 @@ static estc_err load_attr(struct p11_op *op, const estc_attr *a, unsigned where,
     case ROLE_MODULE_NAME:
         u->module_name = a;
         return ESTC_OK;
+    case ROLE_INIT_RESERVED:
+        u->init_reserved = a;
+        return ESTC_OK;
     case ROLE_MATCH:
         break;
     }
@@ -253,6 +260,12 @@ estc_err estc__p11_uri_load(struct p11_op *op)
     }
     for (size_t i = 0; err == ESTC_OK && i < a->n_query; i++) {
         err = load_attr(op, &a->query[i], IN_QUERY, &seen);
+    }
+    if (err == ESTC_OK && op->uri.init_reserved != NULL && op->uri.module_name != NULL) {
+        /* A registered module takes its x-init-reserved from p11-kit's
+         * configuration; two sources would be ambiguous. */
+        return estc_error(op->ctx, ESTC_ERR_BAD_ADDRESS,
+                          "%s: x-init-reserved goes with module-path, not module-name", op->shown);
     }
     if (err == ESTC_OK) {
         err = load_match(op);

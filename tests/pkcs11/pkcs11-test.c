@@ -794,6 +794,58 @@ START_TEST(test_module_selection)
 }
 END_TEST
 
+/* A label longer than the driver's handle cache holds: the handles found
+ * and created are still checked against it, and the key works and goes. */
+START_TEST(test_long_label)
+{
+    estc_ctx *ctx = new_ctx();
+    CK_ULONG before = count_objects(token1);
+    char label[201];
+    memset(label, 'L', sizeof(label) - 1);
+    label[sizeof(label) - 1] = '\0';
+    const char *a = addr_for(token1, label, "1234");
+    ck_assert_msg(estc_key_generate(ctx, a, ESTC_KEY_EC_P256) == ESTC_OK, "%s",
+                  estc_ctx_error_detail(ctx));
+    sign_verify(ctx, a, ESTC_SIG_ECDSA, ESTC_HASH_SHA256);
+    ck_assert_msg(estc_key_remove(ctx, a) == ESTC_OK, "%s", estc_ctx_error_detail(ctx));
+    ck_assert_uint_eq(count_objects(token1), before);
+    estc_ctx_free(ctx);
+}
+END_TEST
+
+/* x-init-reserved reaches C_Initialize as pReserved: SoftHSM2 refuses any
+ * pReserved with CKR_ARGUMENTS_BAD. A module-name or no module at all with
+ * it is a bad address; the same module without it still works. */
+START_TEST(test_init_reserved)
+{
+    estc_ctx *ctx = new_ctx();
+    CK_ULONG before = count_objects(token1);
+    char a[1024];
+    snprintf(a, sizeof(a),
+             "pkcs11:token=%s;object=init-args;pin-value=1234?module-path=%s&"
+             "x-init-reserved=configdir%%3D%%27sql%%3A%%2Ftmp%%27",
+             token1, module_path);
+    ck_assert_int_eq(estc_key_generate(ctx, a, ESTC_KEY_EC_P256), ESTC_ERR_ENGINE);
+    ck_assert_msg(strstr(estc_ctx_error_detail(ctx), "C_Initialize: CKR_ARGUMENTS_BAD") != NULL,
+                  "%s", estc_ctx_error_detail(ctx));
+    snprintf(a, sizeof(a),
+             "pkcs11:token=%s;object=init-args;pin-value=1234?module-name=softhsm2&"
+             "x-init-reserved=x",
+             token1);
+    ck_assert_int_eq(estc_key_generate(ctx, a, ESTC_KEY_EC_P256), ESTC_ERR_BAD_ADDRESS);
+    snprintf(a, sizeof(a), "pkcs11:token=%s;object=init-args;pin-value=1234?x-init-reserved=x",
+             token1);
+    ck_assert_int_eq(estc_key_generate(ctx, a, ESTC_KEY_EC_P256), ESTC_ERR_BAD_ADDRESS);
+    ck_assert_str_ne(estc_ctx_error_detail(ctx), "");
+    const char *ok = addr_for(token1, "init-args", "1234");
+    ck_assert_msg(estc_key_generate(ctx, ok, ESTC_KEY_EC_P256) == ESTC_OK, "%s",
+                  estc_ctx_error_detail(ctx));
+    ck_assert_int_eq(estc_key_remove(ctx, ok), ESTC_OK);
+    ck_assert_uint_eq(count_objects(token1), before);
+    estc_ctx_free(ctx);
+}
+END_TEST
+
 START_TEST(test_error_paths)
 {
     estc_ctx *ctx = new_ctx();
@@ -962,6 +1014,8 @@ int main(int argc, char **argv)
     tcase_add_test(tc, test_list_and_derive);
     tcase_add_test(tc, test_module_selection);
     tcase_add_test(tc, test_error_paths);
+    tcase_add_test(tc, test_init_reserved);
+    tcase_add_test(tc, test_long_label);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_VERBOSE);
