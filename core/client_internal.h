@@ -231,6 +231,7 @@ estc_err estc__client_pop_value(estc_client *c, enum estc__creds creds,
 /* Drops the DTLS session, so the next exchange handshakes anew (new trust
  * store, other credentials). */
 void estc__client_reset_transport(estc_client *c);
+estc_err estc__client_recheck_server(estc_client *c, enum estc__creds creds);
 /* Whether @s names an engine object (else it is a file path). */
 bool estc__is_engine_address(estc_client *c, const char *s);
 

@@ -251,6 +251,45 @@ static estc_err open_transport(estc_client *c, enum estc__creds creds)
     return ESTC_OK;
 }
 
+/*
+ * After /crts: the server of the open session verified against the new
+ * explicit trust (already in c->explicit_certs) before it is trusted, RFC
+ * 7030 §4.1.3. The chain the server sent in this session's handshake is
+ * checked again in memory, and the session goes on (RFC 9148 §4: one
+ * handshake for /crts and /sen). Without such a session (a custom
+ * transport) a fresh one is opened with only the new anchors and /crts asked
+ * again. Errors as estc__client_exchange(); ESTC_ERR_VALIDATION when the
+ * server does not verify against the new anchors.
+ */
+estc_err estc__client_recheck_server(estc_client *c, enum estc__creds creds)
+{
+    if (c->custom_transport || c->transport == NULL || c->transport_creds != creds) {
+        estc_response resp = {0};
+        estc__client_reset_transport(c);
+        estc_err err = estc__client_exchange(c, creds, ESTC__EST_CRTS, ESTC_COAP_GET, ESTC_CF_NONE,
+                                             c->accept, NULL, 0, &resp);
+        estc_response_clear(&resp);
+        return err;
+    }
+    STACK_OF(X509) *trust = sk_X509_new_null();
+    X509 **list = NULL;
+    estc_err err = trust != NULL ? load_trust(c, trust) : ESTC_ERR_NOMEM;
+    size_t n = trust != NULL ? (size_t)sk_X509_num(trust) : 0;
+    if (err == ESTC_OK && (list = malloc(n * sizeof(*list))) == NULL)
+        err = ESTC_ERR_NOMEM;
+    for (size_t i = 0; err == ESTC_OK && i < n; i++)
+        list[i] = sk_X509_value(trust, (int)i);
+    if (err == ESTC_OK) {
+        char detail[512];
+        err = estc__transport_coap_recheck(c->transport, list, n, detail, sizeof(detail));
+        if (err != ESTC_OK)
+            err = estc_error(c->ctx, err, "%s", detail);
+    }
+    free(list);
+    sk_X509_pop_free(trust, X509_free);
+    return err;
+}
+
 /* ---- one exchange ------------------------------------------------------- */
 
 static estc_err discover(estc_client *c, enum estc__creds creds);

@@ -152,15 +152,13 @@ static estc_err cacerts_op(estc_client *c)
         return err;
 
     /* Re-validate the server against the new explicit set before trusting
-     * it: a fresh handshake with only that set (RFC 7030 §4.1.3). */
+     * it (RFC 7030 §4.1.3): the chain it sent in this session's handshake,
+     * checked again in memory; the session then carries on. */
     estc__der_list old = c->explicit_certs;
     bool had_explicit = c->have_explicit;
     c->explicit_certs = certs;
     c->have_explicit = true;
-    estc__client_reset_transport(c);
-    err = estc__client_exchange(c, creds, ESTC__EST_CRTS, ESTC_COAP_GET, ESTC_CF_NONE, c->accept,
-                                NULL, 0, &resp);
-    estc_response_clear(&resp);
+    err = estc__client_recheck_server(c, creds);
     if (err != ESTC_OK) {
         /* Copy the detail first: estc_error() writes into the same buffer. */
         char why[512];
