@@ -43,7 +43,9 @@ bool estc__is_engine_address(estc_client *c, const char *s)
         return false;
     estc_err err = estc_engine_find(c->ctx, s, &drv);
     estc_ctx_clear_error(c->ctx);
-    return err == ESTC_OK;
+    /* A registered scheme whose plug-in cannot be loaded is still an
+     * address: its use then says why. */
+    return err == ESTC_OK || err == ESTC_ERR_UNSUPPORTED;
 }
 
 /* ---- the DTLS session ---------------------------------------------------- */

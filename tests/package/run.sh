@@ -66,6 +66,16 @@ check "openssl list -providers -provider estc shows it active" sh -c \
   'openssl list -providers -provider estc -provider default | grep -A3 "^ *estc" | grep -q "status: active"'
 check "estc --version" sh -c "estc --version | grep -qx 'estc $version'"
 check "estc-server --help" sh -c 'estc-server --help >/dev/null'
+plugins=/usr/lib/$(dpkg-architecture -qDEB_HOST_MULTIARCH)/estc/engines
+for p in pkcs11 tpm2 psa; do
+  check "the $p: engine plug-in is installed in the private folder" test -f "$plugins/estc-$p.so"
+done
+heavy='libp11-kit|libtss2|libmbedcrypto|estc-(pkcs11|tpm2|psa)\.so'
+check "libestc links no engine library (ldd)" sh -c "! ldd /usr/lib/*/libestc.so.0 | grep -E '$heavy'"
+check "estc --version loads no engine library (LD_DEBUG=libs)" sh -c \
+  "LD_DEBUG=libs estc --version 2>&1 | grep -q 'calling init' && ! LD_DEBUG=libs estc --version 2>&1 | grep -E '$heavy'"
+check "the tpm2: engine plug-in loads from the private folder" sh -c \
+  "LD_DEBUG=libs estc status --cert 'tpm2:nv=0x1500020' 2>&1 | grep -q 'estc/engines/estc-tpm2.so'"
 check "the daemon's unit is installed, not enabled" sh -c \
   'test -f /lib/systemd/system/estc.service && ! test -e /etc/systemd/system/multi-user.target.wants/estc.service'
 check "the estc system user exists" getent passwd estc
