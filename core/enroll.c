@@ -250,18 +250,23 @@ static estc_err cacerts_op(estc_client *c)
 /*
  * Validates the certificates of a 2.04 answer against the key at @key and
  * stores the issued one; then supersedes what it replaces and commits.
- * Rolls back on any failure. @old and @old_der: the enrolled certificate
- * for /sren (its DER, already read), else NULL.
+ * Rolls back on any failure. @key_spki: the key's public part when read
+ * already, else NULL. @old and @old_der: the enrolled certificate for /sren
+ * (its DER, already read), else NULL.
  */
 static estc_err finish(estc_client *c, const estc_response *r, const char *what, const char *key,
-                       X509 *old, const estc_buf *old_der)
+                       const estc_buf *key_spki, X509 *old, const estc_buf *old_der)
 {
     estc__der_list certs = {0};
     estc_buf spki = {0};
     char *cert = NULL;
     size_t leaf = 0;
     estc_err err = certs_of(c, r, what, &certs);
-    if (err == ESTC_OK)
+    /* The public key as read from the engine when the key was made, else
+     * read now (an engine may need a whole private key read for it). */
+    if (err == ESTC_OK && key_spki != NULL && key_spki->len > 0)
+        err = estc_buf_set(&spki, key_spki->data, key_spki->len);
+    else if (err == ESTC_OK)
         err = estc_key_public(c->ctx, key, &spki);
     if (err == ESTC_OK)
         err = estc__validate_issued(c, &certs, &spki, old, &leaf);
@@ -359,7 +364,7 @@ static estc_err enroll_op(estc_client *c)
         err = estc__client_exchange(c, ESTC__CREDS_BOOTSTRAP, ESTC__EST_SEN, ESTC_COAP_POST,
                                     ESTC__CF_PKCS10, c->accept, csr.data, csr.len, &resp);
     if (err == ESTC_OK)
-        err = finish(c, &resp, "POST /sen", key, NULL, NULL);
+        err = finish(c, &resp, "POST /sen", key, &made, NULL, NULL);
     else if (key_is_new) {
         estc_err keep = err;
         estc_lifecycle_rollback(c->lc);
@@ -420,17 +425,17 @@ static estc_err reenroll_op(estc_client *c, bool rekey, const estc_buf *held)
         err = build_csr(c, key, X509_get_subject_name(old), sans, &csr);
     if (err == ESTC_OK && made_key)
         err = estc__csr_key_check(c, &csr, &made);
-    estc_buf_free(&made);
     if (err == ESTC_OK)
         err = estc__client_exchange(c, ESTC__CREDS_ENROLLED, ESTC__EST_SREN, ESTC_COAP_POST,
                                     ESTC__CF_PKCS10, c->accept, csr.data, csr.len, &resp);
     if (err == ESTC_OK)
-        err = finish(c, &resp, "POST /sren", key, old, der);
+        err = finish(c, &resp, "POST /sren", key, made_key ? &made : NULL, old, der);
     else if (made_key) {
         estc_err keep = err;
         estc_lifecycle_rollback(c->lc);
         err = keep;
     }
+    estc_buf_free(&made);
     c->held_cert = NULL;
     estc_response_clear(&resp);
     estc_buf_free(&csr);
@@ -508,7 +513,7 @@ static estc_err serverkeygen_op(estc_client *c)
         /* Hand finish() the certificate part as a response of its own. */
         estc_response part = {.code = resp.code, .content_format = cp->cf};
         part.payload = cp->data;
-        err = finish(c, &part, "POST /skg", key, NULL, NULL);
+        err = finish(c, &part, "POST /skg", key, NULL, NULL, NULL);
     } else if (imported) {
         estc_lifecycle_rollback(c->lc);
     }
