@@ -51,11 +51,10 @@ bool estc__is_engine_address(estc_client *c, const char *s)
 /* ---- the DTLS session ---------------------------------------------------- */
 
 /* Every certificate of @list appended to @out. */
-static bool x509_append(STACK_OF(X509) *out, const estc__der_list *list)
+static bool x509_append(estc_client *c, STACK_OF(X509) *out, const estc__der_list *list)
 {
     for (size_t i = 0; i < list->n; i++) {
-        const unsigned char *p = list->items[i].data;
-        X509 *x = d2i_X509(NULL, &p, (long)list->items[i].len);
+        X509 *x = estc__x509_cached(c, &list->items[i]);
         if (x == NULL || !sk_X509_push(out, x)) {
             X509_free(x);
             return false;
@@ -70,10 +69,10 @@ static estc_err load_trust(estc_client *c, STACK_OF(X509) *out)
 {
     bool ok = true;
     if (c->have_explicit)
-        ok = x509_append(out, &c->explicit_certs);
+        ok = x509_append(c, out, &c->explicit_certs);
     for (size_t i = 0; ok && i < c->n_anchors; i++) {
         if (!c->anchors[i].implicit || !c->have_explicit)
-            ok = x509_append(out, &c->anchors[i].certs);
+            ok = x509_append(c, out, &c->anchors[i].certs);
     }
     if (!ok)
         return estc_error(c->ctx, ESTC_ERR_FORMAT, "a trust anchor does not parse");
