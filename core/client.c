@@ -96,6 +96,7 @@ void estc_client_free(estc_client *c)
         estc__der_list_free(&c->anchors[i].certs);
     free(c->anchors);
     estc__der_list_free(&c->explicit_certs);
+    estc__x509_cache_free(c);
     for (size_t i = 0; i < c->n_ca_addrs; i++)
         free(c->ca_addrs[i]);
     free(c->ca_addrs);

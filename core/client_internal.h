@@ -84,6 +84,14 @@ struct estc_client {
      * session's credentials too. Borrowed; NULL otherwise. */
     const estc_buf *held_cert;
 
+    /* certificates parsed already, by their DER (estc__x509_cached()) */
+    struct estc__x509_memo {
+        estc_buf der;
+        X509 *x509;
+    } x509_memo[8];
+    size_t n_x509_memo;
+    size_t x509_memo_next; /* the entry replaced next when all are used */
+
     /* transport */
     estc_transport *transport;
     bool custom_transport;
@@ -169,6 +177,16 @@ estc_err estc__parse_sans(estc_client *c, GENERAL_NAMES **out);
 
 /* ---- validate.c --------------------------------------------------------- */
 
+/* The certificate @der parsed, as a new reference (X509_free() it), or NULL
+ * when it does not parse or memory runs out. The client remembers the last
+ * few it parsed by their exact bytes: the trust anchors are read for every
+ * DTLS session and every validation, and OpenSSL 3.0 decodes each
+ * certificate's public key through a new decoder, which costs more than the
+ * rest of the parse. */
+X509 *estc__x509_cached(estc_client *c, const estc_buf *der);
+/* Forgets them all (estc_client_free()). */
+void estc__x509_cache_free(estc_client *c);
+
 /* The trust store for chains: the explicit set when /crts succeeded, else
  * every configured anchor; configured explicit anchors always. */
 estc_err estc__trust_store(estc_client *c, X509_STORE **out);
@@ -245,6 +263,7 @@ estc_err estc__client_pop_value(estc_client *c, enum estc__creds creds,
 /* Drops the DTLS session, so the next exchange handshakes anew (new trust
  * store, other credentials). */
 void estc__client_reset_transport(estc_client *c);
+estc_err estc__client_recheck_server(estc_client *c, enum estc__creds creds);
 /* Whether @s names an engine object (else it is a file path). */
 bool estc__is_engine_address(estc_client *c, const char *s);
 

@@ -43,17 +43,18 @@ bool estc__is_engine_address(estc_client *c, const char *s)
         return false;
     estc_err err = estc_engine_find(c->ctx, s, &drv);
     estc_ctx_clear_error(c->ctx);
-    return err == ESTC_OK;
+    /* A registered scheme whose plug-in cannot be loaded is still an
+     * address: its use then says why. */
+    return err == ESTC_OK || err == ESTC_ERR_UNSUPPORTED;
 }
 
 /* ---- the DTLS session ---------------------------------------------------- */
 
 /* Every certificate of @list appended to @out. */
-static bool x509_append(STACK_OF(X509) *out, const estc__der_list *list)
+static bool x509_append(estc_client *c, STACK_OF(X509) *out, const estc__der_list *list)
 {
     for (size_t i = 0; i < list->n; i++) {
-        const unsigned char *p = list->items[i].data;
-        X509 *x = d2i_X509(NULL, &p, (long)list->items[i].len);
+        X509 *x = estc__x509_cached(c, &list->items[i]);
         if (x == NULL || !sk_X509_push(out, x)) {
             X509_free(x);
             return false;
@@ -68,10 +69,10 @@ static estc_err load_trust(estc_client *c, STACK_OF(X509) *out)
 {
     bool ok = true;
     if (c->have_explicit)
-        ok = x509_append(out, &c->explicit_certs);
+        ok = x509_append(c, out, &c->explicit_certs);
     for (size_t i = 0; ok && i < c->n_anchors; i++) {
         if (!c->anchors[i].implicit || !c->have_explicit)
-            ok = x509_append(out, &c->anchors[i].certs);
+            ok = x509_append(c, out, &c->anchors[i].certs);
     }
     if (!ok)
         return estc_error(c->ctx, ESTC_ERR_FORMAT, "a trust anchor does not parse");
@@ -249,6 +250,45 @@ static estc_err open_transport(estc_client *c, enum estc__creds creds)
     }
     c->transport_creds = creds;
     return ESTC_OK;
+}
+
+/*
+ * After /crts: the server of the open session verified against the new
+ * explicit trust (already in c->explicit_certs) before it is trusted, RFC
+ * 7030 §4.1.3. The chain the server sent in this session's handshake is
+ * checked again in memory, and the session goes on (RFC 9148 §4: one
+ * handshake for /crts and /sen). Without such a session (a custom
+ * transport) a fresh one is opened with only the new anchors and /crts asked
+ * again. Errors as estc__client_exchange(); ESTC_ERR_VALIDATION when the
+ * server does not verify against the new anchors.
+ */
+estc_err estc__client_recheck_server(estc_client *c, enum estc__creds creds)
+{
+    if (c->custom_transport || c->transport == NULL || c->transport_creds != creds) {
+        estc_response resp = {0};
+        estc__client_reset_transport(c);
+        estc_err err = estc__client_exchange(c, creds, ESTC__EST_CRTS, ESTC_COAP_GET, ESTC_CF_NONE,
+                                             c->accept, NULL, 0, &resp);
+        estc_response_clear(&resp);
+        return err;
+    }
+    STACK_OF(X509) *trust = sk_X509_new_null();
+    X509 **list = NULL;
+    estc_err err = trust != NULL ? load_trust(c, trust) : ESTC_ERR_NOMEM;
+    size_t n = trust != NULL ? (size_t)sk_X509_num(trust) : 0;
+    if (err == ESTC_OK && (list = malloc(n * sizeof(*list))) == NULL)
+        err = ESTC_ERR_NOMEM;
+    for (size_t i = 0; err == ESTC_OK && i < n; i++)
+        list[i] = sk_X509_value(trust, (int)i);
+    if (err == ESTC_OK) {
+        char detail[512];
+        err = estc__transport_coap_recheck(c->transport, list, n, detail, sizeof(detail));
+        if (err != ESTC_OK)
+            err = estc_error(c->ctx, err, "%s", detail);
+    }
+    free(list);
+    sk_X509_pop_free(trust, X509_free);
+    return err;
 }
 
 /* ---- one exchange ------------------------------------------------------- */

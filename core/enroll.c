@@ -152,15 +152,13 @@ static estc_err cacerts_op(estc_client *c)
         return err;
 
     /* Re-validate the server against the new explicit set before trusting
-     * it: a fresh handshake with only that set (RFC 7030 §4.1.3). */
+     * it (RFC 7030 §4.1.3): the chain it sent in this session's handshake,
+     * checked again in memory; the session then carries on. */
     estc__der_list old = c->explicit_certs;
     bool had_explicit = c->have_explicit;
     c->explicit_certs = certs;
     c->have_explicit = true;
-    estc__client_reset_transport(c);
-    err = estc__client_exchange(c, creds, ESTC__EST_CRTS, ESTC_COAP_GET, ESTC_CF_NONE, c->accept,
-                                NULL, 0, &resp);
-    estc_response_clear(&resp);
+    err = estc__client_recheck_server(c, creds);
     if (err != ESTC_OK) {
         /* Copy the detail first: estc_error() writes into the same buffer. */
         char why[512];
@@ -252,21 +250,28 @@ static estc_err cacerts_op(estc_client *c)
 /*
  * Validates the certificates of a 2.04 answer against the key at @key and
  * stores the issued one; then supersedes what it replaces and commits.
- * Rolls back on any failure. @old and @old_der: the enrolled certificate
- * for /sren (its DER, already read), else NULL. A NULL @key: the CSR was
- * made elsewhere for the public key @csr_spki; the enrolled key stays.
+ * Rolls back on any failure. @key_spki: the key's public part when read
+ * already, else NULL. @old and @old_der: the enrolled certificate for /sren
+ * (its DER, already read), else NULL. A NULL @key: the CSR was made
+ * elsewhere for the public key @csr_spki; the enrolled key stays.
  */
 static estc_err finish(estc_client *c, const estc_response *r, const char *what, const char *key,
-                       const estc_buf *csr_spki, X509 *old, const estc_buf *old_der)
+                       const estc_buf *key_spki, const estc_buf *csr_spki, X509 *old,
+                       const estc_buf *old_der)
 {
     estc__der_list certs = {0};
     estc_buf spki = {0};
     char *cert = NULL;
     size_t leaf = 0;
     estc_err err = certs_of(c, r, what, &certs);
-    if (err == ESTC_OK)
-        err = key != NULL ? estc_key_public(c->ctx, key, &spki)
-                          : estc_buf_set(&spki, csr_spki->data, csr_spki->len);
+    /* The public key as read from the engine when the key was made, else
+     * read now (an engine may need a whole private key read for it). */
+    if (err == ESTC_OK && key == NULL)
+        err = estc_buf_set(&spki, csr_spki->data, csr_spki->len);
+    else if (err == ESTC_OK && key_spki != NULL && key_spki->len > 0)
+        err = estc_buf_set(&spki, key_spki->data, key_spki->len);
+    else if (err == ESTC_OK)
+        err = estc_key_public(c->ctx, key, &spki);
     if (err == ESTC_OK)
         err = estc__validate_issued(c, &certs, &spki, old, &leaf);
     if (err == ESTC_OK)
@@ -370,7 +375,7 @@ static estc_err enroll_op(estc_client *c)
         err = estc__client_exchange(c, ESTC__CREDS_BOOTSTRAP, ESTC__EST_SEN, ESTC_COAP_POST,
                                     ESTC__CF_PKCS10, c->accept, csr.data, csr.len, &resp);
     if (err == ESTC_OK)
-        err = finish(c, &resp, "POST /sen", key, NULL, NULL, NULL);
+        err = finish(c, &resp, "POST /sen", key, &made, NULL, NULL, NULL);
     else if (key_is_new) {
         estc_err keep = err;
         estc_lifecycle_rollback(c->lc);
@@ -431,17 +436,17 @@ static estc_err reenroll_op(estc_client *c, bool rekey, const estc_buf *held)
         err = build_csr(c, key, X509_get_subject_name(old), sans, &csr);
     if (err == ESTC_OK && made_key)
         err = estc__csr_key_check(c, &csr, &made);
-    estc_buf_free(&made);
     if (err == ESTC_OK)
         err = estc__client_exchange(c, ESTC__CREDS_ENROLLED, ESTC__EST_SREN, ESTC_COAP_POST,
                                     ESTC__CF_PKCS10, c->accept, csr.data, csr.len, &resp);
     if (err == ESTC_OK)
-        err = finish(c, &resp, "POST /sren", key, NULL, old, der);
+        err = finish(c, &resp, "POST /sren", key, made_key ? &made : NULL, NULL, old, der);
     else if (made_key) {
         estc_err keep = err;
         estc_lifecycle_rollback(c->lc);
         err = keep;
     }
+    estc_buf_free(&made);
     c->held_cert = NULL;
     estc_response_clear(&resp);
     estc_buf_free(&csr);
@@ -487,7 +492,7 @@ static estc_err external_csr_op(estc_client *c, const void *data, size_t len, bo
                                     renew ? ESTC__EST_SREN : ESTC__EST_SEN, ESTC_COAP_POST,
                                     ESTC__CF_PKCS10, c->accept, csr.data, csr.len, &resp);
     if (err == ESTC_OK)
-        err = finish(c, &resp, what, NULL, &spki, old, renew ? &loaded : NULL);
+        err = finish(c, &resp, what, NULL, NULL, &spki, old, renew ? &loaded : NULL);
     c->held_cert = NULL;
     estc_response_clear(&resp);
     X509_free(old);
@@ -590,7 +595,7 @@ static estc_err serverkeygen_op(estc_client *c)
         /* Hand finish() the certificate part as a response of its own. */
         estc_response part = {.code = resp.code, .content_format = cp->cf};
         part.payload = cp->data;
-        err = finish(c, &part, "POST /skg", key, NULL, NULL, NULL);
+        err = finish(c, &part, "POST /skg", key, NULL, NULL, NULL, NULL);
     } else if (imported) {
         estc_lifecycle_rollback(c->lc);
     }

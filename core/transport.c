@@ -9,6 +9,8 @@
 
 #include <estc/transport.h>
 
+#include "transport_coap.h"
+
 struct estc_transport {
     const estc_transport_ops *ops;
     void *impl;
@@ -97,4 +99,9 @@ estc_err estc_transport_tls_unique(estc_transport *t, uint8_t *out, size_t out_s
         return ESTC_ERR_UNSUPPORTED;
     }
     return t->ops->tls_unique(t->impl, out, out_size, out_len, t->detail, sizeof(t->detail));
+}
+
+void *estc__transport_impl(estc_transport *t, const estc_transport_ops *ops)
+{
+    return t != NULL && t->ops == ops ? t->impl : NULL;
 }

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include <openssl/crypto.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <time.h>
 
@@ -31,6 +32,8 @@
 #define DEFAULT_TIMEOUT_MS 30000u
 #define DEFAULT_MAX_RESPONSE (256u * 1024u)
 #define DEFAULT_PORT 5684
+/* The longest server chain accepted, as libcoap's cert_chain_verify_depth. */
+#define CHAIN_DEPTH 5
 
 struct coap_impl {
     /* configuration */
@@ -142,10 +145,28 @@ static bool has_cmc_ra(X509 *x)
     return found;
 }
 
-/* The leaf certificate must name our server in its subjectAltName, or be an
- * EST registration authority's (id-kp-cmcRA, RFC 7030 §3.6.1): libcoap calls
- * this only with @validated set once OpenSSL has verified the chain to our
- * trust anchors, so the EKU is trusted as much as a name would be. */
+/* Whether the leaf @x names our server in its subjectAltName, or is an EST
+ * registration authority's (id-kp-cmcRA, RFC 7030 §3.6.1). Only for a leaf
+ * whose chain verified to our trust anchors: then the EKU is trusted as much
+ * as a name would be. */
+static bool identity_ok(struct coap_impl *impl, X509 *x)
+{
+    int ok;
+    if (is_ip_literal(impl->identity))
+        ok = X509_check_ip_asc(x, impl->identity, 0);
+    else
+        ok = X509_check_host(x, impl->identity, 0, X509_CHECK_FLAG_NEVER_CHECK_SUBJECT, NULL);
+    if (ok == 1)
+        return true;
+    if (!has_cmc_ra(x))
+        return false;
+    say(impl, ESTC_LOG_INFO, "server certificate does not name '%s' but is an EST RA's (id-kp-cmcRA)",
+        impl->identity);
+    return true;
+}
+
+/* libcoap calls this only with @validated set once OpenSSL has verified the
+ * chain to our trust anchors. */
 static int check_identity(const char *cn, const uint8_t *der, size_t der_len,
                           coap_session_t *session, unsigned depth, int validated, void *arg)
 {
@@ -166,20 +187,9 @@ static int check_identity(const char *cn, const uint8_t *der, size_t der_len,
         fail(impl, ESTC_ERR_VALIDATION, "server certificate unreadable");
         return 0;
     }
-    int ok;
-    if (is_ip_literal(impl->identity))
-        ok = X509_check_ip_asc(x, impl->identity, 0);
-    else
-        ok = X509_check_host(x, impl->identity, 0, X509_CHECK_FLAG_NEVER_CHECK_SUBJECT, NULL);
-    bool ra = ok != 1 && has_cmc_ra(x);
+    bool ok = identity_ok(impl, x);
     X509_free(x);
-    if (ra) {
-        say(impl, ESTC_LOG_INFO,
-            "server certificate does not name '%s' but is an EST RA's (id-kp-cmcRA)",
-            impl->identity);
-        return 1;
-    }
-    if (ok != 1) {
+    if (!ok) {
         impl->identity_failed = true;
         fail(impl, ESTC_ERR_VALIDATION,
              "server certificate does not name '%s' in its subjectAltName and is not "
@@ -475,7 +485,7 @@ static estc_err open_session(struct coap_impl *impl)
     pki.allow_self_signed = 0;
     pki.allow_expired_certs = 0;
     pki.cert_chain_validation = 1;
-    pki.cert_chain_verify_depth = 5;
+    pki.cert_chain_verify_depth = CHAIN_DEPTH;
     pki.validate_cn_call_back = check_identity;
     pki.cn_call_back_arg = impl;
     pki.client_sni = is_ip_literal(impl->host) ? NULL : impl->host;
@@ -749,6 +759,75 @@ static estc_err coap_tls_unique(void *arg, uint8_t *out, size_t out_size, size_t
     return ESTC_OK;
 }
 
+/* The trust anchors of @creds as a new verification store. */
+static estc_err new_store(X509 *const *trust, size_t n_trust, X509_STORE **out)
+{
+    X509_STORE *st = X509_STORE_new();
+    if (st == NULL)
+        return ESTC_ERR_NOMEM;
+    for (size_t i = 0; i < n_trust; i++) {
+        if (trust[i] == NULL || X509_STORE_add_cert(st, trust[i]) != 1) {
+            X509_STORE_free(st);
+            return ESTC_ERR_CRYPTO;
+        }
+    }
+    *out = st;
+    return ESTC_OK;
+}
+
+/*
+ * The server chain of the live session verified again, without the network,
+ * against @store: the chain exactly as the server sent it in the handshake,
+ * checked as libssl checked it (purpose sslserver, the same depth, no
+ * self-signed leaf unless it is an anchor itself, validity now), and the
+ * leaf's identity as in check_identity().
+ */
+static estc_err recheck_chain(struct coap_impl *impl, X509_STORE *store, char *detail,
+                              size_t detail_len)
+{
+    coap_tls_library_t lib;
+    SSL *ssl = impl->session != NULL &&
+                       coap_session_get_state(impl->session) == COAP_SESSION_STATE_ESTABLISHED
+                   ? coap_session_get_tls(impl->session, &lib)
+                   : NULL;
+    if (ssl == NULL || lib != COAP_TLS_LIBRARY_OPENSSL) {
+        snprintf(detail, detail_len, "no established DTLS session to take the server chain from");
+        return ESTC_ERR_STATE;
+    }
+    X509 *leaf = SSL_get0_peer_certificate(ssl);
+    STACK_OF(X509) *sent = SSL_get_peer_cert_chain(ssl); /* the client's view: with the leaf */
+    if (leaf == NULL) {
+        snprintf(detail, detail_len, "the session holds no server certificate");
+        return ESTC_ERR_STATE;
+    }
+    X509_STORE_CTX *vc = X509_STORE_CTX_new();
+    if (vc == NULL)
+        return ESTC_ERR_NOMEM;
+    estc_err err = ESTC_OK;
+    if (X509_STORE_CTX_init(vc, store, leaf, sent) != 1 ||
+        X509_STORE_CTX_set_default(vc, "ssl_server") != 1) {
+        err = ESTC_ERR_NOMEM;
+    } else {
+        /* libcoap hands libssl its depth plus one (the anchor's level). */
+        X509_VERIFY_PARAM_set_depth(X509_STORE_CTX_get0_param(vc), CHAIN_DEPTH + 1);
+        if (X509_verify_cert(vc) != 1) {
+            int v = X509_STORE_CTX_get_error(vc);
+            snprintf(detail, detail_len, "server certificate chain (depth %d): %s",
+                     X509_STORE_CTX_get_error_depth(vc), X509_verify_cert_error_string(v));
+            err = ESTC_ERR_VALIDATION;
+        } else if (!identity_ok(impl, leaf)) {
+            snprintf(detail, detail_len,
+                     "server certificate does not name '%s' in its subjectAltName and is not "
+                     "an EST RA's (id-kp-cmcRA)",
+                     impl->identity);
+            err = ESTC_ERR_VALIDATION;
+        }
+    }
+    X509_STORE_CTX_free(vc);
+    ERR_clear_error();
+    return err;
+}
+
 static void coap_reset(void *arg)
 {
     drop_session(arg);
@@ -779,6 +858,31 @@ static const estc_transport_ops coap_ops = {
     .free = coap_impl_free,
     .tls_unique = coap_tls_unique,
 };
+
+estc_err estc__transport_coap_recheck(estc_transport *t, X509 *const *trust, size_t n_trust,
+                                      char *detail, size_t detail_len)
+{
+    struct coap_impl *impl = estc__transport_impl(t, &coap_ops);
+    if (impl == NULL || trust == NULL || n_trust == 0 || detail == NULL || detail_len == 0)
+        return ESTC_ERR_INVALID_ARG;
+    detail[0] = '\0';
+    if (impl->trust_store == NULL) {
+        snprintf(detail, detail_len, "the transport reads its trust anchors from a file");
+        return ESTC_ERR_STATE;
+    }
+    X509_STORE *store = NULL;
+    estc_err err = new_store(trust, n_trust, &store);
+    if (err == ESTC_OK)
+        err = recheck_chain(impl, store, detail, detail_len);
+    if (err != ESTC_OK) {
+        X509_STORE_free(store);
+        return err;
+    }
+    /* Any later session of this transport verifies against the new anchors. */
+    X509_STORE_free(impl->trust_store);
+    impl->trust_store = store;
+    return ESTC_OK;
+}
 
 /* ------------------------------------------------------------------------ */
 /* Construction                                                              */

@@ -29,4 +29,22 @@ typedef struct estc__coap_creds {
 estc_err estc__transport_coap_new_creds(const estc_coap_config *cfg, const estc__coap_creds *creds,
                                         estc_transport **out);
 
+/*
+ * The server chain of @t's established session (as the server sent it in
+ * the handshake) verified again, without the network, against the anchors
+ * @trust (@n_trust of them), with the server identity check; on success @t
+ * verifies every later session against these anchors. RFC 7030 §4.1.3: an
+ * implicit anchor is replaced by the /crts answer only once the server
+ * verifies against it. Returns ESTC_OK, ESTC_ERR_VALIDATION (the chain or
+ * identity does not verify: the reason in @detail), ESTC_ERR_STATE (no
+ * established session, or a transport with file credentials),
+ * ESTC_ERR_INVALID_ARG (@t is not a CoAP transport, no anchor),
+ * ESTC_ERR_NOMEM, ESTC_ERR_CRYPTO (an anchor cannot be used).
+ */
+estc_err estc__transport_coap_recheck(estc_transport *t, X509 *const *trust, size_t n_trust,
+                                      char *detail, size_t detail_len);
+
+/* The implementation behind @t when @t was made with @ops, else NULL. */
+void *estc__transport_impl(estc_transport *t, const estc_transport_ops *ops);
+
 #endif

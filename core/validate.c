@@ -9,11 +9,52 @@
 
 #include "client_internal.h"
 
-static bool add_certs(X509_STORE *store, const estc__der_list *list)
+X509 *estc__x509_cached(estc_client *c, const estc_buf *der)
+{
+    for (size_t i = 0; i < c->n_x509_memo; i++) {
+        struct estc__x509_memo *m = &c->x509_memo[i];
+        if (m->der.len == der->len && memcmp(m->der.data, der->data, der->len) == 0)
+            return X509_up_ref(m->x509) == 1 ? m->x509 : NULL;
+    }
+    const unsigned char *p = der->data;
+    X509 *x = d2i_X509(NULL, &p, (long)der->len);
+    if (x == NULL)
+        return NULL;
+    /* Remembered when there is room, or in place of the oldest one. */
+    size_t slot = c->n_x509_memo;
+    if (slot == sizeof(c->x509_memo) / sizeof(c->x509_memo[0])) {
+        slot = c->x509_memo_next;
+        c->x509_memo_next = (slot + 1) % (sizeof(c->x509_memo) / sizeof(c->x509_memo[0]));
+    }
+    estc_buf copy = {0};
+    if (estc_buf_set(&copy, der->data, der->len) != ESTC_OK || X509_up_ref(x) != 1) {
+        estc_buf_free(&copy);
+        return x; /* parsed, just not remembered */
+    }
+    if (slot < c->n_x509_memo) {
+        estc_buf_free(&c->x509_memo[slot].der);
+        X509_free(c->x509_memo[slot].x509);
+    } else {
+        c->n_x509_memo++;
+    }
+    c->x509_memo[slot] = (struct estc__x509_memo){.der = copy, .x509 = x};
+    return x;
+}
+
+void estc__x509_cache_free(estc_client *c)
+{
+    for (size_t i = 0; i < c->n_x509_memo; i++) {
+        estc_buf_free(&c->x509_memo[i].der);
+        X509_free(c->x509_memo[i].x509);
+    }
+    c->n_x509_memo = 0;
+    c->x509_memo_next = 0;
+}
+
+static bool add_certs(estc_client *c, X509_STORE *store, const estc__der_list *list)
 {
     for (size_t i = 0; i < list->n; i++) {
-        const unsigned char *p = list->items[i].data;
-        X509 *x = d2i_X509(NULL, &p, (long)list->items[i].len);
+        X509 *x = estc__x509_cached(c, &list->items[i]);
         bool ok = x != NULL && X509_STORE_add_cert(store, x) == 1;
         X509_free(x);
         if (!ok)
@@ -27,10 +68,10 @@ estc_err estc__trust_store(estc_client *c, X509_STORE **out)
     X509_STORE *store = X509_STORE_new();
     bool ok = store != NULL;
     if (ok && c->have_explicit)
-        ok = add_certs(store, &c->explicit_certs);
+        ok = add_certs(c, store, &c->explicit_certs);
     for (size_t i = 0; ok && i < c->n_anchors; i++) {
         if (!c->anchors[i].implicit || !c->have_explicit)
-            ok = add_certs(store, &c->anchors[i].certs);
+            ok = add_certs(c, store, &c->anchors[i].certs);
     }
     ERR_clear_error(); /* a certificate present twice is not an error */
     if (!ok) {

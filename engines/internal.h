@@ -16,6 +16,8 @@ struct estc__engine {
     void *gen_arg;
     char *defaults; /* "name=pct-value&name=pct-value": query attributes an
                        address lacks, or NULL (estc_engine_set_default()) */
+    bool pending;   /* a plug-in not loaded yet: @driver is its placeholder
+                       (the scheme alone), @state and @module are NULL */
 };
 
 struct estc_ctx {
@@ -41,8 +43,16 @@ estc_err estc__engine_parse(estc_ctx *ctx, const char *addr, struct estc__engine
  * query attributes. text, redacted and body stay those of @text. */
 estc_err estc__address_parse_defaults(const char *text, const char *defaults, estc_address **out);
 
-/* Registers "mem", "file" and the optional drivers built in. */
+/* Registers "mem", "file" and the placeholders of the optional drivers
+ * built as plug-ins. */
 estc_err estc__register_builtin(estc_ctx *ctx);
+
+/* Registers @placeholder (api_version and scheme only) for the plug-in
+ * estc-<scheme>.so, loaded on the first use of the scheme. */
+estc_err estc__register_plugin(estc_ctx *ctx, const struct estc_driver *placeholder);
+
+/* The folder of the plug-ins as installed (ESTC_ENGINE_DIR at build time). */
+const char *estc__plugin_dir(void);
 
 /* Whether @name is a valid object name for address_derive. */
 bool estc__valid_object_name(const char *name);

@@ -87,6 +87,115 @@ static struct estc__engine *lookup(estc_ctx *ctx, const char *scheme)
     return NULL;
 }
 
+/* A driver's state, allocated and initialised. */
+static estc_err start_driver(estc_ctx *ctx, const struct estc_driver *driver, void **out)
+{
+    void *state = NULL;
+    if (driver->state_size > 0) {
+        state = calloc(1, driver->state_size);
+        if (state == NULL)
+            return ESTC_ERR_NOMEM;
+    }
+    if (driver->init != NULL) {
+        estc_err err = driver->init(ctx, state);
+        if (err != ESTC_OK) {
+            free(state);
+            return err;
+        }
+    }
+    *out = state;
+    return ESTC_OK;
+}
+
+/*
+ * The plug-in behind the placeholder of @e loaded and started: its folder
+ * is $ESTC_ENGINE_DIR (ignored in a set-uid or set-gid program) or the
+ * installed one. On failure @e stays a placeholder, to be tried again on
+ * the next use.
+ */
+static estc_err load_plugin(estc_ctx *ctx, struct estc__engine *e)
+{
+    const char *scheme = e->driver->scheme;
+    const char *dir = secure_getenv("ESTC_ENGINE_DIR");
+    if (dir == NULL || dir[0] == '\0')
+        dir = estc__plugin_dir();
+    char path[4096];
+    if ((size_t)snprintf(path, sizeof(path), "%s/estc-%s.so", dir, scheme) >= sizeof(path))
+        return estc_error(ctx, ESTC_ERR_UNSUPPORTED, "the %s: engine: plug-in folder name too long",
+                          scheme);
+    void *module = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    if (module == NULL)
+        return estc_error(ctx, ESTC_ERR_UNSUPPORTED,
+                          "the %s: engine is a plug-in that cannot be loaded: %s", scheme,
+                          dlerror());
+    estc_driver_entry_fn entry;
+    *(void **)&entry = dlsym(module, ESTC_DRIVER_ENTRY);
+    const struct estc_driver *driver = entry != NULL ? entry() : NULL;
+    estc_err err = ESTC_OK;
+    if (driver == NULL)
+        err = estc_error(ctx, ESTC_ERR_UNSUPPORTED, "the %s: engine plug-in %s has no driver", scheme,
+                         path);
+    else if (strcmp(driver->scheme != NULL ? driver->scheme : "", scheme) != 0)
+        err = estc_error(ctx, ESTC_ERR_UNSUPPORTED,
+                         "the %s: engine plug-in %s holds another driver (\"%s\")", scheme, path,
+                         driver->scheme != NULL ? driver->scheme : "(null)");
+    if (err == ESTC_OK)
+        err = check_driver(ctx, driver);
+    void *state = NULL;
+    if (err == ESTC_OK)
+        err = start_driver(ctx, driver, &state);
+    if (err != ESTC_OK) {
+        dlclose(module);
+        return err;
+    }
+    e->driver = driver;
+    e->state = state;
+    e->module = module;
+    e->pending = false;
+    estc_log(ctx, ESTC_LOG_DEBUG, "engine \"%s\" loaded from %s", scheme, path);
+    return ESTC_OK;
+}
+
+/* The engine registered for @scheme, its plug-in loaded when it is one;
+ * ESTC_ERR_UNKNOWN_SCHEME when there is none (no detail). */
+static estc_err find_loaded(estc_ctx *ctx, const char *scheme, struct estc__engine **out)
+{
+    struct estc__engine *e = lookup(ctx, scheme);
+    if (e == NULL)
+        return ESTC_ERR_UNKNOWN_SCHEME;
+    if (e->pending) {
+        estc_err err = load_plugin(ctx, e);
+        if (err != ESTC_OK)
+            return err;
+    }
+    *out = e;
+    return ESTC_OK;
+}
+
+static estc_err grow(estc_ctx *ctx)
+{
+    if (ctx->n_engines < ctx->cap_engines)
+        return ESTC_OK;
+    size_t cap = ctx->cap_engines == 0 ? 8 : ctx->cap_engines * 2;
+    struct estc__engine *grown = realloc(ctx->engines, cap * sizeof(*grown));
+    if (grown == NULL)
+        return ESTC_ERR_NOMEM;
+    ctx->engines = grown;
+    ctx->cap_engines = cap;
+    return ESTC_OK;
+}
+
+estc_err estc__register_plugin(estc_ctx *ctx, const struct estc_driver *placeholder)
+{
+    if (lookup(ctx, placeholder->scheme) != NULL)
+        return estc_error(ctx, ESTC_ERR_EXISTS, "scheme \"%s\" is registered already",
+                          placeholder->scheme);
+    if (grow(ctx) != ESTC_OK)
+        return ESTC_ERR_NOMEM;
+    ctx->engines[ctx->n_engines++] = (struct estc__engine){.driver = placeholder, .pending = true};
+    return ESTC_OK;
+}
+
 static estc_err add_engine(estc_ctx *ctx, const struct estc_driver *driver, void *module)
 {
     if (ctx == NULL || driver == NULL)
@@ -97,27 +206,12 @@ static estc_err add_engine(estc_ctx *ctx, const struct estc_driver *driver, void
     if (lookup(ctx, driver->scheme) != NULL)
         return estc_error(ctx, ESTC_ERR_EXISTS, "scheme \"%s\" is registered already",
                           driver->scheme);
-    if (ctx->n_engines == ctx->cap_engines) {
-        size_t cap = ctx->cap_engines == 0 ? 8 : ctx->cap_engines * 2;
-        struct estc__engine *grown = realloc(ctx->engines, cap * sizeof(*grown));
-        if (grown == NULL)
-            return ESTC_ERR_NOMEM;
-        ctx->engines = grown;
-        ctx->cap_engines = cap;
-    }
+    if (grow(ctx) != ESTC_OK)
+        return ESTC_ERR_NOMEM;
     void *state = NULL;
-    if (driver->state_size > 0) {
-        state = calloc(1, driver->state_size);
-        if (state == NULL)
-            return ESTC_ERR_NOMEM;
-    }
-    if (driver->init != NULL) {
-        err = driver->init(ctx, state);
-        if (err != ESTC_OK) {
-            free(state);
-            return err;
-        }
-    }
+    err = start_driver(ctx, driver, &state);
+    if (err != ESTC_OK)
+        return err;
     ctx->engines[ctx->n_engines++] = (struct estc__engine){.driver = driver,
                                                            .state = state,
                                                            .module = module,
@@ -163,9 +257,12 @@ estc_err estc__engine_for(estc_ctx *ctx, const char *addr, struct estc__engine *
     estc_err err = estc_address_scheme(addr, scheme);
     if (err != ESTC_OK)
         return estc_error(ctx, err, "bad address \"%.64s\": no valid scheme", addr);
-    struct estc__engine *e = lookup(ctx, scheme);
-    if (e == NULL)
-        return estc_error(ctx, ESTC_ERR_UNKNOWN_SCHEME, "no engine for scheme \"%s:\"", scheme);
+    struct estc__engine *e = NULL;
+    err = find_loaded(ctx, scheme, &e);
+    if (err == ESTC_ERR_UNKNOWN_SCHEME)
+        return estc_error(ctx, err, "no engine for scheme \"%s:\"", scheme);
+    if (err != ESTC_OK)
+        return err;
     *engine = e;
     return ESTC_OK;
 }
@@ -281,8 +378,8 @@ unsigned estc_engine_caps(estc_ctx *ctx, const char *addr)
     char scheme[ESTC_SCHEME_MAX + 1];
     if (ctx == NULL || addr == NULL || estc_address_scheme(addr, scheme) != ESTC_OK)
         return 0;
-    struct estc__engine *e = lookup(ctx, scheme);
-    return e != NULL ? e->driver->caps : 0;
+    struct estc__engine *e = NULL;
+    return find_loaded(ctx, scheme, &e) == ESTC_OK ? e->driver->caps : 0;
 }
 
 estc_err estc_engine_find_cap(estc_ctx *ctx, unsigned caps, const struct estc_driver **driver)
@@ -290,8 +387,15 @@ estc_err estc_engine_find_cap(estc_ctx *ctx, unsigned caps, const struct estc_dr
     if (ctx == NULL || driver == NULL || caps == 0)
         return ESTC_ERR_INVALID_ARG;
     for (size_t i = 0; i < ctx->n_engines; i++) {
-        if ((ctx->engines[i].driver->caps & caps) == caps) {
-            *driver = ctx->engines[i].driver;
+        struct estc__engine *e = &ctx->engines[i];
+        /* A plug-in's capabilities are known once it is loaded; one that
+         * cannot be is passed over. */
+        if (e->pending && load_plugin(ctx, e) != ESTC_OK) {
+            estc_ctx_clear_error(ctx);
+            continue;
+        }
+        if ((e->driver->caps & caps) == caps) {
+            *driver = e->driver;
             return ESTC_OK;
         }
     }
@@ -326,7 +430,7 @@ void estc_ctx_free(estc_ctx *ctx)
     /* Reverse order: a later driver may rely on an earlier one. */
     for (size_t i = ctx->n_engines; i-- > 0;) {
         struct estc__engine *e = &ctx->engines[i];
-        if (e->driver->cleanup != NULL)
+        if (!e->pending && e->driver->cleanup != NULL)
             e->driver->cleanup(ctx, e->state);
         free(e->state);
         free(e->defaults);

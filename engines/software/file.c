@@ -12,6 +12,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -336,18 +337,19 @@ static estc_err file_cert_store(estc_ctx *ctx, void *state, const estc_address *
     if (err != ESTC_OK)
         return err;
     ERR_clear_error();
-    const unsigned char *p = der;
-    X509 *x = d2i_X509(NULL, &p, (long)len);
+    /* The framework has checked that @der is one whole X.509 certificate:
+     * it goes into the PEM block as it is, not decoded once more (each
+     * decode of a certificate costs OpenSSL 3.0 a decoder for its key). */
     BIO *bio = BIO_new(BIO_s_mem());
     char *data = NULL;
     long n = 0;
-    if (x == NULL || bio == NULL || PEM_write_bio_X509(bio, x) != 1 ||
+    if (bio == NULL || len > LONG_MAX ||
+        PEM_write_bio(bio, PEM_STRING_X509, "", der, (long)len) <= 0 ||
         (n = BIO_get_mem_data(bio, &data)) <= 0)
         err = estc__sw_fail(ctx, ESTC_ERR_FORMAT, addr, "PEM encoding");
     else
         err = estc_file_write(ctx, path, data, (size_t)n, 0644, 0);
     BIO_free(bio);
-    X509_free(x);
     return err;
 }
 

@@ -385,8 +385,12 @@ estc_err estc_engine_load_module(estc_ctx *ctx, const char *path);
 /**
  * estc_engine_find() - the driver registered for the scheme of @addr.
  *
- * @addr may be a bare scheme with ':' ("pkcs11:"). Returns ESTC_OK,
- * ESTC_ERR_INVALID_ARG, ESTC_ERR_BAD_ADDRESS or ESTC_ERR_UNKNOWN_SCHEME.
+ * @addr may be a bare scheme with ':' ("pkcs11:"). The driver of a plug-in
+ * (pkcs11, tpm2, psa) is loaded here on first use. Returns ESTC_OK,
+ * ESTC_ERR_INVALID_ARG, ESTC_ERR_BAD_ADDRESS, ESTC_ERR_UNKNOWN_SCHEME, or
+ * ESTC_ERR_UNSUPPORTED (the scheme's plug-in cannot be loaded: the detail
+ * names the scheme and dlerror()'s reason; the same holds for every
+ * operation on an address of that scheme).
  */
 estc_err estc_engine_find(estc_ctx *ctx, const char *addr, const struct estc_driver **driver);
 
@@ -422,7 +426,10 @@ estc_err estc_engine_find_cap(estc_ctx *ctx, unsigned caps, const struct estc_dr
 
 /**
  * estc_engine_schemes() - call @fn with each registered scheme, in
- * registration order. Returns ESTC_OK or ESTC_ERR_INVALID_ARG.
+ * registration order. An optional driver built as a plug-in that is not
+ * loaded yet is reported by a placeholder: its scheme alone, capabilities 0,
+ * no operations (estc_engine_find() on its scheme loads it). Returns
+ * ESTC_OK or ESTC_ERR_INVALID_ARG.
  */
 estc_err estc_engine_schemes(estc_ctx *ctx, void (*fn)(void *arg, const struct estc_driver *drv),
                              void *arg);

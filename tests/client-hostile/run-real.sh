@@ -1,13 +1,17 @@
 #!/bin/bash
 # SPDX-License-Identifier: Apache-2.0
 # Runs test-real against estc-server on loopback (real DTLS, libcoap).
-# usage: run-real.sh TEST_REAL identity|bomb|lossy
+# usage: run-real.sh TEST_REAL identity|bomb|lossy|recheck|sessions
 #   identity  the server's certificate does not name the host; an untrusted
 #             server chain; positive controls
 #   bomb      the server sends a /crts answer bigger than the client's
 #             256 KiB response cap (block-wise), via --extra-ca
 #   lossy     cacerts + enroll through tests/relay/udp-relay.py dropping
 #             20 % of the datagrams each way (seed: HOSTILE_SEED, default 1)
+#   recheck   a server whose DTLS chain leads to one CA (the client's
+#             implicit anchor) while its /crts answer is another CA
+#   sessions  cacerts + enroll, then reenroll, through the relay at 0 % loss,
+#             which counts the round trips and sessions
 set -u
 prog=$1
 mode=$2
@@ -49,8 +53,27 @@ case $mode in
       --loss 0.2 --seed "${HOSTILE_SEED:-1}" --max-seconds 270 --stats "$tmp/relay.json" || exit 1
     export HOSTILE_RELAY_URI=coaps://127.0.0.1:$RELAY_PORT
     ;;
+  recheck)
+    # The server's own certificate from CA X; /crts and issuing by CA Y.
+    pki_ca "$tmp/x.key" "$tmp/x.pem" "/CN=Hostile Server CA X" || exit 1
+    pki_issue "$tmp/x.key" "$tmp/x.pem" "$tmp/srv.key" "$tmp/srv.pem" "/CN=localhost" 2 \
+      $'basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1,DNS:localhost' || exit 1
+    pki_ca "$tmp/y.key" "$tmp/y.pem" "/CN=Hostile Issuing CA Y" || exit 1
+    chmod 600 "$tmp/x.key" "$tmp/srv.key" "$tmp/y.key"
+    ESTC_SERVER_PROBE_CA=$tmp/x.pem estc_server_start --client-ca "$tmp/idevid-ca.pem" \
+      --cert "$tmp/srv.pem" --key "$tmp/srv.key" \
+      --ca-cert "$tmp/y.pem" --ca-key "$tmp/y.key" || exit 1
+    export HOSTILE_SPLIT_URI=$ESTC_SERVER_URI HOSTILE_SPLIT_ANCHOR=$tmp/x.pem
+    ;;
+  sessions)
+    estc_server_start --client-ca "$tmp/idevid-ca.pem" || exit 1
+    relay_start "$tmp/relay.out" --server "127.0.0.1:$ESTC_SERVER_PORT" \
+      --loss 0 --max-seconds 270 --stats "$tmp/relay.json" || exit 1
+    export HOSTILE_RELAY_URI=coaps://127.0.0.1:$RELAY_PORT
+    export HOSTILE_RELAY_PID=$RELAY_PID HOSTILE_RELAY_STATS=$tmp/relay.json
+    ;;
   *)
-    echo "usage: $0 TEST_REAL identity|bomb|lossy" >&2
+    echo "usage: $0 TEST_REAL identity|bomb|lossy|recheck|sessions" >&2
     exit 2
     ;;
 esac

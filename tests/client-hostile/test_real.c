@@ -9,12 +9,20 @@
  *                                     client's response size cap
  *   HOSTILE_RELAY_URI                 the normal server behind a relay that
  *                                     drops 20 % of the datagrams each way
- * usage: test-real identity|bomb|lossy
+ *                                     (lossy), or none (sessions)
+ *   HOSTILE_RELAY_PID, HOSTILE_RELAY_STATS  that relay (sessions): SIGUSR1
+ *                                     writes its counts to the stats file
+ *   HOSTILE_SPLIT_URI, HOSTILE_SPLIT_ANCHOR  a server whose own chain leads
+ *                                     to the anchor, while its /crts answer
+ *                                     is another CA (recheck)
+ * usage: test-real identity|bomb|lossy|recheck|sessions
  */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <estc/client.h>
 
@@ -27,6 +35,25 @@ static estc_client *make_client(estc_ctx *ctx, const char *uri, const char *trus
     estc_client *c = NULL;
     if (client_fixture_new(ctx, &c, uri, trust, env("HOSTILE_CERT"), env("HOSTILE_KEY")) !=
             ESTC_OK ||
+        estc_client_set_enrolled(c, "mem:dev-key", "mem:dev-cert", "mem:ca-") != ESTC_OK ||
+        estc_client_set_subject(c, "/CN=hostile-device") != ESTC_OK ||
+        estc_client_add_san(c, "DNS:hostile-device.example") != ESTC_OK ||
+        estc_client_set_limits(c, 15000, 3, 10) != ESTC_OK)
+        client_fixture_setup_failed(ctx);
+    return c;
+}
+
+/* A client like make_client()'s whose only anchor is @anchor, implicit
+ * (the manufacturer's, replaced by the /crts answer) or explicit. */
+static estc_client *make_client_anchor(estc_ctx *ctx, const char *uri, const char *anchor,
+                                       bool implicit)
+{
+    estc_client *c = NULL;
+    char server[600];
+    snprintf(server, sizeof(server), "%s/est", uri);
+    if (estc_client_new(ctx, &c) != ESTC_OK || estc_client_set_server(c, server) != ESTC_OK ||
+        estc_client_add_trust_anchor(c, anchor, implicit) != ESTC_OK ||
+        estc_client_set_credentials(c, env("HOSTILE_CERT"), env("HOSTILE_KEY")) != ESTC_OK ||
         estc_client_set_enrolled(c, "mem:dev-key", "mem:dev-cert", "mem:ca-") != ESTC_OK ||
         estc_client_set_subject(c, "/CN=hostile-device") != ESTC_OK ||
         estc_client_add_san(c, "DNS:hostile-device.example") != ESTC_OK ||
@@ -159,10 +186,104 @@ static void test_lossy(void)
     estc_ctx_free(ctx);
 }
 
+/* The server is checked again against the /crts answer before that answer
+ * replaces the implicit anchor: a server whose chain leads to the implicit
+ * anchor but not to the CA it names in /crts is refused, and nothing is
+ * stored. */
+static void test_recheck(void)
+{
+    estc_ctx *ctx = NULL;
+    CHECK(estc_ctx_new(&ctx) == ESTC_OK, "ctx");
+    const char *uri = env("HOSTILE_SPLIT_URI"), *anchor = env("HOSTILE_SPLIT_ANCHOR");
+    estc_client *c = make_client_anchor(ctx, uri, anchor, true);
+    expect_refused(ctx, c, "/crts names a CA the server does not chain to", op_cacerts,
+                   ESTC_ERR_VALIDATION);
+    CHECK(strstr(estc_ctx_error_detail(ctx), "does not verify against the CA certificates") !=
+              NULL,
+          "recheck: the detail does not say why: %s", estc_ctx_error_detail(ctx));
+    CHECK(estc_client_ca_count(c) == 0, "recheck: %zu CA certificate(s) taken",
+          estc_client_ca_count(c));
+    /* The refused answer was not adopted: a second try is refused alike. */
+    expect_refused(ctx, c, "the same, again", op_cacerts, ESTC_ERR_VALIDATION);
+    estc_client_free(c);
+
+    /* Control: the same anchor configured as explicit stays trusted beside
+     * the /crts answer, and the server then verifies. */
+    c = make_client_anchor(ctx, uri, anchor, false);
+    estc_err err = estc_client_cacerts(c);
+    CHECK(err == ESTC_OK, "control, explicit anchor: %s %s", estc_err_name(err),
+          estc_ctx_error_detail(ctx));
+    CHECK(estc_client_ca_count(c) == 1, "control: %zu CA certificates", estc_client_ca_count(c));
+    estc_client_free(c);
+    estc_ctx_free(ctx);
+}
+
+/* The relay's counts so far: round trips and sessions (SIGUSR1 makes it
+ * write them to its stats file). False when they do not come. */
+static bool relay_counts(long *round_trips, long *sessions)
+{
+    const char *stats = env("HOSTILE_RELAY_STATS");
+    pid_t pid = (pid_t)atol(env("HOSTILE_RELAY_PID"));
+    unlink(stats);
+    if (kill(pid, SIGUSR1) != 0)
+        return false;
+    for (int i = 0; i < 50; i++) {
+        struct timespec ts = {.tv_sec = 0, .tv_nsec = 50 * 1000000L};
+        nanosleep(&ts, NULL);
+        FILE *f = fopen(stats, "r");
+        if (f == NULL)
+            continue;
+        char buf[2048];
+        size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+        fclose(f);
+        buf[n] = '\0';
+        const char *rt = strstr(buf, "\"round_trips\": ");
+        const char *ss = strstr(buf, "\"sessions\": ");
+        if (rt == NULL || ss == NULL)
+            return false;
+        *round_trips = atol(rt + strlen("\"round_trips\": "));
+        *sessions = atol(ss + strlen("\"sessions\": "));
+        return true;
+    }
+    return false;
+}
+
+/* RFC 9148 §4: a first enrollment with an implicit anchor is one DTLS
+ * session for /crts and /sen (a full handshake with a cookie: 3 round
+ * trips, then one per request); a re-enrollment one session for /sren. */
+static void test_sessions(void)
+{
+    estc_ctx *ctx = NULL;
+    CHECK(estc_ctx_new(&ctx) == ESTC_OK, "ctx");
+    estc_client *c = make_client_anchor(ctx, env("HOSTILE_RELAY_URI"), env("ESTC_SERVER_CA"), true);
+    long rt0 = -1, s0 = -1, rt1 = -1, s1 = -1, rt2 = -1, s2 = -1;
+    CHECK(relay_counts(&rt0, &s0), "no relay counts");
+    estc_err err = estc_client_cacerts(c);
+    CHECK(err == ESTC_OK, "cacerts: %s %s", estc_err_name(err), estc_ctx_error_detail(ctx));
+    if (err == ESTC_OK) {
+        err = estc_client_enroll(c);
+        CHECK(err == ESTC_OK, "enroll: %s %s", estc_err_name(err), estc_ctx_error_detail(ctx));
+    }
+    CHECK(relay_counts(&rt1, &s1), "no relay counts");
+    printf("first enrollment: %ld round trips, %ld session(s)\n", rt1 - rt0, s1 - s0);
+    CHECK(rt1 - rt0 == 5 && s1 - s0 == 1,
+          "first enrollment: %ld round trips in %ld sessions, want 5 in 1", rt1 - rt0, s1 - s0);
+    if (err == ESTC_OK) {
+        err = estc_client_reenroll(c, false);
+        CHECK(err == ESTC_OK, "reenroll: %s %s", estc_err_name(err), estc_ctx_error_detail(ctx));
+    }
+    CHECK(relay_counts(&rt2, &s2), "no relay counts");
+    printf("re-enrollment: %ld round trips, %ld session(s)\n", rt2 - rt1, s2 - s1);
+    CHECK(rt2 - rt1 == 4 && s2 - s1 == 1,
+          "re-enrollment: %ld round trips in %ld sessions, want 4 in 1", rt2 - rt1, s2 - s1);
+    estc_client_free(c);
+    estc_ctx_free(ctx);
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 2) {
-        fprintf(stderr, "usage: test-real identity|bomb|lossy\n");
+        fprintf(stderr, "usage: test-real identity|bomb|lossy|recheck|sessions\n");
         return 2;
     }
     if (strcmp(argv[1], "identity") == 0)
@@ -171,6 +292,10 @@ int main(int argc, char **argv)
         test_bomb();
     else if (strcmp(argv[1], "lossy") == 0)
         test_lossy();
+    else if (strcmp(argv[1], "recheck") == 0)
+        test_recheck();
+    else if (strcmp(argv[1], "sessions") == 0)
+        test_sessions();
     else
         return 2;
     return client_fixture_report(argv[1]);

@@ -77,6 +77,16 @@ check "the installed completion offers every option of the installed estc enroll
    want=\$(estc enroll --help | awk '/^Options:/{on=1;next} on&&/^\$/{on=0} on' |
      grep -oE -- '--[a-z][a-z0-9-]*' | sort -u)
    [ \"\$(printf '%s\\n' \"\${COMPREPLY[@]}\" | sort -u)\" = \"\$want\" ]"
+plugins=/usr/lib/$(dpkg-architecture -qDEB_HOST_MULTIARCH)/estc/engines
+for p in pkcs11 tpm2 psa; do
+  check "the $p: engine plug-in is installed in the private folder" test -f "$plugins/estc-$p.so"
+done
+heavy='libp11-kit|libtss2|libmbedcrypto|estc-(pkcs11|tpm2|psa)\.so'
+check "libestc links no engine library (ldd)" sh -c "! ldd /usr/lib/*/libestc.so.0 | grep -E '$heavy'"
+check "estc --version loads no engine library (LD_DEBUG=libs)" sh -c \
+  "LD_DEBUG=libs estc --version 2>&1 | grep -q 'calling init' && ! LD_DEBUG=libs estc --version 2>&1 | grep -E '$heavy'"
+check "the tpm2: engine plug-in loads from the private folder" sh -c \
+  "LD_DEBUG=libs estc status --cert 'tpm2:nv=0x1500020' 2>&1 | grep -q 'estc/engines/estc-tpm2.so'"
 check "the daemon's unit is installed, not enabled" sh -c \
   'test -f /lib/systemd/system/estc.service && ! test -e /etc/systemd/system/multi-user.target.wants/estc.service'
 check "the estc system user exists" getent passwd estc

@@ -152,7 +152,8 @@ tpm2-pkcs11 | nss)
 valgrind)
     # $exe is estc-engine-test, $3 pkcs11-test: both under memcheck.
     command -v valgrind >/dev/null 2>&1 || { echo "valgrind not installed" >&2; exit 77; }
-    vg=(valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite)
+    vg=(valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite
+        --suppressions="$ESTC_SOURCE_ROOT/tests/fixtures/valgrind-ld.supp")
     softhsm_init_token estc-vg1 1234
     softhsm_init_token estc-vg2 1234
     "${vg[@]}" "$exe" "pkcs11:token=estc-vg1;pin-value=1234?module-path=$SOFTHSM_MODULE"

@@ -78,7 +78,9 @@ bool cli_is_address(estc_ctx *ctx, const char *s)
         return false;
     estc_err err = estc_engine_find(ctx, s, &drv);
     estc_ctx_clear_error(ctx);
-    return err == ESTC_OK;
+    /* A registered scheme whose plug-in cannot be loaded is still an
+     * address: its use then says why. */
+    return err == ESTC_OK || err == ESTC_ERR_UNSUPPORTED;
 }
 
 int cli_write_pem(const struct cli *cli, const estc_buf *certs, size_t n, const char *path)
