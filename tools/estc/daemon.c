@@ -288,31 +288,54 @@ static bool same_address(const char *a, const char *b)
 
 /* A state written for other --new-key/--new-cert/--ca-out addresses than
  * the ones given is refused (exit 2), or with --take-over set aside as
- * STATE.old: its objects stay where they are, named in the log. */
-static int check_state_addresses(struct cli *cli, estc_client *client,
-                                 const estc_state_stream *stream)
+ * STATE.old: its objects stay where they are, named in the log. Runs
+ * before the daemon's client exists (one client at a time: the provider):
+ * a first client resolves the given addresses as the daemon's will, a
+ * second reads the state without changing it. */
+static int check_state_addresses(struct cli *cli, const estc_state_stream *stream)
 {
     static const char *const opt[] = {"new-key", "new-cert", "ca-out"};
     const estc_obj_kind kinds[] = {ESTC_OBJ_KEY, ESTC_OBJ_CERT, ESTC_OBJ_TRUST};
     const char *given[] = {cli->new_key, cli->new_cert, cli->ca_out};
+    char *want[3] = {NULL, NULL, NULL};
     if (given[0] == NULL && given[1] == NULL && given[2] == NULL)
         return CLI_EXIT_OK;
+    struct stat st;
+    if (stat(cli->state, &st) != 0)
+        return CLI_EXIT_OK; /* a fresh start (or an error the restore names) */
     estc_client *probe = NULL;
-    if (estc_client_new(cli->ctx, &probe) != ESTC_OK)
-        return cli_failf(cli, CLI_EXIT_FAILURE, "out of memory");
     estc_ctx_clear_error(cli->ctx);
-    estc_err err = estc_client_restore_ex(probe, stream, ESTC_RESTORE_READ_ONLY);
+    estc_err err = estc_client_new(cli->ctx, &probe);
+    if (err != ESTC_OK)
+        return cli_fail(cli, err, "reading the state's addresses");
+    int status = cli_configure_enrolled(cli, probe, NULL, NULL);
+    for (int i = 0; status == CLI_EXIT_OK && i < 3; i++) {
+        const char *b = estc_client_enrolled_base(probe, kinds[i]);
+        if (given[i] != NULL && b != NULL && (want[i] = strdup(b)) == NULL)
+            status = cli_failf(cli, CLI_EXIT_FAILURE, "out of memory");
+    }
+    estc_client_free(probe);
+    probe = NULL;
+    if (status == CLI_EXIT_OK) {
+        err = estc_client_new(cli->ctx, &probe);
+        if (err != ESTC_OK)
+            status = cli_fail(cli, err, "reading the state's addresses");
+    }
+    if (status != CLI_EXIT_OK) {
+        for (int i = 0; i < 3; i++)
+            free(want[i]);
+        return status;
+    }
+    err = estc_client_restore_ex(probe, stream, ESTC_RESTORE_READ_ONLY);
     estc_ctx_clear_error(cli->ctx);
-    int status = CLI_EXIT_OK;
     char msg[3000] = "";
     size_t used = 0;
     for (int i = 0; err == ESTC_OK && i < 3; i++) {
-        const char *want = estc_client_enrolled_base(client, kinds[i]);
         const char *have = estc_client_enrolled_base(probe, kinds[i]);
-        if (given[i] == NULL || want == NULL || have == NULL || same_address(want, have))
+        if (want[i] == NULL || have == NULL || same_address(want[i], have))
             continue;
         char w[700], h[700];
-        cli_redact(want, w, sizeof(w));
+        cli_redact(want[i], w, sizeof(w));
         cli_redact(have, h, sizeof(h));
         int n = snprintf(msg + used, sizeof(msg) - used, "%s--%s %s (the state's: %s)",
                          used > 0 ? ", " : "", opt[i], w, h);
@@ -340,6 +363,8 @@ static int check_state_addresses(struct cli *cli, estc_client *client,
                   msg, old, k, c);
     }
     estc_client_free(probe);
+    for (int i = 0; i < 3; i++)
+        free(want[i]);
     return status;
 }
 
@@ -907,6 +932,12 @@ int cli_run_daemon(struct cli *cli)
         if (err != ESTC_OK)
             status = cli_fail(cli, err, "-v");
     }
+    estc_state_stream stream;
+    bool fresh = false;
+    if (status == CLI_EXIT_OK && estc_state_stream_file(&stream, cli->state) != ESTC_OK)
+        status = cli_failf(cli, CLI_EXIT_USAGE, "--state: bad path");
+    if (status == CLI_EXIT_OK && !cli->renew_now)
+        status = check_state_addresses(cli, &stream);
     estc_client *client = NULL;
     if (status == CLI_EXIT_OK) {
         estc_err err = estc_client_new(cli->ctx, &client);
@@ -922,12 +953,6 @@ int cli_run_daemon(struct cli *cli)
     if (status == CLI_EXIT_OK && estc_client_set_cancel(client, stop_pending, &set) != ESTC_OK)
         status = cli_failf(cli, CLI_EXIT_FAILURE, "cannot set the cancel callback");
 
-    estc_state_stream stream;
-    bool fresh = false;
-    if (status == CLI_EXIT_OK && estc_state_stream_file(&stream, cli->state) != ESTC_OK)
-        status = cli_failf(cli, CLI_EXIT_USAGE, "--state: bad path");
-    if (status == CLI_EXIT_OK && !cli->renew_now)
-        status = check_state_addresses(cli, client, &stream);
     if (status == CLI_EXIT_OK)
         status = restore_or_fresh(cli, client, &stream, &fresh);
     if (status == CLI_EXIT_OK && cli->renew_now) {
