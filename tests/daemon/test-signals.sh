@@ -153,6 +153,15 @@ S6=$(serial_held)
 check "estc renew without a daemon: a new certificate ($S5 -> $S6)" test -n "$S6" -a "$S6" != "$S5"
 run_estc renew --state "$T/nothing"
 expect_fail "estc renew of no state" 1 'nothing to renew'
+# Another user's state (root asking for the service's): never written here.
+rm -f "$T/state.pid"
+chown nobody "$T/state"
+sum1=$(sha256sum <"$T/state")
+run_estc renew --config "$CONF" --state "$T/state"
+expect_fail "estc renew of another user's state without a daemon" 1 'belongs to uid .*run estc renew as that user'
+check "... no lock file made for that user" test ! -e "$T/state.pid"
+check "... the state unchanged" test "$(sha256sum <"$T/state")" = "$sum1"
+chown root "$T/state"
 
 # ---- the configuration file: errors name FILE:LINE ------------------------
 N0=$(count)

@@ -207,12 +207,45 @@ static void unlock_state(void)
     }
 }
 
+/* The PID of the daemon holding STATE.pid, 0 when none does; opened
+ * read-only and not created (for a user other than the state's). */
+static pid_t daemon_of(const struct cli *cli)
+{
+    char path[4200], buf[32] = "";
+    snprintf(path, sizeof(path), "%s.pid", cli->state);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
+    if (fd < 0)
+        return 0;
+    pid_t pid = 0;
+    if (flock(fd, LOCK_SH | LOCK_NB) != 0 && errno == EWOULDBLOCK) {
+        ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
+        buf[n > 0 ? n : 0] = '\0';
+        long v = strtol(buf, NULL, 10);
+        pid = v > 0 ? (pid_t)v : -1;
+    }
+    close(fd);
+    return pid;
+}
+
 int cli_renew(struct cli *cli)
 {
     if (cli->state == NULL)
         return cli_failf(cli, CLI_EXIT_USAGE, "--state FILE is required (see estc renew --help)");
     pid_t other = 0;
-    int status = lock_state(cli, &other);
+    int status = CLI_EXIT_OK;
+    struct stat st;
+    if (stat(cli->state, &st) == 0 && st.st_uid != geteuid()) {
+        /* Another user's state (root asking the service's daemon): signal
+         * it, but never write that user's state, lock file or token. */
+        other = daemon_of(cli);
+        if (other == 0)
+            return cli_failf(cli, CLI_EXIT_FAILURE,
+                             "no daemon runs on --state %s, and it belongs to uid %ld: run estc "
+                             "renew as that user",
+                             cli->state, (long)st.st_uid);
+    } else {
+        status = lock_state(cli, &other);
+    }
     if (status != CLI_EXIT_OK)
         return status;
     if (other == 0) {
@@ -775,6 +808,13 @@ static void take_reloadable(struct cli *dst, const struct cli *src)
     dst->use_syslog = src->use_syslog;
 }
 
+static void silent_log(void *arg, estc_log_level level, const char *msg)
+{
+    (void)arg;
+    (void)level;
+    (void)msg;
+}
+
 static void set_logging(struct cli *cli)
 {
     if (cli->use_syslog && !use_syslog)
@@ -936,8 +976,12 @@ int cli_run_daemon(struct cli *cli)
     bool fresh = false;
     if (status == CLI_EXIT_OK && estc_state_stream_file(&stream, cli->state) != ESTC_OK)
         status = cli_failf(cli, CLI_EXIT_USAGE, "--state: bad path");
-    if (status == CLI_EXIT_OK && !cli->renew_now)
+    if (status == CLI_EXIT_OK) {
+        /* The look at the state logs nothing: the restore below says it. */
+        (void)estc_ctx_set_log(cli->ctx, ESTC_LOG_ERROR, silent_log, NULL);
         status = check_state_addresses(cli, &stream);
+        set_logging(cli);
+    }
     estc_client *client = NULL;
     if (status == CLI_EXIT_OK) {
         estc_err err = estc_client_new(cli->ctx, &client);
