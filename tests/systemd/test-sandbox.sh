@@ -88,7 +88,7 @@ N0=$(count)
 sandboxed no "$T/ro.log" --once
 wait "$DPID"
 RC=$?
-DAEMON_PIDS=()
+stop_daemons
 check "read-only token folder: the run fails (exit $RC)" test "$RC" -ne 0
 check "read-only token folder: the failure is logged" grep -q 'enroll-failed' "$T/ro.log"
 check "read-only token folder: the token is unchanged ($N0 objects)" test "$(count)" -eq "$N0"

@@ -66,8 +66,8 @@ int cli_config_read(const struct cli *cli, const char *path, bool required, stru
     else if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0)
         status = cli_failf(cli, CLI_EXIT_USAGE, "--config %s: writable by group or others", path);
     else if (st.st_size > CONFIG_MAX)
-        status = cli_failf(cli, CLI_EXIT_USAGE, "--config %s: larger than %d bytes", path,
-                           CONFIG_MAX);
+        status =
+            cli_failf(cli, CLI_EXIT_USAGE, "--config %s: larger than %d bytes", path, CONFIG_MAX);
     size_t got = 0;
     if (status == CLI_EXIT_OK) {
         cf->size = (size_t)st.st_size + 1;
@@ -124,8 +124,7 @@ int cli_config_read(const struct cli *cli, const char *path, bool required, stru
             value[vn - 1] = '\0';
             value++;
         }
-        struct cli_config_entry *grown =
-            realloc(cf->entries, (cf->n + 1) * sizeof(*cf->entries));
+        struct cli_config_entry *grown = realloc(cf->entries, (cf->n + 1) * sizeof(*cf->entries));
         if (grown == NULL) {
             cli_config_free(cf);
             return cli_failf(cli, CLI_EXIT_FAILURE, "out of memory");

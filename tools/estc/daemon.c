@@ -79,7 +79,7 @@ __attribute__((format(printf, 3, 4))) static void event(const struct cli *cli, i
         fprintf(stderr, "estc: %s: %s\n", cli->cmd_name, shown);
 }
 
-static bool log_errors; /* -v or --syslog: the library's error lines too */
+static bool log_errors;             /* -v or --syslog: the library's error lines too */
 static const char *log_cmd = "run"; /* the command name of the lines */
 
 /* The library's log lines go where the events go. At the default verbosity
@@ -840,14 +840,16 @@ static void reload(struct cli *cli, estc_client *client)
     notify("RELOADING=1\nSTATUS=re-reading the configuration");
     struct cli *fresh = reparse(cli);
     if (fresh == NULL) {
-        event(cli, LOG_ERR, "SIGHUP: the configuration has errors (see the line before); "
-                            "the running one stays");
+        event(cli, LOG_ERR,
+              "SIGHUP: the configuration has errors (see the line before); "
+              "the running one stays");
         notify_status(client, "READY=1\n");
         return;
     }
     if (fresh->exec_timeout_s != 0 && fresh->exec_cmd == NULL) {
-        event(cli, LOG_ERR, "SIGHUP: --exec-timeout goes with --exec; the running "
-                            "configuration stays");
+        event(cli, LOG_ERR,
+              "SIGHUP: --exec-timeout goes with --exec; the running "
+              "configuration stays");
         cli_free(fresh);
         free(fresh);
         notify_status(client, "READY=1\n");
@@ -861,8 +863,9 @@ static void reload(struct cli *cli, estc_client *client)
         /* The message is out; put the running values back. */
         take_reloadable(cli, &old);
         (void)configure_schedule(cli, client);
-        event(cli, LOG_ERR, "SIGHUP: the new schedule options are refused; the running "
-                            "configuration stays");
+        event(cli, LOG_ERR,
+              "SIGHUP: the new schedule options are refused; the running "
+              "configuration stays");
         cli_free(fresh);
         free(fresh);
         notify_status(client, "READY=1\n");
@@ -891,8 +894,8 @@ static void reload(struct cli *cli, estc_client *client)
         {"ca-bundle", differ(given->ca_bundle, fresh->ca_bundle)},
         {"cacerts-policy", given->have_cacerts_policy != fresh->have_cacerts_policy ||
                                given->cacerts_policy != fresh->cacerts_policy},
-        {"key-type", given->have_key_type != fresh->have_key_type ||
-                         given->key_type != fresh->key_type},
+        {"key-type",
+         given->have_key_type != fresh->have_key_type || given->key_type != fresh->key_type},
         {"timeout", given->timeout_ms != fresh->timeout_ms},
         {"block-size", given->block_size != fresh->block_size},
         {"max-wait", given->max_wait_s != fresh->max_wait_s},
@@ -1001,8 +1004,8 @@ int cli_run_daemon(struct cli *cli)
         status = restore_or_fresh(cli, client, &stream, &fresh);
     if (status == CLI_EXIT_OK && cli->renew_now) {
         if (fresh)
-            status = cli_failf(cli, CLI_EXIT_FAILURE, "no state at %s: nothing to renew",
-                               cli->state);
+            status =
+                cli_failf(cli, CLI_EXIT_FAILURE, "no state at %s: nothing to renew", cli->state);
         else if (estc_client_renew_now(client) != ESTC_OK)
             status = cli_failf(cli, CLI_EXIT_FAILURE, "cannot make the renewal due");
         else
