@@ -136,7 +136,8 @@ struct estc_client {
  * (and the CSR-attribute hints), signed through the provider. With
  * proof-of-possession it carries @pop_b64 (tls-unique in base64, see
  * estc__client_pop_value()) as its challengePassword, unless that is empty,
- * and the key is remembered for estc__csr_rebind(). */
+ * and the key is remembered for estc__csr_rebind(). A NULL @pop_b64: a CSR
+ * for no session (estc_client_make_csr()), nothing remembered. */
 estc_err estc__csr_build(estc_client *c, const char *key_addr, const X509_NAME *subject,
                          const GENERAL_NAMES *sans, const char *pop_b64, estc_buf *der);
 /* ESTC_OK when the public key in the DER request @csr is the
@@ -148,6 +149,11 @@ estc_err estc__csr_key_check(estc_client *c, const estc_buf *csr, const estc_buf
  * false (and @out untouched) when it already is. */
 estc_err estc__csr_rebind(estc_client *c, const estc_buf *der, const char *b64, estc_buf *out,
                           bool *changed);
+/* A PKCS#10 request made elsewhere (@len bytes of PEM or DER): parsed,
+ * its self-signature verified; its DER into @der and its public key
+ * (SubjectPublicKeyInfo DER) into @spki, each unless NULL. */
+estc_err estc__csr_parse(estc_client *c, const void *data, size_t len, estc_buf *der,
+                         estc_buf *spki);
 /* Parses "/CN=a/O=b" into a name. */
 estc_err estc__parse_subject(estc_client *c, const char *text, X509_NAME **out);
 /* The configured subjectAltName entries as GENERAL_NAMES (NULL when none). */

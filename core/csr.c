@@ -10,6 +10,7 @@
 
 #include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/pem.h>
 #include <openssl/store.h>
 #include <openssl/x509v3.h>
 
@@ -158,7 +159,7 @@ static bool set_challenge(X509_REQ *req, const char *b64)
 estc_err estc__csr_build(estc_client *c, const char *key_addr, const X509_NAME *subject,
                          const GENERAL_NAMES *sans, const char *pop_b64, estc_buf *der)
 {
-    if (c->pop) {
+    if (c->pop && pop_b64 != NULL) {
         char *copy = strdup(key_addr);
         if (copy == NULL)
             return ESTC_ERR_NOMEM;
@@ -283,6 +284,72 @@ estc_err estc__csr_rebind(estc_client *c, const estc_buf *der, const char *b64, 
     *changed = err == ESTC_OK;
     OPENSSL_free(enc);
     EVP_PKEY_free(pkey);
+    X509_REQ_free(req);
+    return err;
+}
+
+/* The largest CSR made elsewhere that is read: far above any real one. */
+#define ESTC__CSR_MAX (64 * 1024)
+
+estc_err estc__csr_parse(estc_client *c, const void *data, size_t len, estc_buf *der,
+                         estc_buf *spki)
+{
+    if (len == 0)
+        return estc_error(c->ctx, ESTC_ERR_INVALID_ARG, "the CSR is empty");
+    if (len > ESTC__CSR_MAX)
+        return estc_error(c->ctx, ESTC_ERR_FORMAT, "%zu bytes is too big for a CSR (at most %d)",
+                          len, ESTC__CSR_MAX);
+    ERR_clear_error();
+    /* PEM when it begins, after white space, with a PEM boundary. */
+    const unsigned char *p = data;
+    size_t skip = 0;
+    while (skip < len && (p[skip] == ' ' || p[skip] == '\t' || p[skip] == '\r' || p[skip] == '\n'))
+        skip++;
+    X509_REQ *req = NULL;
+    if (len - skip >= 5 && memcmp(p + skip, "-----", 5) == 0) {
+        BIO *bio = BIO_new_mem_buf(data, (int)len);
+        if (bio == NULL)
+            return ESTC_ERR_NOMEM;
+        req = PEM_read_bio_X509_REQ(bio, NULL, NULL, NULL);
+        BIO_free(bio);
+        if (req == NULL)
+            return openssl_fail(c, ESTC_ERR_FORMAT, "no PEM CERTIFICATE REQUEST");
+    } else {
+        const unsigned char *q = p;
+        req = d2i_X509_REQ(NULL, &q, (long)len);
+        if (req == NULL)
+            return openssl_fail(c, ESTC_ERR_FORMAT, "not a PKCS#10 request (PEM or DER)");
+        if (q != p + len) {
+            X509_REQ_free(req);
+            return estc_error(c->ctx, ESTC_ERR_FORMAT, "%zu bytes after the PKCS#10 request",
+                              (size_t)(p + len - q));
+        }
+    }
+    EVP_PKEY *pub = X509_REQ_get0_pubkey(req);
+    estc_err err = ESTC_OK;
+    if (pub == NULL)
+        err = openssl_fail(c, ESTC_ERR_FORMAT, "the CSR's public key");
+    else if (X509_REQ_verify(req, pub) != 1)
+        err = openssl_fail(c, ESTC_ERR_CRYPTO,
+                           "the CSR's signature does not verify with its own public key");
+    unsigned char *enc = NULL;
+    int n = 0;
+    if (err == ESTC_OK && der != NULL) {
+        n = i2d_X509_REQ(req, &enc);
+        err = n > 0 ? estc_buf_set(der, enc, (size_t)n)
+                    : openssl_fail(c, ESTC_ERR_FORMAT, "encoding the CSR");
+        OPENSSL_free(enc);
+        enc = NULL;
+    }
+    if (err == ESTC_OK && spki != NULL) {
+        n = i2d_PUBKEY(pub, &enc);
+        err = n > 0 ? estc_buf_set(spki, enc, (size_t)n)
+                    : openssl_fail(c, ESTC_ERR_FORMAT, "the CSR's public key");
+        OPENSSL_free(enc);
+        if (err != ESTC_OK && der != NULL)
+            estc_buf_free(der);
+    }
+    ERR_clear_error();
     X509_REQ_free(req);
     return err;
 }

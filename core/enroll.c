@@ -253,10 +253,11 @@ static estc_err cacerts_op(estc_client *c)
  * Validates the certificates of a 2.04 answer against the key at @key and
  * stores the issued one; then supersedes what it replaces and commits.
  * Rolls back on any failure. @old and @old_der: the enrolled certificate
- * for /sren (its DER, already read), else NULL.
+ * for /sren (its DER, already read), else NULL. A NULL @key: the CSR was
+ * made elsewhere for the public key @csr_spki; the enrolled key stays.
  */
 static estc_err finish(estc_client *c, const estc_response *r, const char *what, const char *key,
-                       X509 *old, const estc_buf *old_der)
+                       const estc_buf *csr_spki, X509 *old, const estc_buf *old_der)
 {
     estc__der_list certs = {0};
     estc_buf spki = {0};
@@ -264,7 +265,8 @@ static estc_err finish(estc_client *c, const estc_response *r, const char *what,
     size_t leaf = 0;
     estc_err err = certs_of(c, r, what, &certs);
     if (err == ESTC_OK)
-        err = estc_key_public(c->ctx, key, &spki);
+        err = key != NULL ? estc_key_public(c->ctx, key, &spki)
+                          : estc_buf_set(&spki, csr_spki->data, csr_spki->len);
     if (err == ESTC_OK)
         err = estc__validate_issued(c, &certs, &spki, old, &leaf);
     if (err == ESTC_OK)
@@ -277,11 +279,11 @@ static estc_err finish(estc_client *c, const estc_response *r, const char *what,
     /* What the new objects replace goes at the commit, not before. */
     if (err == ESTC_OK && strcmp(cert, c->cert_addr) != 0 && recorded(c, c->cert_addr))
         err = estc_lifecycle_supersede(c->lc, c->cert_addr);
-    if (err == ESTC_OK && strcmp(key, c->key_addr) != 0 && recorded(c, c->key_addr))
+    if (err == ESTC_OK && key != NULL && strcmp(key, c->key_addr) != 0 && recorded(c, c->key_addr))
         err = estc_lifecycle_supersede(c->lc, c->key_addr);
     /* Everything that can fail goes before the commit. */
     char *new_key = NULL;
-    if (err == ESTC_OK && (new_key = strdup(key)) == NULL)
+    if (err == ESTC_OK && key != NULL && (new_key = strdup(key)) == NULL)
         err = ESTC_ERR_NOMEM;
     if (err == ESTC_OK)
         err = estc__journal_commit(c, cert, &certs.items[leaf], key, NULL, NULL);
@@ -300,8 +302,10 @@ static estc_err finish(estc_client *c, const estc_response *r, const char *what,
         free(c->cert_addr);
         c->cert_addr = cert;
         cert = NULL;
-        free(c->key_addr);
-        c->key_addr = new_key;
+        if (new_key != NULL) {
+            free(c->key_addr);
+            c->key_addr = new_key;
+        }
         /* The new certificate begins its provisioning period now. */
         struct estc__cert_view cv;
         if (estc__cert_view_parse(&certs.items[leaf], &cv) != ESTC_OK)
@@ -309,8 +313,13 @@ static estc_err finish(estc_client *c, const estc_response *r, const char *what,
         estc__provisioned(c, &cv, estc_client_now(c));
         /* The next /sren handshakes with the new credentials. */
         estc__client_reset_transport(c);
-        estc_log(c->ctx, ESTC_LOG_INFO, "%s: certificate stored at %s, key at %s", what,
-                 c->cert_addr, c->key_addr);
+        if (key != NULL)
+            estc_log(c->ctx, ESTC_LOG_INFO, "%s: certificate stored at %s, key at %s", what,
+                     c->cert_addr, c->key_addr);
+        else
+            estc_log(c->ctx, ESTC_LOG_INFO,
+                     "%s: certificate stored at %s, for the key of the CSR made elsewhere", what,
+                     c->cert_addr);
     }
     free(cert);
     estc_buf_free(&spki);
@@ -361,7 +370,7 @@ static estc_err enroll_op(estc_client *c)
         err = estc__client_exchange(c, ESTC__CREDS_BOOTSTRAP, ESTC__EST_SEN, ESTC_COAP_POST,
                                     ESTC__CF_PKCS10, c->accept, csr.data, csr.len, &resp);
     if (err == ESTC_OK)
-        err = finish(c, &resp, "POST /sen", key, NULL, NULL);
+        err = finish(c, &resp, "POST /sen", key, NULL, NULL, NULL);
     else if (key_is_new) {
         estc_err keep = err;
         estc_lifecycle_rollback(c->lc);
@@ -427,7 +436,7 @@ static estc_err reenroll_op(estc_client *c, bool rekey, const estc_buf *held)
         err = estc__client_exchange(c, ESTC__CREDS_ENROLLED, ESTC__EST_SREN, ESTC_COAP_POST,
                                     ESTC__CF_PKCS10, c->accept, csr.data, csr.len, &resp);
     if (err == ESTC_OK)
-        err = finish(c, &resp, "POST /sren", key, old, der);
+        err = finish(c, &resp, "POST /sren", key, NULL, old, der);
     else if (made_key) {
         estc_err keep = err;
         estc_lifecycle_rollback(c->lc);
@@ -440,6 +449,77 @@ static estc_err reenroll_op(estc_client *c, bool rekey, const estc_buf *held)
     GENERAL_NAMES_free(sans);
     X509_free(old);
     estc_buf_free(&loaded);
+    return err;
+}
+
+/* ---- CSRs made elsewhere ----------------------------------------------------- */
+
+/* /sen or /sren (@renew) with the request @data made elsewhere: no key is
+ * made or touched; the issued certificate must be for the CSR's key. */
+static estc_err external_csr_op(estc_client *c, const void *data, size_t len, bool renew)
+{
+    const char *what = renew ? "POST /sren" : "POST /sen";
+    if (data == NULL)
+        return estc_error(c->ctx, ESTC_ERR_INVALID_ARG, "%s: no CSR", what);
+    if (c->pop)
+        return estc_error(c->ctx, ESTC_ERR_UNSUPPORTED,
+                          "%s: proof-of-possession binds the CSR to the DTLS session, and a CSR "
+                          "made elsewhere cannot be signed again for it",
+                          what);
+    estc_buf csr = {0}, spki = {0}, loaded = {0};
+    estc_response resp = {0};
+    X509 *old = NULL;
+    estc_err err = estc__csr_parse(c, data, len, &csr, &spki);
+    if (err == ESTC_OK && renew) {
+        if (estc_cert_load(c->ctx, c->cert_addr, &loaded) != ESTC_OK) {
+            err =
+                estc_error(c->ctx, ESTC_ERR_STATE, "reenroll: no certificate at %s", c->cert_addr);
+        } else {
+            const unsigned char *p = loaded.data;
+            old = d2i_X509(NULL, &p, (long)loaded.len);
+            if (old == NULL)
+                err = estc_error(c->ctx, ESTC_ERR_FORMAT, "%s: not a certificate", c->cert_addr);
+        }
+        c->held_cert = err == ESTC_OK ? &loaded : NULL;
+    }
+    if (err == ESTC_OK)
+        err = estc__client_exchange(c, renew ? ESTC__CREDS_ENROLLED : ESTC__CREDS_BOOTSTRAP,
+                                    renew ? ESTC__EST_SREN : ESTC__EST_SEN, ESTC_COAP_POST,
+                                    ESTC__CF_PKCS10, c->accept, csr.data, csr.len, &resp);
+    if (err == ESTC_OK)
+        err = finish(c, &resp, what, NULL, &spki, old, renew ? &loaded : NULL);
+    c->held_cert = NULL;
+    estc_response_clear(&resp);
+    X509_free(old);
+    estc_buf_free(&loaded);
+    estc_buf_free(&spki);
+    estc_buf_free(&csr);
+    return err;
+}
+
+estc_err estc_client_check_csr(estc_client *c, const void *csr, size_t len, estc_buf *der)
+{
+    if (c == NULL || csr == NULL)
+        return ESTC_ERR_INVALID_ARG;
+    return estc__csr_parse(c, csr, len, der, NULL);
+}
+
+estc_err estc_client_make_csr(estc_client *c, const char *key_addr, estc_buf *der)
+{
+    if (c == NULL || key_addr == NULL || der == NULL)
+        return ESTC_ERR_INVALID_ARG;
+    if (c->subject == NULL)
+        return estc_error(c->ctx, ESTC_ERR_STATE, "make CSR: no subject configured");
+    /* The Subject, subjectAltName and /att hints of enroll_op(). */
+    X509_NAME *subject = NULL;
+    GENERAL_NAMES *sans = NULL;
+    estc_err err = estc__parse_subject(c, c->subject, &subject);
+    if (err == ESTC_OK)
+        err = estc__parse_sans(c, &sans);
+    if (err == ESTC_OK)
+        err = estc__csr_build(c, key_addr, subject, sans, NULL, der);
+    GENERAL_NAMES_free(sans);
+    X509_NAME_free(subject);
     return err;
 }
 
@@ -510,7 +590,7 @@ static estc_err serverkeygen_op(estc_client *c)
         /* Hand finish() the certificate part as a response of its own. */
         estc_response part = {.code = resp.code, .content_format = cp->cf};
         part.payload = cp->data;
-        err = finish(c, &part, "POST /skg", key, NULL, NULL);
+        err = finish(c, &part, "POST /skg", key, NULL, NULL, NULL);
     } else if (imported) {
         estc_lifecycle_rollback(c->lc);
     }
@@ -594,6 +674,16 @@ estc_err estc_client_reenroll(estc_client *c, bool rekey)
 estc_err estc__client_reenroll_held(estc_client *c, bool rekey, const estc_buf *cert_der)
 {
     ESTC__RUN_OP(c, reenroll_op(c, rekey, cert_der));
+}
+
+estc_err estc_client_enroll_csr(estc_client *c, const void *csr, size_t len)
+{
+    ESTC__RUN_OP(c, external_csr_op(c, csr, len, false));
+}
+
+estc_err estc_client_reenroll_csr(estc_client *c, const void *csr, size_t len)
+{
+    ESTC__RUN_OP(c, external_csr_op(c, csr, len, true));
 }
 
 estc_err estc_client_serverkeygen(estc_client *c)

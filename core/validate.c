@@ -107,7 +107,8 @@ estc_err estc__validate_issued(estc_client *c, const estc__der_list *certs, cons
     ERR_clear_error();
     if (err == ESTC_OK && issued == NULL)
         err = estc_error(c->ctx, ESTC_ERR_VALIDATION,
-                         "the server issued a certificate for another key");
+                         "the server issued a certificate for another key than the "
+                         "request's");
     X509_STORE *store = NULL;
     X509_STORE_CTX *sctx = NULL;
     if (err == ESTC_OK)

@@ -16,6 +16,9 @@ packages=(
   libsystemd-dev systemd util-linux
   # test peers and tools
   softhsm2 opensc p11-kit swtpm swtpm-tools tpm2-tools valgrind
+  # the OpenSSL 3 TPM provider: tests/tpm2/keyfile.sh checks that TSS2 key
+  # files move between it and the tpm2: engine both ways
+  tpm2-openssl
   python3 procps iproute2 ca-certificates
   # Debian packages: build, check, install (tests/package)
   debhelper dpkg-dev fakeroot lintian git make

@@ -51,8 +51,10 @@ static bool parse_handle(const estc_attr *v, uint32_t first, uint32_t last, uint
 /* Attributes                                                                */
 /* ------------------------------------------------------------------------ */
 
-static const char *const path_names[] = {"handle", "nv", "handle-range", "nv-range", NULL};
-static const char *const query_names[] = {"tcti", "srk", NULL};
+static const char *const path_names[] = {"handle",  "nv", "handle-range", "nv-range", "key-file",
+                                         "key-dir", NULL};
+static const char *const query_names[] = {"tcti", "srk", "owner-auth-source", "parent-auth-source",
+                                          NULL};
 
 /* The first attribute of @attrs that is not one of @names, NULL when none. */
 static const estc_attr *unknown_attr(const estc_attr *attrs, size_t n, const char *const *names)
@@ -94,8 +96,9 @@ estc_err estc__tpm2_addr_read(estc_ctx *ctx, const estc_address *addr, struct tp
         bad = unknown_attr(addr->query, addr->n_query, query_names);
     if (bad != NULL)
         return estc_error(ctx, ESTC_ERR_BAD_ADDRESS,
-                          "%s: unknown or misplaced attribute '%s' (path: handle, nv, "
-                          "handle-range, nv-range; query: tcti, srk)",
+                          "%s: unknown or misplaced attribute '%s' (path: handle, nv, key-file, "
+                          "handle-range, nv-range, key-dir; query: tcti, srk, "
+                          "owner-auth-source, parent-auth-source)",
                           text, bad->name);
     bad = nul_in_value(addr->path, addr->n_path);
     if (bad == NULL)
@@ -112,6 +115,10 @@ estc_err estc__tpm2_addr_read(estc_ctx *ctx, const estc_address *addr, struct tp
     const estc_attr *nv_range = estc_address_get(addr, "nv-range");
     const estc_attr *srk = estc_address_get(addr, "srk");
     const estc_attr *tcti = estc_address_get(addr, "tcti");
+    const estc_attr *key_file = estc_address_get(addr, "key-file");
+    const estc_attr *key_dir = estc_address_get(addr, "key-dir");
+    const estc_attr *owner_src = estc_address_get(addr, "owner-auth-source");
+    const estc_attr *parent_src = estc_address_get(addr, "parent-auth-source");
 
     if (handle != NULL) {
         if (!parse_handle(handle, PERSISTENT_OWNER_FIRST, PERSISTENT_OWNER_LAST, &a->handle))
@@ -146,10 +153,34 @@ estc_err estc__tpm2_addr_read(estc_ctx *ctx, const estc_address *addr, struct tp
         a->tcti = tcti->value;
     }
 
-    if ((handle != NULL && nv != NULL) ||
-        ((handle != NULL || nv != NULL) && (key_range != NULL || nv_range != NULL)))
+    if (key_file != NULL) {
+        if (key_file->value[0] == '\0')
+            return estc_error(ctx, ESTC_ERR_BAD_ADDRESS, "%s: empty key-file", text);
+        a->key_file = key_file->value;
+        a->type = ADDR_FILE;
+    }
+    if (key_dir != NULL) {
+        if (key_dir->value[0] == '\0')
+            return estc_error(ctx, ESTC_ERR_BAD_ADDRESS, "%s: empty key-dir", text);
+        a->key_dir = key_dir->value;
+    }
+    if (owner_src != NULL) {
+        if (owner_src->value[0] == '\0')
+            return estc_error(ctx, ESTC_ERR_BAD_ADDRESS, "%s: empty owner-auth-source", text);
+        a->owner_auth_src = owner_src->value;
+    }
+    if (parent_src != NULL) {
+        if (parent_src->value[0] == '\0')
+            return estc_error(ctx, ESTC_ERR_BAD_ADDRESS, "%s: empty parent-auth-source", text);
+        a->parent_auth_src = parent_src->value;
+    }
+
+    int objects = (handle != NULL) + (nv != NULL) + (key_file != NULL);
+    if (objects > 1 || (objects == 1 && (key_range != NULL || nv_range != NULL || key_dir != NULL)))
         return estc_error(ctx, ESTC_ERR_BAD_ADDRESS,
-                          "%s: give one of handle=, nv= (an object) or ranges (a prefix)", text);
+                          "%s: give one of handle=, nv=, key-file= (an object) or ranges and "
+                          "key-dir= (a prefix)",
+                          text);
     return ESTC_OK;
 }
 
@@ -201,9 +232,66 @@ estc_err estc__tpm2_compose(const struct tpm2_op *op, estc_obj_kind kind, uint32
     return ESTC_OK;
 }
 
+/* Appends @s percent-encoded (all but unreserved characters and '/') to
+ * @out at *@o; @out has room for 3 * strlen(@s). */
+static void append_encoded(char *out, size_t *o, const char *s)
+{
+    static const char hexd[] = "0123456789ABCDEF";
+    for (; *s != '\0'; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+            ch == '-' || ch == '.' || ch == '_' || ch == '~' || ch == '/') {
+            out[(*o)++] = (char)ch;
+        } else {
+            out[(*o)++] = '%';
+            out[(*o)++] = hexd[ch >> 4];
+            out[(*o)++] = hexd[ch & 15];
+        }
+    }
+}
+
+estc_err estc__tpm2_compose_file(const struct tpm2_op *op, const char *dir, const char *file,
+                                 char **out)
+{
+    const char *q = prefix_query(op->addr);
+    size_t len = 32 + 3 * (strlen(dir) + strlen(file)) + strlen(q);
+    char *s = malloc(len);
+    if (s == NULL)
+        return ESTC_ERR_NOMEM;
+    size_t o = 0;
+    memcpy(s, "tpm2:key-file=", 14);
+    o = 14;
+    append_encoded(s, &o, dir);
+    if (o > 14 && s[o - 1] != '/')
+        s[o++] = '/';
+    append_encoded(s, &o, file);
+    if (q[0] != '\0') {
+        s[o++] = '?';
+        memcpy(s + o, q, strlen(q));
+        o += strlen(q);
+    }
+    s[o] = '\0';
+    if (o > ESTC_ADDRESS_MAX) {
+        free(s);
+        return estc_error(op->ctx, ESTC_ERR_BAD_ADDRESS, "%s: the key file's address is too long",
+                          op->text);
+    }
+    *out = s;
+    return ESTC_OK;
+}
+
 estc_err estc__tpm2_derive(const struct tpm2_op *op, estc_obj_kind kind, const char *name,
                            char **out)
 {
+    if (kind == ESTC_OBJ_KEY && op->a.key_dir != NULL) {
+        /* A key file KEY-DIR/NAME.pem: the name is one file name. */
+        if (name[0] == '\0' || name[0] == '.' || strchr(name, '/') != NULL || strlen(name) > 200)
+            return estc_error(op->ctx, ESTC_ERR_INVALID_ARG,
+                              "%s: a key name under key-dir must be a plain file name", op->text);
+        char file[256];
+        snprintf(file, sizeof(file), "%s.pem", name);
+        return estc__tpm2_compose_file(op, op->a.key_dir, file, out);
+    }
     uint32_t lo, hi;
     estc__tpm2_kind_range(&op->a, kind, &lo, &hi);
     /* The kind is part of the hashed text, so a key and a certificate of the

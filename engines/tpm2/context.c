@@ -4,13 +4,21 @@
  * string, TSS error mapping, handle queries, closing and flushing ESYS_TRs,
  * the cache of open key handles and the storage primary key (SRK).
  *
- * Every command uses password authorization with the empty password.
+ * Every command uses password authorization: the owner hierarchy's password
+ * from owner-auth-source= (or ESTC_TPM2_OWNER_AUTH_FILE), the parent key's
+ * from parent-auth-source=, the empty password for everything else.
  * Transient objects exist only inside one operation and are flushed before
  * it returns: a TPM without a resource manager has as few as three
  * transient slots.
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/crypto.h>
 
 #include <tss2/tss2_rc.h>
 #include <tss2/tss2_tctildr.h>
@@ -68,7 +76,130 @@ estc_err estc__tpm2_tss_err(const struct tpm2_op *op, const char *call, TSS2_RC 
     default:
         break;
     }
+    if (err == ESTC_ERR_AUTH)
+        return estc_error(op->ctx, err,
+                          "%s: %s: %s (a wrong or missing owner or parent password? see "
+                          "owner-auth-source, parent-auth-source)",
+                          op->text, call, Tss2_RC_Decode(rc));
     return estc_error(op->ctx, err, "%s: %s: %s", op->text, call, Tss2_RC_Decode(rc));
+}
+
+/* ------------------------------------------------------------------------ */
+/* Passwords                                                                 */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * Reads the password in file @path (@what names it in messages, never its
+ * content) into @out: the bytes of the file less one trailing newline ("\n"
+ * or "\r\n"), at most sizeof(out->buffer) of them. A regular file must not
+ * be readable or writable by others nor writable by its group; a pipe
+ * (/dev/fd/N) is taken as it is.
+ */
+static estc_err read_secret(const struct tpm2_op *op, const char *what, const char *path,
+                            TPM2B_AUTH *out)
+{
+    memset(out, 0, sizeof(*out));
+    /* A plain path or a file: URI, as pkcs11:'s pin-source; "file:///x" and
+     * "file:/x" both name /x. */
+    if (strncmp(path, "file:", 5) == 0) {
+        path += 5;
+        if (strncmp(path, "//", 2) == 0)
+            path += 2;
+    }
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0)
+        return estc_error(op->ctx, ESTC_ERR_AUTH, "%s: cannot read %s %s: %s", op->text, what, path,
+                          strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        int e = errno;
+        close(fd);
+        return estc_error(op->ctx, ESTC_ERR_AUTH, "%s: cannot read %s %s: %s", op->text, what, path,
+                          strerror(e));
+    }
+    if (S_ISREG(st.st_mode) && (st.st_mode & (S_IROTH | S_IWOTH | S_IWGRP)) != 0) {
+        close(fd);
+        return estc_error(op->ctx, ESTC_ERR_AUTH,
+                          "%s: %s %s is open to others (mode %04o); refused: make it 0600 "
+                          "or 0640",
+                          op->text, what, path, (unsigned)(st.st_mode & 07777));
+    }
+    if (S_ISDIR(st.st_mode)) {
+        close(fd);
+        return estc_error(op->ctx, ESTC_ERR_AUTH, "%s: %s %s is a folder", op->text, what, path);
+    }
+    uint8_t buf[sizeof(out->buffer) + 3];
+    size_t n = 0;
+    int e = 0;
+    while (n < sizeof(buf)) {
+        ssize_t r = read(fd, buf + n, sizeof(buf) - n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            e = errno;
+        if (r <= 0)
+            break;
+        n += (size_t)r;
+    }
+    close(fd);
+    estc_err err = ESTC_OK;
+    if (e != 0) {
+        err = estc_error(op->ctx, ESTC_ERR_AUTH, "%s: cannot read %s %s: %s", op->text, what, path,
+                         strerror(e));
+    } else {
+        if (n > 0 && buf[n - 1] == '\n') {
+            n--;
+            if (n > 0 && buf[n - 1] == '\r')
+                n--;
+        }
+        if (n > sizeof(out->buffer))
+            err = estc_error(op->ctx, ESTC_ERR_AUTH, "%s: %s %s is too long (at most %zu bytes)",
+                             op->text, what, path, sizeof(out->buffer));
+        else {
+            memcpy(out->buffer, buf, n);
+            out->size = (UINT16)n;
+        }
+    }
+    OPENSSL_cleanse(buf, sizeof(buf));
+    return err;
+}
+
+estc_err estc__tpm2_auth_begin(struct tpm2_op *op)
+{
+    const char *owner = op->a.owner_auth_src;
+    if (owner == NULL) {
+        const char *env = getenv("ESTC_TPM2_OWNER_AUTH_FILE");
+        if (env != NULL && env[0] != '\0')
+            owner = env;
+    }
+    estc_err err = ESTC_OK;
+    if (owner != NULL)
+        err = read_secret(op, "owner-auth-source", owner, &op->owner_auth);
+    if (err == ESTC_OK && op->a.parent_auth_src != NULL)
+        err = read_secret(op, "parent-auth-source", op->a.parent_auth_src, &op->parent_auth);
+    if (err == ESTC_OK) {
+        /* Always set, also to the empty password: the connection is shared
+         * by every address naming the same TCTI. */
+        TSS2_RC rc = Esys_TR_SetAuth(op->c->esys, ESYS_TR_RH_OWNER, &op->owner_auth);
+        if (rc != TSS2_RC_SUCCESS)
+            err = estc__tpm2_tss_err(op, "Esys_TR_SetAuth(owner)", rc);
+    }
+    if (err != ESTC_OK)
+        estc__tpm2_auth_end(op);
+    return err;
+}
+
+void estc__tpm2_auth_end(struct tpm2_op *op)
+{
+    static const TPM2B_AUTH empty;
+    if (op->c != NULL) {
+        /* ESYS keeps a copy: overwrite it with the empty password. */
+        Esys_TR_SetAuth(op->c->esys, ESYS_TR_RH_OWNER, &empty);
+        if (op->c->srk_tr != ESYS_TR_NONE)
+            Esys_TR_SetAuth(op->c->esys, op->c->srk_tr, &empty);
+    }
+    OPENSSL_cleanse(&op->owner_auth, sizeof(op->owner_auth));
+    OPENSSL_cleanse(&op->parent_auth, sizeof(op->parent_auth));
 }
 
 /* ------------------------------------------------------------------------ */
@@ -318,13 +449,14 @@ estc_err estc__tpm2_srk_get(const struct tpm2_op *op, ESYS_TR *srk)
     uint32_t handle = op->a.srk;
     if (c->srk_tr != ESYS_TR_NONE && c->srk_handle == handle) {
         *srk = c->srk_tr;
-        return ESTC_OK;
+        return estc__tpm2_set_parent_auth(op, *srk);
     }
     estc__tpm2_tr_close(c, &c->srk_tr);
     estc_err err = estc__tpm2_tr_from(op, handle, srk);
     if (err == ESTC_OK) {
         c->srk_tr = *srk;
         c->srk_handle = handle;
+        return estc__tpm2_set_parent_auth(op, *srk);
     }
     if (err != ESTC_ERR_NOT_FOUND)
         return err;
@@ -349,7 +481,13 @@ estc_err estc__tpm2_srk_get(const struct tpm2_op *op, ESYS_TR *srk)
              (unsigned)handle);
     c->srk_tr = *srk;
     c->srk_handle = handle;
-    return ESTC_OK;
+    return estc__tpm2_set_parent_auth(op, *srk);
+}
+
+estc_err estc__tpm2_set_parent_auth(const struct tpm2_op *op, ESYS_TR parent)
+{
+    TSS2_RC rc = Esys_TR_SetAuth(op->c->esys, parent, &op->parent_auth);
+    return rc == TSS2_RC_SUCCESS ? ESTC_OK : estc__tpm2_tss_err(op, "Esys_TR_SetAuth(parent)", rc);
 }
 
 /* The cached SRK is dropped when a command using it failed: it may have been

@@ -1,10 +1,18 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The tpm2: driver's keys: persistent objects under the storage primary key,
- * generated in the TPM or imported from PKCS#8, their public keys as
- * SubjectPublicKeyInfo, signatures with TPM2_Sign, and removal.
+ * or TSS2 PRIVATE KEY files (key-file=) loadable under the owner hierarchy's
+ * standard primary key; generated in the TPM or imported from PKCS#8, their
+ * public keys as SubjectPublicKeyInfo, signatures with TPM2_Sign, and
+ * removal.
  */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <openssl/core_names.h>
 #include <openssl/evp.h>
@@ -14,6 +22,7 @@
 
 #include "util.h"
 #include "tpm2_internal.h"
+#include "tpm2_keyfile.h"
 
 /* ------------------------------------------------------------------------ */
 /* Key types                                                                 */
@@ -150,8 +159,17 @@ static estc_err persist_key(const struct tpm2_op *op, ESYS_TR *key)
     return ESTC_OK;
 }
 
+static estc_err keyfile_generate(const struct tpm2_op *op, estc_key_type type);
+static estc_err keyfile_import(const struct tpm2_op *op, const TPM2B_PUBLIC *pub,
+                               const TPM2B_SENSITIVE *sens);
+static estc_err keyfile_public(const struct tpm2_op *op, estc_buf *spki);
+static estc_err keyfile_sign(const struct tpm2_op *op, estc_sig_alg alg, estc_hash hash,
+                             const uint8_t *digest, size_t digest_len, estc_buf *sig);
+
 estc_err estc__tpm2_key_generate(const struct tpm2_op *op, estc_key_type type)
 {
+    if (op->a.type == ADDR_FILE)
+        return keyfile_generate(op, type);
     struct tpm2_conn *c = op->c;
     TPM2B_PUBLIC tmpl;
     key_template(type, &tmpl);
@@ -293,6 +311,10 @@ estc_err estc__tpm2_key_import(const struct tpm2_op *op, const uint8_t *pkcs8, s
     err = import_parts(op, pk, &pub, &sens);
     if (err == ESTC_OK)
         err = check_params(op, &pub, "such");
+    if (err == ESTC_OK && op->a.type == ADDR_FILE) {
+        err = keyfile_import(op, &pub, &sens);
+        goto out;
+    }
     if (err == ESTC_OK)
         err = estc__tpm2_check_free(op);
     if (err == ESTC_OK)
@@ -382,22 +404,16 @@ static estc_err key_open(const struct tpm2_op *op, ESYS_TR *tr, TPM2B_PUBLIC **p
     return ESTC_OK;
 }
 
-estc_err estc__tpm2_key_public(const struct tpm2_op *op, estc_buf *spki)
+/* The SubjectPublicKeyInfo of public area @p. */
+static estc_err spki_of(const struct tpm2_op *op, const TPMT_PUBLIC *p, estc_buf *spki)
 {
-    ESYS_TR tr = ESYS_TR_NONE;
-    TPM2B_PUBLIC *pub = NULL;
-    estc_err err = key_open(op, &tr, &pub);
-    if (err != ESTC_OK)
-        return err;
-    const TPMT_PUBLIC *p = &pub->publicArea;
+    estc_err err;
     if (p->type == TPM2_ALG_ECC) {
         estc_key_type type = key_type_of(p->parameters.eccDetail.curveID);
         size_t field = estc__ec_field_len(type);
-        if (field == 0 || p->unique.ecc.x.size > field || p->unique.ecc.y.size > field) {
-            err = estc_error(op->ctx, ESTC_ERR_UNSUPPORTED, "%s: unsupported curve 0x%x", op->text,
-                             (unsigned)p->parameters.eccDetail.curveID);
-            goto out;
-        }
+        if (field == 0 || p->unique.ecc.x.size > field || p->unique.ecc.y.size > field)
+            return estc_error(op->ctx, ESTC_ERR_UNSUPPORTED, "%s: unsupported curve 0x%x", op->text,
+                              (unsigned)p->parameters.eccDetail.curveID);
         uint8_t point[1 + 2 * 66] = {0x04};
         memcpy(point + 1 + field - p->unique.ecc.x.size, p->unique.ecc.x.buffer,
                p->unique.ecc.x.size);
@@ -413,20 +429,30 @@ estc_err estc__tpm2_key_public(const struct tpm2_op *op, estc_buf *spki)
     }
     if (err != ESTC_OK && err != ESTC_ERR_UNSUPPORTED)
         err = estc_error(op->ctx, err, "%s: cannot encode the public key", op->text);
-out:
+    return err;
+}
+
+estc_err estc__tpm2_key_public(const struct tpm2_op *op, estc_buf *spki)
+{
+    if (op->a.type == ADDR_FILE)
+        return keyfile_public(op, spki);
+    ESYS_TR tr = ESYS_TR_NONE;
+    TPM2B_PUBLIC *pub = NULL;
+    estc_err err = key_open(op, &tr, &pub);
+    if (err != ESTC_OK)
+        return err;
+    err = spki_of(op, &pub->publicArea, spki);
     Esys_Free(pub);
     return err;
 }
 
-estc_err estc__tpm2_key_sign(const struct tpm2_op *op, estc_sig_alg alg, estc_hash hash,
-                             const uint8_t *digest, size_t digest_len, estc_buf *sig)
+/* TPM2_Sign with loaded key @tr whose public area is @pub. */
+static estc_err sign_with(const struct tpm2_op *op, ESYS_TR tr, const TPM2B_PUBLIC *pub,
+                          estc_sig_alg alg, estc_hash hash, const uint8_t *digest,
+                          size_t digest_len, estc_buf *sig)
 {
-    ESYS_TR tr = ESYS_TR_NONE;
-    TPM2B_PUBLIC *pub = NULL;
     TPMT_SIGNATURE *s = NULL;
-    estc_err err = key_open(op, &tr, &pub);
-    if (err != ESTC_OK)
-        goto out;
+    estc_err err = ESTC_OK;
     bool is_ec = pub->publicArea.type == TPM2_ALG_ECC;
     if (is_ec != (alg == ESTC_SIG_ECDSA)) {
         err = estc_error(op->ctx, ESTC_ERR_UNSUPPORTED,
@@ -469,6 +495,19 @@ estc_err estc__tpm2_key_sign(const struct tpm2_op *op, estc_sig_alg alg, estc_ha
     }
 out:
     Esys_Free(s);
+    return err;
+}
+
+estc_err estc__tpm2_key_sign(const struct tpm2_op *op, estc_sig_alg alg, estc_hash hash,
+                             const uint8_t *digest, size_t digest_len, estc_buf *sig)
+{
+    if (op->a.type == ADDR_FILE)
+        return keyfile_sign(op, alg, hash, digest, digest_len, sig);
+    ESYS_TR tr = ESYS_TR_NONE;
+    TPM2B_PUBLIC *pub = NULL;
+    estc_err err = key_open(op, &tr, &pub);
+    if (err == ESTC_OK)
+        err = sign_with(op, tr, pub, alg, hash, digest, digest_len, sig);
     Esys_Free(pub);
     return err;
 }
@@ -492,5 +531,440 @@ out:
     if (tr != ESYS_TR_NONE)
         estc__tpm2_key_forget(c, op->a.handle);
     estc__tpm2_tr_close(c, &out_tr);
+    return err;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Key files (key-file=)                                                     */
+/* ------------------------------------------------------------------------ */
+
+/* Larger than any TSS2 PRIVATE KEY file (a few kilobytes at most). */
+#define KEYFILE_MAX 65536
+
+/* The primary key that tpm2-openssl (and tpm2-tss-engine) make for parent
+ * 0x40000001: an ECC NIST P-256 storage key (RSA 2048 on a TPM without ECC)
+ * of the owner hierarchy with an empty unique field. The same template
+ * gives the same key, so their files and ours load under each other's. */
+static void owner_primary_template(bool rsa, TPM2B_PUBLIC *pub)
+{
+    memset(pub, 0, sizeof(*pub));
+    TPMT_PUBLIC *p = &pub->publicArea;
+    p->nameAlg = TPM2_ALG_SHA256;
+    p->objectAttributes = TPMA_OBJECT_USERWITHAUTH | TPMA_OBJECT_RESTRICTED | TPMA_OBJECT_DECRYPT |
+                          TPMA_OBJECT_NODA | TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT |
+                          TPMA_OBJECT_SENSITIVEDATAORIGIN;
+    if (rsa) {
+        p->type = TPM2_ALG_RSA;
+        p->parameters.rsaDetail.symmetric.algorithm = TPM2_ALG_AES;
+        p->parameters.rsaDetail.symmetric.keyBits.aes = 128;
+        p->parameters.rsaDetail.symmetric.mode.aes = TPM2_ALG_CFB;
+        p->parameters.rsaDetail.scheme.scheme = TPM2_ALG_NULL;
+        p->parameters.rsaDetail.keyBits = 2048;
+    } else {
+        p->type = TPM2_ALG_ECC;
+        p->parameters.eccDetail.symmetric.algorithm = TPM2_ALG_AES;
+        p->parameters.eccDetail.symmetric.keyBits.aes = 128;
+        p->parameters.eccDetail.symmetric.mode.aes = TPM2_ALG_CFB;
+        p->parameters.eccDetail.scheme.scheme = TPM2_ALG_NULL;
+        p->parameters.eccDetail.curveID = TPM2_ECC_NIST_P256;
+        p->parameters.eccDetail.kdf.scheme = TPM2_ALG_NULL;
+    }
+}
+
+/* The parent of a key file, opened for one operation. */
+struct parent {
+    ESYS_TR tr;
+    bool transient; /* a primary made here: flushed by parent_close() */
+};
+
+static estc_err parent_open(const struct tpm2_op *op, uint32_t handle, struct parent *pa)
+{
+    struct tpm2_conn *c = op->c;
+    pa->tr = ESYS_TR_NONE;
+    pa->transient = false;
+    if (handle != TPM2_RH_OWNER) {
+        estc_err err = estc__tpm2_tr_from(op, handle, &pa->tr);
+        if (err == ESTC_ERR_NOT_FOUND)
+            return estc_error(op->ctx, ESTC_ERR_NOT_FOUND,
+                              "%s: the key file's parent 0x%08x is not in the TPM", op->text,
+                              (unsigned)handle);
+        if (err == ESTC_OK)
+            err = estc__tpm2_set_parent_auth(op, pa->tr);
+        return err;
+    }
+    TPM2B_SENSITIVE_CREATE sens = {0};
+    TPM2B_DATA outside = {0};
+    TPML_PCR_SELECTION pcrs = {0};
+    TPM2B_PUBLIC tmpl;
+    owner_primary_template(false, &tmpl);
+    TSS2_RC rc =
+        Esys_CreatePrimary(c->esys, ESYS_TR_RH_OWNER, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE,
+                           &sens, &tmpl, &outside, &pcrs, &pa->tr, NULL, NULL, NULL, NULL);
+    if ((rc & 0xFFFF0000u) == 0 && (rc & TPM2_RC_FMT1) &&
+        ((rc & (TPM2_RC_FMT1 | 0x3Fu)) == TPM2_RC_CURVE ||
+         (rc & (TPM2_RC_FMT1 | 0x3Fu)) == TPM2_RC_ASYMMETRIC)) {
+        owner_primary_template(true, &tmpl);
+        rc = Esys_CreatePrimary(c->esys, ESYS_TR_RH_OWNER, ESYS_TR_PASSWORD, ESYS_TR_NONE,
+                                ESYS_TR_NONE, &sens, &tmpl, &outside, &pcrs, &pa->tr, NULL, NULL,
+                                NULL, NULL);
+    }
+    if (rc != TSS2_RC_SUCCESS) {
+        pa->tr = ESYS_TR_NONE;
+        return estc__tpm2_tss_err(op, "Esys_CreatePrimary(owner)", rc);
+    }
+    pa->transient = true;
+    return ESTC_OK;
+}
+
+static void parent_close(struct tpm2_conn *c, struct parent *pa)
+{
+    if (pa->transient)
+        estc__tpm2_flush(c, &pa->tr);
+    else
+        estc__tpm2_tr_close(c, &pa->tr);
+}
+
+/* Fails with ESTC_ERR_EXISTS when the key file is there already, and with
+ * ESTC_ERR_AUTH when its folder is open to others: another user could put
+ * a key of their own in its place (the parent key is shared by every user
+ * of the TPM) and have it certified. */
+static estc_err keyfile_check_new(const struct tpm2_op *op)
+{
+    const char *path = op->a.key_file;
+    struct stat st;
+    if (lstat(path, &st) == 0)
+        return estc_error(op->ctx, ESTC_ERR_EXISTS, "%s: the key file exists already", op->text);
+    const char *slash = strrchr(path, '/');
+    char *dir =
+        slash == NULL ? strdup(".") : strndup(path, slash == path ? 1 : (size_t)(slash - path));
+    if (dir == NULL)
+        return ESTC_ERR_NOMEM;
+    estc_err err = ESTC_OK;
+    if (stat(dir, &st) != 0)
+        err = estc_error(op->ctx, errno == ENOENT ? ESTC_ERR_NOT_FOUND : ESTC_ERR_IO,
+                         "%s: the key file's folder %s: %s", op->text, dir, strerror(errno));
+    else if (st.st_uid != geteuid() && st.st_uid != 0)
+        err = estc_error(op->ctx, ESTC_ERR_AUTH,
+                         "%s: the key file's folder %s belongs to another user (uid %u); refused",
+                         op->text, dir, (unsigned)st.st_uid);
+    else if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0)
+        err = estc_error(op->ctx, ESTC_ERR_AUTH,
+                         "%s: the key file's folder %s is writable by group or others (mode "
+                         "%04o); refused",
+                         op->text, dir, (unsigned)(st.st_mode & 07777));
+    free(dir);
+    return err;
+}
+
+/* Reads and decodes the key file of the address. */
+static estc_err keyfile_read(const struct tpm2_op *op, struct tpm2_keyfile *kf)
+{
+    const char *path = op->a.key_file;
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0) {
+        int e = errno;
+        return estc_error(op->ctx, e == ENOENT ? ESTC_ERR_NOT_FOUND : ESTC_ERR_IO,
+                          "%s: cannot read the key file: %s", op->text, strerror(e));
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > KEYFILE_MAX) {
+        close(fd);
+        return estc_error(op->ctx, ESTC_ERR_FORMAT,
+                          "%s: not a TSS2 PRIVATE KEY file (not a regular file or too large)",
+                          op->text);
+    }
+    uint8_t *data = malloc((size_t)st.st_size + 1);
+    if (data == NULL) {
+        close(fd);
+        return ESTC_ERR_NOMEM;
+    }
+    size_t n = 0;
+    int e = 0;
+    while (n <= (size_t)st.st_size) {
+        ssize_t r = read(fd, data + n, (size_t)st.st_size + 1 - n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            e = errno;
+        if (r <= 0)
+            break;
+        n += (size_t)r;
+    }
+    close(fd);
+    estc_err err = ESTC_OK;
+    if (e != 0) {
+        err = estc_error(op->ctx, ESTC_ERR_IO, "%s: cannot read the key file: %s", op->text,
+                         strerror(e));
+    } else {
+        const char *why = estc__tpm2_keyfile_parse(data, n, kf);
+        if (why != NULL)
+            err = estc_error(op->ctx, ESTC_ERR_FORMAT, "%s: not a usable TSS2 PRIVATE KEY file: %s",
+                             op->text, why);
+    }
+    free(data);
+    return err;
+}
+
+/* Whether public area @p is one of a key this driver signs with. */
+static bool signing_key(const TPMT_PUBLIC *p)
+{
+    return (p->objectAttributes & TPMA_OBJECT_SIGN_ENCRYPT) &&
+           !(p->objectAttributes & TPMA_OBJECT_RESTRICTED) &&
+           (p->type == TPM2_ALG_ECC || p->type == TPM2_ALG_RSA);
+}
+
+/* Reads the key file and loads it under its parent: @key and @pa to close
+ * with keyfile_unload(). */
+static estc_err keyfile_load(const struct tpm2_op *op, struct tpm2_keyfile *kf, struct parent *pa,
+                             ESYS_TR *key)
+{
+    *key = ESYS_TR_NONE;
+    pa->tr = ESYS_TR_NONE;
+    pa->transient = false;
+    estc_err err = keyfile_read(op, kf);
+    if (err != ESTC_OK)
+        return err;
+    if (!kf->empty_auth)
+        return estc_error(op->ctx, ESTC_ERR_UNSUPPORTED,
+                          "%s: the key file's key has a password (emptyAuth FALSE): not supported",
+                          op->text);
+    if (!signing_key(&kf->pub.publicArea))
+        return estc_error(op->ctx, ESTC_ERR_UNSUPPORTED,
+                          "%s: the key file holds no unrestricted EC or RSA signing key", op->text);
+    err = parent_open(op, kf->parent, pa);
+    if (err != ESTC_OK)
+        return err;
+    TSS2_RC rc = Esys_Load(op->c->esys, pa->tr, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE,
+                           &kf->priv, &kf->pub, key);
+    if (rc == TSS2_RC_SUCCESS)
+        return ESTC_OK;
+    *key = ESYS_TR_NONE;
+    err = estc__tpm2_tss_err(op, "Esys_Load", rc);
+    if (err == ESTC_ERR_ENGINE && (rc & 0xFFFF0000u) == 0)
+        err = estc_error(op->ctx, ESTC_ERR_FORMAT,
+                         "%s: the TPM refuses the key file (made by another TPM, or under "
+                         "another parent?): Esys_Load: %s",
+                         op->text, Tss2_RC_Decode(rc));
+    return err;
+}
+
+static void keyfile_unload(struct tpm2_conn *c, struct parent *pa, ESYS_TR *key)
+{
+    estc__tpm2_flush(c, key);
+    parent_close(c, pa);
+}
+
+/* Writes a key file of @pub and @priv under parent 0x40000001: 0600, all
+ * or nothing, never over an existing file. */
+static estc_err keyfile_write(const struct tpm2_op *op, const TPM2B_PUBLIC *pub,
+                              const TPM2B_PRIVATE *priv)
+{
+    struct tpm2_keyfile kf = {.parent = TPM2_RH_OWNER, .empty_auth = true};
+    kf.pub = *pub;
+    kf.priv = *priv;
+    char *pem = NULL;
+    size_t pem_len = 0;
+    const char *why = estc__tpm2_keyfile_encode(&kf, &pem, &pem_len);
+    if (why != NULL)
+        return estc_error(op->ctx, ESTC_ERR_ENGINE, "%s: %s", op->text, why);
+    /* Its detail text names the path and the failed step. */
+    estc_err err = estc_file_write(op->ctx, op->a.key_file, pem, pem_len, 0600, 0);
+    OPENSSL_free(pem);
+    return err;
+}
+
+static estc_err keyfile_generate(const struct tpm2_op *op, estc_key_type type)
+{
+    struct tpm2_conn *c = op->c;
+    TPM2B_PUBLIC tmpl;
+    key_template(type, &tmpl);
+    struct parent pa = {ESYS_TR_NONE, false};
+    TPM2B_PRIVATE *priv = NULL;
+    TPM2B_PUBLIC *pub = NULL;
+    estc_err err = keyfile_check_new(op);
+    if (err == ESTC_OK && !(c->tested_types & (1u << type))) {
+        err = check_params(op, &tmpl, key_type_name(type));
+        if (err == ESTC_OK)
+            c->tested_types |= 1u << type;
+    }
+    if (err == ESTC_OK)
+        err = parent_open(op, TPM2_RH_OWNER, &pa);
+    if (err != ESTC_OK)
+        goto out;
+    TPM2B_SENSITIVE_CREATE sens = {0};
+    TPM2B_DATA outside = {0};
+    TPML_PCR_SELECTION pcrs = {0};
+    TSS2_RC rc = Esys_Create(c->esys, pa.tr, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, &sens,
+                             &tmpl, &outside, &pcrs, &priv, &pub, NULL, NULL, NULL);
+    if (rc != TSS2_RC_SUCCESS) {
+        err = estc__tpm2_tss_err(op, "Esys_Create", rc);
+        goto out;
+    }
+    err = keyfile_write(op, pub, priv);
+out:
+    parent_close(c, &pa);
+    Esys_Free(priv);
+    Esys_Free(pub);
+    return err;
+}
+
+static estc_err keyfile_import(const struct tpm2_op *op, const TPM2B_PUBLIC *pub,
+                               const TPM2B_SENSITIVE *sens)
+{
+    struct tpm2_conn *c = op->c;
+    struct parent pa = {ESYS_TR_NONE, false};
+    TPM2B_PRIVATE *priv = NULL;
+    TPM2B_PRIVATE dup = {0};
+    estc_err err = keyfile_check_new(op);
+    if (err == ESTC_OK)
+        err = parent_open(op, TPM2_RH_OWNER, &pa);
+    if (err != ESTC_OK)
+        goto out;
+    size_t off = 0;
+    TSS2_RC rc = Tss2_MU_TPM2B_SENSITIVE_Marshal(sens, dup.buffer, sizeof(dup.buffer), &off);
+    if (rc != TSS2_RC_SUCCESS) {
+        err = estc__tpm2_tss_err(op, "Tss2_MU_TPM2B_SENSITIVE_Marshal", rc);
+        goto out;
+    }
+    dup.size = (UINT16)off;
+    TPM2B_DATA enc_key = {0};
+    TPM2B_ENCRYPTED_SECRET seed = {0};
+    TPMT_SYM_DEF_OBJECT sym = {.algorithm = TPM2_ALG_NULL};
+    rc = Esys_Import(c->esys, pa.tr, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, &enc_key, pub,
+                     &dup, &seed, &sym, &priv);
+    if (rc != TSS2_RC_SUCCESS) {
+        err = estc__tpm2_tss_err(op, "Esys_Import", rc);
+        goto out;
+    }
+    err = keyfile_write(op, pub, priv);
+out:
+    OPENSSL_cleanse(&dup, sizeof(dup));
+    parent_close(c, &pa);
+    Esys_Free(priv);
+    return err;
+}
+
+static estc_err keyfile_public(const struct tpm2_op *op, estc_buf *spki)
+{
+    struct tpm2_keyfile kf;
+    struct parent pa;
+    ESYS_TR key;
+    /* Loaded, not only read: the answer says the key is usable here. */
+    estc_err err = keyfile_load(op, &kf, &pa, &key);
+    if (err == ESTC_OK)
+        err = spki_of(op, &kf.pub.publicArea, spki);
+    keyfile_unload(op->c, &pa, &key);
+    return err;
+}
+
+static estc_err keyfile_sign(const struct tpm2_op *op, estc_sig_alg alg, estc_hash hash,
+                             const uint8_t *digest, size_t digest_len, estc_buf *sig)
+{
+    struct tpm2_keyfile kf;
+    struct parent pa;
+    ESYS_TR key;
+    estc_err err = keyfile_load(op, &kf, &pa, &key);
+    if (err == ESTC_OK)
+        err = sign_with(op, key, &kf.pub, alg, hash, digest, digest_len, sig);
+    keyfile_unload(op->c, &pa, &key);
+    return err;
+}
+
+estc_err estc__tpm2_keyfile_remove(const struct tpm2_op *op)
+{
+    /* Only a TSS2 key file is removed: a wrong path never deletes another
+     * file. */
+    struct tpm2_keyfile kf;
+    estc_err err = keyfile_read(op, &kf);
+    if (err != ESTC_OK)
+        return err;
+    if (unlink(op->a.key_file) != 0)
+        return estc_error(op->ctx, errno == ENOENT ? ESTC_ERR_NOT_FOUND : ESTC_ERR_IO,
+                          "%s: cannot remove the key file: %s", op->text, strerror(errno));
+    return ESTC_OK;
+}
+
+estc_err estc__tpm2_keyfile_exists(const struct tpm2_op *op, bool *found)
+{
+    struct stat st;
+    *found = false;
+    if (lstat(op->a.key_file, &st) == 0) {
+        *found = true;
+        return ESTC_OK;
+    }
+    if (errno == ENOENT || errno == ENOTDIR)
+        return ESTC_OK;
+    return estc_error(op->ctx, ESTC_ERR_IO, "%s: %s", op->text, strerror(errno));
+}
+
+static int name_cmp(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Whether file @name in folder @dir begins as a PEM TSS2 PRIVATE KEY. */
+static bool looks_like_keyfile(int dfd, const char *name)
+{
+    static const char head[] = "-----BEGIN TSS2 PRIVATE KEY-----";
+    int fd = openat(dfd, name, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    if (fd < 0)
+        return false;
+    char buf[sizeof(head) - 1];
+    struct stat st;
+    bool ok = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
+              read(fd, buf, sizeof(buf)) == (ssize_t)sizeof(buf) &&
+              memcmp(buf, head, sizeof(buf)) == 0;
+    close(fd);
+    return ok;
+}
+
+estc_err estc__tpm2_keyfile_list(const struct tpm2_op *op, estc_list_fn fn, void *arg)
+{
+    const char *dir = op->a.key_dir;
+    DIR *d = opendir(dir);
+    if (d == NULL)
+        return errno == ENOENT ? ESTC_OK
+                               : estc_error(op->ctx, ESTC_ERR_IO, "%s: key-dir %s: %s", op->text,
+                                            dir, strerror(errno));
+    char **names = NULL;
+    size_t n = 0, cap = 0;
+    estc_err err = ESTC_OK;
+    struct dirent *de;
+    while (err == ESTC_OK && (de = readdir(d)) != NULL) {
+        size_t len = strlen(de->d_name);
+        if (de->d_name[0] == '.' || len < 5 || strcmp(de->d_name + len - 4, ".pem") != 0 ||
+            !looks_like_keyfile(dirfd(d), de->d_name))
+            continue;
+        if (n == cap) {
+            size_t ncap = cap == 0 ? 16 : cap * 2;
+            char **grown = realloc(names, ncap * sizeof(*grown));
+            if (grown == NULL) {
+                err = ESTC_ERR_NOMEM;
+                break;
+            }
+            names = grown;
+            cap = ncap;
+        }
+        names[n] = strdup(de->d_name);
+        if (names[n] == NULL)
+            err = ESTC_ERR_NOMEM;
+        else
+            n++;
+    }
+    closedir(d);
+    if (err == ESTC_OK && n > 1)
+        qsort(names, n, sizeof(*names), name_cmp);
+    bool more = true;
+    for (size_t i = 0; i < n; i++) {
+        if (err == ESTC_OK && more) {
+            char *addr = NULL;
+            err = estc__tpm2_compose_file(op, dir, names[i], &addr);
+            if (err == ESTC_OK)
+                more = fn(arg, addr, ESTC_OBJ_KEY);
+            free(addr);
+        }
+        free(names[i]);
+    }
+    free(names);
     return err;
 }

@@ -183,6 +183,8 @@ static bool list_one(void *arg, uint32_t h)
 
 estc_err estc__tpm2_list(const struct tpm2_op *op, estc_obj_kind kind, estc_list_fn fn, void *arg)
 {
+    if (kind == ESTC_OBJ_KEY && op->a.key_dir != NULL)
+        return estc__tpm2_keyfile_list(op, fn, arg);
     uint32_t lo, hi;
     estc__tpm2_kind_range(&op->a, kind, &lo, &hi);
     struct list_walk w = {op, kind, fn, arg, ESTC_OK};

@@ -28,15 +28,29 @@ static estc_err op_begin(struct tpm2_op *op, estc_ctx *ctx, void *state, const e
     estc_err err = estc__tpm2_addr_read(ctx, addr, &op->a);
     if (err != ESTC_OK)
         return err;
-    unsigned want = flags & (ADDR_PREFIX | ADDR_KEY | ADDR_NV);
+    unsigned want = flags & (ADDR_PREFIX | ADDR_KEY | ADDR_NV | ADDR_FILE);
     if (!(op->a.type & want))
         return estc_error(ctx, ESTC_ERR_BAD_ADDRESS, "%s: %s", op->text,
-                          want == ADDR_KEY      ? "expected a key address (handle=0x81......)"
+                          want == (ADDR_KEY | ADDR_FILE)
+                              ? "expected a key address (handle=0x81...... or key-file=PATH)"
                           : want == ADDR_NV     ? "expected a certificate address (nv=0x01......)"
-                          : want == ADDR_PREFIX ? "expected a prefix (no handle= or nv=)"
+                          : want == ADDR_PREFIX ? "expected a prefix (no handle=, nv= or key-file=)"
                                                 : "not an object address");
-    return flags & OP_CONNECT ? estc__tpm2_connect(op, state) : ESTC_OK;
+    if (!(flags & OP_CONNECT))
+        return ESTC_OK;
+    err = estc__tpm2_connect(op, state);
+    return err == ESTC_OK ? estc__tpm2_auth_begin(op) : err;
 }
+
+/* The epilogue of an operation that op_begin() connected: the passwords of
+ * the operation leave the connection and memory. Returns @err. */
+static estc_err op_end(struct tpm2_op *op, estc_err err)
+{
+    estc__tpm2_auth_end(op);
+    return err;
+}
+
+#define KEY_ADDR (ADDR_KEY | ADDR_FILE)
 
 /* ------------------------------------------------------------------------ */
 /* Keys                                                                      */
@@ -49,8 +63,8 @@ static estc_err tpm2_key_generate(estc_ctx *ctx, void *state, const estc_address
         return estc_error(ctx, ESTC_ERR_UNSUPPORTED, "%s: unknown key type %d", addr->text,
                           (int)type);
     struct tpm2_op op;
-    estc_err err = op_begin(&op, ctx, state, addr, ADDR_KEY | OP_CONNECT);
-    return err == ESTC_OK ? estc__tpm2_key_generate(&op, type) : err;
+    estc_err err = op_begin(&op, ctx, state, addr, KEY_ADDR | OP_CONNECT);
+    return op_end(&op, err == ESTC_OK ? estc__tpm2_key_generate(&op, type) : err);
 }
 
 static estc_err tpm2_key_import(estc_ctx *ctx, void *state, const estc_address *addr,
@@ -59,16 +73,16 @@ static estc_err tpm2_key_import(estc_ctx *ctx, void *state, const estc_address *
     if (pkcs8 == NULL || pkcs8_len == 0 || pkcs8_len > 0x7FFFFFFF)
         return estc_error(ctx, ESTC_ERR_INVALID_ARG, "%s: empty key", addr->text);
     struct tpm2_op op;
-    estc_err err = op_begin(&op, ctx, state, addr, ADDR_KEY | OP_CONNECT);
-    return err == ESTC_OK ? estc__tpm2_key_import(&op, pkcs8, pkcs8_len) : err;
+    estc_err err = op_begin(&op, ctx, state, addr, KEY_ADDR | OP_CONNECT);
+    return op_end(&op, err == ESTC_OK ? estc__tpm2_key_import(&op, pkcs8, pkcs8_len) : err);
 }
 
 static estc_err tpm2_key_public(estc_ctx *ctx, void *state, const estc_address *addr,
                                 estc_buf *spki)
 {
     struct tpm2_op op;
-    estc_err err = op_begin(&op, ctx, state, addr, ADDR_KEY | OP_CONNECT);
-    return err == ESTC_OK ? estc__tpm2_key_public(&op, spki) : err;
+    estc_err err = op_begin(&op, ctx, state, addr, KEY_ADDR | OP_CONNECT);
+    return op_end(&op, err == ESTC_OK ? estc__tpm2_key_public(&op, spki) : err);
 }
 
 static estc_err tpm2_key_sign(estc_ctx *ctx, void *state, const estc_address *addr,
@@ -85,15 +99,24 @@ static estc_err tpm2_key_sign(estc_ctx *ctx, void *state, const estc_address *ad
         return estc_error(ctx, ESTC_ERR_UNSUPPORTED, "%s: unknown signature algorithm %d",
                           addr->text, (int)alg);
     struct tpm2_op op;
-    estc_err err = op_begin(&op, ctx, state, addr, ADDR_KEY | OP_CONNECT);
-    return err == ESTC_OK ? estc__tpm2_key_sign(&op, alg, hash, digest, digest_len, sig) : err;
+    estc_err err = op_begin(&op, ctx, state, addr, KEY_ADDR | OP_CONNECT);
+    return op_end(&op, err == ESTC_OK ? estc__tpm2_key_sign(&op, alg, hash, digest, digest_len, sig)
+                                      : err);
 }
 
 static estc_err tpm2_key_remove(estc_ctx *ctx, void *state, const estc_address *addr)
 {
     struct tpm2_op op;
-    estc_err err = op_begin(&op, ctx, state, addr, ADDR_KEY | OP_CONNECT);
-    return err == ESTC_OK ? estc__tpm2_key_remove(&op) : err;
+    estc_err err = op_begin(&op, ctx, state, addr, KEY_ADDR);
+    if (err != ESTC_OK)
+        return err;
+    /* A key file goes without the TPM. */
+    if (op.a.type == ADDR_FILE)
+        return estc__tpm2_keyfile_remove(&op);
+    err = estc__tpm2_connect(&op, state);
+    if (err == ESTC_OK)
+        err = estc__tpm2_auth_begin(&op);
+    return op_end(&op, err == ESTC_OK ? estc__tpm2_key_remove(&op) : err);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -109,7 +132,7 @@ static estc_err tpm2_cert_store(estc_ctx *ctx, void *state, const estc_address *
         return estc_error(ctx, ESTC_ERR_INVALID_ARG, "%s: empty certificate", addr->text);
     struct tpm2_op op;
     estc_err err = op_begin(&op, ctx, state, addr, ADDR_NV | OP_CONNECT);
-    return err == ESTC_OK ? estc__tpm2_cert_store(&op, der, der_len) : err;
+    return op_end(&op, err == ESTC_OK ? estc__tpm2_cert_store(&op, der, der_len) : err);
 }
 
 static estc_err tpm2_cert_load(estc_ctx *ctx, void *state, const estc_address *addr, estc_buf *der)
@@ -118,14 +141,14 @@ static estc_err tpm2_cert_load(estc_ctx *ctx, void *state, const estc_address *a
         return estc_error(ctx, ESTC_ERR_INVALID_ARG, "%s: no output buffer", addr->text);
     struct tpm2_op op;
     estc_err err = op_begin(&op, ctx, state, addr, ADDR_NV | OP_CONNECT);
-    return err == ESTC_OK ? estc__tpm2_cert_load(&op, der) : err;
+    return op_end(&op, err == ESTC_OK ? estc__tpm2_cert_load(&op, der) : err);
 }
 
 static estc_err tpm2_cert_remove(estc_ctx *ctx, void *state, const estc_address *addr)
 {
     struct tpm2_op op;
     estc_err err = op_begin(&op, ctx, state, addr, ADDR_NV | OP_CONNECT);
-    return err == ESTC_OK ? estc__tpm2_cert_remove(&op) : err;
+    return op_end(&op, err == ESTC_OK ? estc__tpm2_cert_remove(&op) : err);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -144,7 +167,7 @@ static estc_err tpm2_list(estc_ctx *ctx, void *state, const estc_address *prefix
         return estc_error(ctx, ESTC_ERR_INVALID_ARG, "%s: bad list arguments", prefix->text);
     struct tpm2_op op;
     estc_err err = op_begin(&op, ctx, state, prefix, ADDR_PREFIX | OP_CONNECT);
-    return err == ESTC_OK ? estc__tpm2_list(&op, kind, fn, arg) : err;
+    return op_end(&op, err == ESTC_OK ? estc__tpm2_list(&op, kind, fn, arg) : err);
 }
 
 static estc_err tpm2_exists(estc_ctx *ctx, void *state, const estc_address *addr,
@@ -154,13 +177,15 @@ static estc_err tpm2_exists(estc_ctx *ctx, void *state, const estc_address *addr
         return ESTC_ERR_INVALID_ARG;
     *found = false;
     struct tpm2_op op;
-    estc_err err = op_begin(&op, ctx, state, addr, ADDR_KEY | ADDR_NV);
+    estc_err err = op_begin(&op, ctx, state, addr, ADDR_KEY | ADDR_NV | ADDR_FILE);
     if (err != ESTC_OK)
         return err;
     /* A key address never holds a certificate and the reverse: the answer
      * needs no TPM. */
-    if ((op.a.type == ADDR_KEY) != (kind == ESTC_OBJ_KEY))
+    if ((op.a.type != ADDR_NV) != (kind == ESTC_OBJ_KEY))
         return ESTC_OK;
+    if (op.a.type == ADDR_FILE)
+        return estc__tpm2_keyfile_exists(&op, found);
     err = estc__tpm2_connect(&op, state);
     return err == ESTC_OK ? estc__tpm2_exists(&op, found) : err;
 }
@@ -186,7 +211,8 @@ static void tpm2_cleanup(estc_ctx *ctx, void *state)
 const struct estc_driver estc__driver_tpm2 = {
     .api_version = ESTC_DRIVER_API_VERSION,
     .scheme = "tpm2",
-    .description = "TPM 2.0 (tpm2-tss ESAPI): persistent keys, certificates in NV indices",
+    .description = "TPM 2.0 (tpm2-tss ESAPI): persistent keys, TSS2 key files, certificates in "
+                   "NV indices",
     .state_size = sizeof(struct tpm2_state),
     .caps = ESTC_CAP_ATTRIBUTES,
     .init = NULL,

@@ -7,7 +7,9 @@
  *   addr.c     the address attributes, handle ranges and derived addresses
  *   context.c  TCTI and ESYS connections, handle queries, ESYS_TR closing
  *              and flushing, the storage primary key
- *   keys.c     key generation, import, public keys, signatures, removal
+ *   keys.c     key generation, import, public keys, signatures, removal,
+ *              for persistent keys and key files
+ *   keyfile.c  the TSS2 PRIVATE KEY file codec (tpm2_keyfile.h)
  *   nv.c       certificates in NV indices, listing and existence
  */
 #ifndef ESTC_TPM2_INTERNAL_H
@@ -66,17 +68,22 @@ enum addr_type {
     ADDR_PREFIX = 1u << 0, /* neither handle= nor nv= */
     ADDR_KEY = 1u << 1,    /* handle= */
     ADDR_NV = 1u << 2,     /* nv= */
+    ADDR_FILE = 1u << 3,   /* key-file=: a TSS2 PRIVATE KEY file */
 };
 
 /* The meaning of an address's attributes. No allocation: @tcti points into
  * the parsed address, which outlives the operation. */
 struct tpm2_addr {
     enum addr_type type;
-    uint32_t handle;         /* key handle or NV index */
-    const char *tcti;        /* from ?tcti=, NULL when absent */
-    uint32_t srk;            /* storage primary handle */
-    uint32_t key_lo, key_hi; /* prefixes: key handle range */
-    uint32_t nv_lo, nv_hi;   /* prefixes: NV range, certs low half, trust high half */
+    uint32_t handle;             /* key handle or NV index */
+    const char *tcti;            /* from ?tcti=, NULL when absent */
+    uint32_t srk;                /* storage primary handle */
+    uint32_t key_lo, key_hi;     /* prefixes: key handle range */
+    uint32_t nv_lo, nv_hi;       /* prefixes: NV range, certs low half, trust high half */
+    const char *key_file;        /* key-file=: the path (percent-decoded) */
+    const char *key_dir;         /* prefixes: key-dir=, derived keys are files there */
+    const char *owner_auth_src;  /* owner-auth-source=: file holding the owner password */
+    const char *parent_auth_src; /* parent-auth-source=: file holding the parent's password */
 };
 
 /* One operation: what op_begin() in tpm2.c sets up for every entry point. */
@@ -86,6 +93,10 @@ struct tpm2_op {
     const char *text; /* addr->text, for messages (estc_error() hides secrets) */
     struct tpm2_addr a;
     struct tpm2_conn *c; /* the TPM connection; NULL when not connected */
+    /* Passwords read for this operation only (estc__tpm2_auth_begin), wiped
+     * by estc__tpm2_auth_end(); never logged. */
+    TPM2B_AUTH owner_auth;
+    TPM2B_AUTH parent_auth;
 };
 
 /* addr.c ----------------------------------------------------------------- */
@@ -102,7 +113,13 @@ void estc__tpm2_kind_range(const struct tpm2_addr *a, estc_obj_kind kind, uint32
  * of @op, as a new string in *@out. */
 estc_err estc__tpm2_compose(const struct tpm2_op *op, estc_obj_kind kind, uint32_t h, char **out);
 
-/* address_derive on the prefix of @op. */
+/* "tpm2:key-file=DIR/FILE" with the prefix's query, DIR and FILE
+ * percent-encoded, as a new string in *@out. */
+estc_err estc__tpm2_compose_file(const struct tpm2_op *op, const char *dir, const char *file,
+                                 char **out);
+
+/* address_derive on the prefix of @op: a key under a key-dir= prefix is the
+ * file KEY-DIR/NAME.pem, anything else a handle or index in its range. */
 estc_err estc__tpm2_derive(const struct tpm2_op *op, estc_obj_kind kind, const char *name,
                            char **out);
 
@@ -147,6 +164,20 @@ void estc__tpm2_key_remember(struct tpm2_conn *c, uint32_t handle, ESYS_TR tr);
  * persistent when absent; owned by the connection. */
 estc_err estc__tpm2_srk_get(const struct tpm2_op *op, ESYS_TR *srk);
 
+/* Sets the parent password of the operation on @parent (the SRK or a key
+ * file's persistent parent). */
+estc_err estc__tpm2_set_parent_auth(const struct tpm2_op *op, ESYS_TR parent);
+
+/* Reads the operation's passwords (owner-auth-source= or
+ * ESTC_TPM2_OWNER_AUTH_FILE, parent-auth-source=) and sets the owner
+ * hierarchy's on the connection; ESTC_ERR_AUTH when a file cannot be read,
+ * is open to others or too long. */
+estc_err estc__tpm2_auth_begin(struct tpm2_op *op);
+
+/* Resets the connection's owner and SRK passwords to empty and wipes the
+ * operation's copies. */
+void estc__tpm2_auth_end(struct tpm2_op *op);
+
 /* Drops the cached SRK after a failure that may come from its eviction. */
 void estc__tpm2_srk_check(struct tpm2_conn *c, estc_err err);
 
@@ -158,6 +189,12 @@ estc_err estc__tpm2_key_public(const struct tpm2_op *op, estc_buf *spki);
 estc_err estc__tpm2_key_sign(const struct tpm2_op *op, estc_sig_alg alg, estc_hash hash,
                              const uint8_t *digest, size_t digest_len, estc_buf *sig);
 estc_err estc__tpm2_key_remove(const struct tpm2_op *op);
+
+/* Key files (key-file=): removal and existence need no TPM; listing the
+ * key files of a key-dir= prefix. */
+estc_err estc__tpm2_keyfile_remove(const struct tpm2_op *op);
+estc_err estc__tpm2_keyfile_exists(const struct tpm2_op *op, bool *found);
+estc_err estc__tpm2_keyfile_list(const struct tpm2_op *op, estc_list_fn fn, void *arg);
 
 /* Whether the driver knows @type (key generation checks it before the
  * address: an unknown type is refused whatever the address). */

@@ -229,6 +229,73 @@ estc_err estc_client_serverkeygen(estc_client *client);
 estc_err estc_client_csrattrs(estc_client *client);
 
 /* ------------------------------------------------------------------------ */
+/* Keys no engine reaches: CSRs made and enrolled apart                      */
+/* ------------------------------------------------------------------------ */
+/*
+ * A key in a secure element with its own SDK, or on an offline signing
+ * station, cannot be used by an engine. Its CSR is made there and enrolled
+ * here: estc_client_enroll_csr() or estc_client_reenroll_csr(). The other
+ * way round, estc_client_make_csr() gives the request an enrollment would
+ * send for an engine key, to be carried to a server by other means.
+ */
+
+/**
+ * estc_client_make_csr() - the PKCS#10 request (DER) that estc_client_enroll()
+ * would send for the key at @key_addr, into @der; no network.
+ *
+ * The Subject (estc_client_set_subject(), required), the subjectAltName
+ * entries (estc_client_add_san()) and what a preceding estc_client_csrattrs()
+ * asked for (extensions, hash) go in as enroll puts them; it is signed in the
+ * key's engine through the provider. It carries no proof-of-possession
+ * value: that names a DTLS session, and there is none.
+ * Returns ESTC_OK, ESTC_ERR_INVALID_ARG (NULL argument; a malformed subject
+ * or subjectAltName), ESTC_ERR_STATE (no subject), ESTC_ERR_NOT_FOUND (no
+ * key at @key_addr), ESTC_ERR_CRYPTO (signing failed), ESTC_ERR_NOMEM, or
+ * the engine's errors.
+ */
+estc_err estc_client_make_csr(estc_client *client, const char *key_addr, estc_buf *der);
+
+/**
+ * estc_client_check_csr() - reads a PKCS#10 request made elsewhere: @len
+ * bytes at @csr, PEM ("CERTIFICATE REQUEST") or DER, at most 64 KiB. Its
+ * signature must verify with the public key it carries (the key's holder
+ * signed it). Gives its DER in @der (NULL: only check).
+ * Returns ESTC_OK, ESTC_ERR_INVALID_ARG (NULL argument, empty input),
+ * ESTC_ERR_FORMAT (not a CSR, trailing bytes, too big), ESTC_ERR_CRYPTO (the
+ * signature does not verify), ESTC_ERR_NOMEM. Nothing is sent or stored.
+ */
+estc_err estc_client_check_csr(estc_client *client, const void *csr, size_t len, estc_buf *der);
+
+/**
+ * estc_client_enroll_csr() - POST /sen with a CSR made elsewhere, on a
+ * session authenticated with the bootstrap credentials.
+ *
+ * The CSR is first checked as estc_client_check_csr() does; no key is
+ * made. The issued certificate must be for the CSR's public key (else
+ * ESTC_ERR_VALIDATION and nothing is stored) and chain to the trust store;
+ * it is then stored at the enrolled certificate address, as by
+ * estc_client_enroll(). The enrolled key address does not change: the
+ * certificate's key is wherever the CSR was made, so renewing it with the
+ * enrolled credentials needs estc_client_set_enrolled() to name an address
+ * an engine reaches it at. Not with proof-of-possession
+ * (estc_client_set_pop()): the CSR cannot be signed again for the session
+ * (ESTC_ERR_UNSUPPORTED, before any network).
+ * Errors: those of estc_client_check_csr() and of every operation.
+ */
+estc_err estc_client_enroll_csr(estc_client *client, const void *csr, size_t len);
+
+/**
+ * estc_client_reenroll_csr() - POST /sren with a CSR made elsewhere, on a
+ * session authenticated with the enrolled certificate and key.
+ *
+ * As estc_client_enroll_csr(); the issued certificate must also keep the
+ * Subject and subjectAltName of the enrolled one. It replaces the enrolled
+ * certificate; the enrolled key address does not change (when the CSR is
+ * for another key, that key no longer belongs to the certificate).
+ */
+estc_err estc_client_reenroll_csr(estc_client *client, const void *csr, size_t len);
+
+/* ------------------------------------------------------------------------ */
 /* Results                                                                   */
 /* ------------------------------------------------------------------------ */
 

@@ -21,6 +21,8 @@
 #include <unistd.h>
 
 #include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509v3.h>
 
 #include <estc/client.h>
 
@@ -33,14 +35,67 @@ static struct fake_server fs;
 static estc_ctx *ctx;
 static estc_client *client;
 
-enum op { OP_CRTS, OP_SEN, OP_SREN, OP_SREN_REKEY, OP_SKG };
+enum op { OP_CRTS, OP_SEN, OP_SREN, OP_SREN_REKEY, OP_SKG, OP_SEN_CSR, OP_SREN_CSR };
 
-static const char *op_name[] = {"cacerts", "enroll", "reenroll", "reenroll --rekey",
-                                "serverkeygen"};
+static const char *op_name[] = {"cacerts",      "enroll",       "reenroll",      "reenroll --rekey",
+                                "serverkeygen", "enroll --csr", "reenroll --csr"};
+
+/* A key no engine holds (a secure element's, an offline station's), and
+ * the CSR its holder made: the enrolled Subject and subjectAltName, signed
+ * with that key. */
+static EVP_PKEY *outside_key;
+
+static void outside_csr(estc_buf *der)
+{
+    if (outside_key == NULL)
+        outside_key = EVP_EC_gen("P-256");
+    ck_assert_ptr_nonnull(outside_key);
+    X509_REQ *req = X509_REQ_new();
+    X509_NAME *name = X509_NAME_new();
+    ck_assert_ptr_nonnull(req);
+    ck_assert_ptr_nonnull(name);
+    ck_assert_int_eq(X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8,
+                                                (const unsigned char *)"device-1", -1, -1, 0),
+                     1);
+    ck_assert_int_eq(X509_NAME_add_entry_by_txt(name, "O", MBSTRING_UTF8,
+                                                (const unsigned char *)"Example", -1, -1, 0),
+                     1);
+    ck_assert_int_eq(X509_REQ_set_subject_name(req, name), 1);
+    ck_assert_int_eq(X509_REQ_set_pubkey(req, outside_key), 1);
+    STACK_OF(X509_EXTENSION) *exts = sk_X509_EXTENSION_new_null();
+    X509_EXTENSION *san =
+        X509V3_EXT_conf_nid(NULL, NULL, NID_subject_alt_name, "DNS:device-1.example");
+    ck_assert_ptr_nonnull(san);
+    ck_assert_int_gt(sk_X509_EXTENSION_push(exts, san), 0);
+    ck_assert_int_eq(X509_REQ_add_extensions(req, exts), 1);
+    ck_assert_int_gt(X509_REQ_sign(req, outside_key, EVP_sha256()), 0);
+    unsigned char *out = NULL;
+    int n = i2d_X509_REQ(req, &out);
+    ck_assert_int_gt(n, 0);
+    ck_assert_int_eq(estc_buf_set(der, out, (size_t)n), ESTC_OK);
+    OPENSSL_free(out);
+    sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
+    X509_NAME_free(name);
+    X509_REQ_free(req);
+}
+
+static estc_err run_csr(bool renew)
+{
+    estc_buf csr = {0};
+    outside_csr(&csr);
+    estc_err err = renew ? estc_client_reenroll_csr(client, csr.data, csr.len)
+                         : estc_client_enroll_csr(client, csr.data, csr.len);
+    estc_buf_free(&csr);
+    return err;
+}
 
 static estc_err run(enum op op)
 {
     switch (op) {
+    case OP_SEN_CSR:
+        return run_csr(false);
+    case OP_SREN_CSR:
+        return run_csr(true);
     case OP_CRTS:
         return estc_client_cacerts(client);
     case OP_SEN:
@@ -233,6 +288,8 @@ static void teardown(void)
     ctx = NULL;
     fake_server_done(&fs);
     nftw(dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+    EVP_PKEY_free(outside_key);
+    outside_key = NULL;
 }
 
 /* ---- the cases ------------------------------------------------------------------ */
@@ -280,6 +337,13 @@ static const struct hostile_case cases[] = {
     {OP_SKG, "/est/skg", FAKE_EXPIRED, ESTC_ERR_VALIDATION, "expired"},
     {OP_SKG, "/est/skg", FAKE_ENDLESS_503, ESTC_ERR_LIMIT, "5.03"},
     {OP_SKG, "/est/skg", FAKE_BAD_REQUEST, ESTC_ERR_SERVER, FAKE_DIAGNOSTIC},
+    /* CSRs made elsewhere: the certificate must be for the CSR's key */
+    {OP_SEN_CSR, "/est/sen", FAKE_OTHER_KEY, ESTC_ERR_VALIDATION, "another key"},
+    {OP_SEN_CSR, "/est/sen", FAKE_UNTRUSTED, ESTC_ERR_VALIDATION, NULL},
+    {OP_SEN_CSR, "/est/sen", FAKE_GARBAGE, ESTC_ERR_FORMAT, NULL},
+    {OP_SREN_CSR, "/est/sren", FAKE_OTHER_KEY, ESTC_ERR_VALIDATION, "another key"},
+    {OP_SREN_CSR, "/est/sren", FAKE_WRONG_SUBJECT, ESTC_ERR_VALIDATION, "Subject"},
+    {OP_SREN_CSR, "/est/sren", FAKE_EXPIRED, ESTC_ERR_VALIDATION, "expired"},
     /* /crts */
     {OP_CRTS, "/est/crts", FAKE_WRONG_CF, ESTC_ERR_PROTOCOL, "Content-Format"},
     {OP_CRTS, "/est/crts", FAKE_GARBAGE, ESTC_ERR_FORMAT, NULL},
@@ -391,6 +455,154 @@ START_TEST(control_cacerts)
         estc_object_exists(ctx, estc_client_ca_address(client, 0), ESTC_OBJ_TRUST, &found),
         ESTC_OK);
     ck_assert(found);
+}
+END_TEST
+
+/* The certificate the client holds is for the outside key. */
+static void holds_outside_key(void)
+{
+    estc_buf der = {0};
+    ck_assert_int_eq(estc_client_certificate(client, &der), ESTC_OK);
+    const unsigned char *p = der.data;
+    X509 *x = d2i_X509(NULL, &p, (long)der.len);
+    ck_assert_ptr_nonnull(x);
+    ck_assert_int_eq(EVP_PKEY_eq(X509_get0_pubkey(x), outside_key), 1);
+    X509_free(x);
+    estc_buf_free(&der);
+}
+
+START_TEST(control_enroll_csr)
+{
+    char *key = strdup(estc_client_key_address(client));
+    ck_assert_ptr_nonnull(key);
+    good_answer_changes(OP_SEN_CSR, true);
+    holds_outside_key();
+    /* No key was made or replaced: the enrolled key address stays. */
+    ck_assert_str_eq(estc_client_key_address(client), key);
+    bool found = false;
+    ck_assert_int_eq(estc_object_exists(ctx, key, ESTC_OBJ_KEY, &found), ESTC_OK);
+    ck_assert(found);
+    free(key);
+}
+END_TEST
+
+START_TEST(control_reenroll_csr)
+{
+    good_answer_changes(OP_SREN_CSR, true);
+    holds_outside_key();
+}
+END_TEST
+
+/* CSRs that are not one, or whose signature is not their key's: refused
+ * before anything is sent, nothing changed. */
+START_TEST(bad_csr_refused)
+{
+    estc_buf good = {0};
+    outside_csr(&good);
+    uint8_t *bad_sig = malloc(good.len);
+    ck_assert_ptr_nonnull(bad_sig);
+    memcpy(bad_sig, good.data, good.len);
+    bad_sig[good.len - 5] ^= 0x01; /* inside the signature value */
+    uint8_t *trailing = malloc(good.len + 1);
+    ck_assert_ptr_nonnull(trailing);
+    memcpy(trailing, good.data, good.len);
+    trailing[good.len] = 0;
+    static const char garbage[] = "this is not a certificate request";
+    static const char bad_pem[] = "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n"
+                                  "-----END CERTIFICATE REQUEST-----\n";
+    const struct {
+        const void *data;
+        size_t len;
+        estc_err want;
+        const char *detail_has;
+    } bad[] = {
+        {bad_sig, good.len, ESTC_ERR_CRYPTO, "signature does not verify"},
+        {trailing, good.len + 1, ESTC_ERR_FORMAT, "after the PKCS#10 request"},
+        {garbage, sizeof(garbage) - 1, ESTC_ERR_FORMAT, "not a PKCS#10 request"},
+        {bad_pem, sizeof(bad_pem) - 1, ESTC_ERR_FORMAT, "PEM"},
+        {good.data, 0, ESTC_ERR_INVALID_ARG, "empty"},
+    };
+    char *before = snapshot();
+    unsigned total = fs.total;
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        for (int renew = 0; renew < 2; renew++) {
+            estc_ctx_clear_error(ctx);
+            estc_err err = renew ? estc_client_reenroll_csr(client, bad[i].data, bad[i].len)
+                                 : estc_client_enroll_csr(client, bad[i].data, bad[i].len);
+            ck_assert_msg(err == bad[i].want, "bad CSR %zu: %s \"%s\"", i, estc_err_name(err),
+                          estc_ctx_error_detail(ctx));
+            ck_assert_msg(strstr(estc_ctx_error_detail(ctx), bad[i].detail_has) != NULL,
+                          "bad CSR %zu: detail \"%s\"", i, estc_ctx_error_detail(ctx));
+        }
+        ck_assert_int_eq(estc_client_check_csr(client, bad[i].data, bad[i].len, NULL), bad[i].want);
+    }
+    ck_assert_uint_eq(fs.total, total); /* nothing sent */
+    char *after = snapshot();
+    ck_assert_str_eq(after, before);
+    free(after);
+    free(before);
+
+    /* The same CSR as PEM is read; proof-of-possession refuses it. */
+    X509_REQ *req = NULL;
+    const unsigned char *p = good.data;
+    req = d2i_X509_REQ(NULL, &p, (long)good.len);
+    ck_assert_ptr_nonnull(req);
+    BIO *bio = BIO_new(BIO_s_mem());
+    ck_assert_int_eq(PEM_write_bio_X509_REQ(bio, req), 1);
+    char *pem = NULL;
+    long pem_len = BIO_get_mem_data(bio, &pem);
+    estc_buf der = {0};
+    ck_assert_int_eq(estc_client_check_csr(client, pem, (size_t)pem_len, &der), ESTC_OK);
+    ck_assert(der.len == good.len && memcmp(der.data, good.data, good.len) == 0);
+    ck_assert_int_eq(estc_client_set_pop(client, true), ESTC_OK);
+    ck_assert_int_eq(estc_client_enroll_csr(client, pem, (size_t)pem_len), ESTC_ERR_UNSUPPORTED);
+    ck_assert_uint_eq(fs.total, total);
+    ck_assert_int_eq(estc_client_set_pop(client, false), ESTC_OK);
+    ck_assert_int_eq(estc_client_enroll_csr(client, pem, (size_t)pem_len), ESTC_OK);
+    holds_outside_key();
+    BIO_free(bio);
+    X509_REQ_free(req);
+    estc_buf_free(&der);
+    estc_buf_free(&good);
+    free(bad_sig);
+    free(trailing);
+}
+END_TEST
+
+/* The CSR enroll would send, for the enrolled key: configured Subject and
+ * subjectAltName, signed by that key; no request sent. */
+START_TEST(make_csr_for_engine_key)
+{
+    unsigned total = fs.total;
+    estc_buf der = {0}, spki = {0};
+    const char *key = estc_client_key_address(client);
+    ck_assert_int_eq(estc_client_make_csr(client, key, &der), ESTC_OK);
+    ck_assert_uint_eq(fs.total, total);
+    ck_assert_int_eq(estc_client_check_csr(client, der.data, der.len, NULL), ESTC_OK);
+    const unsigned char *p = der.data;
+    X509_REQ *req = d2i_X509_REQ(NULL, &p, (long)der.len);
+    ck_assert_ptr_nonnull(req);
+    ck_assert_int_eq(estc_key_public(ctx, key, &spki), ESTC_OK);
+    unsigned char *mine = NULL;
+    int n = i2d_PUBKEY(X509_REQ_get0_pubkey(req), &mine);
+    ck_assert(n > 0 && (size_t)n == spki.len && memcmp(mine, spki.data, spki.len) == 0);
+    char line[256];
+    X509_NAME_oneline(X509_REQ_get_subject_name(req), line, sizeof(line));
+    ck_assert_str_eq(line, "/CN=device-1/O=Example");
+    STACK_OF(X509_EXTENSION) *exts = X509_REQ_get_extensions(req);
+    GENERAL_NAMES *sans = X509V3_get_d2i(exts, NID_subject_alt_name, NULL, NULL);
+    ck_assert_ptr_nonnull(sans);
+    ck_assert_int_eq(sk_GENERAL_NAME_num(sans), 1);
+    GENERAL_NAMES_free(sans);
+    sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
+    /* No such key; a NULL argument. */
+    ck_assert_int_eq(estc_client_make_csr(client, "file:/nonexistent/key.pem", &der),
+                     ESTC_ERR_NOT_FOUND);
+    ck_assert_int_eq(estc_client_make_csr(client, NULL, &der), ESTC_ERR_INVALID_ARG);
+    OPENSSL_free(mine);
+    X509_REQ_free(req);
+    estc_buf_free(&der);
+    estc_buf_free(&spki);
 }
 END_TEST
 
@@ -515,6 +727,10 @@ static Suite *suite(void)
     tcase_add_test(tc, control_reenroll);
     tcase_add_test(tc, control_serverkeygen);
     tcase_add_test(tc, control_cacerts);
+    tcase_add_test(tc, control_enroll_csr);
+    tcase_add_test(tc, control_reenroll_csr);
+    tcase_add_test(tc, bad_csr_refused);
+    tcase_add_test(tc, make_csr_for_engine_key);
     tcase_add_test(tc, first_enrollment_refused);
     tcase_add_test(tc, cleanup_after_refusal_keeps_persisted);
     tcase_add_test(tc, silent_server_cancelled);

@@ -412,6 +412,14 @@ START_TEST(bad_addresses)
         "tpm2:handle=0x81000010?pin-value=1",                        /* unknown query */
         "tpm2:handle=0x81000010?tcti=swtpm%zz",                      /* bad percent-encoding */
         "tpm2:handle=0x81000010;handle-range=0x81000000-0x81000001", /* object + range */
+        "tpm2:key-file=",                                            /* empty path */
+        "tpm2:key-file=/k.pem;handle=0x81000010",                    /* file + handle */
+        "tpm2:key-file=/k.pem;key-dir=/d",                           /* file + key-dir */
+        "tpm2:key-dir=/d",                                           /* a prefix */
+        "tpm2:handle=0x81000010?key-file=/k.pem",                    /* misplaced */
+        "tpm2:handle=0x81000010?owner-auth-source=",                 /* empty source */
+        "tpm2:handle=0x81000010?parent-auth-source=",                /* empty source */
+        "tpm2:handle=0x81000010;owner-auth-source=/p",               /* misplaced */
     };
     uint8_t d[32] = {0};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
@@ -433,6 +441,38 @@ START_TEST(bad_addresses)
     expect(estc_address_derive(ctx, "tpm2:nv-range=0x01500000-0x01500000", ESTC_OBJ_KEY, "x", &a),
            ESTC_ERR_BAD_ADDRESS, "one-index nv range");
     ck_assert_ptr_null(a);
+    /* A key name under key-dir= is one file name (the library already
+     * allows no other). */
+    static const char *const bad_names[] = {"a/b", "..", ".hidden", ""};
+    for (size_t i = 0; i < sizeof(bad_names) / sizeof(bad_names[0]); i++) {
+        expect(estc_address_derive(ctx, "tpm2:key-dir=/d", ESTC_OBJ_KEY, bad_names[i], &a),
+               ESTC_ERR_INVALID_ARG, bad_names[i]);
+        ck_assert_ptr_null(a);
+    }
+}
+END_TEST
+
+/* A key-dir= prefix derives key files, percent-encoded, with the prefix's
+ * query; certificates still go to NV indices. */
+START_TEST(derive_key_files)
+{
+    char *a = NULL;
+    expect(estc_address_derive(ctx, "tpm2:key-dir=/var/lib/my%20keys?tcti=mssim", ESTC_OBJ_KEY,
+                               "dev_1", &a),
+           ESTC_OK, "derive key");
+    ck_assert_str_eq(a, "tpm2:key-file=/var/lib/my%20keys/dev_1.pem?tcti=mssim");
+    free(a);
+    a = NULL;
+    expect(estc_address_derive(ctx, "tpm2:key-dir=/k/;t%3B?a=%3D", ESTC_OBJ_KEY, "x", &a),
+           ESTC_ERR_BAD_ADDRESS, "unknown attribute");
+    expect(estc_address_derive(ctx, "tpm2:key-dir=/k%3Bx/", ESTC_OBJ_KEY, "x", &a), ESTC_OK,
+           "slash");
+    ck_assert_str_eq(a, "tpm2:key-file=/k%3Bx/x.pem");
+    free(a);
+    a = NULL;
+    expect(estc_address_derive(ctx, "tpm2:key-dir=/k", ESTC_OBJ_CERT, "x", &a), ESTC_OK, "cert");
+    ck_assert(strncmp(a, "tpm2:nv=0x018", 13) == 0);
+    free(a);
 }
 END_TEST
 
@@ -508,11 +548,27 @@ static int tool(int argc, char **argv)
     } else if (strcmp(argv[1], "public") == 0) {
         err = estc_key_public(c, addr, &out);
     } else if (strcmp(argv[1], "sign") == 0) {
+        /* sign ADDR [pkcs1]: ECDSA, or RSASSA-PKCS1-v1_5, over SHA-256. */
         uint8_t d[32];
+        estc_sig_alg alg =
+            argc > 3 && strcmp(argv[3], "pkcs1") == 0 ? ESTC_SIG_RSA_PKCS1 : ESTC_SIG_ECDSA;
         if (fread(d, 1, sizeof(d), stdin) == sizeof(d))
-            err = estc_key_sign(c, addr, ESTC_SIG_ECDSA, ESTC_HASH_SHA256, d, sizeof(d), &out);
+            err = estc_key_sign(c, addr, alg, ESTC_HASH_SHA256, d, sizeof(d), &out);
     } else if (strcmp(argv[1], "remove") == 0) {
         err = estc_key_remove(c, addr);
+    } else if (strcmp(argv[1], "keygen-pair") == 0 && argc > 3) {
+        /* keygen-pair A B: two P-256 keys in one context, so that what one
+         * address set on the shared connection shows in the next. */
+        err = estc_key_generate(c, addr, ESTC_KEY_EC_P256);
+        if (err == ESTC_OK) {
+            addr = argv[3];
+            err = estc_key_generate(c, addr, ESTC_KEY_EC_P256);
+        }
+    } else if (strcmp(argv[1], "import") == 0) {
+        /* import ADDR < PKCS#8 DER */
+        static uint8_t p8[16384];
+        size_t n = fread(p8, 1, sizeof(p8), stdin);
+        err = estc_key_import(c, addr, p8, n);
     }
     if (err == ESTC_OK && out.len > 0 && fwrite(out.data, 1, out.len, stdout) != out.len)
         err = ESTC_ERR_IO;
@@ -544,6 +600,7 @@ int main(int argc, char **argv)
     tcase_add_test(tc, derive_and_list);
     tcase_add_test(tc, collision_is_exists);
     tcase_add_test(tc, custom_srk);
+    tcase_add_test(tc, derive_key_files);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

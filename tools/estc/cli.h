@@ -31,6 +31,7 @@ enum cli_cmd {
     CMD_REENROLL,
     CMD_SERVERKEYGEN,
     CMD_CSRATTRS,
+    CMD_CSR,
     CMD_STATUS,
     CMD_RUN,
     CMD_RENEW,
@@ -89,6 +90,7 @@ struct cli {
     bool rekey;
     bool with_cacerts;
     bool with_csrattrs;
+    const char *csr; /* enroll/reenroll --csr FILE: a CSR made elsewhere */
     int verbose;
     bool quiet;
 
@@ -166,6 +168,26 @@ int cli_status_state(struct cli *cli);
 /* Makes relative paths absolute, then creates/checks and enters --psa-dir;
  * before the library context exists. */
 int cli_enter_psa_dir(struct cli *cli);
+
+/* csr.c: keys no engine reaches */
+
+/* estc csr: the CSR enroll would send for the engine key at --key, as PEM. */
+int cli_run_csr(struct cli *cli);
+/* enroll/reenroll --csr: the options that the CSR makes meaningless are
+ * usage errors. Returns 0 or an exit status. */
+int cli_csr_usage(const struct cli *cli);
+/* Reads and checks the --csr FILE into @csr (DER); a file that cannot be
+ * read, or holds no CSR whose signature verifies, is named with the reason:
+ * exit 1. */
+int cli_csr_read(const struct cli *cli, estc_client *client, estc_buf *csr);
+/* After enroll/reenroll --csr: whether the issued certificate is for the
+ * key at @cur_key (reenroll's current key; NULL: not). */
+int cli_csr_same_key(const struct cli *cli, estc_client *client, const char *cur_key, bool *same);
+/* After enroll/reenroll --csr for a key estc does not hold: the certificate
+ * as PEM to --out or stdout and the summary. reenroll (@cur_cert not NULL):
+ * the renewed certificate is not kept beside the current one, which still
+ * belongs to --key; its temporary copy is removed. */
+int cli_csr_print_issued(const struct cli *cli, estc_client *client, const char *cur_cert);
 
 /* secrets.c */
 

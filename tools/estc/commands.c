@@ -230,7 +230,8 @@ static int check_required(const struct cli *cli)
         add_missing(missing, sizeof(missing), &n,
                     "--trust or --implicit-trust is required (the server is always "
                     "authenticated): a PEM file or an engine address");
-    if ((cli->cmd == CMD_ENROLL || cli->cmd == CMD_SERVERKEYGEN) && cli->subject == NULL)
+    if (((cli->cmd == CMD_ENROLL && cli->csr == NULL) || cli->cmd == CMD_SERVERKEYGEN) &&
+        cli->subject == NULL)
         add_missing(missing, sizeof(missing), &n, "--subject is required: /CN=NAME[/O=ORG...]");
     if (n == 0)
         return CLI_EXIT_OK;
@@ -503,12 +504,19 @@ static int print_links(const struct cli *cli, estc_client *client)
 
 static int run_network(struct cli *cli)
 {
+    int status = cli->csr != NULL ? cli_csr_usage(cli) : CLI_EXIT_OK;
+    if (status != CLI_EXIT_OK)
+        return status;
     estc_client *client = NULL;
     estc_err err = estc_client_new(cli->ctx, &client);
     if (err != ESTC_OK)
         return cli_fail(cli, err, "creating the client");
     char *cur_cert = NULL, *cur_key = NULL;
-    int status = cli_configure(cli, client);
+    estc_buf csr = {0}; /* --csr: read and checked before any network */
+    if (cli->csr != NULL)
+        status = cli_csr_read(cli, client, &csr);
+    if (status == CLI_EXIT_OK)
+        status = cli_configure(cli, client);
     if (status == CLI_EXIT_OK && cli->cmd != CMD_DISCOVER && cli->cmd != CMD_CSRATTRS)
         status = cli_configure_enrolled(cli, client, &cur_cert, &cur_key);
 
@@ -551,16 +559,26 @@ static int run_network(struct cli *cli)
         }
         if (cli->with_csrattrs)
             STEP(estc_client_csrattrs(client), "/att");
-        if (cli->cmd == CMD_ENROLL)
+        if (cli->cmd == CMD_ENROLL && cli->csr != NULL)
+            STEP(estc_client_enroll_csr(client, csr.data, csr.len), NULL);
+        else if (cli->cmd == CMD_REENROLL && cli->csr != NULL)
+            STEP(estc_client_reenroll_csr(client, csr.data, csr.len), NULL);
+        else if (cli->cmd == CMD_ENROLL)
             STEP(estc_client_enroll(client), NULL);
         else if (cli->cmd == CMD_REENROLL)
             STEP(estc_client_reenroll(client, cli->rekey), NULL);
         else
             STEP(estc_client_serverkeygen(client), NULL);
-        if (status == CLI_EXIT_OK && cli->cmd == CMD_REENROLL)
+        /* A CSR made elsewhere for a key estc does not hold. */
+        bool held = cli->csr == NULL;
+        if (status == CLI_EXIT_OK && !held)
+            status = cli_csr_same_key(cli, client, cur_key, &held);
+        if (status == CLI_EXIT_OK && cli->cmd == CMD_REENROLL && held)
             status = replace_in_place(cli, client, cur_cert, cur_key);
-        if (status == CLI_EXIT_OK)
+        if (status == CLI_EXIT_OK && held)
             status = print_issued(cli, client, cur_cert);
+        else if (status == CLI_EXIT_OK)
+            status = cli_csr_print_issued(cli, client, cur_cert);
         break;
     default:
         status = cli_failf(cli, CLI_EXIT_FAILURE, "not a network subcommand");
@@ -569,6 +587,7 @@ static int run_network(struct cli *cli)
 #undef STEP
     /* The engine objects stay: freeing the client removes nothing. */
     estc_client_free(client);
+    estc_buf_free(&csr);
     free(cur_cert);
     free(cur_key);
     return status;
@@ -660,6 +679,8 @@ int cli_run(struct cli *cli)
             status = cli_status_state(cli);
         else if (cli->cmd == CMD_STATUS)
             status = run_status(cli);
+        else if (cli->cmd == CMD_CSR)
+            status = cli_run_csr(cli);
         else
             status = run_network(cli);
     }

@@ -21,11 +21,12 @@
 #define BIT(c) (1u << (c))
 #define NET                                                                                        \
     (BIT(CMD_DISCOVER) | BIT(CMD_CACERTS) | BIT(CMD_ENROLL) | BIT(CMD_REENROLL) |                  \
-     BIT(CMD_SERVERKEYGEN) | BIT(CMD_CSRATTRS) | BIT(CMD_RUN) | BIT(CMD_RENEW))
+     BIT(CMD_SERVERKEYGEN) | BIT(CMD_CSRATTRS) | BIT(CMD_CSR) | BIT(CMD_RUN) | BIT(CMD_RENEW))
 #define ALL (NET | BIT(CMD_STATUS))
 #define ONE_SHOT (BIT(CMD_ENROLL) | BIT(CMD_REENROLL) | BIT(CMD_SERVERKEYGEN))
 #define RUN (BIT(CMD_RUN) | BIT(CMD_RENEW))
 #define ISSUE (ONE_SHOT | RUN)
+#define CSR BIT(CMD_CSR)
 
 static const struct {
     const char *name;
@@ -64,6 +65,13 @@ static const struct {
                       "estc csrattrs --server URI --trust CA.pem",
                       "Fetches and checks the CSR attributes. `enroll --with-csrattrs` applies\n"
                       "them to the CSR it sends.\n"},
+    [CMD_CSR] = {"csr", "make the CSR enroll would send, for an engine key (PEM)",
+                 "estc csr --key ADDR --subject /CN=NAME [--san TYPE:VALUE] [--out FILE]",
+                 "Signs, in the engine of --key, the PKCS#10 request that enroll would send\n"
+                 "for that key (--subject, --san; with --with-csrattrs, which needs --server\n"
+                 "and --trust, also what the server's /att asks for) and prints it as PEM.\n"
+                 "The other way round, enroll --csr FILE and reenroll --csr FILE enroll a\n"
+                 "CSR made where no engine reaches (a secure element, a signing station).\n"},
     [CMD_STATUS] = {"status", "show the enrolled certificate and key",
                     "estc status --new-cert CERT-ADDR [--new-key KEY-ADDR]",
                     "Prints the certificate at --new-cert (or --cert; an engine address or a\n"
@@ -135,6 +143,7 @@ enum opt_id {
     O_ONCE,
     O_SYSLOG,
     O_JSON,
+    O_CSR,
     O_CONFIG,
     O_TAKE_OVER,
     O_VERBOSE = 'v',
@@ -158,16 +167,17 @@ static const struct opt {
      "DNS name or IP the server's certificate must carry (default: HOST)"},
     {O_CERT, "cert", "FILE|ADDR", ALL,
      "DTLS client certificate (IDevID); reenroll/status: the current one"},
-    {O_KEY, "key", "FILE|ADDR", ALL, "its private key; reenroll/status: the current one"},
+    {O_KEY, "key", "FILE|ADDR", ALL,
+     "its private key; reenroll/status: the current one; csr: the key the CSR is for"},
     {O_NEW_KEY, "new-key", "ADDR", ISSUE | BIT(CMD_STATUS),
      "where the enrolled key goes (default mem:estc-key)"},
     {O_NEW_CERT, "new-cert", "ADDR", ISSUE | BIT(CMD_STATUS),
      "where the enrolled certificate goes (default mem:estc-cert)"},
     {O_CA_OUT, "ca-out", "PREFIX", BIT(CMD_CACERTS) | ISSUE,
      "engine prefix for the CA certificates from /crts (default mem:)"},
-    {O_SUBJECT, "subject", "/CN=..", BIT(CMD_ENROLL) | BIT(CMD_SERVERKEYGEN) | RUN,
+    {O_SUBJECT, "subject", "/CN=..", BIT(CMD_ENROLL) | BIT(CMD_SERVERKEYGEN) | RUN | CSR,
      "Subject to request, e.g. /CN=device-1/O=Example"},
-    {O_SAN, "san", "TYPE:VALUE", BIT(CMD_ENROLL) | BIT(CMD_SERVERKEYGEN) | RUN,
+    {O_SAN, "san", "TYPE:VALUE", BIT(CMD_ENROLL) | BIT(CMD_SERVERKEYGEN) | RUN | CSR,
      "subjectAltName to request: DNS:x, IP:a, URI:u, email:e (repeatable)"},
     {O_KEY_TYPE, "key-type", "TYPE", ISSUE, "p256 (default), p384, rsa2048 or rsa3072"},
     {O_ACCEPT, "accept", "CF", BIT(CMD_CACERTS) | ISSUE,
@@ -181,10 +191,13 @@ static const struct opt {
     {O_REKEY, "rekey", NULL, BIT(CMD_REENROLL) | RUN, "reenroll with a new key"},
     {O_WITH_CACERTS, "with-cacerts", NULL, ONE_SHOT,
      "first GET /crts: store the CA certificates and trust them"},
-    {O_WITH_CSRATTRS, "with-csrattrs", NULL, ONE_SHOT,
+    {O_WITH_CSRATTRS, "with-csrattrs", NULL, ONE_SHOT | CSR,
      "first GET /att and apply the attributes to the CSR"},
-    {O_OUT, "out", "FILE", BIT(CMD_CACERTS) | ONE_SHOT | BIT(CMD_STATUS),
+    {O_OUT, "out", "FILE", BIT(CMD_CACERTS) | ONE_SHOT | BIT(CMD_STATUS) | CSR,
      "write the PEM (or the status) to FILE instead of stdout"},
+    {O_CSR, "csr", "FILE", BIT(CMD_ENROLL) | BIT(CMD_REENROLL),
+     "enroll this CSR (PEM or DER) made elsewhere: no key is made; the certificate "
+     "must be for its key"},
     {O_DRIVER, "driver", "MODULE.so", ALL, "load an engine driver module (repeatable)"},
     {O_STATE, "state", "FILE", RUN | BIT(CMD_STATUS),
      "the state file (0600; written atomically, journaled)"},
@@ -405,6 +418,9 @@ static int set_opt(struct cli *cli, int id, char *arg, const char *cmd)
         break;
     case O_OUT:
         single = &cli->out;
+        break;
+    case O_CSR:
+        single = &cli->csr;
         break;
     case O_STATE:
         single = &cli->state;

@@ -54,7 +54,7 @@ _estc() {
     --psa-dir)
         mapfile -t COMPREPLY < <(compgen -d -- "$cur")
         return 0 ;;
-    --trust | --implicit-trust | --cert | --key | --out | --state | --ca-bundle | --driver)
+    --trust | --implicit-trust | --cert | --key | --out | --state | --ca-bundle | --driver | --csr)
         # A file, or an engine address typed by hand.
         mapfile -t COMPREPLY < <(compgen -f -- "$cur")
         compopt -o filenames 2>/dev/null
