@@ -323,8 +323,8 @@ static bool same_address(const char *a, const char *b)
  * the ones given is refused (exit 2), or with --take-over set aside as
  * STATE.old: its objects stay where they are, named in the log. Runs
  * before the daemon's client exists (one client at a time: the provider):
- * a first client resolves the given addresses as the daemon's will, a
- * second reads the state without changing it. */
+ * a client resolves the given addresses as the daemon's will, then reads
+ * the state without changing it (its bases replace the given ones). */
 static int check_state_addresses(struct cli *cli, const estc_state_stream *stream)
 {
     static const char *const opt[] = {"new-key", "new-cert", "ca-out"};
@@ -347,18 +347,13 @@ static int check_state_addresses(struct cli *cli, const estc_state_stream *strea
         if (given[i] != NULL && b != NULL && (want[i] = strdup(b)) == NULL)
             status = cli_failf(cli, CLI_EXIT_FAILURE, "out of memory");
     }
-    estc_client_free(probe);
-    probe = NULL;
-    if (status == CLI_EXIT_OK) {
-        err = estc_client_new(cli->ctx, &probe);
-        if (err != ESTC_OK)
-            status = cli_fail(cli, err, "reading the state's addresses");
-    }
     if (status != CLI_EXIT_OK) {
+        estc_client_free(probe);
         for (int i = 0; i < 3; i++)
             free(want[i]);
         return status;
     }
+    /* The restore puts the state's bases in place of the given ones. */
     err = estc_client_restore_ex(probe, stream, ESTC_RESTORE_READ_ONLY);
     estc_ctx_clear_error(cli->ctx);
     char msg[3000] = "";
