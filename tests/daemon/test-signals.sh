@@ -182,6 +182,11 @@ cp "$T/good.conf" "$T/bad.conf"
 echo "json = yes" >>"$T/bad.conf"
 run_estc run --config "$T/bad.conf" --state "$T/state" --once
 expect_fail "an option of another command" 2 "bad.conf:13: json does not apply to run"
+printf 'verbose = 2\nsubject = /CN=x\n' >"$T/loud.conf"
+chmod 600 "$T/loud.conf"
+run_estc run --config "$T/loud.conf" -q --state "$T/none" --server "$ESTC_SERVER_URI" \
+  --trust "$ESTC_SERVER_CA"
+expect_fail "-q on the command line wins over the file's verbose" 2 'no bootstrap credentials'
 chmod 640 "$CONF"
 run_estc run --config "$CONF" --state "$T/state" --once
 expect_fail "a PIN in a file others can read" 2 'holds a PIN \(pin-value\) but is readable'

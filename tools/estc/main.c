@@ -634,6 +634,11 @@ static int apply_config(struct cli *cli, const bool *seen)
     bool default_path = cli->config_path == NULL;
     const char *path = default_path ? "/etc/estc/estc.conf" : cli->config_path;
     int status = cli_config_read(cli, path, !default_path, &cli->config);
+    /* -q and -v are one setting: either on the command line wins over both
+     * in the file. */
+    bool loudness = false;
+    for (size_t k = 0; k < N_OPTS; k++)
+        loudness = loudness || (seen[k] && (opts[k].id == O_VERBOSE || opts[k].id == O_QUIET));
     for (size_t i = 0; status == 0 && i < cli->config.n; i++) {
         const struct cli_config_entry *e = &cli->config.entries[i];
         snprintf(config_where, sizeof(config_where), "%s:%u: ", path, e->line);
@@ -656,7 +661,7 @@ static int apply_config(struct cli *cli, const bool *seen)
                 status = usage_error(cn, "verbose takes 0, 1 or 2");
                 break;
             }
-            if (!seen[k])
+            if (!loudness)
                 cli->verbose = (int)v;
             continue;
         }
@@ -670,7 +675,7 @@ static int apply_config(struct cli *cli, const bool *seen)
                 break;
             }
         }
-        if (seen[k] || !on)
+        if (seen[k] || !on || (opts[k].id == O_QUIET && loudness))
             continue;
         /* A PIN in the file is not one on the command line. */
         bool on_argv = cli->pin_on_argv;
