@@ -478,6 +478,22 @@ const char *estc_client_cert_address(const estc_client *c)
     return c == NULL ? NULL : c->cert_addr;
 }
 
+const char *estc_client_enrolled_base(const estc_client *c, estc_obj_kind kind)
+{
+    if (c == NULL)
+        return NULL;
+    switch (kind) {
+    case ESTC_OBJ_KEY:
+        return c->key_base;
+    case ESTC_OBJ_CERT:
+        return c->cert_base;
+    case ESTC_OBJ_TRUST:
+        return c->ca_prefix;
+    default:
+        return NULL;
+    }
+}
+
 estc_err estc_client_certificate(estc_client *c, estc_buf *der)
 {
     if (c == NULL || der == NULL)

@@ -217,6 +217,18 @@ static void note_result(estc_client *c, int64_t now, estc_err err, estc_tick_res
     estc_redact(estc_ctx_error_detail(c->ctx), c->last_error_detail, sizeof(c->last_error_detail));
 }
 
+estc_err estc_client_renew_now(estc_client *c)
+{
+    if (c == NULL)
+        return ESTC_ERR_INVALID_ARG;
+    if (c->busy > 0)
+        return estc_error(c->ctx, ESTC_ERR_STATE, "renew now: an operation is in flight");
+    /* A due retry is what the tick takes as "renew now" (0 means none). */
+    int64_t now = estc_client_now(c);
+    c->retry_at = now > 0 ? now : 1;
+    return ESTC_OK;
+}
+
 estc_err estc_client_tick(estc_client *c, estc_tick_result *what)
 {
     if (c == NULL || what == NULL)

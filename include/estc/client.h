@@ -303,6 +303,15 @@ estc_err estc_client_reenroll_csr(estc_client *client, const void *csr, size_t l
 const char *estc_client_key_address(const estc_client *client);
 /** estc_client_cert_address() - the enrolled certificate's address. */
 const char *estc_client_cert_address(const estc_client *client);
+/**
+ * estc_client_enrolled_base() - where new enrolled objects go: the address
+ * estc_client_set_enrolled() gave for @kind (ESTC_OBJ_KEY, ESTC_OBJ_CERT,
+ * or ESTC_OBJ_TRUST for the CA prefix; file paths made absolute), and after
+ * estc_client_restore() the one the state recorded. NULL when none is set.
+ * An application compares the two to notice that its configuration names
+ * other addresses than a state it restores (the state's win).
+ */
+const char *estc_client_enrolled_base(const estc_client *client, estc_obj_kind kind);
 
 /** estc_client_certificate() - the enrolled certificate, DER, into @der.
  * ESTC_ERR_NOT_FOUND before an enrollment. */

@@ -196,6 +196,17 @@ const char *estc_tick_result_name(estc_tick_result what);
 estc_err estc_client_tick(estc_client *client, estc_tick_result *what);
 
 /**
+ * estc_client_renew_now() - makes the renewal due now, whatever the
+ * schedule said (also during a pause between retries): the next
+ * estc_client_tick() renews the held certificate (/sren, or the fallback
+ * /sen when that is due), or enrolls when none is held. A failure counts
+ * as a failed attempt, as on schedule. The due time is part of the state
+ * that estc_client_persist() writes. Returns ESTC_OK or
+ * ESTC_ERR_INVALID_ARG, or ESTC_ERR_STATE inside an operation.
+ */
+estc_err estc_client_renew_now(estc_client *client);
+
+/**
  * estc_client_next_deadline() - when estc_client_tick() next has work, in
  * the client's clock: now or earlier when something is due, ESTC_NEVER
  * when nothing ever will be (renewal disabled and enrolled). Sleep until

@@ -90,6 +90,28 @@ check "the tpm2: engine plug-in loads from the private folder" sh -c \
 check "the daemon's unit is installed, not enabled" sh -c \
   'test -f /lib/systemd/system/estc.service && ! test -e /etc/systemd/system/multi-user.target.wants/estc.service'
 check "the estc system user exists" getent passwd estc
+check "the example configuration is installed" test -f /usr/share/doc/estc/examples/estc.conf
+check "the TPM variant of the unit is installed, not enabled" sh -c \
+  'test -f /lib/systemd/system/estc-tpm.service && ! test -e /etc/systemd/system/multi-user.target.wants/estc-tpm.service'
+# The installed units against the installed program and man page.
+verify_units() {
+  systemd-analyze verify /lib/systemd/system/estc.service /lib/systemd/system/estc-tpm.service \
+    >"$work/verify.out" 2>&1
+  local rc=$?
+  cat "$work/verify.out"
+  [ "$rc" -eq 0 ] && ! [ -s "$work/verify.out" ]
+}
+exposure_ok() { # UNIT-FILE: systemd-analyze's overall exposure is at most 2.0
+  local e
+  e=$(systemd-analyze security --offline=true --no-pager "$1" |
+    sed -n 's/.*Overall exposure level for [^:]*: \([0-9.]*\).*/\1/p')
+  echo "exposure $e"
+  awk -v e="$e" 'BEGIN { exit !(e != "" && e + 0 <= 2.0) }'
+}
+check "systemd-analyze verify: the installed units are clean" verify_units
+for u in estc.service estc-tpm.service; do
+  check "systemd-analyze security --offline=true: $u exposure <= 2.0" exposure_ok "/lib/systemd/system/$u"
+done
 cp -r /usr/share/doc/libestc-dev/examples/custom-driver "$work/custom-driver"
 check "the custom driver example builds against the installed library" \
   make -C "$work/custom-driver"

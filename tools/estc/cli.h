@@ -34,12 +34,29 @@ enum cli_cmd {
     CMD_CSR,
     CMD_STATUS,
     CMD_RUN,
+    CMD_RENEW,
     CMD_COUNT
 };
 
 /* A repeatable option's values. */
 struct cli_list {
     const char **v;
+    size_t n;
+};
+
+/* One "key = value" line of the configuration file. */
+struct cli_config_entry {
+    unsigned line;
+    const char *key;
+    char *value;
+};
+
+/* The configuration file as read (config.c); the values point into @text. */
+struct cli_config {
+    const char *path;
+    char *text;
+    size_t size;
+    struct cli_config_entry *entries;
     size_t n;
 };
 
@@ -98,6 +115,14 @@ struct cli {
     bool once;
     bool use_syslog;
     bool json; /* status --json */
+    const char *config_path; /* --config (NULL: /etc/estc/estc.conf if it exists) */
+    struct cli_config config;
+    bool take_over;  /* --take-over: a state of other addresses is set aside */
+    bool renew_now;  /* estc renew without a daemon: renew at once */
+    bool reparsing;  /* re-read on SIGHUP: address options are kept as given */
+    /* The subcommand's arguments, for the re-read on SIGHUP. */
+    int argc;
+    char **argv;
     /* Strings made absolute before entering --psa-dir, and address values
      * read from files and the environment or copied from the command line. */
     struct cli_list owned;
@@ -108,6 +133,19 @@ struct cli {
 
     estc_ctx *ctx;
 };
+
+/* main.c: parses the arguments of @cli->cmd (@cli->argc, @cli->argv) and
+ * the configuration file into @cli; prints the error and returns an exit
+ * status. Used again on SIGHUP (with @cli->reparsing set). */
+int cli_parse(struct cli *cli, bool *help);
+/* Frees what cli_parse() allocated. */
+void cli_free(struct cli *cli);
+
+/* config.c: reads and checks the configuration file @path (a missing file
+ * is no error unless @required). Returns 0 or an exit status. */
+int cli_config_read(const struct cli *cli, const char *path, bool required,
+                    struct cli_config *cf);
+void cli_config_free(struct cli_config *cf);
 
 /* commands.c: run the parsed command; returns the exit status. */
 int cli_run(struct cli *cli);
@@ -122,6 +160,9 @@ void cli_log_line(void *arg, estc_log_level level, const char *msg);
 
 /* estc run: restore or enroll, then renew on schedule until a signal. */
 int cli_run_daemon(struct cli *cli);
+/* estc renew: asks the daemon of --state to renew now (SIGUSR1), or
+ * renews the state itself when no daemon runs. */
+int cli_renew(struct cli *cli);
 /* estc status --state FILE. */
 int cli_status_state(struct cli *cli);
 /* Makes relative paths absolute, then creates/checks and enters --psa-dir;

@@ -635,6 +635,15 @@ static int run_status(struct cli *cli)
 
 int cli_run(struct cli *cli)
 {
+    /* estc renew: a running daemon is signalled; otherwise the state is
+     * renewed here, as `run --once` with the renewal due now. */
+    if (cli->cmd == CMD_RENEW) {
+        int st = cli_renew(cli);
+        if (st != CLI_EXIT_OK || !cli->renew_now)
+            return st;
+        cli->cmd = CMD_RUN;
+        cli->once = true;
+    }
     /* The psa engine keeps its storage in the current folder. */
     if (cli->psa_dir != NULL) {
         int st = cli_enter_psa_dir(cli);

@@ -9,7 +9,14 @@
  * restore. SIGTERM and SIGINT are blocked and taken while sleeping; during
  * an operation the client's cancel callback sees them pending, so a renewal
  * that waits on the network (5.03 Max-Age, retransmissions) ends within
- * 100 ms and rolls back, and the daemon stops.
+ * 100 ms and rolls back, and the daemon stops. SIGHUP (re-read the
+ * configuration) and SIGUSR1 (renew now) are taken while sleeping too; an
+ * operation in flight finishes first.
+ *
+ * STATE.pid, locked with flock() for the daemon's life, holds its PID:
+ * `estc renew` signals the daemon it finds there, and a second daemon on
+ * the same state is refused. Under systemd (Type=notify) the daemon says
+ * READY=1 once it holds a valid certificate or restored its state.
  */
 
 #include <errno.h>
@@ -19,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <syslog.h>
@@ -26,11 +34,31 @@
 #include <unistd.h>
 
 #include <openssl/x509.h>
+#ifdef ESTC_HAVE_SYSTEMD
+#include <systemd/sd-daemon.h>
+#endif
 
 #include <estc/persist.h>
 #include <estc/schedule.h>
 
 #include "cli.h"
+
+/* ---- systemd's notification socket -------------------------------------- */
+
+/* Sends @fmt to $NOTIFY_SOCKET when systemd runs estc (Type=notify). */
+__attribute__((format(printf, 1, 2))) static void notify(const char *fmt, ...)
+{
+#ifdef ESTC_HAVE_SYSTEMD
+    char msg[1536];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    (void)sd_notify(0, msg);
+#else
+    (void)fmt;
+#endif
+}
 
 /* ---- one line per event ------------------------------------------------ */
 
@@ -51,7 +79,7 @@ __attribute__((format(printf, 3, 4))) static void event(const struct cli *cli, i
         fprintf(stderr, "estc: %s: %s\n", cli->cmd_name, shown);
 }
 
-static bool log_errors; /* -v or --syslog: the library's error lines too */
+static bool log_errors;             /* -v or --syslog: the library's error lines too */
 static const char *log_cmd = "run"; /* the command name of the lines */
 
 /* The library's log lines go where the events go. At the default verbosity
@@ -111,6 +139,261 @@ static bool holds_valid(estc_client *client)
         return false;
     int64_t now = estc_client_now(client);
     return nb <= now && now < na;
+}
+
+/* STATUS= for systemctl status: the held certificate or the next attempt. */
+static void notify_status(estc_client *client, const char *prefix)
+{
+    char what[256], t[32];
+    int64_t next = ESTC_NEVER;
+    if (holds_valid(client)) {
+        describe_cert(client, what, sizeof(what));
+    } else {
+        (void)estc_client_next_deadline(client, &next);
+        snprintf(what, sizeof(what), "no valid certificate; next attempt at %s",
+                 cli_fmt_time(next, t, sizeof(t)));
+    }
+    notify("%sSTATUS=%s", prefix, what);
+}
+
+/* ---- STATE.pid ------------------------------------------------------------ */
+
+static int lock_fd = -1;
+
+/* Opens and locks STATE.pid. *@other: the PID of the daemon holding the
+ * lock (then CLI_EXIT_OK is returned and nothing is held), or 0. */
+static int lock_state(struct cli *cli, pid_t *other)
+{
+    char path[4200];
+    *other = 0;
+    if (lock_fd >= 0)
+        return CLI_EXIT_OK;
+    if ((size_t)snprintf(path, sizeof(path), "%s.pid", cli->state) >= sizeof(path))
+        return cli_failf(cli, CLI_EXIT_USAGE, "--state: path too long");
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY, 0644);
+    if (fd < 0)
+        return cli_failf(cli, CLI_EXIT_FAILURE, "%s: %s", path, strerror(errno));
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        int e = errno;
+        char buf[32] = "";
+        ssize_t n = e == EWOULDBLOCK ? pread(fd, buf, sizeof(buf) - 1, 0) : -1;
+        close(fd);
+        if (e != EWOULDBLOCK)
+            return cli_failf(cli, CLI_EXIT_FAILURE, "%s: cannot lock: %s", path, strerror(e));
+        buf[n > 0 ? n : 0] = '\0';
+        long pid = strtol(buf, NULL, 10);
+        *other = pid > 0 ? (pid_t)pid : -1;
+        return CLI_EXIT_OK;
+    }
+    char buf[32];
+    int len = snprintf(buf, sizeof(buf), "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) != 0 || pwrite(fd, buf, (size_t)len, 0) != len) {
+        int e = errno;
+        close(fd);
+        return cli_failf(cli, CLI_EXIT_FAILURE, "%s: %s", path, strerror(e));
+    }
+    lock_fd = fd;
+    return CLI_EXIT_OK;
+}
+
+static void unlock_state(void)
+{
+    if (lock_fd >= 0) {
+        if (ftruncate(lock_fd, 0) != 0) {
+            /* The lock, not the content, tells a daemon runs. */
+        }
+        close(lock_fd);
+        lock_fd = -1;
+    }
+}
+
+/* The PID of the daemon holding STATE.pid, 0 when none does; opened
+ * read-only and not created (for a user other than the state's). */
+static pid_t daemon_of(const struct cli *cli)
+{
+    char path[4200], buf[32] = "";
+    snprintf(path, sizeof(path), "%s.pid", cli->state);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
+    if (fd < 0)
+        return 0;
+    pid_t pid = 0;
+    if (flock(fd, LOCK_SH | LOCK_NB) != 0 && errno == EWOULDBLOCK) {
+        ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
+        buf[n > 0 ? n : 0] = '\0';
+        long v = strtol(buf, NULL, 10);
+        pid = v > 0 ? (pid_t)v : -1;
+    }
+    close(fd);
+    return pid;
+}
+
+int cli_renew(struct cli *cli)
+{
+    if (cli->state == NULL)
+        return cli_failf(cli, CLI_EXIT_USAGE, "--state FILE is required (see estc renew --help)");
+    pid_t other = 0;
+    int status = CLI_EXIT_OK;
+    struct stat st;
+    if (stat(cli->state, &st) == 0 && st.st_uid != geteuid()) {
+        /* Another user's state (root asking the service's daemon): signal
+         * it, but never write that user's state, lock file or token. */
+        other = daemon_of(cli);
+        if (other == 0)
+            return cli_failf(cli, CLI_EXIT_FAILURE,
+                             "no daemon runs on --state %s, and it belongs to uid %ld: run estc "
+                             "renew as that user",
+                             cli->state, (long)st.st_uid);
+    } else {
+        status = lock_state(cli, &other);
+    }
+    if (status != CLI_EXIT_OK)
+        return status;
+    if (other == 0) {
+        /* No daemon: renew here, holding the lock. */
+        struct stat st;
+        if (stat(cli->state, &st) != 0) {
+            unlock_state();
+            return cli_failf(cli, CLI_EXIT_FAILURE,
+                             "--state %s: %s (no daemon runs on it and there is nothing to renew)",
+                             cli->state, strerror(errno));
+        }
+        cli->renew_now = true;
+        return CLI_EXIT_OK;
+    }
+    if (other < 0)
+        return cli_failf(cli, CLI_EXIT_FAILURE, "%s.pid: locked, but holds no PID", cli->state);
+    if (kill(other, SIGUSR1) != 0)
+        return cli_failf(cli, CLI_EXIT_FAILURE, "cannot signal the daemon (pid %ld): %s",
+                         (long)other, strerror(errno));
+    if (!cli->quiet)
+        fprintf(stderr,
+                "estc: renew: asked the daemon (pid %ld) to renew now; it logs the result\n",
+                (long)other);
+    return CLI_EXIT_OK;
+}
+
+/* ---- addresses: the configured ones and the state's --------------------- */
+
+/* Appends to @out the attributes of @part (@len bytes, separated by @sep)
+ * other than pin-value and pin-source, each after @lead or @sep. */
+static void keep_attrs(const char *part, size_t len, char sep, char lead, char *out, size_t size)
+{
+    size_t o = strlen(out);
+    bool first = true;
+    for (size_t i = 0; i < len;) {
+        size_t n = 0;
+        while (i + n < len && part[i + n] != sep)
+            n++;
+        bool pin = (n >= 10 && strncmp(part + i, "pin-value=", 10) == 0) ||
+                   (n >= 11 && strncmp(part + i, "pin-source=", 11) == 0);
+        if (!pin && o + n + 2 < size) {
+            char c = first ? lead : sep;
+            if (c != 0)
+                out[o++] = c;
+            memcpy(out + o, part + i, n);
+            o += n;
+            first = false;
+        }
+        i += n + 1;
+    }
+    out[o] = '\0';
+}
+
+/* @in without its pin-value and pin-source attributes (a new PIN is no
+ * new address), into @out. */
+static void strip_pins(const char *in, char *out, size_t size)
+{
+    const char *q = strchr(in, '?');
+    size_t path = q != NULL ? (size_t)(q - in) : strlen(in);
+    out[0] = '\0';
+    keep_attrs(in, path, ';', 0, out, size);
+    if (q != NULL)
+        keep_attrs(q + 1, strlen(q + 1), '&', '?', out, size);
+}
+
+static bool same_address(const char *a, const char *b)
+{
+    char x[ESTC_ADDRESS_MAX + 64], y[ESTC_ADDRESS_MAX + 64];
+    strip_pins(a, x, sizeof(x));
+    strip_pins(b, y, sizeof(y));
+    return strcmp(x, y) == 0;
+}
+
+/* A state written for other --new-key/--new-cert/--ca-out addresses than
+ * the ones given is refused (exit 2), or with --take-over set aside as
+ * STATE.old: its objects stay where they are, named in the log. Runs
+ * before the daemon's client exists (one client at a time: the provider):
+ * a client resolves the given addresses as the daemon's will, then reads
+ * the state without changing it (its bases replace the given ones). */
+static int check_state_addresses(struct cli *cli, const estc_state_stream *stream)
+{
+    static const char *const opt[] = {"new-key", "new-cert", "ca-out"};
+    const estc_obj_kind kinds[] = {ESTC_OBJ_KEY, ESTC_OBJ_CERT, ESTC_OBJ_TRUST};
+    const char *given[] = {cli->new_key, cli->new_cert, cli->ca_out};
+    char *want[3] = {NULL, NULL, NULL};
+    if (given[0] == NULL && given[1] == NULL && given[2] == NULL)
+        return CLI_EXIT_OK;
+    struct stat st;
+    if (stat(cli->state, &st) != 0)
+        return CLI_EXIT_OK; /* a fresh start (or an error the restore names) */
+    estc_client *probe = NULL;
+    estc_ctx_clear_error(cli->ctx);
+    estc_err err = estc_client_new(cli->ctx, &probe);
+    if (err != ESTC_OK)
+        return cli_fail(cli, err, "reading the state's addresses");
+    int status = cli_configure_enrolled(cli, probe, NULL, NULL);
+    for (int i = 0; status == CLI_EXIT_OK && i < 3; i++) {
+        const char *b = estc_client_enrolled_base(probe, kinds[i]);
+        if (given[i] != NULL && b != NULL && (want[i] = strdup(b)) == NULL)
+            status = cli_failf(cli, CLI_EXIT_FAILURE, "out of memory");
+    }
+    if (status != CLI_EXIT_OK) {
+        estc_client_free(probe);
+        for (int i = 0; i < 3; i++)
+            free(want[i]);
+        return status;
+    }
+    /* The restore puts the state's bases in place of the given ones. */
+    err = estc_client_restore_ex(probe, stream, ESTC_RESTORE_READ_ONLY);
+    estc_ctx_clear_error(cli->ctx);
+    char msg[3000] = "";
+    size_t used = 0;
+    for (int i = 0; err == ESTC_OK && i < 3; i++) {
+        const char *have = estc_client_enrolled_base(probe, kinds[i]);
+        if (want[i] == NULL || have == NULL || same_address(want[i], have))
+            continue;
+        char w[700], h[700];
+        cli_redact(want[i], w, sizeof(w));
+        cli_redact(have, h, sizeof(h));
+        int n = snprintf(msg + used, sizeof(msg) - used, "%s--%s %s (the state's: %s)",
+                         used > 0 ? ", " : "", opt[i], w, h);
+        if (n > 0 && (size_t)n < sizeof(msg) - used)
+            used += (size_t)n;
+    }
+    if (used > 0 && !cli->take_over) {
+        status = cli_failf(cli, CLI_EXIT_USAGE,
+                           "--state %s was written for other addresses: %s; give the state's "
+                           "addresses, or --take-over to set the state aside and enroll anew",
+                           cli->state, msg);
+    } else if (used > 0) {
+        char old[4200], k[700] = "none", c[700] = "none";
+        snprintf(old, sizeof(old), "%s.old", cli->state);
+        cli_redact(estc_client_key_address(probe), k, sizeof(k));
+        if (estc_client_cert_address(probe) != NULL)
+            cli_redact(estc_client_cert_address(probe), c, sizeof(c));
+        if (rename(cli->state, old) != 0)
+            status = cli_failf(cli, CLI_EXIT_FAILURE, "--take-over: cannot move %s to %s: %s",
+                               cli->state, old, strerror(errno));
+        else
+            event(cli, LOG_WARNING,
+                  "--take-over: %s; the state is now %s, and its key %s and certificate %s "
+                  "stay in place (remove them when no longer needed); enrolling anew",
+                  msg, old, k, c);
+    }
+    estc_client_free(probe);
+    for (int i = 0; i < 3; i++)
+        free(want[i]);
+    return status;
 }
 
 /* ---- --psa-dir ---------------------------------------------------------- */
@@ -455,6 +738,190 @@ static int sleep_until(estc_client *client, int64_t until, const sigset_t *set)
     }
 }
 
+/* ---- SIGHUP: the configuration again ----------------------------------- */
+
+/* The options as given (addresses unresolved), of the start or the last
+ * reload: a reload compares with them. */
+static struct cli *given;
+
+/* A fresh parse of the command line and the configuration file; NULL
+ * after an error (printed). */
+static struct cli *reparse(const struct cli *cli)
+{
+    struct cli *fresh = calloc(1, sizeof(*fresh));
+    if (fresh == NULL)
+        return NULL;
+    fresh->cmd = CMD_RUN;
+    fresh->cmd_name = cli->cmd_name;
+    fresh->argc = cli->argc;
+    fresh->argv = cli->argv;
+    fresh->reparsing = true;
+    bool help = false;
+    if (cli_parse(fresh, &help) != CLI_EXIT_OK) {
+        cli_free(fresh);
+        free(fresh);
+        return NULL;
+    }
+    return fresh;
+}
+
+static bool differ(const char *a, const char *b)
+{
+    return (a == NULL) != (b == NULL) || (a != NULL && strcmp(a, b) != 0);
+}
+
+static bool lists_differ(const struct cli_list *a, const struct cli_list *b)
+{
+    if (a->n != b->n)
+        return true;
+    for (size_t i = 0; i < a->n; i++) {
+        if (differ(a->v[i], b->v[i]))
+            return true;
+    }
+    return false;
+}
+
+/* The options a reload takes over (the schedule, the hook, the logging). */
+static void take_reloadable(struct cli *dst, const struct cli *src)
+{
+    dst->have_nominal = src->have_nominal;
+    dst->nominal_usage = src->nominal_usage;
+    dst->have_max_margin = src->have_max_margin;
+    dst->max_margin_s = src->max_margin_s;
+    dst->have_retries = src->have_retries;
+    dst->retries = src->retries;
+    dst->have_retry_spacing = src->have_retry_spacing;
+    dst->retry_spacing_s = src->retry_spacing_s;
+    dst->have_jitter = src->have_jitter;
+    dst->jitter_share = src->jitter_share;
+    dst->jitter_max_s = src->jitter_max_s;
+    dst->rekey = src->rekey;
+    dst->exec_cmd = src->exec_cmd;
+    dst->exec_timeout_s = src->exec_timeout_s;
+    dst->verbose = src->verbose;
+    dst->quiet = src->quiet;
+    dst->use_syslog = src->use_syslog;
+}
+
+static void silent_log(void *arg, estc_log_level level, const char *msg)
+{
+    (void)arg;
+    (void)level;
+    (void)msg;
+}
+
+static void set_logging(struct cli *cli)
+{
+    if (cli->use_syslog && !use_syslog)
+        openlog("estc", LOG_PID, LOG_DAEMON);
+    else if (!cli->use_syslog && use_syslog)
+        closelog();
+    use_syslog = cli->use_syslog;
+    log_errors = use_syslog || cli->verbose > 0;
+    (void)estc_ctx_set_log(cli->ctx,
+                           cli->verbose > 1   ? ESTC_LOG_DEBUG
+                           : cli->verbose > 0 ? ESTC_LOG_INFO
+                                              : ESTC_LOG_WARNING,
+                           daemon_log_line, NULL);
+}
+
+/* SIGHUP: re-reads the command line and the configuration file and applies
+ * the schedule, jitter, retry, --exec and logging options. The key, the
+ * certificate and the state stay; options that name them (or the server)
+ * take effect at the next start, and a change to them is logged. A file
+ * with errors changes nothing. */
+static void reload(struct cli *cli, estc_client *client)
+{
+    notify("RELOADING=1\nSTATUS=re-reading the configuration");
+    struct cli *fresh = reparse(cli);
+    if (fresh == NULL) {
+        event(cli, LOG_ERR,
+              "SIGHUP: the configuration has errors (see the line before); "
+              "the running one stays");
+        notify_status(client, "READY=1\n");
+        return;
+    }
+    if (fresh->exec_timeout_s != 0 && fresh->exec_cmd == NULL) {
+        event(cli, LOG_ERR,
+              "SIGHUP: --exec-timeout goes with --exec; the running "
+              "configuration stays");
+        cli_free(fresh);
+        free(fresh);
+        notify_status(client, "READY=1\n");
+        return;
+    }
+    if (fresh->exec_timeout_s == 0)
+        fresh->exec_timeout_s = 60;
+    struct cli old = *cli;
+    take_reloadable(cli, fresh);
+    if (configure_schedule(cli, client) != CLI_EXIT_OK) {
+        /* The message is out; put the running values back. */
+        take_reloadable(cli, &old);
+        (void)configure_schedule(cli, client);
+        event(cli, LOG_ERR,
+              "SIGHUP: the new schedule options are refused; the running "
+              "configuration stays");
+        cli_free(fresh);
+        free(fresh);
+        notify_status(client, "READY=1\n");
+        return;
+    }
+    set_logging(cli);
+    /* What only a restart applies. */
+    struct {
+        const char *name;
+        bool changed;
+    } fixed[] = {
+        {"server", differ(given->server, fresh->server)},
+        {"server-name", differ(given->server_name, fresh->server_name)},
+        {"trust", lists_differ(&given->trust, &fresh->trust)},
+        {"implicit-trust", lists_differ(&given->implicit_trust, &fresh->implicit_trust)},
+        {"cert", differ(given->cert, fresh->cert)},
+        {"key", differ(given->key, fresh->key)},
+        {"new-key", differ(given->new_key, fresh->new_key)},
+        {"new-cert", differ(given->new_cert, fresh->new_cert)},
+        {"ca-out", differ(given->ca_out, fresh->ca_out)},
+        {"subject", differ(given->subject, fresh->subject)},
+        {"san", lists_differ(&given->san, &fresh->san)},
+        {"driver", lists_differ(&given->drivers, &fresh->drivers)},
+        {"state", differ(given->state, fresh->state)},
+        {"psa-dir", differ(given->psa_dir, fresh->psa_dir)},
+        {"ca-bundle", differ(given->ca_bundle, fresh->ca_bundle)},
+        {"cacerts-policy", given->have_cacerts_policy != fresh->have_cacerts_policy ||
+                               given->cacerts_policy != fresh->cacerts_policy},
+        {"key-type",
+         given->have_key_type != fresh->have_key_type || given->key_type != fresh->key_type},
+        {"timeout", given->timeout_ms != fresh->timeout_ms},
+        {"block-size", given->block_size != fresh->block_size},
+        {"max-wait", given->max_wait_s != fresh->max_wait_s},
+    };
+    char later[512] = "";
+    size_t used = 0;
+    for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++) {
+        if (!fixed[i].changed)
+            continue;
+        int n = snprintf(later + used, sizeof(later) - used, "%s--%s", used > 0 ? ", " : "",
+                         fixed[i].name);
+        if (n > 0 && (size_t)n < sizeof(later) - used)
+            used += (size_t)n;
+    }
+    if (used > 0)
+        event(cli, LOG_WARNING,
+              "SIGHUP: %s changed: not applied while running (the key and certificate stay); "
+              "they take effect at the next start",
+              later);
+    /* @fresh now holds the strings @cli points to (--exec). */
+    cli_free(given);
+    free(given);
+    given = fresh;
+    char t[32];
+    int64_t next = ESTC_NEVER;
+    (void)estc_client_next_deadline(client, &next);
+    event(cli, LOG_NOTICE, "SIGHUP: configuration re-read; next action at %s",
+          cli_fmt_time(next, t, sizeof(t)));
+    notify_status(client, "READY=1\n");
+}
+
 int cli_run_daemon(struct cli *cli)
 {
     if (cli->state == NULL)
@@ -476,9 +943,22 @@ int cli_run_daemon(struct cli *cli)
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGUSR1);
     sigprocmask(SIG_BLOCK, &set, NULL);
 
     int status = CLI_EXIT_OK;
+    {
+        pid_t other = 0;
+        status = lock_state(cli, &other);
+        if (status == CLI_EXIT_OK && other != 0)
+            status = cli_failf(cli, CLI_EXIT_FAILURE,
+                               "another estc run (pid %ld) uses --state %s; `estc renew --state "
+                               "%s` asks it to renew",
+                               (long)other, cli->state, cli->state);
+    }
+    if (status == CLI_EXIT_OK && !cli->once && (given = reparse(cli)) == NULL)
+        status = cli_failf(cli, CLI_EXIT_FAILURE, "cannot keep the options for SIGHUP");
     log_errors = use_syslog || cli->verbose > 0;
     log_cmd = cli->cmd_name;
     {
@@ -489,6 +969,16 @@ int cli_run_daemon(struct cli *cli)
                                         daemon_log_line, NULL);
         if (err != ESTC_OK)
             status = cli_fail(cli, err, "-v");
+    }
+    estc_state_stream stream;
+    bool fresh = false;
+    if (status == CLI_EXIT_OK && estc_state_stream_file(&stream, cli->state) != ESTC_OK)
+        status = cli_failf(cli, CLI_EXIT_USAGE, "--state: bad path");
+    if (status == CLI_EXIT_OK) {
+        /* The look at the state logs nothing: the restore below says it. */
+        (void)estc_ctx_set_log(cli->ctx, ESTC_LOG_ERROR, silent_log, NULL);
+        status = check_state_addresses(cli, &stream);
+        set_logging(cli);
     }
     estc_client *client = NULL;
     if (status == CLI_EXIT_OK) {
@@ -505,12 +995,22 @@ int cli_run_daemon(struct cli *cli)
     if (status == CLI_EXIT_OK && estc_client_set_cancel(client, stop_pending, &set) != ESTC_OK)
         status = cli_failf(cli, CLI_EXIT_FAILURE, "cannot set the cancel callback");
 
-    estc_state_stream stream;
-    bool fresh = false;
-    if (status == CLI_EXIT_OK && estc_state_stream_file(&stream, cli->state) != ESTC_OK)
-        status = cli_failf(cli, CLI_EXIT_USAGE, "--state: bad path");
     if (status == CLI_EXIT_OK)
         status = restore_or_fresh(cli, client, &stream, &fresh);
+    if (status == CLI_EXIT_OK && cli->renew_now) {
+        if (fresh)
+            status =
+                cli_failf(cli, CLI_EXIT_FAILURE, "no state at %s: nothing to renew", cli->state);
+        else if (estc_client_renew_now(client) != ESTC_OK)
+            status = cli_failf(cli, CLI_EXIT_FAILURE, "cannot make the renewal due");
+        else
+            event(cli, LOG_INFO, "renewing now (no daemon runs on %s)", cli->state);
+    }
+    /* A restored state is ready (even before its renewal); a first
+     * enrollment is ready once it holds a valid certificate. */
+    bool ready = status == CLI_EXIT_OK && !fresh;
+    if (ready)
+        notify_status(client, "READY=1\n");
     if (status == CLI_EXIT_OK) {
         estc_err err = estc_client_set_journal(client, &stream);
         if (err != ESTC_OK)
@@ -538,6 +1038,10 @@ int cli_run_daemon(struct cli *cli)
         if (what != ESTC_TICK_NOTHING) {
             last = err;
             save(cli, client, &stream);
+            if (!ready && holds_valid(client))
+                ready = true, notify_status(client, "READY=1\n");
+            else
+                notify_status(client, "");
         }
         /* After the state is written: the hook sees what a restart would. */
         if (cli->exec_cmd != NULL && err == ESTC_OK &&
@@ -562,10 +1066,20 @@ int cli_run_daemon(struct cli *cli)
         if (when > stop_at)
             when = stop_at;
         sig = sleep_until(client, when, &set);
-        if (sig != 0)
+        if (sig == SIGHUP) {
+            reload(cli, client);
+            sig = 0;
+        } else if (sig == SIGUSR1) {
+            event(cli, LOG_NOTICE, "SIGUSR1: renewing now");
+            if (estc_client_renew_now(client) == ESTC_OK)
+                save(cli, client, &stream);
+            sig = 0;
+        } else if (sig != 0) {
             break;
+        }
     }
     if (status == CLI_EXIT_OK) {
+        notify("STOPPING=1\nSTATUS=stopping; writing the state");
         /* The objects stay: they are what the state describes. */
         save(cli, client, &stream);
         if (sig != 0)
@@ -577,6 +1091,12 @@ int cli_run_daemon(struct cli *cli)
             status = last != ESTC_OK ? cli_exit_status(last) : CLI_EXIT_FAILURE;
     }
     estc_client_free(client);
+    unlock_state();
+    if (given != NULL) {
+        cli_free(given);
+        free(given);
+        given = NULL;
+    }
     /* The mask stays: a SIGTERM that came during --once would otherwise
      * end the process now, with the state already written but exit 143. */
     if (use_syslog)

@@ -21,12 +21,12 @@
 #define BIT(c) (1u << (c))
 #define NET                                                                                        \
     (BIT(CMD_DISCOVER) | BIT(CMD_CACERTS) | BIT(CMD_ENROLL) | BIT(CMD_REENROLL) |                  \
-     BIT(CMD_SERVERKEYGEN) | BIT(CMD_CSRATTRS) | BIT(CMD_CSR) | BIT(CMD_RUN))
+     BIT(CMD_SERVERKEYGEN) | BIT(CMD_CSRATTRS) | BIT(CMD_CSR) | BIT(CMD_RUN) | BIT(CMD_RENEW))
 #define ALL (NET | BIT(CMD_STATUS))
 #define ONE_SHOT (BIT(CMD_ENROLL) | BIT(CMD_REENROLL) | BIT(CMD_SERVERKEYGEN))
-#define ISSUE (ONE_SHOT | BIT(CMD_RUN))
+#define RUN (BIT(CMD_RUN) | BIT(CMD_RENEW))
+#define ISSUE (ONE_SHOT | RUN)
 #define CSR BIT(CMD_CSR)
-#define RUN BIT(CMD_RUN)
 
 static const struct {
     const char *name;
@@ -91,7 +91,19 @@ static const struct {
                  "cut at any moment leaves neither lost credentials nor orphaned engine\n"
                  "objects. One line per event on stderr (or syslog). SIGTERM or SIGINT:\n"
                  "the state is written and estc exits with status 0; the objects stay.\n"
+                 "SIGHUP re-reads the configuration (the key and certificate stay);\n"
+                 "SIGUSR1 renews now. Options also come from /etc/estc/estc.conf (or\n"
+                 "--config FILE; `key = value`, keys are the long option names; the\n"
+                 "command line wins). A state of other --new-key/--new-cert/--ca-out\n"
+                 "addresses is refused (exit 2) unless --take-over is given.\n"
                  "Here --retries is the number of failed renewals before the fallback.\n"},
+    [CMD_RENEW] = {"renew", "renew now: signal the running daemon, or renew its state",
+                   "estc renew --state FILE [run options]",
+                   "When `estc run` runs on --state FILE (its lock file FILE.pid), sends it\n"
+                   "SIGUSR1: it renews at once and logs the result. Otherwise renews the\n"
+                   "state itself, like `estc run --once` with the renewal due now, taking\n"
+                   "the other options (server, trust, --exec ...) from the command line and\n"
+                   "the configuration file as `estc run` does.\n"},
 };
 
 enum opt_id {
@@ -132,6 +144,8 @@ enum opt_id {
     O_SYSLOG,
     O_JSON,
     O_CSR,
+    O_CONFIG,
+    O_TAKE_OVER,
     O_VERBOSE = 'v',
     O_QUIET = 'q',
     O_HELP = 'h',
@@ -211,6 +225,11 @@ static const struct opt {
     {O_MAX_RUNTIME, "max-runtime", "SECONDS", RUN, "stop as on SIGTERM after SECONDS"},
     {O_ONCE, "once", NULL, RUN, "do what is due now (enroll, renew), write the state, exit"},
     {O_SYSLOG, "syslog", NULL, RUN, "log events to syslog instead of stderr"},
+    {O_CONFIG, "config", "FILE", RUN,
+     "the configuration file (default /etc/estc/estc.conf when it exists)"},
+    {O_TAKE_OVER, "take-over", NULL, BIT(CMD_RUN),
+     "a state of other --new-key/--new-cert/--ca-out is set aside (STATE.old): "
+     "enroll anew at the given addresses"},
     {O_JSON, "json", NULL, BIT(CMD_STATUS),
      "one JSON object: ISO 8601 UTC dates, addresses with PINs hidden"},
     {O_VERBOSE, "verbose", NULL, ALL, "log to stderr (-vv: debug)"},
@@ -296,12 +315,15 @@ static void cmd_help(FILE *fp, int cmd)
     fputs(exit_text, fp);
 }
 
+/* "FILE:LINE: " of the configuration line being applied, or "". */
+static char config_where[600];
+
 /* One line on stderr naming the mistake; never echoes option values (they
  * may hold PINs). */
 __attribute__((format(printf, 2, 3))) static int usage_error(const char *cmd, const char *fmt, ...)
 {
     va_list ap;
-    fprintf(stderr, "estc: %s: ", cmd != NULL ? cmd : "usage");
+    fprintf(stderr, "estc: %s: %s", cmd != NULL ? cmd : "usage", config_where);
     va_start(ap, fmt);
     vfprintf(stderr, fmt, ap);
     va_end(ap);
@@ -350,8 +372,9 @@ static bool parse_key_type(const char *s, estc_key_type *out)
     return false;
 }
 
-static void cli_free(struct cli *cli)
+void cli_free(struct cli *cli)
 {
+    cli_config_free(&cli->config);
     for (size_t i = 0; i < cli->owned.n; i++)
         free((void *)cli->owned.v[i]);
     free(cli->owned.v);
@@ -497,6 +520,14 @@ static int set_opt(struct cli *cli, int id, char *arg, const char *cmd)
     case O_JSON:
         cli->json = true;
         return 0;
+    case O_CONFIG:
+        if (cli->config_path != NULL)
+            goto twice;
+        cli->config_path = arg;
+        return 0;
+    case O_TAKE_OVER:
+        cli->take_over = true;
+        return 0;
     case O_TRUST:
         list = &cli->trust;
         break;
@@ -570,7 +601,9 @@ static int set_opt(struct cli *cli, int id, char *arg, const char *cmd)
         goto twice;
     if (arg[0] == '\0')
         goto bad_value;
-    if (is_address_opt(id)) {
+    /* Re-read on SIGHUP: the addresses are not reloaded (and an env:VAR is
+     * gone), so they are kept as given. */
+    if (is_address_opt(id) && !cli->reparsing) {
         int status = cli_address_arg(cli, o->name, arg, &value);
         if (status != 0)
             return status;
@@ -592,7 +625,68 @@ bad_value:
                        o->help);
 }
 
-int main(int argc, char **argv)
+/* Applies the configuration file: every key is a long option of the
+ * command; an option also given on the command line (@seen) is skipped,
+ * so that the command line wins. */
+static int apply_config(struct cli *cli, const bool *seen)
+{
+    const char *cn = cli->cmd_name;
+    bool default_path = cli->config_path == NULL;
+    const char *path = default_path ? "/etc/estc/estc.conf" : cli->config_path;
+    int status = cli_config_read(cli, path, !default_path, &cli->config);
+    /* -q and -v are one setting: either on the command line wins over both
+     * in the file. */
+    bool loudness = false;
+    for (size_t k = 0; k < N_OPTS; k++)
+        loudness = loudness || (seen[k] && (opts[k].id == O_VERBOSE || opts[k].id == O_QUIET));
+    for (size_t i = 0; status == 0 && i < cli->config.n; i++) {
+        const struct cli_config_entry *e = &cli->config.entries[i];
+        snprintf(config_where, sizeof(config_where), "%s:%u: ", path, e->line);
+        size_t k = 0;
+        while (k < N_OPTS && strcmp(opts[k].name, e->key) != 0)
+            k++;
+        if (k == N_OPTS || opts[k].id == O_HELP || opts[k].id == O_CONFIG) {
+            char shown[48];
+            cli_redact(e->key, shown, sizeof(shown));
+            status = usage_error(cn, "unknown key '%s'", shown);
+            break;
+        }
+        if (!(opts[k].cmds & BIT(cli->cmd))) {
+            status = usage_error(cn, "%s does not apply to %s", opts[k].name, cn);
+            break;
+        }
+        if (opts[k].id == O_VERBOSE) {
+            unsigned v;
+            if (!parse_uint(e->value, 2, &v)) {
+                status = usage_error(cn, "verbose takes 0, 1 or 2");
+                break;
+            }
+            if (!loudness)
+                cli->verbose = (int)v;
+            continue;
+        }
+        bool on = true;
+        if (opts[k].arg == NULL) {
+            on = strcmp(e->value, "yes") == 0 || strcmp(e->value, "true") == 0 ||
+                 strcmp(e->value, "1") == 0;
+            if (!on && strcmp(e->value, "no") != 0 && strcmp(e->value, "false") != 0 &&
+                strcmp(e->value, "0") != 0) {
+                status = usage_error(cn, "%s takes yes or no", opts[k].name);
+                break;
+            }
+        }
+        if (seen[k] || !on || (opts[k].id == O_QUIET && loudness))
+            continue;
+        /* A PIN in the file is not one on the command line. */
+        bool on_argv = cli->pin_on_argv;
+        status = set_opt(cli, opts[k].id, e->value, cn);
+        cli->pin_on_argv = on_argv;
+    }
+    config_where[0] = '\0';
+    return status;
+}
+
+int cli_parse(struct cli *cli, bool *help)
 {
     struct option longopts[N_OPTS + 1];
     for (size_t i = 0; i < N_OPTS; i++) {
@@ -600,7 +694,59 @@ int main(int argc, char **argv)
                                       NULL, opts[i].id};
     }
     longopts[N_OPTS] = (struct option){0};
+    const char *cn = cli->cmd_name;
+    int cmd = (int)cli->cmd;
+    /* The subcommand plays the program name for getopt; "+" stops at the
+     * first operand, which is then refused. */
+    int ac = cli->argc;
+    char **av = cli->argv;
+    bool seen[N_OPTS] = {false};
+    int status = 0;
+    *help = false;
+    opterr = 0;
+    optind = 0; /* also resets getopt's state for the re-read on SIGHUP */
+    int c;
+    while (status == 0 && (c = getopt_long(ac, av, "+vqh", longopts, NULL)) != -1) {
+        if (c == '?' || c == ':') {
+            if (optopt > 0 && optopt < 256) {
+                status = usage_error(cn, "unknown option -%c", optopt);
+            } else {
+                /* The option as typed, without any "=value" part. */
+                const char *bad = optind - 1 < ac ? av[optind - 1] : "";
+                int len = (int)strcspn(bad, "=");
+                status = usage_error(cn, "unknown option or missing value: %.*s",
+                                     len > 40 ? 40 : len, bad);
+            }
+            break;
+        }
+        const struct opt *o = find_opt(c);
+        if (o == NULL || !(o->cmds & BIT(cmd))) {
+            status = usage_error(cn, "--%s does not apply to %s", o != NULL ? o->name : "?", cn);
+            break;
+        }
+        seen[o - opts] = true;
+        if (c == O_HELP) {
+            *help = true;
+            continue;
+        }
+        status = set_opt(cli, c, optarg, cn);
+    }
+    if (status == 0 && *help)
+        return 0;
+    if (status == 0 && optind < ac) {
+        char shown[48];
+        cli_redact(av[optind], shown, sizeof(shown));
+        status = usage_error(cn, "unexpected argument '%s'", shown);
+    }
+    if (status == 0 && (cli->cmd == CMD_RUN || cli->cmd == CMD_RENEW))
+        status = apply_config(cli, seen);
+    if (status == 0 && cli->quiet && cli->verbose > 0)
+        status = usage_error(cn, "-q and -v exclude each other");
+    return status;
+}
 
+int main(int argc, char **argv)
+{
     if (argc < 2) {
         main_help(stderr);
         return CLI_EXIT_USAGE;
@@ -637,59 +783,22 @@ int main(int argc, char **argv)
         return CLI_EXIT_OK;
     }
 
-    struct cli cli = {.cmd = (enum cli_cmd)cmd, .cmd_name = commands[cmd].name};
-    const char *cn = commands[cmd].name;
-    /* The subcommand plays the program name for getopt; "+" stops at the
-     * first operand, which is then refused. */
-    int ac = argc - 1;
-    char **av = argv + 1;
-    int status = 0;
+    struct cli cli = {.cmd = (enum cli_cmd)cmd,
+                      .cmd_name = commands[cmd].name,
+                      .argc = argc - 1,
+                      .argv = argv + 1};
     bool help = false;
-    opterr = 0;
-    optind = 1;
-    int c;
-    while (status == 0 && (c = getopt_long(ac, av, "+vqh", longopts, NULL)) != -1) {
-        if (c == '?' || c == ':') {
-            if (optopt > 0 && optopt < 256) {
-                status = usage_error(cn, "unknown option -%c", optopt);
-            } else {
-                /* The option as typed, without any "=value" part. */
-                const char *bad = optind - 1 < ac ? av[optind - 1] : "";
-                int len = (int)strcspn(bad, "=");
-                status = usage_error(cn, "unknown option or missing value: %.*s",
-                                     len > 40 ? 40 : len, bad);
-            }
-            break;
-        }
-        const struct opt *o = find_opt(c);
-        if (o == NULL || !(o->cmds & BIT(cmd))) {
-            status = usage_error(cn, "--%s does not apply to %s", o != NULL ? o->name : "?", cn);
-            break;
-        }
-        if (c == O_HELP) {
-            help = true;
-            continue;
-        }
-        status = set_opt(&cli, c, optarg, cn);
-    }
+    int status = cli_parse(&cli, &help);
     if (status == 0 && help) {
         cmd_help(stdout, cmd);
         cli_free(&cli);
         return CLI_EXIT_OK;
     }
-    if (status == 0 && optind < ac) {
-        char shown[48];
-        cli_redact(av[optind], shown, sizeof(shown));
-        status = usage_error(cn, "unexpected argument '%s'", shown);
-    }
-    if (status == 0 && cli.quiet && cli.verbose > 0)
-        status = usage_error(cn, "-q and -v exclude each other");
-
     if (status == 0)
         status = cli_protect_secrets(&cli);
     if (status == 0) {
         status = cli_run(&cli);
-        if (status == 0 && cli.cmd != CMD_RUN)
+        if (status == 0 && cli.cmd != CMD_RUN && cli.cmd != CMD_RENEW)
             cli_pin_note(&cli);
     }
     cli_free(&cli);

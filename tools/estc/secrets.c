@@ -202,10 +202,10 @@ int cli_protect_secrets(struct cli *cli)
 {
     /* The daemon says it at start; the other commands with their summary
      * (a failure stays one line). */
-    if (cli->cmd == CMD_RUN)
+    if (cli->cmd == CMD_RUN || cli->cmd == CMD_RENEW)
         cli_pin_note(cli);
     /* `run` holds what its state file names for its whole life. */
-    if (!cli->holds_pin && cli->cmd != CMD_RUN)
+    if (!cli->holds_pin && cli->cmd != CMD_RUN && cli->cmd != CMD_RENEW)
         return 0;
     struct rlimit none = {0, 0};
     if (setrlimit(RLIMIT_CORE, &none) != 0 || prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0)
