@@ -92,7 +92,10 @@ void estc__p11_check_fork(struct p11_state *st)
     }
     st->pid = pid;
     for (struct p11_token *t = st->tokens; t != NULL; t = t->next) {
+        /* The parent's session and handles mean nothing here (and may name
+         * other objects once the child's module numbers its own). */
         t->has_session = false;
+        t->login_known = false;
         memset(t->hc, 0, sizeof(t->hc));
     }
 }
@@ -291,6 +294,16 @@ static estc_err token_use(struct p11_op *op, struct p11_module *mod, CK_SLOT_ID 
         t->slot = slot;
         t->next = op->st->tokens;
         op->st->tokens = t;
+    }
+    if (t->has_session &&
+        memcmp(t->info.serialNumber, tinfo->serialNumber, sizeof(tinfo->serialNumber)) != 0) {
+        /* Another token in the slot (re-initialized, or swapped): the pooled
+         * session and the handles belonged to the old one. */
+        if (mod->init_pid == getpid()) {
+            (void)mod->fn->C_CloseSession(t->session);
+        }
+        t->has_session = false;
+        memset(t->hc, 0, sizeof(t->hc));
     }
     t->slot_info = *sinfo;
     t->info = *tinfo;
@@ -504,17 +517,26 @@ static estc_err session_ready(struct p11_op *op)
             return estc__p11_fail(op, "C_OpenSession", rv);
         }
         t->has_session = true;
+        t->login_known = false;
         /* Handles need not survive a new session (or a fork). */
         memset(t->hc, 0, sizeof(t->hc));
     }
     op->fn = fn;
     op->s = t->session;
+    /* A login holds until the token says otherwise (CKR_USER_NOT_LOGGED_IN
+     * makes estc__p11_recover() ask again): no C_GetSessionInfo per call. */
+    if (t->login_known && t->logged_in) {
+        op->logged_in = true;
+        return ESTC_OK;
+    }
     CK_SESSION_INFO si;
     rv = fn->C_GetSessionInfo(op->s, &si);
     if (rv != CKR_OK) {
         return estc__p11_fail(op, "C_GetSessionInfo", rv);
     }
     op->logged_in = (si.state == CKS_RO_USER_FUNCTIONS || si.state == CKS_RW_USER_FUNCTIONS);
+    t->login_known = true;
+    t->logged_in = op->logged_in;
     if (op->logged_in || !op->have_pin) {
         return ESTC_OK;
     }
@@ -523,6 +545,7 @@ static estc_err session_ready(struct p11_op *op)
         return estc__p11_fail(op, "C_Login", rv);
     }
     op->logged_in = true;
+    t->logged_in = true;
     return ESTC_OK;
 }
 
@@ -567,6 +590,9 @@ bool estc__p11_recover(struct p11_op *op, estc_err err)
     }
     switch (op->rv) {
     case CKR_USER_NOT_LOGGED_IN:
+        /* Logged out behind our back (C_Logout by another user of the
+         * module, a token that times logins out): log in again. */
+        op->tok->login_known = false;
         return op->have_pin;
     case CKR_SESSION_HANDLE_INVALID:
     case CKR_SESSION_CLOSED:
@@ -605,6 +631,7 @@ estc_err estc__p11_reinit(struct p11_op *op)
                 (void)mod->fn->C_CloseSession(t->session);
             }
             t->has_session = false;
+            t->login_known = false;
             memset(t->hc, 0, sizeof(t->hc));
         }
     }
