@@ -581,8 +581,56 @@ estc_err estc__p11_session(struct p11_op *op)
     return err;
 }
 
+/* Close the sessions of @mod, drop its tokens' pools and handle caches and
+ * finalize it (when initialized in this process): the next operation
+ * initializes it again and enumerates its slots anew. */
+static void module_drop(struct p11_state *st, struct p11_module *mod)
+{
+    pid_t pid = getpid();
+    for (struct p11_token *t = st->tokens; t != NULL; t = t->next) {
+        if (t->mod == mod) {
+            if (t->has_session && mod->init_pid == pid) {
+                (void)mod->fn->C_CloseSession(t->session);
+            }
+            t->has_session = false;
+            t->login_known = false;
+            t->stale = true;
+            memset(t->hc, 0, sizeof(t->hc));
+        }
+    }
+    if (mod->init_pid == pid) {
+        if (mod->init_reserved != NULL) {
+            /* Even when another part of the process initialized it: the
+             * handles are wrong for everyone. */
+            (void)mod->fn->C_Finalize(NULL);
+        } else {
+            (void)p11_kit_module_finalize(mod->fn);
+        }
+    }
+    mod->init_pid = 0;
+    mod->have_info = false;
+}
+
+/* Whether the token of the pooled session is gone or another one is in its
+ * slot (deleted and initialized again, swapped): asked only after a failure,
+ * never on the fast path. */
+static bool token_changed(struct p11_op *op)
+{
+    struct p11_token *t = op->tok;
+    CK_TOKEN_INFO ti;
+    if (t->mod->init_pid != getpid()) {
+        return false;
+    }
+    if (t->mod->fn->C_GetTokenInfo(t->slot, &ti) != CKR_OK) {
+        return true;
+    }
+    return memcmp(ti.serialNumber, t->info.serialNumber, sizeof(ti.serialNumber)) != 0 ||
+           memcmp(ti.label, t->info.label, sizeof(ti.label)) != 0;
+}
+
 /* Whether a failure of @err is worth one more attempt after repairing the
- * session state (a logout, a closed session, a re-initialized module). */
+ * session state (a logout, a closed session, a re-initialized module, a
+ * token removed or replaced). */
 bool estc__p11_recover(struct p11_op *op, estc_err err)
 {
     if (err == ESTC_OK || op->tok == NULL) {
@@ -606,13 +654,25 @@ bool estc__p11_recover(struct p11_op *op, estc_err err)
     case CKR_TOKEN_NOT_RECOGNIZED:
     case CKR_DEVICE_REMOVED:
     case CKR_SLOT_ID_INVALID:
-        /* Another token may match the address now. */
-        op->tok->has_session = false;
-        op->tok->stale = true;
+        /* Another token may match the address now; a module that lists its
+         * slots once (SoftHSM) shows it after initializing again. */
+        module_drop(op->st, op->tok->mod);
+        op->tok = NULL;
         return true;
     default:
-        return false;
+        break;
     }
+    /* A failure or an object not found on a token that is no longer the
+     * one the session was opened on (a token deleted and initialized again
+     * under the same label): the answer was the old token's. */
+    bool suspect = err == ESTC_ERR_NOT_FOUND || op->rv == CKR_GENERAL_ERROR ||
+                   op->rv == CKR_DEVICE_ERROR || op->rv == CKR_FUNCTION_FAILED;
+    if (suspect && token_changed(op)) {
+        module_drop(op->st, op->tok->mod);
+        op->tok = NULL;
+        return true;
+    }
+    return false;
 }
 
 /* Finalize and initialize the module of op->tok again and make the token
@@ -623,29 +683,7 @@ bool estc__p11_recover(struct p11_op *op, estc_err err)
  * handles of their own. */
 estc_err estc__p11_reinit(struct p11_op *op)
 {
-    struct p11_module *mod = op->tok->mod;
-    pid_t pid = getpid();
-    for (struct p11_token *t = op->st->tokens; t != NULL; t = t->next) {
-        if (t->mod == mod) {
-            if (t->has_session && mod->init_pid == pid) {
-                (void)mod->fn->C_CloseSession(t->session);
-            }
-            t->has_session = false;
-            t->login_known = false;
-            memset(t->hc, 0, sizeof(t->hc));
-        }
-    }
-    if (mod->init_pid == pid) {
-        if (mod->init_reserved != NULL) {
-            /* Even when another part of the process initialized it: the
-             * handles are wrong for everyone. */
-            (void)mod->fn->C_Finalize(NULL);
-        } else {
-            (void)p11_kit_module_finalize(mod->fn);
-        }
-    }
-    mod->init_pid = 0;
-    mod->have_info = false;
+    module_drop(op->st, op->tok->mod);
     op->tok = NULL;
     return estc__p11_session(op);
 }
