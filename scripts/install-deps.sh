@@ -14,6 +14,11 @@ packages=(
   # test peers and tools
   softhsm2 opensc p11-kit swtpm swtpm-tools tpm2-tools valgrind
   python3 procps iproute2 ca-certificates
+  # PKCS#11 modules besides SoftHSM2 that the conformance suite runs on
+  # (tests/pkcs11): tpm2-pkcs11 behind tpm2-abrmd on a private D-Bus
+  # session bus, and NSS softokn with its certutil
+  libtpm2-pkcs11-1 libtpm2-pkcs11-tools tpm2-abrmd dbus-daemon dbus-bin
+  libnss3 libnss3-tools
   # Debian packages: build, check, install (tests/package)
   debhelper dpkg-dev fakeroot lintian git make
   # manual pages: rendered and checked by tests/man
