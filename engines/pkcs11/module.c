@@ -102,7 +102,9 @@ void estc__p11_check_fork(struct p11_state *st)
 
 static estc_err module_ready(struct p11_op *op, struct p11_module *mod)
 {
-    if (mod->init_pid == getpid()) {
+    /* op->st->pid is this process's: estc__p11_check_fork() ran first (one
+     * getpid() per operation, not one per module check). */
+    if (mod->init_pid == op->st->pid) {
         return ESTC_OK;
     }
     CK_RV rv;
