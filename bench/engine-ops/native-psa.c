@@ -37,7 +37,8 @@ static const struct {
 
 static void row(const char *op, const char *type, int n, double secs)
 {
-    printf("psa\t%s-%s\tnative\t%.1f\t%ld\n", op, type, secs > 0 ? n / secs : 0.0, bench_maxrss_kb());
+    printf("psa\t%s-%s\tnative\t%.1f\t%ld\n", op, type, secs > 0 ? n / secs : 0.0,
+           bench_maxrss_kb());
 }
 
 static psa_status_t generate(size_t t, psa_key_id_t id)

@@ -253,8 +253,8 @@ void estc__p11_remember_key(struct p11_op *op, CK_OBJECT_HANDLE h, CK_KEY_TYPE k
  * round trip on a real token). The token's answer to C_SignInit tells when
  * the handle went stale (removed or replaced by another process), and
  * estc's own removals drop the entry. */
-estc_err estc__p11_find_key(struct p11_op *op, bool use_cache, CK_OBJECT_HANDLE *h,
-                            CK_KEY_TYPE *kt, bool *found, bool *cached)
+estc_err estc__p11_find_key(struct p11_op *op, bool use_cache, CK_OBJECT_HANDLE *h, CK_KEY_TYPE *kt,
+                            bool *found, bool *cached)
 {
     *cached = false;
     struct hcache_entry *e = use_cache ? hc_lookup(op, CKO_PRIVATE_KEY) : NULL;

@@ -191,8 +191,8 @@ bool estc__p11_cert_is_trust(struct p11_op *op, CK_OBJECT_HANDLE h);
  * found, checked and put in the cache. A cached handle is trusted until the
  * token refuses it: the caller then calls estc__p11_forget() and asks again
  * with @use_cache false. */
-estc_err estc__p11_find_key(struct p11_op *op, bool use_cache, CK_OBJECT_HANDLE *h,
-                            CK_KEY_TYPE *kt, bool *found, bool *cached);
+estc_err estc__p11_find_key(struct p11_op *op, bool use_cache, CK_OBJECT_HANDLE *h, CK_KEY_TYPE *kt,
+                            bool *found, bool *cached);
 /* Drop handle @h from the cache (removed, or refused by the token). */
 void estc__p11_forget(struct p11_op *op, CK_OBJECT_HANDLE h);
 /* Put a just created private key in the cache (label and id of the address). */
