@@ -116,19 +116,45 @@ static bool hc_same(const struct hcache_entry *e, CK_OBJECT_CLASS cls, const CK_
 bool estc__p11_handle_is(struct p11_op *op, CK_OBJECT_HANDLE h, CK_OBJECT_CLASS cls,
                          const CK_ATTRIBUTE *label, const CK_ATTRIBUTE *id)
 {
+    /* Buffers one byte longer than the values asked for: a longer value
+     * shows as a different length or CKR_BUFFER_TOO_SMALL, both "no". */
     CK_OBJECT_CLASS c = (CK_OBJECT_CLASS)-1;
-    uint8_t lb[HCACHE_LABEL_MAX], ib[HCACHE_ID_MAX];
-    CK_ATTRIBUTE t[3] = {
-        {CKA_CLASS, &c, sizeof(c)}, {CKA_LABEL, lb, sizeof(lb)}, {CKA_ID, ib, sizeof(ib)}};
-    if (op->fn->C_GetAttributeValue(op->s, h, t, 3) != CKR_OK || c != cls) {
-        return false;
+    uint8_t lsmall[HCACHE_LABEL_MAX + 1], ismall[HCACHE_ID_MAX + 1];
+    uint8_t *lb = lsmall, *ib = ismall;
+    CK_ULONG llen = label != NULL ? label->ulValueLen + 1 : 0;
+    CK_ULONG ilen = id != NULL ? id->ulValueLen + 1 : 0;
+    if (llen > sizeof(lsmall)) {
+        lb = malloc(llen);
     }
-    if (label != NULL &&
-        (t[1].ulValueLen != label->ulValueLen || memcmp(lb, label->pValue, t[1].ulValueLen) != 0)) {
-        return false;
+    if (ilen > sizeof(ismall)) {
+        ib = malloc(ilen);
     }
-    return id == NULL ||
-           (t[2].ulValueLen == id->ulValueLen && memcmp(ib, id->pValue, t[2].ulValueLen) == 0);
+    bool same = false;
+    if (lb != NULL && ib != NULL) {
+        CK_ATTRIBUTE t[3];
+        CK_ULONG n = 0;
+        t[n++] = (CK_ATTRIBUTE){CKA_CLASS, &c, sizeof(c)};
+        if (label != NULL) {
+            t[n++] = (CK_ATTRIBUTE){CKA_LABEL, lb, llen};
+        }
+        if (id != NULL) {
+            t[n++] = (CK_ATTRIBUTE){CKA_ID, ib, ilen};
+        }
+        same = op->fn->C_GetAttributeValue(op->s, h, t, n) == CKR_OK && c == cls;
+        for (CK_ULONG i = 1; same && i < n; i++) {
+            const CK_ATTRIBUTE *want = t[i].type == CKA_LABEL ? label : id;
+            same = t[i].ulValueLen == want->ulValueLen &&
+                   memcmp(t[i].pValue, want->pValue, want->ulValueLen) == 0;
+        }
+    }
+    /* Out of memory: not known to be the object, so not used. */
+    if (lb != lsmall) {
+        free(lb);
+    }
+    if (ib != ismall) {
+        free(ib);
+    }
+    return same;
 }
 
 /* A module that answers a search with a handle that names another object

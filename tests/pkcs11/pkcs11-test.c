@@ -936,6 +936,25 @@ START_TEST(test_module_selection)
 }
 END_TEST
 
+/* A label longer than the driver's handle cache holds: the handles found
+ * and created are still checked against it, and the key works and goes. */
+START_TEST(test_long_label)
+{
+    estc_ctx *ctx = new_ctx();
+    CK_ULONG before = count_objects(token1);
+    char label[201];
+    memset(label, 'L', sizeof(label) - 1);
+    label[sizeof(label) - 1] = '\0';
+    const char *a = addr_for(token1, label, "1234");
+    ck_assert_msg(estc_key_generate(ctx, a, ESTC_KEY_EC_P256) == ESTC_OK, "%s",
+                  estc_ctx_error_detail(ctx));
+    sign_verify(ctx, a, ESTC_SIG_ECDSA, ESTC_HASH_SHA256);
+    ck_assert_msg(estc_key_remove(ctx, a) == ESTC_OK, "%s", estc_ctx_error_detail(ctx));
+    ck_assert_uint_eq(count_objects(token1), before);
+    estc_ctx_free(ctx);
+}
+END_TEST
+
 /* x-init-reserved reaches C_Initialize as pReserved: SoftHSM2 refuses any
  * pReserved with CKR_ARGUMENTS_BAD. A module-name or no module at all with
  * it is a bad address; the same module without it still works. */
@@ -1140,6 +1159,7 @@ int main(int argc, char **argv)
     tcase_add_test(tc, test_module_selection);
     tcase_add_test(tc, test_error_paths);
     tcase_add_test(tc, test_init_reserved);
+    tcase_add_test(tc, test_long_label);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_VERBOSE);
