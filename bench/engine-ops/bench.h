@@ -10,7 +10,25 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
+
+/* --only TYPE (p256, p384 or rsa2048): the one key type to run, or NULL
+ * for all. One type per process gives each its own peak RSS. */
+static const char *bench_only;
+
+static inline bool bench_type_on(const char *name)
+{
+    return bench_only == NULL || strcmp(bench_only, name) == 0;
+}
+
+/* The process's peak resident set size so far, in KiB (the last column of
+ * every row). */
+static inline long bench_maxrss_kb(void)
+{
+    struct rusage ru;
+    return getrusage(RUSAGE_SELF, &ru) == 0 ? ru.ru_maxrss : 0;
+}
 
 /* Seconds on the monotonic clock. */
 static inline double bench_now(void)
@@ -20,8 +38,8 @@ static inline double bench_now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-/* Whether argv[*i] is "--keygens N" or "--signs N": then the count is set
- * and *i moved onto N. */
+/* Whether argv[*i] is "--keygens N", "--signs N" or "--only TYPE": then
+ * the count (or bench_only) is set and *i moved onto the value. */
 static inline bool bench_count_arg(int argc, char **argv, int *i, int *keygens, int *signs)
 {
     if (*i + 1 >= argc)
@@ -30,12 +48,14 @@ static inline bool bench_count_arg(int argc, char **argv, int *i, int *keygens, 
         *keygens = atoi(argv[++*i]);
     else if (strcmp(argv[*i], "--signs") == 0)
         *signs = atoi(argv[++*i]);
+    else if (strcmp(argv[*i], "--only") == 0)
+        bench_only = argv[++*i];
     else
         return false;
     return true;
 }
 
-/* The command line "[--keygens N] [--signs N]", each at least 1; prints the
+/* The command line "[--keygens N] [--signs N] [--only TYPE]", counts at least 1; prints the
  * usage and returns false otherwise. */
 static inline bool bench_counts(int argc, char **argv, int *keygens, int *signs)
 {
@@ -46,7 +66,7 @@ static inline bool bench_counts(int argc, char **argv, int *keygens, int *signs)
         }
     }
     if (*keygens < 1 || *signs < 1) {
-        fprintf(stderr, "usage: %s [--keygens N] [--signs N]\n", argv[0]);
+        fprintf(stderr, "usage: %s [--keygens N] [--signs N] [--only TYPE]\n", argv[0]);
         return false;
     }
     return true;

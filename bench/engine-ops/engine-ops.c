@@ -3,10 +3,11 @@
  * estc-bench-engine-ops: operations per second of key generation and
  * signing through the engine API for one address prefix, and, with
  * --native-openssl, the same operations called directly through OpenSSL EVP
- * (the software drivers' native path).
+ * (the software drivers' native path; --native-openssl-only: that alone).
+ * --only TYPE runs one key type (p256, p384, rsa2048).
  *
  * Output: one tab-separated row per measurement,
- *   <driver> <operation> <engine|native> <ops_per_sec>
+ *   <driver> <operation> <engine|native> <ops_per_sec> <peak_rss_kib>
  * bench/run-engine-ops.sh turns the rows into a table with ratios.
  */
 #include <stdio.h>
@@ -35,7 +36,8 @@ static const struct {
 static void row(const char *driver, const char *op, const char *type, const char *path, int n,
                 double secs)
 {
-    printf("%s\t%s-%s\t%s\t%.1f\n", driver, op, type, path, secs > 0 ? n / secs : 0.0);
+    printf("%s\t%s-%s\t%s\t%.1f\t%ld\n", driver, op, type, path, secs > 0 ? n / secs : 0.0,
+           bench_maxrss_kb());
 }
 
 static int bench_engine(estc_ctx *ctx, const char *prefix, const char *driver, int keygens,
@@ -44,6 +46,8 @@ static int bench_engine(estc_ctx *ctx, const char *prefix, const char *driver, i
     uint8_t digest[32];
     memset(digest, 0x5a, sizeof(digest));
     for (size_t t = 0; t < sizeof(types) / sizeof(types[0]); t++) {
+        if (!bench_type_on(types[t].name))
+            continue;
         int n = types[t].type == ESTC_KEY_RSA_2048 ? (keygens + 4) / 5 : keygens;
         char name[64], *addr = NULL;
         double start = bench_now(), spent = 0;
@@ -100,6 +104,8 @@ static int bench_openssl(const char *driver, int keygens, int signs)
     uint8_t digest[32], sig[512];
     memset(digest, 0x5a, sizeof(digest));
     for (size_t t = 0; t < sizeof(types) / sizeof(types[0]); t++) {
+        if (!bench_type_on(types[t].name))
+            continue;
         int n = types[t].type == ESTC_KEY_RSA_2048 ? (keygens + 4) / 5 : keygens;
         EVP_PKEY *key = NULL;
         double s = bench_now();
@@ -138,12 +144,16 @@ int main(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--native-openssl") == 0)
             native = 1;
+        else if (strcmp(argv[i], "--native-openssl-only") == 0)
+            native = 2;
         else if (bench_count_arg(argc, argv, &i, &keygens, &signs))
             continue;
         else if (prefix == NULL && argv[i][0] != '-')
             prefix = argv[i];
         else {
-            fprintf(stderr, "usage: %s PREFIX [--keygens N] [--signs N] [--native-openssl]\n",
+            fprintf(stderr,
+                    "usage: %s PREFIX [--keygens N] [--signs N] [--only TYPE] "
+                    "[--native-openssl | --native-openssl-only]\n",
                     argv[0]);
             return 2;
         }
@@ -166,7 +176,7 @@ int main(int argc, char **argv)
         EVP_PKEY *warm = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
         EVP_PKEY_free(warm);
     }
-    int rc = bench_engine(ctx, prefix, drv->scheme, keygens, signs);
+    int rc = native == 2 ? 0 : bench_engine(ctx, prefix, drv->scheme, keygens, signs);
     if (rc == 0 && native)
         rc = bench_openssl(drv->scheme, keygens, signs);
     estc_ctx_free(ctx);

@@ -5,9 +5,9 @@
  * C_Sign), the baseline for the pkcs11 driver in bench/run-engine-ops.sh.
  *
  *   estc-bench-native-pkcs11 --module PATH --token LABEL --pin PIN
- *                            [--keygens N] [--signs N]
+ *                            [--keygens N] [--signs N] [--only TYPE]
  *
- * Prints rows "pkcs11\t<operation>\tnative\t<ops_per_sec>". The key pairs
+ * Prints rows "pkcs11\t<operation>\tnative\t<ops_per_sec>\t<peak_rss_kib>". The key pairs
  * match the driver's (token, private, sensitive, not extractable); each is
  * destroyed after use, outside the timed part, as the engine side does.
  */
@@ -97,7 +97,8 @@ static int bench(size_t t, int keygens, int signs)
             fn->C_DestroyObject(sess, pub);
         }
     }
-    printf("pkcs11\tkeygen-%s\tnative\t%.1f\n", types[t].name, spent > 0 ? n / spent : 0.0);
+    printf("pkcs11\tkeygen-%s\tnative\t%.1f\t%ld\n", types[t].name, spent > 0 ? n / spent : 0.0,
+           bench_maxrss_kb());
 
     CK_BYTE data[sizeof(sha256_prefix) + 32], sig[512];
     memcpy(data, sha256_prefix, sizeof(sha256_prefix));
@@ -113,7 +114,8 @@ static int bench(size_t t, int keygens, int signs)
             return 1;
         }
     }
-    printf("pkcs11\tsign-%s\tnative\t%.1f\n", types[t].name, (double)signs / (bench_now() - s));
+    printf("pkcs11\tsign-%s\tnative\t%.1f\t%ld\n", types[t].name, (double)signs / (bench_now() - s),
+           bench_maxrss_kb());
     fn->C_DestroyObject(sess, priv);
     fn->C_DestroyObject(sess, pub);
     return 0;
@@ -134,6 +136,8 @@ int main(int argc, char **argv)
             keygens = atoi(argv[i + 1]);
         } else if (strcmp(argv[i], "--signs") == 0) {
             signs = atoi(argv[i + 1]);
+        } else if (strcmp(argv[i], "--only") == 0) {
+            bench_only = argv[i + 1];
         }
     }
     if (module == NULL || token == NULL || pin == NULL || keygens < 1 || signs < 1) {
@@ -179,7 +183,8 @@ int main(int argc, char **argv)
     }
     int rc = 0;
     for (size_t t = 0; t < sizeof(types) / sizeof(types[0]) && rc == 0; t++) {
-        rc = bench(t, keygens, signs);
+        if (bench_type_on(types[t].name))
+            rc = bench(t, keygens, signs);
     }
     fn->C_CloseSession(sess);
     fn->C_Finalize(NULL);

@@ -37,7 +37,8 @@ static const struct {
 
 static void row(const char *op, const char *type, int n, double secs)
 {
-    printf("psa\t%s-%s\tnative\t%.1f\n", op, type, secs > 0 ? n / secs : 0.0);
+    printf("psa\t%s-%s\tnative\t%.1f\t%ld\n", op, type, secs > 0 ? n / secs : 0.0,
+           bench_maxrss_kb());
 }
 
 static psa_status_t generate(size_t t, psa_key_id_t id)
@@ -69,6 +70,8 @@ int main(int argc, char **argv)
     memset(hash, 0x5a, sizeof(hash));
     int rc = 0;
     for (size_t t = 0; t < sizeof(types) / sizeof(types[0]) && rc == 0; t++) {
+        if (!bench_type_on(types[t].name))
+            continue;
         /* As the engine bench: fewer RSA keys, removal not timed. */
         int n = types[t].type == PSA_KEY_TYPE_RSA_KEY_PAIR ? (keygens + 4) / 5 : keygens;
         psa_key_id_t id = BENCH_KEY_ID + (psa_key_id_t)t;

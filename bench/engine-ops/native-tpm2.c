@@ -148,6 +148,8 @@ int main(int argc, char **argv)
     };
     int rc = 0;
     for (size_t k = 0; k < sizeof(kinds) / sizeof(kinds[0]) && rc == 0; k++) {
+        if (!bench_type_on(kinds[k].name))
+            continue;
         TPM2B_PUBLIC tmpl = {0};
         TPMT_PUBLIC *p = &tmpl.publicArea;
         p->nameAlg = TPM2_ALG_SHA256;
@@ -175,7 +177,7 @@ int main(int argc, char **argv)
         }
         if (rc != 0)
             break;
-        printf("tpm2\tkeygen-%s\tnative\t%.1f\n", kinds[k].name, n / spent);
+        printf("tpm2\tkeygen-%s\tnative\t%.1f\t%ld\n", kinds[k].name, n / spent, bench_maxrss_kb());
 
         TPM2B_DIGEST digest = {.size = 32};
         memset(digest.buffer, 0x5a, 32);
@@ -191,7 +193,8 @@ int main(int argc, char **argv)
         }
         double secs = bench_now() - s;
         if (rc == 0)
-            printf("tpm2\tsign-%s\tnative\t%.1f\n", kinds[k].name, signs / secs);
+            printf("tpm2\tsign-%s\tnative\t%.1f\t%ld\n", kinds[k].name, signs / secs,
+                   bench_maxrss_kb());
         if (evict(esys, &key) != 0)
             rc = 1;
     }

@@ -1,25 +1,33 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
+# shellcheck shell=bash
 # psa: engine versus direct PSA Crypto calls (mbed TLS). mbed TLS keeps its
-# key files in the current folder, so both run in a private temporary
-# folder, removed afterwards. Run by bench/run-engine-ops.sh, which sets
-# ESTC_BUILD_ROOT, BENCH_ENGINE_OPS, KEYGENS and SIGNS.
-set -euo pipefail
-build=${ESTC_BUILD_ROOT:?}
-native=$build/bench/engine-ops/psa/estc-bench-native-psa
-[ -x "$native" ] || { echo "psa.sh: $native not built (psa disabled?)" >&2; exit 1; }
-keygens=${KEYGENS:-30}
-signs=${SIGNS:-300}
+# key files in the current folder, so every run gets a private temporary
+# folder, removed afterwards (a file left behind fails the run). Sourced by
+# bench/run-engine-ops.sh (psa_start; psa_run engine|native TYPE ...; psa_stop).
 
-work=$(mktemp -d "${TMPDIR:-/tmp}/estc-psa-bench.XXXXXX")
-trap 'rm -rf "$work"' EXIT
-chmod 700 "$work"
-cd "$work"
+psa_start() {
+    psa__native=$ESTC_BUILD_ROOT/bench/engine-ops/psa/estc-bench-native-psa
+    [ -x "$psa__native" ] || { echo "psa.sh: $psa__native not built" >&2; return 1; }
+}
 
-"${BENCH_ENGINE_OPS:?}" "psa:" --keygens "$keygens" --signs "$signs"
-"$native" --keygens "$keygens" --signs "$signs"
-if [ -n "$(ls -A)" ]; then
-    echo "psa.sh: the bench left PSA files behind:" >&2
-    ls -A >&2
-    exit 1
-fi
+psa_run() {
+    local work rc=0
+    work=$(mktemp -d "${TMPDIR:-/tmp}/estc-psa-bench.XXXXXX") || return 1
+    chmod 700 "$work"
+    if [ "$1" = engine ]; then
+        (cd "$work" && "$BENCH_ENGINE_OPS" "psa:" --keygens "$KEYGENS" --signs "$SIGNS" --only "$2") || rc=1
+    else
+        (cd "$work" && "$psa__native" --keygens "$KEYGENS" --signs "$SIGNS" --only "$2") || rc=1
+    fi
+    if [ -n "$(ls -A "$work")" ]; then
+        echo "psa.sh: the bench left PSA files behind" >&2
+        rc=1
+    fi
+    rm -rf "$work"
+    return $rc
+}
+
+psa_stop() {
+    :
+}

@@ -69,16 +69,31 @@ static estc_err new_key_id(struct p11_op *op, uint8_t id[64], CK_ULONG *id_len)
  * token made it itself (@generated), never extractable. */
 static estc_err check_private(struct p11_op *op, CK_OBJECT_HANDLE priv, bool generated)
 {
-    bool sensitive = false, extractable = true, token = false, never = false;
+    /* One read for the four (a file access on SoftHSM, a round trip on a
+     * real token); an attribute the token does not give stays unset. */
+    CK_BBOOL token = CK_FALSE, sensitive = CK_FALSE, extractable = CK_TRUE, never = CK_TRUE;
+    CK_ATTRIBUTE a[4] = {{CKA_TOKEN, &token, sizeof(token)},
+                         {CKA_SENSITIVE, &sensitive, sizeof(sensitive)},
+                         {CKA_EXTRACTABLE, &extractable, sizeof(extractable)},
+                         {CKA_NEVER_EXTRACTABLE, &never, sizeof(never)}};
+    CK_RV rv = op->fn->C_GetAttributeValue(op->s, priv, a, generated ? 4 : 3);
+    if (rv != CKR_OK && rv != CKR_ATTRIBUTE_TYPE_INVALID && rv != CKR_ATTRIBUTE_SENSITIVE) {
+        /* Read one by one to tell which one is missing. */
+        bool v = false;
+        token = estc__p11_get_bool(op, priv, CKA_TOKEN, &v) && v;
+        sensitive = estc__p11_get_bool(op, priv, CKA_SENSITIVE, &v) && v;
+        extractable = !estc__p11_get_bool(op, priv, CKA_EXTRACTABLE, &v) || v;
+        never = !(generated && estc__p11_get_bool(op, priv, CKA_NEVER_EXTRACTABLE, &v) && !v);
+        a[0].ulValueLen = a[1].ulValueLen = a[2].ulValueLen = a[3].ulValueLen = sizeof(CK_BBOOL);
+    }
     const char *why = NULL;
-    if (!estc__p11_get_bool(op, priv, CKA_TOKEN, &token) || !token) {
+    if (a[0].ulValueLen != sizeof(CK_BBOOL) || token != CK_TRUE) {
         why = "not persistent (CKA_TOKEN)";
-    } else if (!estc__p11_get_bool(op, priv, CKA_SENSITIVE, &sensitive) || !sensitive) {
+    } else if (a[1].ulValueLen != sizeof(CK_BBOOL) || sensitive != CK_TRUE) {
         why = "not sensitive (CKA_SENSITIVE)";
-    } else if (!estc__p11_get_bool(op, priv, CKA_EXTRACTABLE, &extractable) || extractable) {
+    } else if (a[2].ulValueLen != sizeof(CK_BBOOL) || extractable != CK_FALSE) {
         why = "extractable (CKA_EXTRACTABLE)";
-    } else if (generated && estc__p11_get_bool(op, priv, CKA_NEVER_EXTRACTABLE, &never) &&
-               !never) {
+    } else if (generated && a[3].ulValueLen == sizeof(CK_BBOOL) && never == CK_FALSE) {
         why = "once extractable (CKA_NEVER_EXTRACTABLE)";
     }
     if (why == NULL) {
@@ -248,8 +263,11 @@ estc_err estc__p11_key_generate(struct p11_op *op, estc_key_type type)
     if (err != ESTC_OK) {
         estc__p11_destroy_quiet(op, hpriv);
         estc__p11_destroy_quiet(op, hpub);
+        return err;
     }
-    return err;
+    /* The first signature needs no search. */
+    estc__p11_remember_key(op, hpriv, oid != NULL ? CKK_EC : CKK_RSA);
+    return ESTC_OK;
 }
 
 /* ------------------------------------------------------------------------ */

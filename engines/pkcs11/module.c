@@ -92,14 +92,19 @@ void estc__p11_check_fork(struct p11_state *st)
     }
     st->pid = pid;
     for (struct p11_token *t = st->tokens; t != NULL; t = t->next) {
+        /* The parent's session and handles mean nothing here (and may name
+         * other objects once the child's module numbers its own). */
         t->has_session = false;
+        t->login_known = false;
         memset(t->hc, 0, sizeof(t->hc));
     }
 }
 
 static estc_err module_ready(struct p11_op *op, struct p11_module *mod)
 {
-    if (mod->init_pid == getpid()) {
+    /* op->st->pid is this process's: estc__p11_check_fork() ran first (one
+     * getpid() per operation, not one per module check). */
+    if (mod->init_pid == op->st->pid) {
         return ESTC_OK;
     }
     CK_RV rv;
@@ -291,6 +296,16 @@ static estc_err token_use(struct p11_op *op, struct p11_module *mod, CK_SLOT_ID 
         t->slot = slot;
         t->next = op->st->tokens;
         op->st->tokens = t;
+    }
+    if (t->has_session &&
+        memcmp(t->info.serialNumber, tinfo->serialNumber, sizeof(tinfo->serialNumber)) != 0) {
+        /* Another token in the slot (re-initialized, or swapped): the pooled
+         * session and the handles belonged to the old one. */
+        if (mod->init_pid == getpid()) {
+            (void)mod->fn->C_CloseSession(t->session);
+        }
+        t->has_session = false;
+        memset(t->hc, 0, sizeof(t->hc));
     }
     t->slot_info = *sinfo;
     t->info = *tinfo;
@@ -504,17 +519,26 @@ static estc_err session_ready(struct p11_op *op)
             return estc__p11_fail(op, "C_OpenSession", rv);
         }
         t->has_session = true;
+        t->login_known = false;
         /* Handles need not survive a new session (or a fork). */
         memset(t->hc, 0, sizeof(t->hc));
     }
     op->fn = fn;
     op->s = t->session;
+    /* A login holds until the token says otherwise (CKR_USER_NOT_LOGGED_IN
+     * makes estc__p11_recover() ask again): no C_GetSessionInfo per call. */
+    if (t->login_known && t->logged_in) {
+        op->logged_in = true;
+        return ESTC_OK;
+    }
     CK_SESSION_INFO si;
     rv = fn->C_GetSessionInfo(op->s, &si);
     if (rv != CKR_OK) {
         return estc__p11_fail(op, "C_GetSessionInfo", rv);
     }
     op->logged_in = (si.state == CKS_RO_USER_FUNCTIONS || si.state == CKS_RW_USER_FUNCTIONS);
+    t->login_known = true;
+    t->logged_in = op->logged_in;
     if (op->logged_in || !op->have_pin) {
         return ESTC_OK;
     }
@@ -523,6 +547,7 @@ static estc_err session_ready(struct p11_op *op)
         return estc__p11_fail(op, "C_Login", rv);
     }
     op->logged_in = true;
+    t->logged_in = true;
     return ESTC_OK;
 }
 
@@ -558,53 +583,20 @@ estc_err estc__p11_session(struct p11_op *op)
     return err;
 }
 
-/* Whether a failure of @err is worth one more attempt after repairing the
- * session state (a logout, a closed session, a re-initialized module). */
-bool estc__p11_recover(struct p11_op *op, estc_err err)
+/* Close the sessions of @mod, drop its tokens' pools and handle caches and
+ * finalize it (when initialized in this process): the next operation
+ * initializes it again and enumerates its slots anew. */
+static void module_drop(struct p11_state *st, struct p11_module *mod)
 {
-    if (err == ESTC_OK || op->tok == NULL) {
-        return false;
-    }
-    switch (op->rv) {
-    case CKR_USER_NOT_LOGGED_IN:
-        return op->have_pin;
-    case CKR_SESSION_HANDLE_INVALID:
-    case CKR_SESSION_CLOSED:
-        op->tok->has_session = false;
-        return true;
-    case CKR_CRYPTOKI_NOT_INITIALIZED:
-        op->tok->has_session = false;
-        op->tok->mod->init_pid = 0;
-        return true;
-    case CKR_TOKEN_NOT_PRESENT:
-    case CKR_TOKEN_NOT_RECOGNIZED:
-    case CKR_DEVICE_REMOVED:
-    case CKR_SLOT_ID_INVALID:
-        /* Another token may match the address now. */
-        op->tok->has_session = false;
-        op->tok->stale = true;
-        return true;
-    default:
-        return false;
-    }
-}
-
-/* Finalize and initialize the module of op->tok again and make the token
- * ready once more (session, login). For a module whose object handles
- * became ambiguous: tpm2-pkcs11 1.9 numbers a new object after its list's
- * head was deleted with a handle another object already has, so the handle
- * names the older object; initializing again loads the objects anew with
- * handles of their own. */
-estc_err estc__p11_reinit(struct p11_op *op)
-{
-    struct p11_module *mod = op->tok->mod;
     pid_t pid = getpid();
-    for (struct p11_token *t = op->st->tokens; t != NULL; t = t->next) {
+    for (struct p11_token *t = st->tokens; t != NULL; t = t->next) {
         if (t->mod == mod) {
             if (t->has_session && mod->init_pid == pid) {
                 (void)mod->fn->C_CloseSession(t->session);
             }
             t->has_session = false;
+            t->login_known = false;
+            t->stale = true;
             memset(t->hc, 0, sizeof(t->hc));
         }
     }
@@ -619,6 +611,81 @@ estc_err estc__p11_reinit(struct p11_op *op)
     }
     mod->init_pid = 0;
     mod->have_info = false;
+}
+
+/* Whether the token of the pooled session is gone or another one is in its
+ * slot (deleted and initialized again, swapped): asked only after a failure,
+ * never on the fast path. */
+static bool token_changed(struct p11_op *op)
+{
+    struct p11_token *t = op->tok;
+    CK_TOKEN_INFO ti;
+    if (t->mod->init_pid != getpid()) {
+        return false;
+    }
+    if (t->mod->fn->C_GetTokenInfo(t->slot, &ti) != CKR_OK) {
+        return true;
+    }
+    return memcmp(ti.serialNumber, t->info.serialNumber, sizeof(ti.serialNumber)) != 0 ||
+           memcmp(ti.label, t->info.label, sizeof(ti.label)) != 0;
+}
+
+/* Whether a failure of @err is worth one more attempt after repairing the
+ * session state (a logout, a closed session, a re-initialized module, a
+ * token removed or replaced). */
+bool estc__p11_recover(struct p11_op *op, estc_err err)
+{
+    if (err == ESTC_OK || op->tok == NULL) {
+        return false;
+    }
+    switch (op->rv) {
+    case CKR_USER_NOT_LOGGED_IN:
+        /* Logged out behind our back (C_Logout by another user of the
+         * module, a token that times logins out): log in again. */
+        op->tok->login_known = false;
+        return op->have_pin;
+    case CKR_SESSION_HANDLE_INVALID:
+    case CKR_SESSION_CLOSED:
+        op->tok->has_session = false;
+        return true;
+    case CKR_CRYPTOKI_NOT_INITIALIZED:
+        op->tok->has_session = false;
+        op->tok->mod->init_pid = 0;
+        return true;
+    case CKR_TOKEN_NOT_PRESENT:
+    case CKR_TOKEN_NOT_RECOGNIZED:
+    case CKR_DEVICE_REMOVED:
+    case CKR_SLOT_ID_INVALID:
+        /* Another token may match the address now; a module that lists its
+         * slots once (SoftHSM) shows it after initializing again. */
+        module_drop(op->st, op->tok->mod);
+        op->tok = NULL;
+        return true;
+    default:
+        break;
+    }
+    /* A failure or an object not found on a token that is no longer the
+     * one the session was opened on (a token deleted and initialized again
+     * under the same label): the answer was the old token's. */
+    bool suspect = err == ESTC_ERR_NOT_FOUND || op->rv == CKR_GENERAL_ERROR ||
+                   op->rv == CKR_DEVICE_ERROR || op->rv == CKR_FUNCTION_FAILED;
+    if (suspect && token_changed(op)) {
+        module_drop(op->st, op->tok->mod);
+        op->tok = NULL;
+        return true;
+    }
+    return false;
+}
+
+/* Finalize and initialize the module of op->tok again and make the token
+ * ready once more (session, login). For a module whose object handles
+ * became ambiguous: tpm2-pkcs11 1.9 numbers a new object after its list's
+ * head was deleted with a handle another object already has, so the handle
+ * names the older object; initializing again loads the objects anew with
+ * handles of their own. */
+estc_err estc__p11_reinit(struct p11_op *op)
+{
+    module_drop(op->st, op->tok->mod);
     op->tok = NULL;
     return estc__p11_session(op);
 }

@@ -209,14 +209,21 @@ estc_err estc__p11_created(struct p11_op *op, CK_OBJECT_CLASS cls, CK_OBJECT_HAN
     return err;
 }
 
-static void hc_store(struct p11_op *op, CK_OBJECT_CLASS cls, const CK_ATTRIBUTE *label,
-                     const CK_ATTRIBUTE *id, CK_OBJECT_HANDLE h)
+static struct hcache_entry *hc_store(struct p11_op *op, CK_OBJECT_CLASS cls,
+                                     const CK_ATTRIBUTE *label, const CK_ATTRIBUTE *id,
+                                     CK_OBJECT_HANDLE h)
 {
     if ((label != NULL && label->ulValueLen > HCACHE_LABEL_MAX) ||
         (id != NULL && id->ulValueLen > HCACHE_ID_MAX)) {
-        return;
+        return NULL;
     }
     struct p11_token *t = op->tok;
+    /* One entry per object: a new one replaces the old. */
+    for (unsigned i = 0; i < HCACHE_SIZE; i++) {
+        if (hc_same(&t->hc[i], cls, label, id)) {
+            t->hc[i].used = false;
+        }
+    }
     struct hcache_entry *e = &t->hc[t->hc_next++ % HCACHE_SIZE];
     memset(e, 0, sizeof(*e));
     e->used = true;
@@ -232,6 +239,80 @@ static void hc_store(struct p11_op *op, CK_OBJECT_CLASS cls, const CK_ATTRIBUTE 
         e->id_len = id->ulValueLen;
         memcpy(e->id, id->pValue, e->id_len);
     }
+    return e;
+}
+
+static struct hcache_entry *hc_lookup(struct p11_op *op, CK_OBJECT_CLASS cls)
+{
+    for (unsigned i = 0; i < HCACHE_SIZE; i++) {
+        struct hcache_entry *e = &op->tok->hc[i];
+        if (hc_same(e, cls, op->uri.label, op->uri.id)) {
+            return e;
+        }
+    }
+    return NULL;
+}
+
+void estc__p11_forget(struct p11_op *op, CK_OBJECT_HANDLE h)
+{
+    if (op->tok == NULL) {
+        return;
+    }
+    for (unsigned i = 0; i < HCACHE_SIZE; i++) {
+        if (op->tok->hc[i].used && op->tok->hc[i].h == h) {
+            op->tok->hc[i].used = false;
+        }
+    }
+}
+
+void estc__p11_remember_key(struct p11_op *op, CK_OBJECT_HANDLE h, CK_KEY_TYPE kt)
+{
+    struct hcache_entry *e = hc_store(op, CKO_PRIVATE_KEY, op->uri.label, op->uri.id, h);
+    if (e != NULL) {
+        e->has_kt = true;
+        e->kt = kt;
+    }
+}
+
+/* The hot path of signing: a cached private key is used as it is, without
+ * reading its attributes again (each read is a file access on SoftHSM and a
+ * round trip on a real token). The token's answer to C_SignInit tells when
+ * the handle went stale (removed or replaced by another process), and
+ * estc's own removals drop the entry. */
+estc_err estc__p11_find_key(struct p11_op *op, bool use_cache, CK_OBJECT_HANDLE *h, CK_KEY_TYPE *kt,
+                            bool *found, bool *cached)
+{
+    *cached = false;
+    struct hcache_entry *e = use_cache ? hc_lookup(op, CKO_PRIVATE_KEY) : NULL;
+    if (e != NULL && e->has_kt) {
+        *h = e->h;
+        *kt = e->kt;
+        *found = true;
+        *cached = true;
+        return ESTC_OK;
+    }
+    if (!use_cache) {
+        /* Search the token, whatever the cache says. */
+        e = hc_lookup(op, CKO_PRIVATE_KEY);
+        if (e != NULL) {
+            e->used = false;
+        }
+    }
+    estc_err err = estc__p11_find_one(op, CKO_PRIVATE_KEY, h, found);
+    if (err != ESTC_OK || !*found) {
+        return err;
+    }
+    CK_ULONG v = 0;
+    if (!estc__p11_get_ulong(op, *h, CKA_KEY_TYPE, &v)) {
+        return estc__p11_fail(op, "C_GetAttributeValue", CKR_ATTRIBUTE_TYPE_INVALID);
+    }
+    *kt = v;
+    e = hc_lookup(op, CKO_PRIVATE_KEY);
+    if (e != NULL && e->h == *h) {
+        e->has_kt = true;
+        e->kt = v;
+    }
+    return ESTC_OK;
 }
 
 /* The one object of @cls the address names; *@found false when none. */
@@ -275,6 +356,7 @@ estc_err estc__p11_not_found(struct p11_op *op, const char *what)
 
 void estc__p11_destroy_quiet(struct p11_op *op, CK_OBJECT_HANDLE h)
 {
+    estc__p11_forget(op, h);
     (void)op->fn->C_DestroyObject(op->s, h);
 }
 
@@ -288,6 +370,7 @@ estc_err estc__p11_destroy_all(struct p11_op *op, CK_OBJECT_CLASS cls, CK_ULONG 
      * destroy that one. */
     estc_err err = estc__p11_find_checked(op, cls, hs, 16, &found);
     for (CK_ULONG i = 0; err == ESTC_OK && i < found; i++) {
+        estc__p11_forget(op, hs[i]);
         CK_RV rv = op->fn->C_DestroyObject(op->s, hs[i]);
         if (rv != CKR_OK) {
             return estc__p11_fail(op, "C_DestroyObject", rv);

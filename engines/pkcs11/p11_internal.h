@@ -45,7 +45,10 @@ struct p11_module {
 };
 
 /* A found object's handle, kept to spare the next call a C_FindObjects
- * (which costs a directory scan on file-backed tokens). */
+ * (which costs a directory scan on file-backed tokens). An entry is made
+ * only for a handle checked to name the object (class, label and id); a
+ * private key's entry also keeps its key type, so that a signature is
+ * C_SignInit + C_Sign and nothing else (estc__p11_find_key()). */
 #define HCACHE_SIZE 16
 #define HCACHE_LABEL_MAX 128
 #define HCACHE_ID_MAX 64
@@ -56,6 +59,8 @@ struct hcache_entry {
     uint8_t label[HCACHE_LABEL_MAX];
     uint8_t id[HCACHE_ID_MAX];
     CK_OBJECT_HANDLE h;
+    bool has_kt;
+    CK_KEY_TYPE kt; /* with has_kt: CKA_KEY_TYPE, read when the entry was made */
 };
 
 struct p11_token {
@@ -64,9 +69,16 @@ struct p11_token {
     CK_SLOT_ID slot;
     CK_SLOT_INFO slot_info;
     CK_TOKEN_INFO info;
+    /* The token's pooled session: opened on first use and kept for every
+     * operation of the context on this token (a context is used by one
+     * thread at a time, so one is enough); dropped with the handle cache
+     * on fork, on a session or token error and when the slot holds another
+     * token (another serial number). */
     CK_SESSION_HANDLE session;
     bool has_session;
-    bool stale; /* gone or re-initialized: look it up again */
+    bool stale;       /* gone or re-initialized: look it up again */
+    bool login_known; /* logged_in is what the token said since the session opened */
+    bool logged_in;   /* with login_known: the user is logged in */
     struct hcache_entry hc[HCACHE_SIZE];
     unsigned hc_next;
 };
@@ -174,6 +186,17 @@ bool estc__p11_get_ulong(struct p11_op *op, CK_OBJECT_HANDLE h, CK_ATTRIBUTE_TYP
                          CK_ULONG *v);
 bool estc__p11_get_bool(struct p11_op *op, CK_OBJECT_HANDLE h, CK_ATTRIBUTE_TYPE type, bool *v);
 bool estc__p11_cert_is_trust(struct p11_op *op, CK_OBJECT_HANDLE h);
+/* The private key the address names and its key type, from the handle
+ * cache without a call to the token when it is there (*@cached true), else
+ * found, checked and put in the cache. A cached handle is trusted until the
+ * token refuses it: the caller then calls estc__p11_forget() and asks again
+ * with @use_cache false. */
+estc_err estc__p11_find_key(struct p11_op *op, bool use_cache, CK_OBJECT_HANDLE *h, CK_KEY_TYPE *kt,
+                            bool *found, bool *cached);
+/* Drop handle @h from the cache (removed, or refused by the token). */
+void estc__p11_forget(struct p11_op *op, CK_OBJECT_HANDLE h);
+/* Put a just created private key in the cache (label and id of the address). */
+void estc__p11_remember_key(struct p11_op *op, CK_OBJECT_HANDLE h, CK_KEY_TYPE kt);
 estc_err estc__p11_not_found(struct p11_op *op, const char *what);
 void estc__p11_destroy_quiet(struct p11_op *op, CK_OBJECT_HANDLE h);
 estc_err estc__p11_destroy_all(struct p11_op *op, CK_OBJECT_CLASS cls, CK_ULONG *n);

@@ -157,20 +157,19 @@ static estc_err sign_data(struct p11_op *op, const uint8_t *data, size_t data_le
     return ESTC_OK;
 }
 
-/* The private key the address names, fit for @alg. */
-static estc_err sign_key(struct p11_op *op, estc_sig_alg alg, CK_OBJECT_HANDLE *h)
+/* The private key the address names, fit for @alg (from the handle cache
+ * when @use_cache and it is there: *@cached). */
+static estc_err sign_key(struct p11_op *op, estc_sig_alg alg, bool use_cache, CK_OBJECT_HANDLE *h,
+                         bool *cached)
 {
     bool found = false;
-    estc_err err = estc__p11_find_one(op, CKO_PRIVATE_KEY, h, &found);
+    CK_KEY_TYPE kt = 0;
+    estc_err err = estc__p11_find_key(op, use_cache, h, &kt, &found, cached);
     if (err != ESTC_OK) {
         return err;
     }
     if (!found) {
         return estc__p11_not_found(op, "private key");
-    }
-    CK_ULONG kt = 0;
-    if (!estc__p11_get_ulong(op, *h, CKA_KEY_TYPE, &kt)) {
-        return estc__p11_fail(op, "C_GetAttributeValue", CKR_ATTRIBUTE_TYPE_INVALID);
     }
     if ((kt == CKK_EC) != (alg == ESTC_SIG_ECDSA) || (kt != CKK_EC && kt != CKK_RSA)) {
         return estc_error(op->ctx, ESTC_ERR_UNSUPPORTED,
@@ -179,14 +178,43 @@ static estc_err sign_key(struct p11_op *op, estc_sig_alg alg, CK_OBJECT_HANDLE *
     return ESTC_OK;
 }
 
-estc_err estc__p11_key_sign(struct p11_op *op, estc_sig_alg alg, estc_hash hash,
-                            const uint8_t *digest, size_t digest_len, estc_buf *sig)
+/* C_SignInit with the key the address names. A cached handle that the
+ * token refuses (the key was removed, or removed and made again, by another
+ * process or another user of the module) is dropped and the key looked up
+ * once more. */
+static estc_err sign_init(struct p11_op *op, estc_sig_alg alg, CK_MECHANISM *mech)
 {
     CK_OBJECT_HANDLE h = CK_INVALID_HANDLE;
-    estc_err err = sign_key(op, alg, &h);
+    bool cached = false;
+    estc_err err = sign_key(op, alg, true, &h, &cached);
     if (err != ESTC_OK) {
         return err;
     }
+    CK_RV rv = op->fn->C_SignInit(op->s, mech, h);
+    if (cached && (rv == CKR_OBJECT_HANDLE_INVALID || rv == CKR_KEY_HANDLE_INVALID)) {
+        /* Some tokens (SoftHSM) answer so for a private key when logged
+         * out: the login is checked again before the search. */
+        estc__p11_forget(op, h);
+        op->tok->login_known = false;
+        err = estc__p11_session(op);
+        if (err == ESTC_OK) {
+            err = sign_key(op, alg, false, &h, &cached);
+        }
+        if (err != ESTC_OK) {
+            return err;
+        }
+        rv = op->fn->C_SignInit(op->s, mech, h);
+    }
+    if (rv == CKR_OBJECT_HANDLE_INVALID || rv == CKR_KEY_HANDLE_INVALID) {
+        estc__p11_forget(op, h);
+    }
+    return rv != CKR_OK ? estc__p11_fail(op, "C_SignInit", rv) : ESTC_OK;
+}
+
+estc_err estc__p11_key_sign(struct p11_op *op, estc_sig_alg alg, estc_hash hash,
+                            const uint8_t *digest, size_t digest_len, estc_buf *sig)
+{
+    estc_err err = ESTC_OK;
     CK_MECHANISM mech = {CKM_ECDSA, NULL, 0};
     CK_RSA_PKCS_PSS_PARAMS pss;
     estc_buf in = {0};
@@ -218,11 +246,12 @@ estc_err estc__p11_key_sign(struct p11_op *op, estc_sig_alg alg, estc_hash hash,
                           op->shown);
     }
 
-    CK_RV rv = op->fn->C_SignInit(op->s, &mech, h);
     uint8_t *out = NULL;
     CK_ULONG out_len = 0;
-    err = rv != CKR_OK ? estc__p11_fail(op, "C_SignInit", rv)
-                       : sign_data(op, data, data_len, &out, &out_len);
+    err = sign_init(op, alg, &mech);
+    if (err == ESTC_OK) {
+        err = sign_data(op, data, data_len, &out, &out_len);
+    }
     estc_buf_free(&in);
     if (err != ESTC_OK) {
         return err;

@@ -23,6 +23,7 @@
 #include <openssl/rsa.h>
 #include <openssl/x509.h>
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -75,7 +76,10 @@ static void native_open(struct native *n, const char *label)
     bool found = false;
     for (CK_ULONG i = 0; i < ns && !found; i++) {
         CK_TOKEN_INFO ti;
-        ck_assert_int_eq(n->fn->C_GetTokenInfo(slots[i], &ti), CKR_OK);
+        if (n->fn->C_GetTokenInfo(slots[i], &ti) != CKR_OK) {
+            /* A token deleted behind the module's back (test_token_reinitialized). */
+            continue;
+        }
         size_t len = strlen(label);
         if (memcmp(ti.label, label, len) == 0 && (len == 32 || ti.label[len] == ' ')) {
             n->slot = slots[i];
@@ -120,6 +124,24 @@ static CK_ULONG native_find(struct native *n, long cls, const char *label, CK_OB
     ck_assert_int_eq(n->fn->C_FindObjects(n->s, out, max, &found), CKR_OK);
     ck_assert_int_eq(n->fn->C_FindObjectsFinal(n->s), CKR_OK);
     return found;
+}
+
+/* The objects on token @label as another process sees them (OpenSC's
+ * pkcs11-tool): this process's module keeps its own view of a token that
+ * was deleted and made again. */
+static CK_ULONG count_objects_outside(const char *label)
+{
+    char cmd[1024];
+    snprintf(cmd, sizeof(cmd),
+             "pkcs11-tool --module %s --token-label %s --login --pin 1234 --list-objects "
+             "2>/dev/null | grep -cE '^(Private Key|Public Key|Certificate|Data) Object'",
+             module_path, label);
+    FILE *f = popen(cmd, "r");
+    ck_assert_ptr_nonnull(f);
+    unsigned long n = 0;
+    ck_assert_int_eq(fscanf(f, "%lu", &n), 1);
+    pclose(f);
+    return n;
 }
 
 static CK_ULONG count_objects(const char *label)
@@ -213,6 +235,53 @@ static void sign_verify(estc_ctx *ctx, const char *addr, estc_sig_alg alg, estc_
     EVP_PKEY_free(pk);
     estc_buf_free(&sig);
     estc_buf_free(&spki);
+}
+
+/* Run a command (SoftHSM2's and OpenSC's tools: another process on the
+ * same token); its output is discarded. */
+static void run_tool(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void run_tool(const char *fmt, ...)
+{
+    char cmd[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(cmd, sizeof(cmd) - 20, fmt, ap);
+    va_end(ap);
+    ck_assert(n > 0 && (size_t)n < sizeof(cmd) - 20);
+    strcat(cmd, " >/dev/null 2>&1");
+    ck_assert_msg(system(cmd) == 0, "%s", cmd);
+}
+
+/* The SubjectPublicKeyInfo of the key at @addr, as estc reads it. */
+static EVP_PKEY *public_of(estc_ctx *ctx, const char *addr)
+{
+    estc_buf spki = {0};
+    ck_assert_msg(estc_key_public(ctx, addr, &spki) == ESTC_OK, "%s", estc_ctx_error_detail(ctx));
+    const unsigned char *p = spki.data;
+    EVP_PKEY *pk = d2i_PUBKEY(NULL, &p, (long)spki.len);
+    estc_buf_free(&spki);
+    ck_assert_ptr_nonnull(pk);
+    return pk;
+}
+
+/* Whether an ECDSA signature over SHA-256 of "to be signed" made at @addr
+ * verifies with @pk (no Check assertion: usable in a child). */
+static bool signs_as(estc_ctx *ctx, const char *addr, EVP_PKEY *pk)
+{
+    uint8_t dg[32];
+    unsigned dlen = 0;
+    estc_buf sig = {0};
+    if (EVP_Digest("to be signed", 12, dg, &dlen, EVP_sha256(), NULL) != 1 ||
+        estc_key_sign(ctx, addr, ESTC_SIG_ECDSA, ESTC_HASH_SHA256, dg, 32, &sig) != ESTC_OK) {
+        fprintf(stderr, "sign: %s\n", estc_ctx_error_detail(ctx));
+        return false;
+    }
+    EVP_PKEY_CTX *pc = EVP_PKEY_CTX_new(pk, NULL);
+    bool ok = pc != NULL && EVP_PKEY_verify_init(pc) == 1 &&
+              EVP_PKEY_verify(pc, sig.data, sig.len, dg, 32) == 1;
+    EVP_PKEY_CTX_free(pc);
+    estc_buf_free(&sig);
+    return ok;
 }
 
 static bool count_cb(void *arg, const char *addr, estc_obj_kind kind)
@@ -483,19 +552,13 @@ START_TEST(test_fork)
     const char *b = addr_for(token1, "forky-child", "1234");
     ck_assert_int_eq(estc_key_generate(ctx, a, ESTC_KEY_EC_P256), ESTC_OK);
     sign_verify(ctx, a, ESTC_SIG_ECDSA, ESTC_HASH_SHA256);
+    EVP_PKEY *pa = public_of(ctx, a);
 
     pid_t pid = fork();
     ck_assert_int_ge(pid, 0);
     if (pid == 0) {
         /* The child uses the parent's context: the driver must notice. */
-        uint8_t dg[32] = {1};
-        estc_buf sig = {0};
-        int rc = 0;
-        if (estc_key_sign(ctx, a, ESTC_SIG_ECDSA, ESTC_HASH_SHA256, dg, 32, &sig) != ESTC_OK) {
-            fprintf(stderr, "child sign: %s\n", estc_ctx_error_detail(ctx));
-            rc = 1;
-        }
-        estc_buf_free(&sig);
+        int rc = signs_as(ctx, a, pa) ? 0 : 1;
         if (rc == 0 && estc_key_generate(ctx, b, ESTC_KEY_EC_P256) != ESTC_OK) {
             fprintf(stderr, "child keygen: %s\n", estc_ctx_error_detail(ctx));
             rc = 2;
@@ -515,6 +578,7 @@ START_TEST(test_fork)
     sign_verify(ctx, a, ESTC_SIG_ECDSA, ESTC_HASH_SHA256);
     ck_assert_int_eq(estc_key_remove(ctx, a), ESTC_OK);
     ck_assert_uint_eq(count_objects(token1), before);
+    EVP_PKEY_free(pa);
     estc_ctx_free(ctx);
 }
 END_TEST
@@ -561,6 +625,84 @@ START_TEST(test_replaced_behind_our_back)
     estc_buf_free(&now);
     estc_ctx_free(c1);
     estc_ctx_free(c2);
+}
+END_TEST
+
+START_TEST(test_replaced_by_other_process)
+{
+    /* The key is signed with (its handle cached), then removed and made
+     * again by another process (OpenSC's pkcs11-tool): the next signature
+     * must come from the new key, through the retry on the refused handle. */
+    estc_ctx *ctx = new_ctx();
+    CK_ULONG before = count_objects(token1);
+    const char *a = addr_for(token1, "xproc", "1234");
+    ck_assert_int_eq(estc_key_generate(ctx, a, ESTC_KEY_EC_P256), ESTC_OK);
+    EVP_PKEY *old = public_of(ctx, a);
+    ck_assert(signs_as(ctx, a, old));
+    ck_assert(signs_as(ctx, a, old));
+    ck_assert_uint_eq(count_objects(token1), before + 2);
+    for (int i = 0; i < 2; i++) {
+        const char *type = i == 0 ? "privkey" : "pubkey";
+        run_tool("pkcs11-tool --module %s --token-label %s --login --pin 1234 --delete-object "
+                 "--type %s --label xproc",
+                 module_path, token1, type);
+    }
+    ck_assert_uint_eq(count_objects(token1), before);
+    run_tool("pkcs11-tool --module %s --token-label %s --login --pin 1234 --keypairgen "
+             "--key-type EC:prime256v1 --label xproc --id 0a0b",
+             module_path, token1);
+    ck_assert_uint_eq(count_objects(token1), before + 2);
+    EVP_PKEY *now = public_of(ctx, a);
+    ck_assert_int_ne(EVP_PKEY_eq(old, now), 1);
+    ck_assert_msg(signs_as(ctx, a, now), "the signature is not the new key's");
+    /* Removed by the other process again: not found, nothing left. */
+    for (int i = 0; i < 2; i++) {
+        run_tool("pkcs11-tool --module %s --token-label %s --login --pin 1234 --delete-object "
+                 "--type %s --label xproc",
+                 module_path, token1, i == 0 ? "privkey" : "pubkey");
+    }
+    uint8_t dg[32] = {0};
+    estc_buf sig = {0};
+    ck_assert_int_eq(estc_key_sign(ctx, a, ESTC_SIG_ECDSA, ESTC_HASH_SHA256, dg, 32, &sig),
+                     ESTC_ERR_NOT_FOUND);
+    ck_assert_uint_eq(count_objects(token1), before);
+    EVP_PKEY_free(old);
+    EVP_PKEY_free(now);
+    estc_ctx_free(ctx);
+}
+END_TEST
+
+START_TEST(test_token_reinitialized)
+{
+    /* The token is deleted and initialized again under the same label
+     * (softhsm2-util, another process): a token removed and another put in
+     * its place. The pooled session and the cached handles belonged to the
+     * old token; the context must go on with the new one. */
+    estc_ctx *ctx = new_ctx();
+    const char *a = addr_for(token2, "reinit", "1234");
+    ck_assert_int_eq(estc_key_generate(ctx, a, ESTC_KEY_EC_P256), ESTC_OK);
+    EVP_PKEY *old = public_of(ctx, a);
+    ck_assert(signs_as(ctx, a, old));
+    run_tool("softhsm2-util --delete-token --token %s", token2);
+    run_tool("softhsm2-util --init-token --free --label %s --pin 1234 --so-pin 5678", token2);
+    ck_assert_uint_eq(count_objects_outside(token2), 0);
+    /* The old key went with the old token. */
+    uint8_t dg[32] = {0};
+    estc_buf sig = {0};
+    estc_err err = estc_key_sign(ctx, a, ESTC_SIG_ECDSA, ESTC_HASH_SHA256, dg, 32, &sig);
+    ck_assert_msg(err == ESTC_ERR_NOT_FOUND, "%s: %s", estc_err_name(err),
+                  estc_ctx_error_detail(ctx));
+    ck_assert_msg(estc_key_generate(ctx, a, ESTC_KEY_EC_P256) == ESTC_OK, "%s",
+                  estc_ctx_error_detail(ctx));
+    ck_assert_uint_eq(count_objects_outside(token2), 2);
+    EVP_PKEY *now = public_of(ctx, a);
+    ck_assert_int_ne(EVP_PKEY_eq(old, now), 1);
+    ck_assert(signs_as(ctx, a, now));
+    ck_assert_int_eq(estc_key_remove(ctx, a), ESTC_OK);
+    ck_assert_uint_eq(count_objects_outside(token2), 0);
+    EVP_PKEY_free(old);
+    EVP_PKEY_free(now);
+    estc_ctx_free(ctx);
 }
 END_TEST
 
@@ -1009,6 +1151,8 @@ int main(int argc, char **argv)
     tcase_add_test(tc, test_fork);
     tcase_add_test(tc, test_relogin);
     tcase_add_test(tc, test_replaced_behind_our_back);
+    tcase_add_test(tc, test_replaced_by_other_process);
+    tcase_add_test(tc, test_token_reinitialized);
     tcase_add_test(tc, test_rsa_signatures);
     tcase_add_test(tc, test_certificates);
     tcase_add_test(tc, test_list_and_derive);
