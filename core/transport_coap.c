@@ -76,6 +76,7 @@ struct coap_impl {
     const char *what_method;
     const char *what_path;
     uint64_t last_tx_ms;
+    unsigned dtls_retx; /* DTLS retransmissions in the current handshake */
 };
 
 static void say(struct coap_impl *impl, estc_log_level level, const char *fmt, ...)
@@ -398,6 +399,29 @@ static void coap_quiet(coap_log_t level, const char *message)
         (unsigned long long)(waited / 1000), (unsigned long long)(waited % 1000 / 100), n);
 }
 
+/* OpenSSL retransmits a DTLS handshake flight itself, out of libcoap's
+ * sight. Its timer callback is the one place that learns of it: called with
+ * 0 when a flight's timer starts, and with the timeout that just ran out
+ * when the flight goes again. The schedule is OpenSSL's own (1 s, doubling,
+ * at most 60 s); the callback only adds the line a wait of a second or more
+ * gets at the default verbosity. */
+static unsigned int dtls_timer(SSL *ssl, unsigned int timer_us)
+{
+    (void)ssl;
+    if (timer_us == 0)
+        return 1000000;
+    struct coap_impl *impl = io_impl;
+    if (impl != NULL && impl->busy) {
+        impl->dtls_retx++;
+        say(impl, timer_us >= 1000000 ? ESTC_LOG_WARNING : ESTC_LOG_INFO,
+            "DTLS handshake: no answer from %s port %s after %u.%u s, retrying "
+            "(DTLS retransmission %u)",
+            impl->host, impl->port, timer_us / 1000000, timer_us % 1000000 / 100000,
+            impl->dtls_retx);
+    }
+    return timer_us >= 30000000 ? 60000000 : timer_us * 2;
+}
+
 /* ------------------------------------------------------------------------ */
 /* Sessions                                                                  */
 /* ------------------------------------------------------------------------ */
@@ -504,6 +528,10 @@ static estc_err open_session(struct coap_impl *impl)
         return ESTC_ERR_TRANSPORT;
     }
     coap_session_set_app_data(impl->session, impl);
+    coap_tls_library_t tls_lib;
+    SSL *tls = coap_session_get_tls(impl->session, &tls_lib);
+    if (tls != NULL && tls_lib == COAP_TLS_LIBRARY_OPENSSL)
+        DTLS_set_timer_cb(tls, dtls_timer);
     if (impl->trust_store != NULL && !use_memory_creds(impl)) {
         snprintf(impl->detail, impl->detail_len,
                  "cannot give the DTLS session to %s port %s its credentials", impl->host,
@@ -715,6 +743,7 @@ static estc_err handshake(struct coap_impl *impl)
     impl->what_method = "DTLS";
     impl->what_path = "handshake";
     impl->last_tx_ms = now_ms();
+    impl->dtls_retx = 0;
     uint64_t deadline = now_ms() + impl->timeout_ms;
     while (!impl->done && coap_session_get_state(impl->session) != COAP_SESSION_STATE_ESTABLISHED &&
            io_step(impl, deadline, true))

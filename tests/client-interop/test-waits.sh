@@ -14,12 +14,14 @@ make_pki || { echo "FAIL: cannot make the test PKI"; exit 1; }
 start_server
 RETX='^estc: warning: coap: GET /[^ ]*: no answer from 127\.0\.0\.1 port [0-9]+ after [0-9]+\.[0-9] s, retrying \(CoAP retransmission [0-9]+\)$'
 
-# relayed N: a fresh relay that drops the first N CoAP requests; RNET
-# addresses the server through it.
+# relayed N [ARGS]: a fresh relay that drops the first N CoAP requests (and
+# what ARGS say); RNET addresses the server through it.
 relayed() {
+  local n=$1
+  shift
   relay_stop
   relay_start "$T/relay.out" --server "127.0.0.1:$ESTC_SERVER_PORT" --loss 0 \
-    --drop-app-data "$1" --max-seconds 120 || { fail "relay starts"; return 1; }
+    --drop-app-data "$n" --max-seconds 120 "$@" || { fail "relay starts"; return 1; }
   RNET=(--server "coaps://127.0.0.1:$RELAY_PORT" --trust "$ESTC_SERVER_CA")
 }
 
@@ -48,6 +50,19 @@ relayed 1
 run_estc cacerts "${RNET[@]}" --out "$T/ca.pem" -v
 expect_ok "cacerts -v through a lost request"
 check "-v: the retransmission line too" grep -qE 'no answer from .* retrying \(CoAP retransmission 1\)$' "$T/stderr"
+
+# Two lost ClientHellos: OpenSSL sends the flight again after 1 s and then
+# 2 s; each retransmission gets its line, naming the wait that ran out.
+HSRETX='^estc: warning: coap: DTLS handshake: no answer from 127\.0\.0\.1 port [0-9]+ after [0-9]+\.[0-9] s, retrying \(DTLS retransmission [0-9]+\)$'
+relayed 0 --drop-handshake 2
+run_estc cacerts "${RNET[@]}" --out "$T/ca.pem"
+expect_ok "cacerts through two lost ClientHellos"
+check "two lines, one per DTLS retransmission" test "$(grep -cE "$HSRETX" "$T/stderr")" -eq 2
+check "the first after 1 s, DTLS retransmission 1" \
+  grep -qE 'after 1\.0 s, retrying \(DTLS retransmission 1\)$' "$T/stderr"
+check "the second after 2 s, DTLS retransmission 2" \
+  grep -qE 'after 2\.0 s, retrying \(DTLS retransmission 2\)$' "$T/stderr"
+check "no CoAP retransmission line" bash -c "! grep -q 'CoAP retransmission' '$T/stderr'"
 
 # No loss: no such line.
 relayed 0

@@ -5,7 +5,7 @@ drops a seeded share of the datagrams each way and counts what passes.
 
 usage: udp-relay.py --server HOST:PORT [--listen HOST:PORT] [--loss 0.2]
                     [--seed N] [--max-seconds S] [--stats FILE]
-                    [--drop-app-data N]
+                    [--drop-app-data N] [--drop-handshake N]
 
 Each client address gets its own socket towards the server, as behind a NAT,
 so every DTLS session of a client is relayed apart. Drops are decided by two
@@ -14,6 +14,8 @@ random generators seeded with --seed (client to server) and --seed + 1
 the first N client datagrams that carry DTLS application data (record type
 23: a CoAP message once the handshake is done), so that the client's first
 request is lost N times whatever the seed: N CoAP retransmissions.
+--drop-handshake N likewise drops the first N client datagrams that start
+with a DTLS handshake record (type 22): N DTLS retransmissions.
 
 Prints "listening PORT" on stdout once ready. Stops by itself after
 --max-seconds (default 120), or on SIGTERM / SIGINT. The counts go to --stats
@@ -50,6 +52,7 @@ def main():
     ap.add_argument("--max-seconds", type=float, default=120)
     ap.add_argument("--stats")
     ap.add_argument("--drop-app-data", type=int, default=0)
+    ap.add_argument("--drop-handshake", type=int, default=0)
     ap.add_argument("--trace", action="store_true",
                     help="one line per datagram on stderr: direction, DTLS record types, length")
     args = ap.parse_args()
@@ -90,6 +93,7 @@ def main():
     signal.signal(signal.SIGUSR1, on_usr1)
 
     app_drops = {"left": args.drop_app_data}
+    hs_drops = {"left": args.drop_handshake}
 
     def count(way, data, rng):
         if args.trace:
@@ -97,6 +101,9 @@ def main():
         forced = way == "up" and app_drops["left"] > 0 and data[:1] == b"\x17"
         if forced:
             app_drops["left"] -= 1
+        elif way == "up" and hs_drops["left"] > 0 and data[:1] == b"\x16":
+            hs_drops["left"] -= 1
+            forced = True
         if forced or (args.loss > 0 and rng.random() < args.loss):
             stats[way]["dropped"] += 1
             stats[way]["dropped_bytes"] += len(data)
