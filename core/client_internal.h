@@ -212,6 +212,8 @@ struct estc__cert_view {
 };
 /* Reads @der into @cv; ESTC_ERR_FORMAT (no detail) when it is no certificate. */
 estc_err estc__cert_view_parse(const estc_buf *der, struct estc__cert_view *cv);
+/* The same from @x, already parsed from @der (NULL: ESTC_ERR_FORMAT). */
+estc_err estc__cert_view_of(const estc_buf *der, X509 *x, struct estc__cert_view *cv);
 /* Loads the enrolled certificate into @cv (cv->have false when there is
  * none) and, when @der is not NULL, its DER into @der. */
 estc_err estc__cert_view_load(estc_client *c, estc_buf *der, struct estc__cert_view *cv);

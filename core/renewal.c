@@ -99,22 +99,28 @@ static bool asn1_to_unix(const ASN1_TIME *t, int64_t *out)
     return ok;
 }
 
-estc_err estc__cert_view_parse(const estc_buf *der, struct estc__cert_view *cv)
+estc_err estc__cert_view_of(const estc_buf *der, X509 *x, struct estc__cert_view *cv)
 {
     *cv = (struct estc__cert_view){0};
-    const unsigned char *p = der->data;
-    X509 *x = d2i_X509(NULL, &p, (long)der->len);
     unsigned mdlen = 0;
     bool ok = x != NULL && asn1_to_unix(X509_get0_notBefore(x), &cv->not_before) &&
               asn1_to_unix(X509_get0_notAfter(x), &cv->not_after) &&
               EVP_Digest(der->data, der->len, cv->hash, &mdlen, EVP_sha256(), NULL) == 1;
-    X509_free(x);
     if (!ok) {
         *cv = (struct estc__cert_view){0};
         return ESTC_ERR_FORMAT;
     }
     cv->have = true;
     return ESTC_OK;
+}
+
+estc_err estc__cert_view_parse(const estc_buf *der, struct estc__cert_view *cv)
+{
+    const unsigned char *p = der->data;
+    X509 *x = d2i_X509(NULL, &p, (long)der->len);
+    estc_err err = estc__cert_view_of(der, x, cv);
+    X509_free(x);
+    return err;
 }
 
 estc_err estc__cert_view_load(estc_client *c, estc_buf *der, struct estc__cert_view *cv)

@@ -131,8 +131,9 @@ estc_err estc__validate_issued(estc_client *c, const estc__der_list *certs, cons
     STACK_OF(X509) *others = sk_X509_new_null();
     estc_err err = others == NULL ? ESTC_ERR_NOMEM : ESTC_OK;
     for (size_t i = 0; i < certs->n && err == ESTC_OK; i++) {
-        const unsigned char *q = certs->items[i].data;
-        X509 *x = d2i_X509(NULL, &q, (long)certs->items[i].len);
+        /* Remembered by the client: the provisioning view of the issued
+         * certificate then reads the same object, not a new parse. */
+        X509 *x = estc__x509_cached(c, &certs->items[i]);
         if (x == NULL) {
             err = estc_error(c->ctx, ESTC_ERR_FORMAT, "certificate %zu does not parse", i);
             break;

@@ -127,23 +127,33 @@ static int check_readable(const struct cli *cli, const char *opt, const char *sr
     return CLI_EXIT_OK;
 }
 
-/* The public key (SubjectPublicKeyInfo, DER) of the key at @src: an engine
- * address or a PEM file. *@known is false when a PEM file holds nothing
- * estc can read here (the library then reports it). */
-static int key_spki(const struct cli *cli, const char *opt, const char *src, estc_buf *spki,
-                    bool *known)
+/* Whether the key at @src (an engine address or a PEM file) is @cert's key.
+ * *@known is false when a PEM file holds nothing estc can read here (the
+ * library then reports it). An engine's key is compared by its
+ * SubjectPublicKeyInfo; a PEM key with X509_check_private_key() on the
+ * objects already decoded, without encoding either public key (OpenSSL 3.0
+ * builds a new encoder for every i2d_PUBKEY()). */
+static int key_is_certs(const struct cli *cli, const char *opt, const char *src, X509 *cert,
+                        bool *known, bool *same)
 {
     *known = false;
+    *same = false;
     if (cli_is_address(cli->ctx, src)) {
+        estc_buf spki = {0};
         estc_ctx_clear_error(cli->ctx);
-        estc_err err = estc_key_public(cli->ctx, src, spki);
+        estc_err err = estc_key_public(cli->ctx, src, &spki);
         if (err != ESTC_OK) {
             char what[600], shown[512];
             cli_redact(src, shown, sizeof(shown));
             snprintf(what, sizeof(what), "--%s %s", opt, shown);
             return cli_fail(cli, err, what);
         }
+        unsigned char *mine = NULL;
+        int len = i2d_PUBKEY(X509_get0_pubkey(cert), &mine);
         *known = true;
+        *same = len > 0 && (size_t)len == spki.len && memcmp(mine, spki.data, spki.len) == 0;
+        OPENSSL_free(mine);
+        estc_buf_free(&spki);
         return CLI_EXIT_OK;
     }
     BIO *bio = BIO_new_file(src, "r");
@@ -151,19 +161,13 @@ static int key_spki(const struct cli *cli, const char *opt, const char *src, est
     if (bio != NULL)
         pkey = PEM_read_bio_PrivateKey(bio, NULL, NULL, (void *)"");
     BIO_free(bio);
-    ERR_clear_error();
-    if (pkey == NULL)
-        return CLI_EXIT_OK;
-    unsigned char *der = NULL;
-    int len = i2d_PUBKEY(pkey, &der);
-    EVP_PKEY_free(pkey);
-    int status = CLI_EXIT_OK;
-    if (len > 0 && estc_buf_set(spki, der, (size_t)len) == ESTC_OK)
+    if (pkey != NULL) {
         *known = true;
-    else if (len > 0)
-        status = cli_failf(cli, CLI_EXIT_FAILURE, "out of memory");
-    OPENSSL_free(der);
-    return status;
+        *same = X509_check_private_key(cert, pkey) == 1;
+    }
+    EVP_PKEY_free(pkey);
+    ERR_clear_error();
+    return CLI_EXIT_OK;
 }
 
 /* The DTLS client credentials must be a pair: a key that does not belong to
@@ -192,21 +196,14 @@ static int check_pair(const struct cli *cli, const char *cert_opt, const char *c
     }
     if (status == CLI_EXIT_OK)
         status = cli_load_cert(cli, cert_src, &cert);
-    estc_buf spki = {0};
-    bool known = false;
+    bool known = false, same = false;
     if (status == CLI_EXIT_OK)
-        status = key_spki(cli, key_opt, key_src, &spki, &known);
-    if (status == CLI_EXIT_OK && known) {
-        unsigned char *mine = NULL;
-        int len = i2d_PUBKEY(X509_get0_pubkey(cert), &mine);
-        if (len <= 0 || (size_t)len != spki.len || memcmp(mine, spki.data, spki.len) != 0)
-            status = cli_failf(cli, CLI_EXIT_FAILURE,
-                               "the key at --%s %s does not belong to the certificate at --%s %s "
-                               "(their public keys differ)",
-                               key_opt, key_src, cert_opt, cert_src);
-        OPENSSL_free(mine);
-    }
-    estc_buf_free(&spki);
+        status = key_is_certs(cli, key_opt, key_src, cert, &known, &same);
+    if (status == CLI_EXIT_OK && known && !same)
+        status = cli_failf(cli, CLI_EXIT_FAILURE,
+                           "the key at --%s %s does not belong to the certificate at --%s %s "
+                           "(their public keys differ)",
+                           key_opt, key_src, cert_opt, cert_src);
     X509_free(cert);
     return status;
 }

@@ -3,6 +3,7 @@
  * estc: errors, PEM output and the status report.
  */
 #include <errno.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -90,11 +91,11 @@ int cli_write_pem(const struct cli *cli, const estc_buf *certs, size_t n, const 
         return cli_failf(cli, CLI_EXIT_FAILURE, "out of memory");
     int status = CLI_EXIT_OK;
     for (size_t i = 0; i < n && status == CLI_EXIT_OK; i++) {
-        const unsigned char *p = certs[i].data;
-        X509 *x = d2i_X509(NULL, &p, (long)certs[i].len);
-        if (x == NULL || PEM_write_bio_X509(mem, x) != 1)
+        /* The DER comes from the library, which checked it as a
+         * certificate: written as it is, without decoding it again. */
+        if (certs[i].len == 0 || certs[i].len > LONG_MAX ||
+            PEM_write_bio(mem, PEM_STRING_X509, "", certs[i].data, (long)certs[i].len) <= 0)
             status = cli_failf(cli, CLI_EXIT_FAILURE, "cannot encode certificate %zu as PEM", i);
-        X509_free(x);
     }
     char *data = NULL;
     long len = BIO_get_mem_data(mem, &data);
