@@ -94,7 +94,7 @@ run_cmd() {
 }
 run_estc() { run_cmd "$ESTC" "$@"; }
 
-show_err() { sed 's/^/       | /' "$T/stderr" | head -20; }
+show_err() { sed "s/^/       | /" "$T/stderr" | head -20; sed "s/^/       | /" "$T/stderr" | tail -n +21 | tail -8; }
 
 # expect_ok DESCRIPTION: the last run succeeded.
 expect_ok() {
