@@ -111,14 +111,17 @@ static estc_err read_secret(const struct tpm2_op *op, const char *what, const ch
 estc_err estc__tpm2_auth_begin(struct tpm2_op *op)
 {
     const char *owner = op->a.owner_auth_src;
+    const char *owner_what = "owner-auth-source";
     if (owner == NULL) {
         const char *env = getenv("ESTC_TPM2_OWNER_AUTH_FILE");
-        if (env != NULL && env[0] != '\0')
+        if (env != NULL && env[0] != '\0') {
             owner = env;
+            owner_what = "ESTC_TPM2_OWNER_AUTH_FILE";
+        }
     }
     estc_err err = ESTC_OK;
     if (owner != NULL)
-        err = read_secret(op, "owner-auth-source", owner, &op->owner_auth);
+        err = read_secret(op, owner_what, owner, &op->owner_auth);
     if (err == ESTC_OK && op->a.parent_auth_src != NULL)
         err = read_secret(op, "parent-auth-source", op->a.parent_auth_src, &op->parent_auth);
     if (err == ESTC_OK) {

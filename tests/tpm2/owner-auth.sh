@@ -94,7 +94,8 @@ done
 chmod 620 "$work/owner-bad"
 run_err "owner-bad is writable by its group (mode 0620)" "group-writable owner-auth-source" \
     keygen "$key?owner-auth-source=$work/owner-bad" p256
-ESTC_TPM2_OWNER_AUTH_FILE=$work/owner-bad run_err "writable by its group" \
+ESTC_TPM2_OWNER_AUTH_FILE=$work/owner-bad run_err \
+    "ESTC_TPM2_OWNER_AUTH_FILE $work/owner-bad is writable by its group" \
     "group-writable ESTC_TPM2_OWNER_AUTH_FILE" keygen "$key" p256
 ln -s "$work/owner" "$work/owner-link"
 run_err "owner-link is a symbolic link" "owner-auth-source a symbolic link" \
