@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Files: the one all-or-nothing write of the library, and the mapping of a
- * plain path to the address of the engine whose objects are files.
+ * plain path to the address of the engine whose objects are files. (The
+ * one reader of files holding secrets, which the drivers built as plug-ins
+ * need too, is estc__read_secret_file() in util.c.)
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -12,15 +14,11 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "util.h"
 
 static estc_err sys_fail(estc_ctx *ctx, const char *path, const char *what, int e)
 {
-    estc_err err = e == ENOENT                   ? ESTC_ERR_NOT_FOUND
-                   : e == EEXIST                 ? ESTC_ERR_EXISTS
-                   : (e == EACCES || e == EPERM) ? ESTC_ERR_AUTH
-                   : e == ENOMEM                 ? ESTC_ERR_NOMEM
-                                                 : ESTC_ERR_IO;
-    return estc_error(ctx, err, "%s: %s: %s", path, what, strerror(e));
+    return estc_error(ctx, estc__errno_err(e), "%s: %s: %s", path, what, strerror(e));
 }
 
 static bool write_all(int fd, const uint8_t *p, size_t len)

@@ -1,14 +1,21 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Format conversions shared by the built-in drivers.
+ * Format conversions shared by the built-in drivers, and the one reader of
+ * files that hold secrets.
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <openssl/bn.h>
 #include <openssl/err.h>
 #include <openssl/objects.h>
 #include <openssl/core_names.h>
+#include <openssl/crypto.h>
 #include <openssl/decoder.h>
 #include <openssl/ec.h>
 #include <openssl/evp.h>
@@ -324,4 +331,128 @@ int estc__hex_digit(char c)
     if (c >= 'A' && c <= 'F')
         return c - 'A' + 10;
     return -1;
+}
+
+estc_err estc__errno_err(int e)
+{
+    return e == ENOENT                   ? ESTC_ERR_NOT_FOUND
+           : e == EEXIST                 ? ESTC_ERR_EXISTS
+           : (e == EACCES || e == EPERM) ? ESTC_ERR_AUTH
+           : e == ENOMEM                 ? ESTC_ERR_NOMEM
+                                         : ESTC_ERR_IO;
+}
+
+const char *estc__file_uri_path(const char *source)
+{
+    const char *path = source;
+    if (path != NULL && strncmp(path, "file:", 5) == 0) {
+        path += 5;
+        if (strncmp(path, "//", 2) == 0)
+            path += 2;
+    }
+    return path;
+}
+
+/* What a file is, for a refusal: "a FIFO", "a folder", ... */
+static const char *file_kind(mode_t mode)
+{
+    return S_ISFIFO(mode)                   ? "a FIFO"
+           : S_ISDIR(mode)                  ? "a folder"
+           : S_ISCHR(mode) || S_ISBLK(mode) ? "a device"
+           : S_ISSOCK(mode)                 ? "a socket"
+                                            : "of another kind";
+}
+
+estc_err estc__read_secret_file(estc_ctx *ctx, const char *shown, const char *what,
+                                const char *path, enum estc__file_policy policy, size_t max,
+                                estc_buf *out)
+{
+    if (shown == NULL || what == NULL || path == NULL || out == NULL ||
+        (policy != ESTC__FILE_SECRET && policy != ESTC__FILE_UNWRITABLE) || max > SIZE_MAX / 2)
+        return ESTC_ERR_INVALID_ARG;
+    bool secret = policy == ESTC__FILE_SECRET;
+    /* A secret that cannot be had is an authentication failure, whatever
+     * the reason; a key blob keeps the kind of failure. */
+    estc_err refused = ESTC_ERR_AUTH;
+    estc_err bad_file = secret ? ESTC_ERR_AUTH : ESTC_ERR_FORMAT;
+    /* O_NONBLOCK: a FIFO must be refused, not waited on for a writer. */
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+    if (fd < 0) {
+        int e = errno;
+        struct stat lst;
+        if (e == ELOOP && lstat(path, &lst) == 0 && S_ISLNK(lst.st_mode))
+            return estc_error(ctx, refused,
+                              "%s: %s %s is a symbolic link, not a regular file; refused", shown,
+                              what, path);
+        estc_err err = secret && e != ENOMEM ? ESTC_ERR_AUTH : estc__errno_err(e);
+        return estc_error(ctx, err, "%s: cannot read %s %s: %s", shown, what, path, strerror(e));
+    }
+    struct stat st;
+    estc_err err = ESTC_OK;
+    /* Room for the longest content taken, its newline, and one byte more
+     * to tell a file that is too long. */
+    size_t cap = max + (secret ? 2 : 0) + 1;
+    uint8_t *buf = NULL;
+    size_t n = 0;
+    if (fstat(fd, &st) != 0) {
+        int e = errno;
+        err = estc_error(ctx, secret ? ESTC_ERR_AUTH : estc__errno_err(e),
+                         "%s: cannot read %s %s: %s", shown, what, path, strerror(e));
+    } else if (!S_ISREG(st.st_mode)) {
+        err = estc_error(ctx, bad_file, "%s: %s %s is not a regular file (%s); refused", shown,
+                         what, path, file_kind(st.st_mode));
+    } else if (secret && (st.st_mode & S_IRWXO) != 0) {
+        err = estc_error(ctx, refused,
+                         "%s: %s %s is open to others (mode %04o); refused: make it 0600 or 0640",
+                         shown, what, path, (unsigned)(st.st_mode & 07777));
+    } else if (secret && (st.st_mode & S_IWGRP) != 0) {
+        err = estc_error(ctx, refused,
+                         "%s: %s %s is writable by its group (mode %04o); refused: make it 0600 "
+                         "or 0640",
+                         shown, what, path, (unsigned)(st.st_mode & 07777));
+    } else if (!secret && (st.st_mode & (S_IWGRP | S_IWOTH)) != 0) {
+        err = estc_error(ctx, refused,
+                         "%s: %s %s is writable by group or others (mode %04o); refused", shown,
+                         what, path, (unsigned)(st.st_mode & 07777));
+    } else if (st.st_size < 0 || (uintmax_t)st.st_size >= cap) {
+        err = estc_error(ctx, bad_file, "%s: %s %s is too long (at most %zu bytes)", shown, what,
+                         path, max);
+    } else if ((buf = malloc(cap)) == NULL) {
+        err = ESTC_ERR_NOMEM;
+    }
+    while (err == ESTC_OK && n < cap) {
+        ssize_t r = read(fd, buf + n, cap - n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            int e = errno;
+            err = estc_error(ctx, secret ? ESTC_ERR_AUTH : estc__errno_err(e),
+                             "%s: cannot read %s %s: %s", shown, what, path, strerror(e));
+        }
+        if (r <= 0)
+            break;
+        n += (size_t)r;
+    }
+    close(fd);
+    if (err == ESTC_OK && secret && n > 0 && n < cap && buf[n - 1] == '\n') {
+        n--;
+        if (n > 0 && buf[n - 1] == '\r')
+            n--;
+    }
+    /* n == cap: the file grew after fstat() beyond what is taken. */
+    if (err == ESTC_OK && n > max)
+        err = estc_error(ctx, bad_file, "%s: %s %s is too long (at most %zu bytes)", shown, what,
+                         path, max);
+    if (err != ESTC_OK) {
+        if (buf != NULL)
+            OPENSSL_cleanse(buf, cap);
+        free(buf);
+        return err;
+    }
+    /* The dropped newline too: nothing past the content but zeros. */
+    memset(buf + n, 0, cap - n);
+    estc_buf_free(out);
+    out->data = buf;
+    out->len = n;
+    return ESTC_OK;
 }

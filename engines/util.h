@@ -2,7 +2,7 @@
 /*
  * Helpers shared by the built-in drivers (not public API): the conversions
  * every hardware engine needs between its native formats and the DER that
- * the driver API speaks.
+ * the driver API speaks, and the one reader of files that hold secrets.
  */
 #ifndef ESTC_ENGINES_UTIL_H
 #define ESTC_ENGINES_UTIL_H
@@ -64,5 +64,48 @@ estc_err estc__pkcs8_decode(const uint8_t *der, size_t len, struct evp_pkey_st *
 
 /* The value of hex digit @c, -1 for any other character. */
 int estc__hex_digit(char c);
+
+/* The code of a failed system call on a file: ESTC_ERR_NOT_FOUND (ENOENT),
+ * ESTC_ERR_EXISTS, ESTC_ERR_AUTH (EACCES, EPERM), ESTC_ERR_NOMEM, else
+ * ESTC_ERR_IO. */
+estc_err estc__errno_err(int e);
+
+/* The path that @source names: a plain path, or a file: URI ("file:/x" and
+ * "file:///x" both name /x). A pointer into @source. */
+const char *estc__file_uri_path(const char *source);
+
+/* What estc__read_secret_file() accepts. Every file is opened without
+ * following a symbolic link (O_NOFOLLOW) and without blocking (O_NONBLOCK),
+ * and checked on the open descriptor (fstat): it must be a regular file, of
+ * at most the given size. */
+enum estc__file_policy {
+    /*
+     * A secret (PIN, password): no permission bit for others (mode & 0007 is
+     * 0) and not writable by its group (mode & 0020 is 0), so 0600, 0400,
+     * 0640 and 0440 are taken and 0644, 0604, 0620, 0601 are not. One
+     * trailing newline ("\n" or "\r\n") is dropped. Every refusal is
+     * ESTC_ERR_AUTH: the credential cannot be had.
+     */
+    ESTC__FILE_SECRET,
+    /*
+     * A file others may read but must not change (a key blob that only the
+     * TPM can use): not writable by group or others (mode & 0022 is 0).
+     * Read as it is. A missing file is ESTC_ERR_NOT_FOUND, a mode or a
+     * symbolic link refused ESTC_ERR_AUTH, not a regular file or too large
+     * ESTC_ERR_FORMAT, a failed read ESTC_ERR_IO.
+     */
+    ESTC__FILE_UNWRITABLE,
+};
+
+/*
+ * Reads the file at @path under @policy into @out (malloc()ed, NUL after
+ * the last byte; free with estc_buf_free(), which wipes it): at most @max
+ * bytes, after a dropped newline. Errors name the file as "@shown: @what
+ * @path" and the rule it breaks, never its content; what was read is wiped
+ * on every error path. ESTC_ERR_INVALID_ARG for NULL arguments, NOMEM.
+ */
+estc_err estc__read_secret_file(estc_ctx *ctx, const char *shown, const char *what,
+                                const char *path, enum estc__file_policy policy, size_t max,
+                                estc_buf *out);
 
 #endif

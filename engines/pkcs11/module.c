@@ -10,10 +10,10 @@
  */
 #include "ckr.h"
 #include "p11_internal.h"
+#include "util.h"
 
 #include <openssl/crypto.h>
 
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -447,35 +447,23 @@ static estc_err find_token(struct p11_op *op)
 /* PIN, sessions and login                                                   */
 /* ------------------------------------------------------------------------ */
 
+/* The PIN in the file of pin-source (a file: URI or a plain path; the
+ * value of the attribute, not an estc address), under the one rule for
+ * files holding secrets (estc__read_secret_file()). */
 static estc_err read_pin_source(struct p11_op *op, const char *source)
 {
-    /* A file: URI or a plain path; "file:///x" and "file:/x" both name /x.
-     * (The value of pin-source, not an estc address.) */
-    const char *path = source;
-    if (strncmp(path, "file:", 5) == 0) {
-        path += 5;
-        if (strncmp(path, "//", 2) == 0) {
-            path += 2;
-        }
+    estc_buf pin = {0};
+    estc_err err =
+        estc__read_secret_file(op->ctx, op->shown, "pin-source", estc__file_uri_path(source),
+                               ESTC__FILE_SECRET, PIN_MAX, &pin);
+    if (err != ESTC_OK) {
+        return err;
     }
-    FILE *f = fopen(path, "re");
-    if (f == NULL) {
-        return estc_error(op->ctx, ESTC_ERR_AUTH, "%s: cannot read pin-source %s: %s", op->shown,
-                          path, strerror(errno));
-    }
-    size_t n = fread(op->pin, 1, PIN_MAX, f);
-    bool too_long = (n == PIN_MAX && fgetc(f) != EOF);
-    fclose(f);
-    if (too_long) {
-        OPENSSL_cleanse(op->pin, sizeof(op->pin));
-        return estc_error(op->ctx, ESTC_ERR_AUTH, "%s: pin-source %s is too long", op->shown, path);
-    }
-    while (n > 0 && (op->pin[n - 1] == '\n' || op->pin[n - 1] == '\r')) {
-        n--;
-    }
-    op->pin[n] = '\0';
-    op->pin_len = n;
+    memcpy(op->pin, pin.data, pin.len);
+    op->pin[pin.len] = '\0';
+    op->pin_len = pin.len;
     op->have_pin = true;
+    estc_buf_free(&pin);
     return ESTC_OK;
 }
 

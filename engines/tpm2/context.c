@@ -11,12 +11,8 @@
  * it returns: a TPM without a resource manager has as few as three
  * transient slots.
  */
-#include <errno.h>
-#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <openssl/crypto.h>
 
@@ -24,6 +20,7 @@
 #include <tss2/tss2_tctildr.h>
 
 #include "tpm2_internal.h"
+#include "util.h"
 
 /* ------------------------------------------------------------------------ */
 /* Errors                                                                    */
@@ -90,91 +87,41 @@ estc_err estc__tpm2_tss_err(const struct tpm2_op *op, const char *call, TSS2_RC 
 
 /*
  * Reads the password in file @path (@what names it in messages, never its
- * content) into @out: the bytes of the file less one trailing newline ("\n"
- * or "\r\n"), at most sizeof(out->buffer) of them. A regular file must not
- * be readable or writable by others nor writable by its group; a pipe
- * (/dev/fd/N) is taken as it is.
+ * content; a plain path or a file: URI, as pkcs11:'s pin-source) into @out,
+ * under the one rule for files holding secrets (estc__read_secret_file():
+ * a regular file, not a symbolic link, with no access for others and not
+ * writable by its group; one trailing newline dropped), at most
+ * sizeof(out->buffer) bytes.
  */
 static estc_err read_secret(const struct tpm2_op *op, const char *what, const char *path,
                             TPM2B_AUTH *out)
 {
     memset(out, 0, sizeof(*out));
-    /* A plain path or a file: URI, as pkcs11:'s pin-source; "file:///x" and
-     * "file:/x" both name /x. */
-    if (strncmp(path, "file:", 5) == 0) {
-        path += 5;
-        if (strncmp(path, "//", 2) == 0)
-            path += 2;
-    }
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-    if (fd < 0)
-        return estc_error(op->ctx, ESTC_ERR_AUTH, "%s: cannot read %s %s: %s", op->text, what, path,
-                          strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st) != 0) {
-        int e = errno;
-        close(fd);
-        return estc_error(op->ctx, ESTC_ERR_AUTH, "%s: cannot read %s %s: %s", op->text, what, path,
-                          strerror(e));
-    }
-    if (S_ISREG(st.st_mode) && (st.st_mode & (S_IROTH | S_IWOTH | S_IWGRP)) != 0) {
-        close(fd);
-        return estc_error(op->ctx, ESTC_ERR_AUTH,
-                          "%s: %s %s is open to others (mode %04o); refused: make it 0600 "
-                          "or 0640",
-                          op->text, what, path, (unsigned)(st.st_mode & 07777));
-    }
-    if (S_ISDIR(st.st_mode)) {
-        close(fd);
-        return estc_error(op->ctx, ESTC_ERR_AUTH, "%s: %s %s is a folder", op->text, what, path);
-    }
-    uint8_t buf[sizeof(out->buffer) + 3];
-    size_t n = 0;
-    int e = 0;
-    while (n < sizeof(buf)) {
-        ssize_t r = read(fd, buf + n, sizeof(buf) - n);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0)
-            e = errno;
-        if (r <= 0)
-            break;
-        n += (size_t)r;
-    }
-    close(fd);
-    estc_err err = ESTC_OK;
-    if (e != 0) {
-        err = estc_error(op->ctx, ESTC_ERR_AUTH, "%s: cannot read %s %s: %s", op->text, what, path,
-                         strerror(e));
-    } else {
-        if (n > 0 && buf[n - 1] == '\n') {
-            n--;
-            if (n > 0 && buf[n - 1] == '\r')
-                n--;
-        }
-        if (n > sizeof(out->buffer))
-            err = estc_error(op->ctx, ESTC_ERR_AUTH, "%s: %s %s is too long (at most %zu bytes)",
-                             op->text, what, path, sizeof(out->buffer));
-        else {
-            memcpy(out->buffer, buf, n);
-            out->size = (UINT16)n;
-        }
-    }
-    OPENSSL_cleanse(buf, sizeof(buf));
-    return err;
+    estc_buf pw = {0};
+    estc_err err = estc__read_secret_file(op->ctx, op->text, what, estc__file_uri_path(path),
+                                          ESTC__FILE_SECRET, sizeof(out->buffer), &pw);
+    if (err != ESTC_OK)
+        return err;
+    memcpy(out->buffer, pw.data, pw.len);
+    out->size = (UINT16)pw.len;
+    estc_buf_free(&pw);
+    return ESTC_OK;
 }
 
 estc_err estc__tpm2_auth_begin(struct tpm2_op *op)
 {
     const char *owner = op->a.owner_auth_src;
+    const char *owner_what = "owner-auth-source";
     if (owner == NULL) {
         const char *env = getenv("ESTC_TPM2_OWNER_AUTH_FILE");
-        if (env != NULL && env[0] != '\0')
+        if (env != NULL && env[0] != '\0') {
             owner = env;
+            owner_what = "ESTC_TPM2_OWNER_AUTH_FILE";
+        }
     }
     estc_err err = ESTC_OK;
     if (owner != NULL)
-        err = read_secret(op, "owner-auth-source", owner, &op->owner_auth);
+        err = read_secret(op, owner_what, owner, &op->owner_auth);
     if (err == ESTC_OK && op->a.parent_auth_src != NULL)
         err = read_secret(op, "parent-auth-source", op->a.parent_auth_src, &op->parent_auth);
     if (err == ESTC_OK) {

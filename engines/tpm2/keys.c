@@ -656,52 +656,27 @@ static estc_err keyfile_check_new(const struct tpm2_op *op)
     return err;
 }
 
-/* Reads and decodes the key file of the address. */
+/*
+ * Reads and decodes the key file of the address. The file is not a secret
+ * (its private part is wrapped by the parent key and usable only in this
+ * TPM), so others may read it; but it must not be writable by group or
+ * others, nor be a symbolic link: the parent key is shared by every user of
+ * the TPM, and another user who could put a key of their own in its place
+ * would have that key used and certified (as keyfile_check_new() keeps them
+ * from doing for a new file).
+ */
 static estc_err keyfile_read(const struct tpm2_op *op, struct tpm2_keyfile *kf)
 {
-    const char *path = op->a.key_file;
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-    if (fd < 0) {
-        int e = errno;
-        return estc_error(op->ctx, e == ENOENT ? ESTC_ERR_NOT_FOUND : ESTC_ERR_IO,
-                          "%s: cannot read the key file: %s", op->text, strerror(e));
-    }
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > KEYFILE_MAX) {
-        close(fd);
-        return estc_error(op->ctx, ESTC_ERR_FORMAT,
-                          "%s: not a TSS2 PRIVATE KEY file (not a regular file or too large)",
-                          op->text);
-    }
-    uint8_t *data = malloc((size_t)st.st_size + 1);
-    if (data == NULL) {
-        close(fd);
-        return ESTC_ERR_NOMEM;
-    }
-    size_t n = 0;
-    int e = 0;
-    while (n <= (size_t)st.st_size) {
-        ssize_t r = read(fd, data + n, (size_t)st.st_size + 1 - n);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0)
-            e = errno;
-        if (r <= 0)
-            break;
-        n += (size_t)r;
-    }
-    close(fd);
-    estc_err err = ESTC_OK;
-    if (e != 0) {
-        err = estc_error(op->ctx, ESTC_ERR_IO, "%s: cannot read the key file: %s", op->text,
-                         strerror(e));
-    } else {
-        const char *why = estc__tpm2_keyfile_parse(data, n, kf);
-        if (why != NULL)
-            err = estc_error(op->ctx, ESTC_ERR_FORMAT, "%s: not a usable TSS2 PRIVATE KEY file: %s",
-                             op->text, why);
-    }
-    free(data);
+    estc_buf data = {0};
+    estc_err err = estc__read_secret_file(op->ctx, op->text, "the key file", op->a.key_file,
+                                          ESTC__FILE_UNWRITABLE, KEYFILE_MAX, &data);
+    if (err != ESTC_OK)
+        return err;
+    const char *why = estc__tpm2_keyfile_parse(data.data, data.len, kf);
+    if (why != NULL)
+        err = estc_error(op->ctx, ESTC_ERR_FORMAT, "%s: not a usable TSS2 PRIVATE KEY file: %s",
+                         op->text, why);
+    estc_buf_free(&data);
     return err;
 }
 

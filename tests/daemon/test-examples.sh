@@ -40,6 +40,7 @@ expect_ok "hsm example: second run restores"
 check "hsm example: nothing new in the token" test "$(count)" -eq "$n1"
 # A wrong PIN: a clear failure, no PIN shown, the token unchanged.
 printf '000000' >"$T/badpin"
+chmod 600 "$T/badpin" # a PIN file open to others is refused before any login
 ex "$HEX" "$T/h2.state" "$ESTC_SERVER_URI/est" "$ESTC_SERVER_CA" "$T/dev.crt" "$T/dev.key" dev \
   "$SOFTHSM_MODULE" "$T/badpin" once
 check "hsm example: wrong PIN fails (exit $RC)" test "$RC" -ne 0

@@ -423,6 +423,7 @@ START_TEST(test_wrong_pin)
     ck_assert_ptr_nonnull(f);
     fputs("55555\n", f);
     fclose(f);
+    chmod(path, 0600);
     snprintf(src, sizeof(src), "pkcs11:token=%s;object=wrong-pin?pin-source=file:%s&module-path=%s",
              token1, path, module_path);
     ck_assert_int_eq(estc_key_generate(ctx, src, ESTC_KEY_EC_P256), ESTC_ERR_AUTH);
@@ -936,6 +937,87 @@ START_TEST(test_module_selection)
 }
 END_TEST
 
+/* pin-source names a file under the one rule for secrets: a regular file,
+ * not a symbolic link, no access for others, not writable by its group. A
+ * file that breaks it is refused before any login, with ESTC_ERR_AUTH and a
+ * detail naming the file and the rule (never the PIN), and nothing is made
+ * on the token. A FIFO is refused without waiting for a writer: the alarm
+ * fails the test if the read blocks. */
+START_TEST(test_pin_source_refused)
+{
+    alarm(30);
+    estc_ctx *ctx = new_ctx();
+    CK_ULONG before = count_objects(token1);
+    char dir[] = "/tmp/estc-p11pin.XXXXXX";
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    char good[256], bad[256], link[256], fifo[256], a[1024];
+    snprintf(good, sizeof(good), "%s/pin-0600", dir);
+    FILE *f = fopen(good, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs("1234\n", f);
+    fclose(f);
+    ck_assert_int_eq(chmod(good, 0600), 0);
+    snprintf(link, sizeof(link), "%s/pin-link", dir);
+    ck_assert_int_eq(symlink(good, link), 0);
+    snprintf(fifo, sizeof(fifo), "%s/pin-fifo", dir);
+    ck_assert_int_eq(mkfifo(fifo, 0600), 0);
+    snprintf(bad, sizeof(bad), "%s/pin-bad", dir);
+    f = fopen(bad, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs("1234\n", f);
+    fclose(f);
+
+    static const struct {
+        int mode;  /* of the file "pin-bad", or -1 */
+        int which; /* 0: pin-bad, 1: the symbolic link, 2: the FIFO */
+        const char *rule;
+    } cases[] = {
+        {0644, 0, "is open to others (mode 0644)"},
+        {0604, 0, "is open to others (mode 0604)"},
+        {0620, 0, "is writable by its group (mode 0620)"},
+        {-1, 1, "is a symbolic link"},
+        {-1, 2, "is not a regular file (a FIFO)"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const char *path = cases[i].which == 0 ? bad : cases[i].which == 1 ? link : fifo;
+        if (cases[i].mode >= 0) {
+            ck_assert_int_eq(chmod(bad, (mode_t)cases[i].mode), 0);
+        }
+        snprintf(a, sizeof(a),
+                 "pkcs11:token=%s;object=bad-pin-file?pin-source=file:%s&module-path=%s", token1,
+                 path, module_path);
+        estc_err err = estc_key_generate(ctx, a, ESTC_KEY_EC_P256);
+        const char *detail = estc_ctx_error_detail(ctx);
+        ck_assert_msg(err == ESTC_ERR_AUTH, "%s: %s: %s", cases[i].rule, estc_err_name(err),
+                      detail);
+        ck_assert_msg(strstr(detail, "pin-source") != NULL && strstr(detail, path) != NULL &&
+                          strstr(detail, cases[i].rule) != NULL,
+                      "want \"%s\": %s", cases[i].rule, detail);
+        ck_assert_ptr_null(strstr(detail, "1234"));
+        ck_assert_uint_eq(count_objects(token1), before);
+    }
+    /* The same PIN in a 0600 file and a 0640 file works (so the refusals
+     * above were the file's, not the PIN's). */
+    snprintf(a, sizeof(a), "pkcs11:token=%s;object=good-pin-file?pin-source=%s&module-path=%s",
+             token1, good, module_path);
+    ck_assert_msg(estc_key_generate(ctx, a, ESTC_KEY_EC_P256) == ESTC_OK, "%s",
+                  estc_ctx_error_detail(ctx));
+    ck_assert_uint_eq(count_objects(token1), before + 2);
+    ck_assert_int_eq(chmod(good, 0640), 0);
+    estc_ctx_free(ctx);
+    ctx = new_ctx(); /* a new login, with the 0640 file */
+    ck_assert_msg(estc_key_remove(ctx, a) == ESTC_OK, "%s", estc_ctx_error_detail(ctx));
+    ck_assert_uint_eq(count_objects(token1), before);
+    estc_ctx_free(ctx);
+    unlink(good);
+    unlink(bad);
+    unlink(link);
+    unlink(fifo);
+    rmdir(dir);
+    alarm(0);
+}
+END_TEST
+
 /* A label longer than the driver's handle cache holds: the handles found
  * and created are still checked against it, and the key works and goes. */
 START_TEST(test_long_label)
@@ -1160,6 +1242,7 @@ int main(int argc, char **argv)
     tcase_add_test(tc, test_error_paths);
     tcase_add_test(tc, test_init_reserved);
     tcase_add_test(tc, test_long_label);
+    tcase_add_test(tc, test_pin_source_refused);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_VERBOSE);

@@ -80,14 +80,36 @@ fi
 [ "$(persistent)" = "$before" ] && pass "persistent handles unchanged by the refused keygens" ||
     fail "persistent handles changed: before [$before] after [$(persistent)]"
 
-# 2. Files refused: open to others, too long, missing.
-cp "$work/owner" "$work/owner-644"
-chmod 644 "$work/owner-644"
-run_err "open to others" "world-readable owner-auth-source" \
-    keygen "$key?owner-auth-source=$work/owner-644" p256
-chmod 620 "$work/owner-644"
-run_err "open to others" "group-writable owner-auth-source" \
-    keygen "$key?owner-auth-source=$work/owner-644" p256
+# 2. Files refused (the one rule for files holding secrets: a regular
+# file, not a symbolic link, no access for others, not writable by its
+# group): open to others, group-writable, a symbolic link, a FIFO (refused
+# without waiting for a writer: timeout makes a hang a failure), too long,
+# missing.
+cp "$work/owner" "$work/owner-bad"
+for mode in 644 604 601; do
+    chmod "$mode" "$work/owner-bad"
+    run_err "owner-bad is open to others (mode 0$mode)" "owner-auth-source of mode 0$mode" \
+        keygen "$key?owner-auth-source=$work/owner-bad" p256
+done
+chmod 620 "$work/owner-bad"
+run_err "owner-bad is writable by its group (mode 0620)" "group-writable owner-auth-source" \
+    keygen "$key?owner-auth-source=$work/owner-bad" p256
+ESTC_TPM2_OWNER_AUTH_FILE=$work/owner-bad run_err \
+    "ESTC_TPM2_OWNER_AUTH_FILE $work/owner-bad is writable by its group" \
+    "group-writable ESTC_TPM2_OWNER_AUTH_FILE" keygen "$key" p256
+ln -s "$work/owner" "$work/owner-link"
+run_err "owner-link is a symbolic link" "owner-auth-source a symbolic link" \
+    keygen "$key?owner-auth-source=$work/owner-link" p256
+mkfifo -m 600 "$work/owner-fifo"
+wrap_saved=$wrap
+wrap="timeout 60 $wrap"
+run_err "owner-fifo is not a regular file (a FIFO)" "owner-auth-source a FIFO" \
+    keygen "$key?owner-auth-source=$work/owner-fifo" p256
+ESTC_TPM2_OWNER_AUTH_FILE=$work/owner run_err "owner-fifo is not a regular file (a FIFO)" \
+    "parent-auth-source a FIFO" keygen "$key?parent-auth-source=$work/owner-fifo" p256
+wrap=$wrap_saved
+ESTC_TPM2_OWNER_AUTH_FILE=$work/owner run_err "owner-bad is writable by its group" \
+    "group-writable parent-auth-source" keygen "$key?parent-auth-source=$work/owner-bad" p256
 head -c 65 /dev/zero | tr '\0' x >"$work/long"
 chmod 600 "$work/long"
 run_err "too long" "65-byte owner-auth-source" keygen "$key?owner-auth-source=$work/long" p256

@@ -4,11 +4,14 @@
  * tests/tpm2/run.sh; the TCTI comes from TPM2TOOLS_TCTI). They add to the
  * conformance suite what is TPM-specific: signatures of every scheme verified
  * with OpenSSL, PKCS#8 import, NV chunking and size limits, derived address
- * ranges and collisions, and the error of each bad input.
+ * ranges and collisions, the rules a key file is read under, and the error
+ * of each bad input.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <check.h>
 #include <openssl/evp.h>
@@ -476,6 +479,64 @@ START_TEST(derive_key_files)
 }
 END_TEST
 
+/* A key file is read under the rule for files others may read but not
+ * change: the TPM-wrapped blob is no secret (0644 works), but a file
+ * writable by group or others, a symbolic link or a FIFO is refused (the
+ * FIFO without waiting for a writer: the alarm fails a read that blocks),
+ * and the key stays usable once the file is put right. */
+START_TEST(key_file_rules)
+{
+    alarm(60);
+    char dir[] = "/tmp/estc-tpm2-kf.XXXXXX";
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    char path[128], link[128], fifo[128], a[256], al[256], af[256];
+    snprintf(path, sizeof(path), "%s/k.pem", dir);
+    snprintf(link, sizeof(link), "%s/link.pem", dir);
+    snprintf(fifo, sizeof(fifo), "%s/fifo.pem", dir);
+    snprintf(a, sizeof(a), "tpm2:key-file=%s", path);
+    snprintf(al, sizeof(al), "tpm2:key-file=%s", link);
+    snprintf(af, sizeof(af), "tpm2:key-file=%s", fifo);
+    expect(estc_key_generate(ctx, a, ESTC_KEY_EC_P256), ESTC_OK, "keygen");
+    ck_assert_int_eq(chmod(path, 0644), 0);
+    sign_verify(a, ESTC_SIG_ECDSA, ESTC_HASH_SHA256);
+
+    uint8_t d[32] = {0};
+    estc_buf out = {0};
+    static const struct {
+        int mode;
+        const char *rule;
+    } bad[] = {{0664, "writable by group or others (mode 0664)"},
+               {0646, "writable by group or others (mode 0646)"},
+               {0620, "writable by group or others (mode 0620)"}};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        ck_assert_int_eq(chmod(path, (mode_t)bad[i].mode), 0);
+        expect(estc_key_sign(ctx, a, ESTC_SIG_ECDSA, ESTC_HASH_SHA256, d, 32, &out), ESTC_ERR_AUTH,
+               bad[i].rule);
+        ck_assert_msg(strstr(estc_ctx_error_detail(ctx), bad[i].rule) != NULL, "%s",
+                      estc_ctx_error_detail(ctx));
+        expect(estc_key_public(ctx, a, &out), ESTC_ERR_AUTH, bad[i].rule);
+    }
+    ck_assert_int_eq(chmod(path, 0600), 0);
+    ck_assert_int_eq(symlink(path, link), 0);
+    expect(estc_key_sign(ctx, al, ESTC_SIG_ECDSA, ESTC_HASH_SHA256, d, 32, &out), ESTC_ERR_AUTH,
+           "symbolic link");
+    ck_assert_msg(strstr(estc_ctx_error_detail(ctx), "is a symbolic link") != NULL, "%s",
+                  estc_ctx_error_detail(ctx));
+    ck_assert_int_eq(mkfifo(fifo, 0600), 0);
+    expect(estc_key_public(ctx, af, &out), ESTC_ERR_FORMAT, "FIFO");
+    ck_assert_msg(strstr(estc_ctx_error_detail(ctx), "not a regular file (a FIFO)") != NULL, "%s",
+                  estc_ctx_error_detail(ctx));
+    ck_assert_ptr_null(out.data);
+
+    sign_verify(a, ESTC_SIG_ECDSA, ESTC_HASH_SHA256);
+    expect(estc_key_remove(ctx, a), ESTC_OK, "remove");
+    unlink(link);
+    unlink(fifo);
+    ck_assert_int_eq(rmdir(dir), 0);
+    alarm(0);
+}
+END_TEST
+
 START_TEST(missing_objects)
 {
     uint8_t d[32] = {0};
@@ -601,6 +662,7 @@ int main(int argc, char **argv)
     tcase_add_test(tc, collision_is_exists);
     tcase_add_test(tc, custom_srk);
     tcase_add_test(tc, derive_key_files);
+    tcase_add_test(tc, key_file_rules);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
