@@ -149,34 +149,6 @@ out:
     return rc;
 }
 
-static int serial_known(const struct srv_ca *ca, const char *hex)
-{
-    size_t i;
-    for (i = 0; i < ca->n_serials; i++) {
-        if (strcmp(ca->serials[i], hex) == 0)
-            return 1;
-    }
-    return 0;
-}
-
-static int serial_remember(struct srv_ca *ca, const char *hex)
-{
-    char *copy;
-    if (ca->n_serials == ca->cap_serials) {
-        size_t ncap = ca->cap_serials ? ca->cap_serials * 2 : 64;
-        char **n = realloc(ca->serials, ncap * sizeof(*n));
-        if (n == NULL)
-            return -1;
-        ca->serials = n;
-        ca->cap_serials = ncap;
-    }
-    copy = strdup(hex);
-    if (copy == NULL)
-        return -1;
-    ca->serials[ca->n_serials++] = copy;
-    return 0;
-}
-
 /* Index lines: serial-hex TAB notAfter (YYYYMMDDHHMMSSZ) TAB subject. */
 static int index_load(struct srv_ca *ca)
 {
@@ -193,7 +165,7 @@ static int index_load(struct srv_ca *ca)
         if (tab == NULL)
             continue;
         *tab = '\0';
-        if (serial_remember(ca, line) != 0) {
+        if (srv_serials_add(&ca->serials, line) != 0) {
             fclose(f);
             return -1;
         }
@@ -254,8 +226,8 @@ static ASN1_INTEGER *new_serial(struct srv_ca *ca, char **hex_out)
         }
         /* Taken at once, under the lock: two workers never pick the same one. */
         pthread_mutex_lock(&ca->lock);
-        if (!serial_known(ca, hex)) {
-            int ok = serial_remember(ca, hex) == 0;
+        if (!srv_serials_has(&ca->serials, hex)) {
+            int ok = srv_serials_add(&ca->serials, hex) == 0;
             pthread_mutex_unlock(&ca->lock);
             if (!ok) {
                 OPENSSL_free(hex);
@@ -524,7 +496,6 @@ out:
 
 void srv_ca_free(struct srv_ca *ca)
 {
-    size_t i;
     if (ca->index_fd >= 0)
         close(ca->index_fd);
     ca->index_fd = -1;
@@ -533,9 +504,7 @@ void srv_ca_free(struct srv_ca *ca)
     sk_X509_pop_free(ca->extra, X509_free);
     free(ca->cert_path);
     free(ca->index_path);
-    for (i = 0; i < ca->n_serials; i++)
-        free(ca->serials[i]);
-    free(ca->serials);
+    srv_serials_free(&ca->serials);
     memset(ca, 0, sizeof(*ca));
 }
 
