@@ -90,6 +90,14 @@ struct srv_ca {
      */
     pthread_mutex_t lock;
     struct srv_serials serials;
+    /*
+     * What every client certificate carries the same, encoded once at set-up
+     * (basicConstraints, extendedKeyUsage, keyUsage for EC and for RSA keys,
+     * authorityKeyIdentifier), and SHA-1 fetched once for the
+     * subjectKeyIdentifier.
+     */
+    X509_EXTENSION *client_ext[5];
+    EVP_MD *sha1;
 };
 
 struct srv_cache; /* retransmission and delay bookkeeping, see cache.c */
