@@ -6,7 +6,7 @@
  *   estc-load --port PORT --ca CA.pem --cert DEVICE.pem --key DEVICE.key
  *             [--host 127.0.0.1] [--root est] [--clients C] [--count N]
  *             [--server-pid PID] [--op-times SIGN_US,VERIFY_US,ECDH_US]
- *             [--max-seconds S] [--same-session K]
+ *             [--max-seconds S] [--same-session K] [--no-ticket]
  *
  * C threads each run enrollments one after the other until N are done. An
  * enrollment is a DTLS 1.2 handshake of its own (new UDP socket, so a new
@@ -15,7 +15,9 @@
  * a fresh P-256 key (made before the clock starts), then the issued
  * certificate checked: signed by the CA and for that key. With
  * --same-session K the session then enrolls K more times (re-enrollment on
- * the same session). A 5.03 answer is retried after its Max-Age.
+ * the same session). A 5.03 answer is retried after its Max-Age. With
+ * --no-ticket the clients do not ask for a session ticket (none resumes), so
+ * the server's handshake has no NewSessionTicket to make.
  *
  * Prints enrollments/s, p50 and p99 latency, the busy share of each CPU
  * (/proc/stat), the CPU time of the server (/proc/PID/stat) and of this
@@ -60,11 +62,11 @@ struct job {
 
 static struct {
     const char *host, *root, *ca, *cert, *key;
-    int port, clients, count, same_session;
+    int port, clients, count, same_session, no_ticket;
     long server_pid;
     double max_seconds;
     double t_sign, t_verify, t_ecdh; /* seconds; 0: measure */
-} opt = {"127.0.0.1", "est", NULL, NULL, NULL, 0, 16, 200, 0, 0, 120, 0, 0, 0};
+} opt = {"127.0.0.1", "est", NULL, NULL, NULL, 0, 16, 200, 0, 0, 0, 120, 0, 0, 0};
 
 static struct job *jobs;
 static atomic_int next_job;
@@ -323,6 +325,8 @@ static SSL_CTX *new_ctx(void)
         return NULL;
     }
     SSL_CTX_set_verify(c, SSL_VERIFY_PEER, NULL);
+    if (opt.no_ticket)
+        SSL_CTX_set_options(c, SSL_OP_NO_TICKET);
     return c;
 }
 
@@ -530,7 +534,7 @@ static void usage(void)
     fputs("usage: estc-load --port PORT --ca CA.pem --cert DEVICE.pem --key DEVICE.key\n"
           "       [--host 127.0.0.1] [--root est] [--clients C] [--count N]\n"
           "       [--server-pid PID] [--op-times SIGN_US,VERIFY_US,ECDH_US]\n"
-          "       [--max-seconds S] [--same-session K]\n",
+          "       [--max-seconds S] [--same-session K] [--no-ticket]\n",
           stderr);
 }
 
@@ -548,6 +552,7 @@ int main(int argc, char **argv)
                                        {"op-times", required_argument, NULL, 'o'},
                                        {"max-seconds", required_argument, NULL, 'm'},
                                        {"same-session", required_argument, NULL, 's'},
+                                       {"no-ticket", no_argument, NULL, 'T'},
                                        {NULL, 0, NULL, 0}};
     unsigned long long b0[MAX_CPUS], t0[MAX_CPUS], b1[MAX_CPUS], t1[MAX_CPUS];
     pthread_t *th;
@@ -600,6 +605,9 @@ int main(int argc, char **argv)
             break;
         case 's':
             opt.same_session = atoi(optarg);
+            break;
+        case 'T':
+            opt.no_ticket = 1;
             break;
         default:
             usage();
