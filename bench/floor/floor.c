@@ -411,7 +411,7 @@ int main(int argc, char **argv)
         EVP_PKEY *pub;
         X509 *x;
         SSL *ssl;
-        double t[PH_N + 1];
+        double t[6]; /* the clock before, between and after the phases */
         int n, der_len;
 
         t[0] = thread_cpu();
