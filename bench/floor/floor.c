@@ -193,7 +193,8 @@ static void make_csr(int i)
         !X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)cn, -1, -1,
                                     0) ||
         !X509_REQ_set_subject_name(req, name) || !X509_REQ_set_pubkey(req, k) ||
-        X509_REQ_sign(req, k, EVP_sha256()) <= 0 || (csr_lens[i] = i2d_X509_REQ(req, &csrs[i])) <= 0)
+        X509_REQ_sign(req, k, EVP_sha256()) <= 0 ||
+        (csr_lens[i] = i2d_X509_REQ(req, &csrs[i])) <= 0)
         die("cannot make a CSR");
     EVP_PKEY_free(k);
     X509_NAME_free(name);
@@ -217,8 +218,8 @@ static void *client_main(void *arg)
         struct timeval tv = {10, 0};
         int n;
 
-        if (fd < 0 || ssl == NULL || connect(fd, (struct sockaddr *)&server_addr,
-                                             sizeof(server_addr)) != 0)
+        if (fd < 0 || ssl == NULL ||
+            connect(fd, (struct sockaddr *)&server_addr, sizeof(server_addr)) != 0)
             die("client socket");
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
         bio = BIO_new_dgram(fd, BIO_CLOSE);
@@ -295,8 +296,8 @@ static X509 *issue(X509_REQ *req)
         if (ptype != V_ASN1_OBJECT)
             goto out;
         bcopy = OPENSSL_memdup(bits, (size_t)bits_len);
-        if (bcopy == NULL || !X509_PUBKEY_set0_param(X509_get_X509_PUBKEY(x), OBJ_dup(aobj),
-                                                     ptype, OBJ_dup(pval), bcopy, bits_len))
+        if (bcopy == NULL || !X509_PUBKEY_set0_param(X509_get_X509_PUBKEY(x), OBJ_dup(aobj), ptype,
+                                                     OBJ_dup(pval), bcopy, bits_len))
             goto out;
     }
     bc->ca = 0;
@@ -333,13 +334,17 @@ enum { PH_HANDSHAKE, PH_CSR, PH_ISSUE, PH_RECORDS, PH_N };
 
 int main(int argc, char **argv)
 {
-    static const struct option longopts[] = {
-        {"ca-cert", required_argument, NULL, 'a'},     {"ca-key", required_argument, NULL, 'b'},
-        {"server-cert", required_argument, NULL, 's'}, {"server-key", required_argument, NULL, 'S'},
-        {"client-ca", required_argument, NULL, 'C'},   {"cert", required_argument, NULL, 'c'},
-        {"key", required_argument, NULL, 'k'},         {"count", required_argument, NULL, 'n'},
-        {"warmup", required_argument, NULL, 'w'},      {"tickets", no_argument, NULL, 't'},
-        {NULL, 0, NULL, 0}};
+    static const struct option longopts[] = {{"ca-cert", required_argument, NULL, 'a'},
+                                             {"ca-key", required_argument, NULL, 'b'},
+                                             {"server-cert", required_argument, NULL, 's'},
+                                             {"server-key", required_argument, NULL, 'S'},
+                                             {"client-ca", required_argument, NULL, 'C'},
+                                             {"cert", required_argument, NULL, 'c'},
+                                             {"key", required_argument, NULL, 'k'},
+                                             {"count", required_argument, NULL, 'n'},
+                                             {"warmup", required_argument, NULL, 'w'},
+                                             {"tickets", no_argument, NULL, 't'},
+                                             {NULL, 0, NULL, 0}};
     double sum[PH_N] = {0};
     struct rusage ru0, ru1;
     SSL_CTX *sctx;
@@ -350,17 +355,38 @@ int main(int argc, char **argv)
 
     while ((o = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
         switch (o) {
-        case 'a': opt.ca_cert = optarg; break;
-        case 'b': opt.ca_key = optarg; break;
-        case 's': opt.server_cert = optarg; break;
-        case 'S': opt.server_key = optarg; break;
-        case 'C': opt.client_ca = optarg; break;
-        case 'c': opt.cert = optarg; break;
-        case 'k': opt.key = optarg; break;
-        case 'n': opt.count = atoi(optarg); break;
-        case 'w': opt.warmup = atoi(optarg); break;
-        case 't': opt.tickets = 1; break;
-        default: return 2;
+        case 'a':
+            opt.ca_cert = optarg;
+            break;
+        case 'b':
+            opt.ca_key = optarg;
+            break;
+        case 's':
+            opt.server_cert = optarg;
+            break;
+        case 'S':
+            opt.server_key = optarg;
+            break;
+        case 'C':
+            opt.client_ca = optarg;
+            break;
+        case 'c':
+            opt.cert = optarg;
+            break;
+        case 'k':
+            opt.key = optarg;
+            break;
+        case 'n':
+            opt.count = atoi(optarg);
+            break;
+        case 'w':
+            opt.warmup = atoi(optarg);
+            break;
+        case 't':
+            opt.tickets = 1;
+            break;
+        default:
+            return 2;
         }
     }
     if (!opt.ca_cert || !opt.ca_key || !opt.server_cert || !opt.server_key || !opt.client_ca ||
@@ -443,8 +469,7 @@ int main(int argc, char **argv)
         t[4] = thread_cpu();
         if (SSL_write(ssl, der, der_len) != der_len)
             die("server write");
-        if (SSL_read(ssl, buf, sizeof(buf)) != 0 ||
-            SSL_get_error(ssl, 0) != SSL_ERROR_ZERO_RETURN)
+        if (SSL_read(ssl, buf, sizeof(buf)) != 0 || SSL_get_error(ssl, 0) != SSL_ERROR_ZERO_RETURN)
             die("no close_notify");
         SSL_shutdown(ssl);
         SSL_free(ssl);
@@ -472,8 +497,10 @@ int main(int argc, char **argv)
         printf("  issuing            %.3f ms\n", 1e3 * sum[PH_ISSUE] / n);
         printf("  records            %.3f ms\n", 1e3 * sum[PH_RECORDS] / n);
         printf("system time          %.3f ms of it (the socket calls)\n",
-               1e3 * ((double)(ru1.ru_stime.tv_sec - ru0.ru_stime.tv_sec) +
-                      (double)(ru1.ru_stime.tv_usec - ru0.ru_stime.tv_usec) * 1e-6) / n);
+               1e3 *
+                   ((double)(ru1.ru_stime.tv_sec - ru0.ru_stime.tv_sec) +
+                    (double)(ru1.ru_stime.tv_usec - ru0.ru_stime.tv_usec) * 1e-6) /
+                   n);
         printf("floor-ms %.4f %.4f %.4f %.4f %.4f\n", 1e3 * sum[PH_HANDSHAKE] / n,
                1e3 * sum[PH_CSR] / n, 1e3 * sum[PH_ISSUE] / n, 1e3 * sum[PH_RECORDS] / n,
                1e3 * all / n);

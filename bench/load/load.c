@@ -636,8 +636,8 @@ int main(int argc, char **argv)
     }
     if (opt.port <= 0 || opt.port > 65535 || opt.ca == NULL || opt.cert == NULL ||
         opt.key == NULL || opt.clients < 1 || opt.clients > 1024 || opt.count < 1 ||
-        opt.count > 1000000 || opt.same_session < 0 ||
-        (opt.accept != 281 && opt.accept != 287) || optind != argc) {
+        opt.count > 1000000 || opt.same_session < 0 || (opt.accept != 281 && opt.accept != 287) ||
+        optind != argc) {
         usage();
         return 2;
     }

@@ -10,7 +10,7 @@
 #include <stddef.h>
 
 struct srv_serials {
-    char **slots; /* cap entries, NULL when free; open addressing */
+    char **slots;  /* cap entries, NULL when free; open addressing */
     size_t n, cap; /* cap: 0 or a power of two, at least twice n */
 };
 
