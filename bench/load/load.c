@@ -6,7 +6,7 @@
  *   estc-load --port PORT --ca CA.pem --cert DEVICE.pem --key DEVICE.key
  *             [--host 127.0.0.1] [--root est] [--clients C] [--count N]
  *             [--server-pid PID] [--op-times SIGN_US,VERIFY_US,ECDH_US]
- *             [--max-seconds S] [--same-session K]
+ *             [--max-seconds S] [--same-session K] [--no-ticket] [--accept CF]
  *
  * C threads each run enrollments one after the other until N are done. An
  * enrollment is a DTLS 1.2 handshake of its own (new UDP socket, so a new
@@ -15,7 +15,11 @@
  * a fresh P-256 key (made before the clock starts), then the issued
  * certificate checked: signed by the CA and for that key. With
  * --same-session K the session then enrolls K more times (re-enrollment on
- * the same session). A 5.03 answer is retried after its Max-Age.
+ * the same session). A 5.03 answer is retried after its Max-Age. With
+ * --no-ticket the clients do not ask for a session ticket (none resumes), so
+ * the server's handshake has no NewSessionTicket to make. --accept 281 asks
+ * for the certificate in a PKCS#7 certs-only (what the estc library asks
+ * by default) instead of 287 (the DER certificate).
  *
  * Prints enrollments/s, p50 and p99 latency, the busy share of each CPU
  * (/proc/stat), the CPU time of the server (/proc/PID/stat) and of this
@@ -44,6 +48,7 @@
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
+#include <openssl/pkcs7.h>
 #include <openssl/rand.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
@@ -60,11 +65,11 @@ struct job {
 
 static struct {
     const char *host, *root, *ca, *cert, *key;
-    int port, clients, count, same_session;
+    int port, clients, count, same_session, no_ticket, accept;
     long server_pid;
     double max_seconds;
     double t_sign, t_verify, t_ecdh; /* seconds; 0: measure */
-} opt = {"127.0.0.1", "est", NULL, NULL, NULL, 0, 16, 200, 0, 0, 120, 0, 0, 0};
+} opt = {"127.0.0.1", "est", NULL, NULL, NULL, 0, 16, 200, 0, 0, 287, 0, 120, 0, 0, 0};
 
 static struct job *jobs;
 static atomic_int next_job;
@@ -123,7 +128,7 @@ out:
     return ok ? 0 : -1;
 }
 
-/* CoAP CON POST /ROOT/sen, Content-Format 286, Accept 287, CSR as payload. */
+/* CoAP CON POST /ROOT/sen, Content-Format 286, Accept 287 or 281, CSR as payload. */
 static size_t coap_request(uint8_t *out, size_t cap, uint16_t mid, const uint8_t tok[4],
                            const struct job *j)
 {
@@ -145,9 +150,9 @@ static size_t coap_request(uint8_t *out, size_t cap, uint16_t mid, const uint8_t
     out[n++] = 0x12; /* Content-Format (12): 286 */
     out[n++] = 0x01;
     out[n++] = 0x1e;
-    out[n++] = 0x52; /* Accept (17): 287 */
-    out[n++] = 0x01;
-    out[n++] = 0x1f;
+    out[n++] = 0x52; /* Accept (17): 287 or 281, two bytes */
+    out[n++] = (uint8_t)(opt.accept >> 8);
+    out[n++] = (uint8_t)opt.accept;
     out[n++] = 0xff;
     memcpy(out + n, j->csr, (size_t)j->csr_len);
     return n + (size_t)j->csr_len;
@@ -283,12 +288,25 @@ static int enroll_on(SSL *ssl, struct job *j, long idx, uint16_t *mid)
         }
         {
             const unsigned char *p = pl;
-            X509 *x = d2i_X509(NULL, &p, (long)pl_len);
+            X509 *x = NULL;
             const ASN1_INTEGER *sn;
             BIGNUM *bn;
             char *hex;
-            int ok = x != NULL && p == pl + pl_len && X509_verify(x, ca_pub) == 1 &&
-                     EVP_PKEY_eq(X509_get0_pubkey(x), j->key) == 1;
+            int ok;
+            if (opt.accept == 287) {
+                x = d2i_X509(NULL, &p, (long)pl_len);
+            } else { /* a PKCS#7 certs-only with the one certificate */
+                PKCS7 *p7 = d2i_PKCS7(NULL, &p, (long)pl_len);
+                STACK_OF(X509) *certs =
+                    p7 != NULL && PKCS7_type_is_signed(p7) ? p7->d.sign->cert : NULL;
+                if (sk_X509_num(certs) == 1) {
+                    x = sk_X509_value(certs, 0);
+                    X509_up_ref(x);
+                }
+                PKCS7_free(p7);
+            }
+            ok = x != NULL && p == pl + pl_len && X509_verify(x, ca_pub) == 1 &&
+                 EVP_PKEY_eq(X509_get0_pubkey(x), j->key) == 1;
             if (!ok) {
                 X509_free(x);
                 fail("issued certificate does not check", idx);
@@ -323,6 +341,8 @@ static SSL_CTX *new_ctx(void)
         return NULL;
     }
     SSL_CTX_set_verify(c, SSL_VERIFY_PEER, NULL);
+    if (opt.no_ticket)
+        SSL_CTX_set_options(c, SSL_OP_NO_TICKET);
     return c;
 }
 
@@ -530,7 +550,7 @@ static void usage(void)
     fputs("usage: estc-load --port PORT --ca CA.pem --cert DEVICE.pem --key DEVICE.key\n"
           "       [--host 127.0.0.1] [--root est] [--clients C] [--count N]\n"
           "       [--server-pid PID] [--op-times SIGN_US,VERIFY_US,ECDH_US]\n"
-          "       [--max-seconds S] [--same-session K]\n",
+          "       [--max-seconds S] [--same-session K] [--no-ticket] [--accept 281|287]\n",
           stderr);
 }
 
@@ -548,6 +568,8 @@ int main(int argc, char **argv)
                                        {"op-times", required_argument, NULL, 'o'},
                                        {"max-seconds", required_argument, NULL, 'm'},
                                        {"same-session", required_argument, NULL, 's'},
+                                       {"no-ticket", no_argument, NULL, 'T'},
+                                       {"accept", required_argument, NULL, 'A'},
                                        {NULL, 0, NULL, 0}};
     unsigned long long b0[MAX_CPUS], t0[MAX_CPUS], b1[MAX_CPUS], t1[MAX_CPUS];
     pthread_t *th;
@@ -601,6 +623,12 @@ int main(int argc, char **argv)
         case 's':
             opt.same_session = atoi(optarg);
             break;
+        case 'T':
+            opt.no_ticket = 1;
+            break;
+        case 'A':
+            opt.accept = atoi(optarg);
+            break;
         default:
             usage();
             return 2;
@@ -608,7 +636,8 @@ int main(int argc, char **argv)
     }
     if (opt.port <= 0 || opt.port > 65535 || opt.ca == NULL || opt.cert == NULL ||
         opt.key == NULL || opt.clients < 1 || opt.clients > 1024 || opt.count < 1 ||
-        opt.count > 1000000 || opt.same_session < 0 || optind != argc) {
+        opt.count > 1000000 || opt.same_session < 0 || (opt.accept != 281 && opt.accept != 287) ||
+        optind != argc) {
         usage();
         return 2;
     }

@@ -66,6 +66,21 @@ check "issued certificate holds the CSR key" test "$(openssl x509 -in "$T/a.pem"
 check "index grew by one" test "$(index_lines)" -eq $((before + 1))
 check "index names the certificate" grep -q "$(openssl x509 -in "$T/a.pem" -noout -serial | cut -d= -f2)" \
   "$ESTC_SERVER_STATE/state/index.txt"
+# The client certificate profile, extension by extension, in this order.
+check "issued certificate's extensions: CA:FALSE, clientAuth, EC key usage, key identifiers, SAN" \
+  test "$(openssl x509 -in "$T/a.pem" -noout -text | sed -n 's/^ *\(X509v3 .*\)/\1/p' | tr -d '\n')" = \
+  "X509v3 extensions:X509v3 Basic Constraints: criticalX509v3 Extended Key Usage: X509v3 Key Usage: criticalX509v3 Subject Key Identifier: X509v3 Authority Key Identifier: X509v3 Subject Alternative Name: "
+check "issued certificate: CA:FALSE, clientAuth only, digitalSignature + keyAgreement" \
+  test "$(openssl x509 -in "$T/a.pem" -noout -ext basicConstraints,extendedKeyUsage,keyUsage | tr -d '\n')" = \
+  "X509v3 Basic Constraints: critical    CA:FALSEX509v3 Extended Key Usage:     TLS Web Client AuthenticationX509v3 Key Usage: critical    Digital Signature, Key Agreement"
+# subjectKeyIdentifier: SHA-1 of the subjectPublicKey bits (a P-256 point is the last 65 bytes).
+ski_want=$(openssl x509 -in "$T/a.pem" -noout -pubkey | openssl pkey -pubin -outform DER | tail -c 65 |
+  openssl dgst -sha1 -r | cut -c1-40)
+check "subjectKeyIdentifier is SHA-1 of the key bits" test \
+  "$(openssl x509 -in "$T/a.pem" -noout -ext subjectKeyIdentifier | tail -1 | tr -d ' :' | tr 'A-F' 'a-f')" = "$ski_want"
+check "authorityKeyIdentifier is the CA's subjectKeyIdentifier" test \
+  "$(openssl x509 -in "$T/a.pem" -noout -ext authorityKeyIdentifier | tail -1 | tr -d ' :')" = \
+  "$(openssl x509 -in "$ESTC_SERVER_CA" -noout -ext subjectKeyIdentifier | tail -1 | tr -d ' :')"
 
 coap -m post -t 286 -A 287 -f "$T/a.csr" /est/sen
 expect_code 2.04 "sen repeated (retransmission), Accept 287"
@@ -167,6 +182,9 @@ expect_code 2.04 "skg with an RSA CSR"
 if split_multipart "$T/out"; then
   check "skg generated an RSA 2048 key" grep -q "Private-Key: (2048 bit" \
     <(openssl pkey -inform DER -in "$T/out.p1" -noout -text 2>/dev/null)
+  openssl pkcs7 -inform DER -in "$T/out.p2" -print_certs -out "$T/rsa.pem" 2>/dev/null
+  check "an RSA key's certificate: digitalSignature + keyEncipherment" grep -q \
+    "Digital Signature, Key Encipherment" <(openssl x509 -in "$T/rsa.pem" -noout -ext keyUsage)
 else
   fail "RSA skg answer is multipart-core CBOR"
 fi

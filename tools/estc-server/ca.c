@@ -149,34 +149,6 @@ out:
     return rc;
 }
 
-static int serial_known(const struct srv_ca *ca, const char *hex)
-{
-    size_t i;
-    for (i = 0; i < ca->n_serials; i++) {
-        if (strcmp(ca->serials[i], hex) == 0)
-            return 1;
-    }
-    return 0;
-}
-
-static int serial_remember(struct srv_ca *ca, const char *hex)
-{
-    char *copy;
-    if (ca->n_serials == ca->cap_serials) {
-        size_t ncap = ca->cap_serials ? ca->cap_serials * 2 : 64;
-        char **n = realloc(ca->serials, ncap * sizeof(*n));
-        if (n == NULL)
-            return -1;
-        ca->serials = n;
-        ca->cap_serials = ncap;
-    }
-    copy = strdup(hex);
-    if (copy == NULL)
-        return -1;
-    ca->serials[ca->n_serials++] = copy;
-    return 0;
-}
-
 /* Index lines: serial-hex TAB notAfter (YYYYMMDDHHMMSSZ) TAB subject. */
 static int index_load(struct srv_ca *ca)
 {
@@ -193,7 +165,7 @@ static int index_load(struct srv_ca *ca)
         if (tab == NULL)
             continue;
         *tab = '\0';
-        if (serial_remember(ca, line) != 0) {
+        if (srv_serials_add(&ca->serials, line) != 0) {
             fclose(f);
             return -1;
         }
@@ -254,8 +226,8 @@ static ASN1_INTEGER *new_serial(struct srv_ca *ca, char **hex_out)
         }
         /* Taken at once, under the lock: two workers never pick the same one. */
         pthread_mutex_lock(&ca->lock);
-        if (!serial_known(ca, hex)) {
-            int ok = serial_remember(ca, hex) == 0;
+        if (!srv_serials_has(&ca->serials, hex)) {
+            int ok = srv_serials_add(&ca->serials, hex) == 0;
             pthread_mutex_unlock(&ca->lock);
             if (!ok) {
                 OPENSSL_free(hex);
@@ -288,6 +260,62 @@ static int add_ext(X509 *x, X509 *issuer, int nid, const char *value)
 }
 
 enum cert_kind { KIND_CA, KIND_CLIENT, KIND_SERVER };
+
+enum { EXT_BC, EXT_EKU, EXT_KU_EC, EXT_KU_RSA, EXT_AKID };
+
+/* The extensions every client certificate of this CA carries the same. */
+static int client_exts_prepare(struct srv_ca *ca)
+{
+    static const struct {
+        int nid;
+        const char *value;
+    } conf[] = {
+        [EXT_BC] = {NID_basic_constraints, "critical,CA:FALSE"},
+        [EXT_EKU] = {NID_ext_key_usage, "clientAuth"},
+        [EXT_KU_EC] = {NID_key_usage, "critical,digitalSignature,keyAgreement"},
+        [EXT_KU_RSA] = {NID_key_usage, "critical,digitalSignature,keyEncipherment"},
+        [EXT_AKID] = {NID_authority_key_identifier, "keyid:always"},
+    };
+    size_t i;
+
+    for (i = 0; i < sizeof(conf) / sizeof(conf[0]); i++) {
+        X509V3_CTX ctx;
+        X509V3_set_ctx(&ctx, ca->cert, NULL, NULL, NULL, 0);
+        ca->client_ext[i] = X509V3_EXT_conf_nid(NULL, &ctx, conf[i].nid, conf[i].value);
+        if (ca->client_ext[i] == NULL)
+            return -1;
+    }
+    ca->sha1 = EVP_MD_fetch(NULL, "SHA1", NULL);
+    return ca->sha1 != NULL ? 0 : -1;
+}
+
+/*
+ * A client certificate's extensions: the prepared ones and the
+ * subjectKeyIdentifier, SHA-1 of the subjectPublicKey bits (RFC 5280
+ * 4.2.1.2 method 1, as OpenSSL's "hash").
+ */
+static int client_exts_add(struct srv_ca *ca, X509 *x, EVP_PKEY *pub)
+{
+    const unsigned char *bits;
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int md_len = 0;
+    int bits_len, ok;
+    ASN1_OCTET_STRING *skid;
+
+    if (!X509_add_ext(x, ca->client_ext[EXT_BC], -1) ||
+        !X509_add_ext(x, ca->client_ext[EXT_EKU], -1) ||
+        !X509_add_ext(x, ca->client_ext[EVP_PKEY_is_a(pub, "RSA") ? EXT_KU_RSA : EXT_KU_EC], -1))
+        return 0;
+    if (!X509_PUBKEY_get0_param(NULL, &bits, &bits_len, NULL, X509_get_X509_PUBKEY(x)) ||
+        EVP_Digest(bits, (size_t)bits_len, md, &md_len, ca->sha1, NULL) != 1)
+        return 0;
+    skid = ASN1_OCTET_STRING_new();
+    ok = skid != NULL && ASN1_OCTET_STRING_set(skid, md, (int)md_len) &&
+         X509_add1_ext_i2d(x, NID_subject_key_identifier, skid, 0, X509V3_ADD_APPEND) == 1 &&
+         X509_add_ext(x, ca->client_ext[EXT_AKID], -1);
+    ASN1_OCTET_STRING_free(skid);
+    return ok;
+}
 
 /*
  * The one place certificates are made. `issuer` NULL means self-signed with
@@ -360,6 +388,11 @@ static X509 *make_cert(struct srv_ca *ca, const X509_NAME *subject, EVP_PKEY *pu
     if (X509_gmtime_adj(X509_getm_notBefore(x), -BACKDATE_SECONDS) == NULL ||
         X509_time_adj_ex(X509_getm_notAfter(x), 0, validity, NULL) == NULL)
         goto out;
+    if (kind == KIND_CLIENT && ca->client_ext[0] != NULL) {
+        if (!client_exts_add(ca, x, pub))
+            goto out;
+        goto extended;
+    }
     if (kind == KIND_CA) {
         ku = "critical,keyCertSign,cRLSign,digitalSignature";
         if (!add_ext(x, x, NID_basic_constraints, "critical,CA:TRUE"))
@@ -378,6 +411,7 @@ static X509 *make_cert(struct srv_ca *ca, const X509_NAME *subject, EVP_PKEY *pu
         goto out;
     if (issuer != NULL && !add_ext(x, issuer, NID_authority_key_identifier, "keyid:always"))
         goto out;
+extended:
     if (san != NULL && !X509_add_ext(x, san, -1))
         goto out;
     /* A serial of a certificate that failed stays taken: it is never reused. */
@@ -513,6 +547,10 @@ int srv_ca_setup(struct srv *s)
         srv_log(SRV_LOG_ERR, "cannot read certificates from --extra-ca %s", s->opt.extra_ca);
         goto out;
     }
+    if (client_exts_prepare(&s->ca) != 0) {
+        srv_log_ssl_errors("certificate extensions");
+        goto out;
+    }
     s->ca.cert_path = cert_path;
     cert_path = NULL;
     rc = 0;
@@ -524,7 +562,6 @@ out:
 
 void srv_ca_free(struct srv_ca *ca)
 {
-    size_t i;
     if (ca->index_fd >= 0)
         close(ca->index_fd);
     ca->index_fd = -1;
@@ -533,9 +570,10 @@ void srv_ca_free(struct srv_ca *ca)
     sk_X509_pop_free(ca->extra, X509_free);
     free(ca->cert_path);
     free(ca->index_path);
-    for (i = 0; i < ca->n_serials; i++)
-        free(ca->serials[i]);
-    free(ca->serials);
+    srv_serials_free(&ca->serials);
+    for (size_t i = 0; i < sizeof(ca->client_ext) / sizeof(ca->client_ext[0]); i++)
+        X509_EXTENSION_free(ca->client_ext[i]);
+    EVP_MD_free(ca->sha1);
     memset(ca, 0, sizeof(*ca));
 }
 

@@ -237,9 +237,10 @@ static int pkcs8_der(EVP_PKEY *key, uint8_t **out, size_t *out_len)
     return 0;
 }
 
-/* Issues the certificate (and for skg/skc the key) for a valid CSR. */
+/* Issues the certificate (and for skg/skc the key) for a valid CSR; the
+ * certificate also as an object in *issued, for the answer's encoding. */
 static coap_pdu_code_t issue(struct srv *s, enum est_op op, X509_REQ *req, struct srv_answer *ans,
-                             const char **diag)
+                             X509 **issued, const char **diag)
 {
     EVP_PKEY *pub = X509_REQ_get0_pubkey(req);
     EVP_PKEY *gen = NULL;
@@ -266,6 +267,8 @@ static coap_pdu_code_t issue(struct srv *s, enum est_op op, X509_REQ *req, struc
     srv_log(SRV_LOG_INFO, "issued a certificate to %s", subject);
     *diag = NULL;
     code = COAP_RESPONSE_CODE_CHANGED;
+    *issued = cert;
+    cert = NULL;
 out:
     if (code != COAP_RESPONSE_CODE_CHANGED)
         srv_answer_clear(ans);
@@ -274,9 +277,14 @@ out:
     return code;
 }
 
-/* The response body for an answer in the negotiated format. */
+/*
+ * The response body for an answer in the negotiated format. @issued is the
+ * certificate of ans->cert when it was just issued, NULL for a remembered
+ * answer (then decoded from ans->cert: OpenSSL 3.0 decodes its public key
+ * with it, which costs more than the signature).
+ */
 static int encode(struct srv *s, enum est_op op, int accept, const struct srv_answer *ans,
-                  uint8_t **body, size_t *len)
+                  X509 *issued, uint8_t **body, size_t *len)
 {
     const unsigned char *p = ans->cert;
     X509 *cert = NULL;
@@ -293,8 +301,9 @@ static int encode(struct srv *s, enum est_op op, int accept, const struct srv_an
         memcpy(certs, ans->cert, ans->cert_len);
         certs_len = ans->cert_len;
     } else {
-        cert = d2i_X509(NULL, &p, (long)ans->cert_len);
-        if (cert == NULL || srv_pkcs7_certs(cert, &s->ca, 0, &certs, &certs_len) != 0)
+        if (issued == NULL)
+            issued = cert = d2i_X509(NULL, &p, (long)ans->cert_len);
+        if (issued == NULL || srv_pkcs7_certs(issued, &s->ca, 0, &certs, &certs_len) != 0)
             goto out;
     }
     if (op == OP_SEN || op == OP_SREN) {
@@ -359,6 +368,7 @@ static void handle_enroll(coap_resource_t *r, coap_session_t *session, const coa
     uint8_t *body = NULL;
     size_t body_len = 0;
     struct srv_answer ans = {NULL, 0, NULL, 0};
+    X509 *issued = NULL;
     const char *diag = NULL;
     coap_pdu_code_t code;
     unsigned out_cf = keygen ? SRV_CF_MULTIPART : 0;
@@ -466,7 +476,7 @@ static void handle_enroll(coap_resource_t *r, coap_session_t *session, const coa
         goto out;
     }
 
-    code = issue(s, op, req, &ans, &diag);
+    code = issue(s, op, req, &ans, &issued, &diag);
     if (code != COAP_RESPONSE_CODE_CHANGED) {
         srv_respond_error(response, code, diag);
         goto out;
@@ -474,7 +484,7 @@ static void handle_enroll(coap_resource_t *r, coap_session_t *session, const coa
     if (srv_cache_store(s->cache, key, &ans) != 0)
         srv_log(SRV_LOG_ERR, "cannot remember the answer for retransmissions");
 respond:
-    if (encode(s, op, accept, &ans, &body, &body_len) != 0) {
+    if (encode(s, op, accept, &ans, issued, &body, &body_len) != 0) {
         srv_respond_error(response, COAP_RESPONSE_CODE_INTERNAL_ERROR, "encoding failed");
         goto out;
     }
@@ -482,6 +492,7 @@ respond:
                      body, body_len);
 out:
     srv_answer_clear(&ans);
+    X509_free(issued);
     ERR_clear_error();
     X509_REQ_free(req);
     X509_free(peer);

@@ -19,6 +19,7 @@
 #include <coap3/coap.h>
 
 #include "policy.h"
+#include "serials.h"
 
 /* CoAP Content-Format numbers used by EST-coaps (RFC 9148 §8.3). */
 #define SRV_CF_LINK_FORMAT 40
@@ -83,13 +84,20 @@ struct srv_ca {
     int index_fd;           /* open for appending, -1 without an index */
     /*
      * Serial numbers issued so far (hex, upper case), to keep them unique.
-     * Every worker issues: `lock` guards the list. The key and certificates
+     * Every worker issues: `lock` guards the set. The key and certificates
      * above are only read once set up, which OpenSSL allows from several
      * threads at once (openssl-threads(7)).
      */
     pthread_mutex_t lock;
-    char **serials;
-    size_t n_serials, cap_serials;
+    struct srv_serials serials;
+    /*
+     * What every client certificate carries the same, encoded once at set-up
+     * (basicConstraints, extendedKeyUsage, keyUsage for EC and for RSA keys,
+     * authorityKeyIdentifier), and SHA-1 fetched once for the
+     * subjectKeyIdentifier.
+     */
+    X509_EXTENSION *client_ext[5];
+    EVP_MD *sha1;
 };
 
 struct srv_cache; /* retransmission and delay bookkeeping, see cache.c */
