@@ -19,21 +19,9 @@ test_tpm2=$2
 engine_test=${3:-}
 wrap=${ESTC_TEST_WRAPPER:-}
 
-# shellcheck source=../fixtures/swtpm.sh
-. "$fixture"
-swtpm_require 1 tpm2_getcap tpm2_changeauth tpm2_createprimary tpm2_evictcontrol openssl ||
-    exit $?
-swtpm_start || exit $?
-work=$(mktemp -d "${TMPDIR:-/tmp}/estc-tpm2-auth.XXXXXX")
-chmod 700 "$work"
-trap 'swtpm_stop; rm -rf "$work"' EXIT
-
-failures=0
-pass() { echo "ok: $*"; }
-fail() {
-    echo "FAIL: $*"
-    failures=$((failures + 1))
-}
+# shellcheck source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+tpm2_lib_start "$fixture" tpm2-auth tpm2_changeauth tpm2_createprimary tpm2_evictcontrol openssl
 
 owner_pw='owner-Pw.4711'
 printf '%s' "$owner_pw" >"$work/owner"
@@ -45,7 +33,7 @@ chmod 600 "$work/wrong"
 swtpm_set_owner_auth "$work/owner" || { fail "tpm2_changeauth -c owner"; exit 1; }
 
 tcti="swtpm:host%3D127.0.0.1,port%3D$SWTPM_PORT"
-persistent() { tpm2_getcap handles-persistent; }
+persistent() { tpm2_persistent; }
 
 # run_err WANT WHAT ARGS...: the test tool fails with error WANT (never a
 # crash) and the message holds no password.
@@ -179,13 +167,13 @@ else
 fi
 
 # The engine's storage primary key (0x81000001) stays: infrastructure.
-after=$(persistent | grep -v -i 0x81000001)
+after=$(tpm2_persistent 0x81000001)
 if [ "$before" = "$after" ]; then
     pass "persistent handles as before"
 else
     fail "handles differ: before [$before] after [$after]"
 fi
-transient=$(tpm2_getcap handles-transient)
+transient=$(tpm2_transient)
 [ -z "$transient" ] && pass "no transient object left loaded" ||
     fail "transient objects left: $transient"
 
