@@ -355,7 +355,8 @@ estc_err estc__tpm2_key_import(const struct tpm2_op *op, const uint8_t *pkcs8, s
     err = import_under(op, srk, &pub, &sens, &priv);
     if (err != ESTC_OK)
         goto out;
-    TSS2_RC rc = Esys_Load(c->esys, srk, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, priv, &pub, &key);
+    TSS2_RC rc =
+        Esys_Load(c->esys, srk, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, priv, &pub, &key);
     if (rc != TSS2_RC_SUCCESS) {
         err = estc__tpm2_tss_err(op, "Esys_Load", rc);
         goto out;
@@ -403,8 +404,8 @@ static estc_err key_open(const struct tpm2_op *op, bool fresh, struct tpm2_key *
     }
     TPM2B_PUBLIC *pub = NULL;
     if (k != NULL) {
-        TSS2_RC rc = Esys_ReadPublic(c->esys, k->tr, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
-                                     &pub, NULL, NULL);
+        TSS2_RC rc = Esys_ReadPublic(c->esys, k->tr, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &pub,
+                                     NULL, NULL);
         if (rc == TSS2_RC_SUCCESS) {
             k->pub = *pub;
         } else {
@@ -507,9 +508,9 @@ static estc_err sign_with(const struct tpm2_op *op, ESYS_TR tr, const TPM2B_PUBL
     /* The signature must fit @pub: with a cached public area, a signature
      * that does not tells of another key at the handle. */
     if (s->sigAlg != scheme.scheme ||
-        (!is_ec && (alg == ESTC_SIG_RSA_PKCS1 ? s->signature.rsassa.sig.size
-                                              : s->signature.rsapss.sig.size) !=
-                       pub->publicArea.unique.rsa.size)) {
+        (!is_ec && (alg == ESTC_SIG_RSA_PKCS1
+                        ? s->signature.rsassa.sig.size
+                        : s->signature.rsapss.sig.size) != pub->publicArea.unique.rsa.size)) {
         err = estc_error(op->ctx, ESTC_ERR_ENGINE, "%s: the signature does not fit the key",
                          op->text);
         goto out;
@@ -538,6 +539,16 @@ out:
     return err;
 }
 
+/* Whether public areas @a and @b are the same (as the TPM marshals them). */
+static bool same_public(const TPM2B_PUBLIC *a, const TPM2B_PUBLIC *b)
+{
+    uint8_t ma[sizeof(*a)], mb[sizeof(*b)];
+    size_t la = 0, lb = 0;
+    return Tss2_MU_TPM2B_PUBLIC_Marshal(a, ma, sizeof(ma), &la) == TSS2_RC_SUCCESS &&
+           Tss2_MU_TPM2B_PUBLIC_Marshal(b, mb, sizeof(mb), &lb) == TSS2_RC_SUCCESS && la == lb &&
+           memcmp(ma, mb, la) == 0;
+}
+
 estc_err estc__tpm2_key_sign(const struct tpm2_op *op, estc_sig_alg alg, estc_hash hash,
                              const uint8_t *digest, size_t digest_len, estc_buf *sig)
 {
@@ -559,7 +570,7 @@ estc_err estc__tpm2_key_sign(const struct tpm2_op *op, estc_sig_alg alg, estc_ha
     estc_err again = key_open(op, true, &k, &cached);
     if (again != ESTC_OK)
         return again;
-    if (memcmp(&before, &k->pub, sizeof(before)) == 0)
+    if (same_public(&before, &k->pub))
         return err;
     return sign_with(op, k->tr, &k->pub, alg, hash, digest, digest_len, sig);
 }
@@ -575,8 +586,8 @@ estc_err estc__tpm2_key_remove(const struct tpm2_op *op)
     estc_err err = key_open(op, true, &k, &cached);
     if (err != ESTC_OK)
         return err;
-    TSS2_RC rc = Esys_EvictControl(c->esys, ESYS_TR_RH_OWNER, k->tr, ESYS_TR_PASSWORD,
-                                   ESYS_TR_NONE, ESYS_TR_NONE, op->a.handle, &out_tr);
+    TSS2_RC rc = Esys_EvictControl(c->esys, ESYS_TR_RH_OWNER, k->tr, ESYS_TR_PASSWORD, ESYS_TR_NONE,
+                                   ESYS_TR_NONE, op->a.handle, &out_tr);
     if (rc != TSS2_RC_SUCCESS)
         err = estc__tpm2_tss_err(op, "Esys_EvictControl", rc);
     /* ESYS may have dropped the handle already: closing again is harmless. */

@@ -538,11 +538,11 @@ static bool verifies(const estc_buf *spki, estc_sig_alg alg, const uint8_t *dige
     const uint8_t *p = spki->data;
     EVP_PKEY *pk = d2i_PUBKEY(NULL, &p, (long)spki->len);
     EVP_PKEY_CTX *vc = pk != NULL ? EVP_PKEY_CTX_new(pk, NULL) : NULL;
-    bool ok = vc != NULL && EVP_PKEY_verify_init(vc) == 1 &&
-              EVP_PKEY_CTX_set_signature_md(vc, EVP_sha256()) == 1 &&
-              (alg != ESTC_SIG_RSA_PKCS1 ||
-               EVP_PKEY_CTX_set_rsa_padding(vc, RSA_PKCS1_PADDING) == 1) &&
-              EVP_PKEY_verify(vc, sig->data, sig->len, digest, 32) == 1;
+    bool ok =
+        vc != NULL && EVP_PKEY_verify_init(vc) == 1 &&
+        EVP_PKEY_CTX_set_signature_md(vc, EVP_sha256()) == 1 &&
+        (alg != ESTC_SIG_RSA_PKCS1 || EVP_PKEY_CTX_set_rsa_padding(vc, RSA_PKCS1_PADDING) == 1) &&
+        EVP_PKEY_verify(vc, sig->data, sig->len, digest, 32) == 1;
     EVP_PKEY_CTX_free(vc);
     EVP_PKEY_free(pk);
     ERR_clear_error();
