@@ -22,6 +22,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 build=$(cd "${1:-$here/../build}" && pwd)
 export ESTC_BUILD_ROOT=$build
 export BENCH_ENGINE_OPS=$build/bench/engine-ops/estc-bench-engine-ops
+# The plug-in drivers (tpm2:, psa:, ...) of this build, not installed ones.
+export ESTC_ENGINE_DIR=${ESTC_ENGINE_DIR:-$build/engines/plugins}
 export KEYGENS=${KEYGENS:-30} SIGNS=${SIGNS:-300}
 rounds=${ROUNDS:-5}
 drivers=${DRIVERS:-mem file pkcs11 tpm2 psa}

@@ -24,7 +24,8 @@ packages=(
   # (tests/pkcs11): tpm2-pkcs11 behind tpm2-abrmd on a private D-Bus
   # session bus, and NSS softokn with its certutil
   libtpm2-pkcs11-1 libtpm2-pkcs11-tools tpm2-abrmd dbus-daemon dbus-bin
-  # the TCTI that reaches tpm2-abrmd (tpm2-abrmd does not pull it in)
+  # the TCTI that reaches tpm2-abrmd (tpm2-abrmd does not pull it in); the
+  # tpm2 suite's tpm2-cache test puts tpm2-abrmd before swtpm as well
   libtss2-tcti-tabrmd0
   libnss3 libnss3-tools
   # Debian packages: build, check, install (tests/package)

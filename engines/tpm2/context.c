@@ -343,6 +343,15 @@ void estc__tpm2_flush(struct tpm2_conn *c, ESYS_TR *tr)
     *tr = ESYS_TR_NONE;
 }
 
+struct tpm2_key *estc__tpm2_key_find(struct tpm2_conn *c, uint32_t handle)
+{
+    for (size_t i = 0; i < c->n_keys; i++) {
+        if (c->keys[i].handle == handle)
+            return &c->keys[i];
+    }
+    return NULL;
+}
+
 void estc__tpm2_key_forget(struct tpm2_conn *c, uint32_t handle)
 {
     for (size_t i = 0; i < c->n_keys; i++) {
@@ -354,7 +363,8 @@ void estc__tpm2_key_forget(struct tpm2_conn *c, uint32_t handle)
     }
 }
 
-void estc__tpm2_key_remember(struct tpm2_conn *c, uint32_t handle, ESYS_TR tr)
+struct tpm2_key *estc__tpm2_key_remember(struct tpm2_conn *c, uint32_t handle, ESYS_TR tr,
+                                         const TPM2B_PUBLIC *pub)
 {
     if (c->n_keys == KEY_CACHE) {
         /* Full: drop the oldest entry. */
@@ -362,8 +372,11 @@ void estc__tpm2_key_remember(struct tpm2_conn *c, uint32_t handle, ESYS_TR tr)
         memmove(&c->keys[0], &c->keys[1], (KEY_CACHE - 1) * sizeof(c->keys[0]));
         c->n_keys--;
     }
-    c->keys[c->n_keys].handle = handle;
-    c->keys[c->n_keys++].tr = tr;
+    struct tpm2_key *k = &c->keys[c->n_keys++];
+    k->handle = handle;
+    k->tr = tr;
+    k->pub = *pub;
+    return k;
 }
 
 /* ------------------------------------------------------------------------ */

@@ -292,6 +292,37 @@ static estc_err import_parts(const struct tpm2_op *op, EVP_PKEY *pk, TPM2B_PUBLI
     return ESTC_OK;
 }
 
+/* TPM2_Import of the key with public area @pub and sensitive part @sens
+ * under @parent (its password set): *@priv is the key's private part under
+ * @parent, to free with Esys_Free(). No outer or inner wrapper (empty seed,
+ * NULL symmetric algorithm): the duplicate is the marshalled
+ * TPM2B_SENSITIVE itself, wiped after the call. */
+static estc_err import_under(const struct tpm2_op *op, ESYS_TR parent, const TPM2B_PUBLIC *pub,
+                             const TPM2B_SENSITIVE *sens, TPM2B_PRIVATE **priv)
+{
+    *priv = NULL;
+    TPM2B_PRIVATE dup = {0};
+    size_t off = 0;
+    estc_err err = ESTC_OK;
+    TSS2_RC rc = Tss2_MU_TPM2B_SENSITIVE_Marshal(sens, dup.buffer, sizeof(dup.buffer), &off);
+    if (rc != TSS2_RC_SUCCESS) {
+        err = estc__tpm2_tss_err(op, "Tss2_MU_TPM2B_SENSITIVE_Marshal", rc);
+    } else {
+        dup.size = (UINT16)off;
+        TPM2B_DATA enc_key = {0};
+        TPM2B_ENCRYPTED_SECRET seed = {0};
+        TPMT_SYM_DEF_OBJECT sym = {.algorithm = TPM2_ALG_NULL};
+        rc = Esys_Import(op->c->esys, parent, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE,
+                         &enc_key, pub, &dup, &seed, &sym, priv);
+        if (rc != TSS2_RC_SUCCESS) {
+            *priv = NULL;
+            err = estc__tpm2_tss_err(op, "Esys_Import", rc);
+        }
+    }
+    OPENSSL_cleanse(&dup, sizeof(dup));
+    return err;
+}
+
 estc_err estc__tpm2_key_import(const struct tpm2_op *op, const uint8_t *pkcs8, size_t pkcs8_len)
 {
     struct tpm2_conn *c = op->c;
@@ -299,7 +330,6 @@ estc_err estc__tpm2_key_import(const struct tpm2_op *op, const uint8_t *pkcs8, s
     TPM2B_PRIVATE *priv = NULL;
     TPM2B_PUBLIC pub;
     TPM2B_SENSITIVE sens;
-    TPM2B_PRIVATE dup = {0};
     memset(&sens, 0, sizeof(sens));
     estc_err err;
 
@@ -322,25 +352,11 @@ estc_err estc__tpm2_key_import(const struct tpm2_op *op, const uint8_t *pkcs8, s
     if (err != ESTC_OK)
         goto out;
 
-    /* No outer or inner wrapper (empty seed, NULL symmetric algorithm): the
-     * duplicate is the marshalled TPM2B_SENSITIVE itself. */
-    size_t off = 0;
-    TSS2_RC rc = Tss2_MU_TPM2B_SENSITIVE_Marshal(&sens, dup.buffer, sizeof(dup.buffer), &off);
-    if (rc != TSS2_RC_SUCCESS) {
-        err = estc__tpm2_tss_err(op, "Tss2_MU_TPM2B_SENSITIVE_Marshal", rc);
+    err = import_under(op, srk, &pub, &sens, &priv);
+    if (err != ESTC_OK)
         goto out;
-    }
-    dup.size = (UINT16)off;
-    TPM2B_DATA enc_key = {0};
-    TPM2B_ENCRYPTED_SECRET seed = {0};
-    TPMT_SYM_DEF_OBJECT sym = {.algorithm = TPM2_ALG_NULL};
-    rc = Esys_Import(c->esys, srk, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, &enc_key, &pub,
-                     &dup, &seed, &sym, &priv);
-    if (rc != TSS2_RC_SUCCESS) {
-        err = estc__tpm2_tss_err(op, "Esys_Import", rc);
-        goto out;
-    }
-    rc = Esys_Load(c->esys, srk, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, priv, &pub, &key);
+    TSS2_RC rc =
+        Esys_Load(c->esys, srk, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, priv, &pub, &key);
     if (rc != TSS2_RC_SUCCESS) {
         err = estc__tpm2_tss_err(op, "Esys_Load", rc);
         goto out;
@@ -348,7 +364,6 @@ estc_err estc__tpm2_key_import(const struct tpm2_op *op, const uint8_t *pkcs8, s
     err = persist_key(op, &key);
 out:
     OPENSSL_cleanse(&sens, sizeof(sens));
-    OPENSSL_cleanse(&dup, sizeof(dup));
     EVP_PKEY_free(pk);
     estc__tpm2_flush(c, &key);
     estc__tpm2_srk_check(c, err);
@@ -360,47 +375,64 @@ out:
 /* Using keys                                                                */
 /* ------------------------------------------------------------------------ */
 
-/* Opens the key at the address's handle (the ESYS_TR stays owned by the
- * connection's cache) and reads its public area, which also proves it is
- * still there. */
-static estc_err key_open(const struct tpm2_op *op, ESYS_TR *tr, TPM2B_PUBLIC **pub)
+/* Whether public area @p is one of a key this driver signs with. */
+static bool signing_key(const TPMT_PUBLIC *p)
+{
+    return (p->objectAttributes & TPMA_OBJECT_SIGN_ENCRYPT) &&
+           !(p->objectAttributes & TPMA_OBJECT_RESTRICTED) &&
+           (p->type == TPM2_ALG_ECC || p->type == TPM2_ALG_RSA);
+}
+
+/*
+ * The key at the address's handle, from the connection's cache (its ESYS_TR
+ * and public area stay owned by the cache). Without @fresh a cached key is
+ * taken as it is, with no TPM command, and *@cached says so; with @fresh,
+ * or when the key is not cached yet, its public area is read from the TPM,
+ * which also proves that it is there.
+ */
+static estc_err key_open(const struct tpm2_op *op, bool fresh, struct tpm2_key **out, bool *cached)
 {
     struct tpm2_conn *c = op->c;
     uint32_t handle = op->a.handle;
-    *tr = ESYS_TR_NONE;
-    for (size_t i = 0; i < c->n_keys; i++) {
-        if (c->keys[i].handle == handle) {
-            TSS2_RC rc = Esys_ReadPublic(c->esys, c->keys[i].tr, ESYS_TR_NONE, ESYS_TR_NONE,
-                                         ESYS_TR_NONE, pub, NULL, NULL);
-            if (rc == TSS2_RC_SUCCESS)
-                *tr = c->keys[i].tr;
-            else
-                estc__tpm2_key_forget(c, handle); /* gone or replaced: open it afresh */
-            break;
+    *out = NULL;
+    *cached = false;
+    struct tpm2_key *k = estc__tpm2_key_find(c, handle);
+    if (k != NULL && !fresh) {
+        *out = k;
+        *cached = true;
+        return ESTC_OK;
+    }
+    TPM2B_PUBLIC *pub = NULL;
+    if (k != NULL) {
+        TSS2_RC rc = Esys_ReadPublic(c->esys, k->tr, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &pub,
+                                     NULL, NULL);
+        if (rc == TSS2_RC_SUCCESS) {
+            k->pub = *pub;
+        } else {
+            estc__tpm2_key_forget(c, handle); /* gone or replaced: open it afresh */
+            k = NULL;
         }
     }
-    if (*tr == ESYS_TR_NONE) {
-        estc_err err = estc__tpm2_tr_from(op, handle, tr);
+    if (k == NULL) {
+        ESYS_TR tr = ESYS_TR_NONE;
+        estc_err err = estc__tpm2_tr_from(op, handle, &tr);
         if (err != ESTC_OK)
             return err;
-        TSS2_RC rc = Esys_ReadPublic(c->esys, *tr, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, pub,
+        TSS2_RC rc = Esys_ReadPublic(c->esys, tr, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &pub,
                                      NULL, NULL);
         if (rc != TSS2_RC_SUCCESS) {
-            estc__tpm2_tr_close(c, tr);
+            estc__tpm2_tr_close(c, &tr);
             return estc__tpm2_tss_err(op, "Esys_ReadPublic", rc);
         }
-        estc__tpm2_key_remember(c, handle, *tr);
+        k = estc__tpm2_key_remember(c, handle, tr, pub);
     }
-    TPMA_OBJECT attrs = (*pub)->publicArea.objectAttributes;
-    if (!(attrs & TPMA_OBJECT_SIGN_ENCRYPT) || (attrs & TPMA_OBJECT_RESTRICTED) ||
-        ((*pub)->publicArea.type != TPM2_ALG_ECC && (*pub)->publicArea.type != TPM2_ALG_RSA)) {
+    Esys_Free(pub);
+    if (!signing_key(&k->pub.publicArea)) {
         estc__tpm2_key_forget(c, handle);
-        *tr = ESYS_TR_NONE;
-        Esys_Free(*pub);
-        *pub = NULL;
         return estc_error(op->ctx, ESTC_ERR_UNSUPPORTED,
                           "%s: the object is not an unrestricted EC or RSA signing key", op->text);
     }
+    *out = k;
     return ESTC_OK;
 }
 
@@ -436,14 +468,13 @@ estc_err estc__tpm2_key_public(const struct tpm2_op *op, estc_buf *spki)
 {
     if (op->a.type == ADDR_FILE)
         return keyfile_public(op, spki);
-    ESYS_TR tr = ESYS_TR_NONE;
-    TPM2B_PUBLIC *pub = NULL;
-    estc_err err = key_open(op, &tr, &pub);
+    /* Always from the TPM: the key reported is the key at the handle now. */
+    struct tpm2_key *k = NULL;
+    bool cached;
+    estc_err err = key_open(op, true, &k, &cached);
     if (err != ESTC_OK)
         return err;
-    err = spki_of(op, &pub->publicArea, spki);
-    Esys_Free(pub);
-    return err;
+    return spki_of(op, &k->pub.publicArea, spki);
 }
 
 /* TPM2_Sign with loaded key @tr whose public area is @pub. */
@@ -474,6 +505,16 @@ static estc_err sign_with(const struct tpm2_op *op, ESYS_TR tr, const TPM2B_PUBL
         err = estc__tpm2_tss_err(op, "Esys_Sign", rc);
         goto out;
     }
+    /* The signature must fit @pub: with a cached public area, a signature
+     * that does not tells of another key at the handle. */
+    if (s->sigAlg != scheme.scheme ||
+        (!is_ec && (alg == ESTC_SIG_RSA_PKCS1
+                        ? s->signature.rsassa.sig.size
+                        : s->signature.rsapss.sig.size) != pub->publicArea.unique.rsa.size)) {
+        err = estc_error(op->ctx, ESTC_ERR_ENGINE, "%s: the signature does not fit the key",
+                         op->text);
+        goto out;
+    }
     if (is_ec) {
         size_t field =
             estc__ec_field_len(key_type_of(pub->publicArea.parameters.eccDetail.curveID));
@@ -498,38 +539,59 @@ out:
     return err;
 }
 
+/* Whether public areas @a and @b are the same (as the TPM marshals them). */
+static bool same_public(const TPM2B_PUBLIC *a, const TPM2B_PUBLIC *b)
+{
+    uint8_t ma[sizeof(*a)], mb[sizeof(*b)];
+    size_t la = 0, lb = 0;
+    return Tss2_MU_TPM2B_PUBLIC_Marshal(a, ma, sizeof(ma), &la) == TSS2_RC_SUCCESS &&
+           Tss2_MU_TPM2B_PUBLIC_Marshal(b, mb, sizeof(mb), &lb) == TSS2_RC_SUCCESS && la == lb &&
+           memcmp(ma, mb, la) == 0;
+}
+
 estc_err estc__tpm2_key_sign(const struct tpm2_op *op, estc_sig_alg alg, estc_hash hash,
                              const uint8_t *digest, size_t digest_len, estc_buf *sig)
 {
     if (op->a.type == ADDR_FILE)
         return keyfile_sign(op, alg, hash, digest, digest_len, sig);
-    ESYS_TR tr = ESYS_TR_NONE;
-    TPM2B_PUBLIC *pub = NULL;
-    estc_err err = key_open(op, &tr, &pub);
+    struct tpm2_key *k = NULL;
+    bool cached = false;
+    estc_err err = key_open(op, false, &k, &cached);
     if (err == ESTC_OK)
-        err = sign_with(op, tr, pub, alg, hash, digest, digest_len, sig);
-    Esys_Free(pub);
-    return err;
+        err = sign_with(op, k->tr, &k->pub, alg, hash, digest, digest_len, sig);
+    if (err == ESTC_OK || !cached)
+        return err;
+    /* The cached public area may be stale: another program may have evicted
+     * the key (the TPM answers TPM_RC_HANDLE) or put another one at its
+     * handle (a type, scheme or size that no longer fits). Read it again;
+     * sign once more only when the key changed, so that a failure of the
+     * key itself (its password, say) is not repeated. */
+    TPM2B_PUBLIC before = k->pub;
+    estc_err again = key_open(op, true, &k, &cached);
+    if (again != ESTC_OK)
+        return again;
+    if (same_public(&before, &k->pub))
+        return err;
+    return sign_with(op, k->tr, &k->pub, alg, hash, digest, digest_len, sig);
 }
 
 estc_err estc__tpm2_key_remove(const struct tpm2_op *op)
 {
     struct tpm2_conn *c = op->c;
-    ESYS_TR tr = ESYS_TR_NONE, out_tr = ESYS_TR_NONE;
-    TPM2B_PUBLIC *pub = NULL;
-    /* key_open refuses storage keys: the SRK is never removed here. */
-    estc_err err = key_open(op, &tr, &pub);
+    ESYS_TR out_tr = ESYS_TR_NONE;
+    struct tpm2_key *k = NULL;
+    bool cached;
+    /* key_open refuses storage keys: the SRK is never removed here. Fresh:
+     * what is removed is what the TPM holds now. */
+    estc_err err = key_open(op, true, &k, &cached);
     if (err != ESTC_OK)
-        goto out;
-    TSS2_RC rc = Esys_EvictControl(c->esys, ESYS_TR_RH_OWNER, tr, ESYS_TR_PASSWORD, ESYS_TR_NONE,
+        return err;
+    TSS2_RC rc = Esys_EvictControl(c->esys, ESYS_TR_RH_OWNER, k->tr, ESYS_TR_PASSWORD, ESYS_TR_NONE,
                                    ESYS_TR_NONE, op->a.handle, &out_tr);
     if (rc != TSS2_RC_SUCCESS)
         err = estc__tpm2_tss_err(op, "Esys_EvictControl", rc);
-out:
-    Esys_Free(pub);
     /* ESYS may have dropped the handle already: closing again is harmless. */
-    if (tr != ESYS_TR_NONE)
-        estc__tpm2_key_forget(c, op->a.handle);
+    estc__tpm2_key_forget(c, op->a.handle);
     estc__tpm2_tr_close(c, &out_tr);
     return err;
 }
@@ -680,14 +742,6 @@ static estc_err keyfile_read(const struct tpm2_op *op, struct tpm2_keyfile *kf)
     return err;
 }
 
-/* Whether public area @p is one of a key this driver signs with. */
-static bool signing_key(const TPMT_PUBLIC *p)
-{
-    return (p->objectAttributes & TPMA_OBJECT_SIGN_ENCRYPT) &&
-           !(p->objectAttributes & TPMA_OBJECT_RESTRICTED) &&
-           (p->type == TPM2_ALG_ECC || p->type == TPM2_ALG_RSA);
-}
-
 /* Reads the key file and loads it under its parent: @key and @pa to close
  * with keyfile_unload(). */
 static estc_err keyfile_load(const struct tpm2_op *op, struct tpm2_keyfile *kf, struct parent *pa,
@@ -789,31 +843,13 @@ static estc_err keyfile_import(const struct tpm2_op *op, const TPM2B_PUBLIC *pub
     struct tpm2_conn *c = op->c;
     struct parent pa = {ESYS_TR_NONE, false};
     TPM2B_PRIVATE *priv = NULL;
-    TPM2B_PRIVATE dup = {0};
     estc_err err = keyfile_check_new(op);
     if (err == ESTC_OK)
         err = parent_open(op, TPM2_RH_OWNER, &pa);
-    if (err != ESTC_OK)
-        goto out;
-    size_t off = 0;
-    TSS2_RC rc = Tss2_MU_TPM2B_SENSITIVE_Marshal(sens, dup.buffer, sizeof(dup.buffer), &off);
-    if (rc != TSS2_RC_SUCCESS) {
-        err = estc__tpm2_tss_err(op, "Tss2_MU_TPM2B_SENSITIVE_Marshal", rc);
-        goto out;
-    }
-    dup.size = (UINT16)off;
-    TPM2B_DATA enc_key = {0};
-    TPM2B_ENCRYPTED_SECRET seed = {0};
-    TPMT_SYM_DEF_OBJECT sym = {.algorithm = TPM2_ALG_NULL};
-    rc = Esys_Import(c->esys, pa.tr, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, &enc_key, pub,
-                     &dup, &seed, &sym, &priv);
-    if (rc != TSS2_RC_SUCCESS) {
-        err = estc__tpm2_tss_err(op, "Esys_Import", rc);
-        goto out;
-    }
-    err = keyfile_write(op, pub, priv);
-out:
-    OPENSSL_cleanse(&dup, sizeof(dup));
+    if (err == ESTC_OK)
+        err = import_under(op, pa.tr, pub, sens, &priv);
+    if (err == ESTC_OK)
+        err = keyfile_write(op, pub, priv);
     parent_close(c, &pa);
     Esys_Free(priv);
     return err;

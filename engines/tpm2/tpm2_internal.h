@@ -44,14 +44,17 @@ struct tpm2_conn {
     ESYS_CONTEXT *esys;
     uint32_t nv_buffer_max; /* 0 until asked */
     uint32_t nv_index_max;
-    /* Open handles kept across operations to save TPM round trips. Each use
-     * of a cached key re-reads its public area, so a key replaced behind our
-     * back is seen as it is now. */
+    /* Open handles kept across operations to save TPM round trips. A cached
+     * key keeps its public area too, so that a signature is one TPM command;
+     * when a command with it fails, keys.c reads the public area again and
+     * retries once if the key at the handle changed (evicted or replaced by
+     * another program). Reading the public key always asks the TPM. */
     uint32_t srk_handle;
     ESYS_TR srk_tr;
-    struct {
+    struct tpm2_key {
         uint32_t handle;
         ESYS_TR tr;
+        TPM2B_PUBLIC pub;
     } keys[KEY_CACHE];
     size_t n_keys;
     unsigned tested_types; /* bit per estc_key_type that TestParms accepted */
@@ -156,9 +159,13 @@ estc_err estc__tpm2_tr_from(const struct tpm2_op *op, uint32_t h, ESYS_TR *tr);
 void estc__tpm2_tr_close(struct tpm2_conn *c, ESYS_TR *tr);
 void estc__tpm2_flush(struct tpm2_conn *c, ESYS_TR *tr);
 
-/* The connection's cache of open key handles. */
+/* The connection's cache of open key handles: the entry of @handle or NULL;
+ * dropping it (closing its ESYS_TR); adding one for @tr (owned by the cache
+ * from then on) with public area @pub, the oldest entry dropped when full. */
+struct tpm2_key *estc__tpm2_key_find(struct tpm2_conn *c, uint32_t handle);
 void estc__tpm2_key_forget(struct tpm2_conn *c, uint32_t handle);
-void estc__tpm2_key_remember(struct tpm2_conn *c, uint32_t handle, ESYS_TR tr);
+struct tpm2_key *estc__tpm2_key_remember(struct tpm2_conn *c, uint32_t handle, ESYS_TR tr,
+                                         const TPM2B_PUBLIC *pub);
 
 /* The storage primary key at the address's SRK handle, created and made
  * persistent when absent; owned by the connection. */

@@ -19,33 +19,19 @@ fixture=$1
 test_tpm2=$2
 wrap=${ESTC_TEST_WRAPPER:-}
 
-# shellcheck source=../fixtures/swtpm.sh
-. "$fixture"
-swtpm_require 1 tpm2_getcap openssl python3 || exit $?
-swtpm_start || exit $?
+# shellcheck source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+tpm2_lib_start "$fixture" tpm2-keyfile openssl python3
 export TPM2OPENSSL_TCTI=$ESTC_TEST_TCTI
-work=$(mktemp -d "${TMPDIR:-/tmp}/estc-tpm2-keyfile.XXXXXX")
-chmod 700 "$work"
-trap 'swtpm_stop; rm -rf "$work"' EXIT
 # The provider connects to the TPM when it loads: asked after swtpm_start.
 if ! openssl list -providers -provider tpm2 >/dev/null 2>&1; then
     echo "SKIP: the tpm2-openssl provider (Debian: tpm2-openssl) is not installed" >&2
     exit 77
 fi
 
-failures=0
-pass() { echo "ok: $*"; }
-fail() {
-    echo "FAIL: $*"
-    failures=$((failures + 1))
-}
 ossl() { openssl "$@" -provider tpm2 -provider default -propquery '?provider=tpm2'; }
 
-handles() {
-    tpm2_getcap handles-persistent
-    echo "--"
-    tpm2_getcap handles-nv-index
-}
+handles() { tpm2_handles; }
 before=$(handles)
 
 echo -n "estc key file test message" >"$work/msg"
@@ -278,7 +264,7 @@ if [ "$before_nosrk" = "$after" ]; then
 else
     fail "handles differ: before [$before_nosrk] after [$after]"
 fi
-transient=$(tpm2_getcap handles-transient)
+transient=$(tpm2_transient)
 [ -z "$transient" ] && pass "no transient object left loaded" ||
     fail "transient objects left: $transient"
 

@@ -8,7 +8,9 @@
 #     newline stripped; a file open to others or too long is refused;
 #   - the conformance suite passes with the password, for persistent keys
 #     and for key files (key-dir=);
-#   - parent-auth-source= opens a storage key that has a password;
+#   - parent-auth-source= opens a storage key that has a password, for
+#     persistent keys and for a key file under it; a wrong one is
+#     ESTC_ERR_AUTH and changes nothing;
 #   - no password ever appears in an error message.
 #
 #   owner-auth.sh FIXTURE TEST_TPM2 [ESTC_ENGINE_TEST]
@@ -19,21 +21,9 @@ test_tpm2=$2
 engine_test=${3:-}
 wrap=${ESTC_TEST_WRAPPER:-}
 
-# shellcheck source=../fixtures/swtpm.sh
-. "$fixture"
-swtpm_require 1 tpm2_getcap tpm2_changeauth tpm2_createprimary tpm2_evictcontrol openssl ||
-    exit $?
-swtpm_start || exit $?
-work=$(mktemp -d "${TMPDIR:-/tmp}/estc-tpm2-auth.XXXXXX")
-chmod 700 "$work"
-trap 'swtpm_stop; rm -rf "$work"' EXIT
-
-failures=0
-pass() { echo "ok: $*"; }
-fail() {
-    echo "FAIL: $*"
-    failures=$((failures + 1))
-}
+# shellcheck source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+tpm2_lib_start "$fixture" tpm2-auth tpm2_changeauth tpm2_createprimary tpm2_evictcontrol openssl
 
 owner_pw='owner-Pw.4711'
 printf '%s' "$owner_pw" >"$work/owner"
@@ -45,7 +35,7 @@ chmod 600 "$work/wrong"
 swtpm_set_owner_auth "$work/owner" || { fail "tpm2_changeauth -c owner"; exit 1; }
 
 tcti="swtpm:host%3D127.0.0.1,port%3D$SWTPM_PORT"
-persistent() { tpm2_getcap handles-persistent; }
+persistent() { tpm2_persistent; }
 
 # run_err WANT WHAT ARGS...: the test tool fails with error WANT (never a
 # crash) and the message holds no password.
@@ -200,14 +190,86 @@ else
     fail "making a parent with a password"
 fi
 
+# 6. A key file whose parent is a persistent storage key with a password
+# (0x81000008; noDA, so that the wrong passwords below do not count towards
+# the TPM's lockout): parent-auth-source= gives it; a wrong one fails with
+# ESTC_ERR_AUTH and a message that names parent-auth-source, and leaves the
+# TPM's handles and the key file as they were.
+printf '%s' 'wrong-Pw.0815' >"$work/parent-wrong"
+chmod 600 "$work/parent-wrong"
+mkdir -m 700 "$work/kfp"
+# The key file of kfp.pub/kfp.priv with emptyAuth TRUE (the key has no
+# password). Some tpm2_encodeobject versions write the flag inverted: the
+# result is checked, and made again with -p (--key-auth) when it is FALSE.
+encode_kfp() {
+    local p
+    for p in "" -p; do
+        rm -f "$work/kfp/k.pem"
+        # shellcheck disable=SC2086
+        tpm2_encodeobject -Q -C 0x81000008 -P "file:$work/parent" -u "$work/kfp.pub" \
+            -r "$work/kfp.priv" $p -o "$work/kfp/k.pem" || return 1
+        openssl asn1parse -in "$work/kfp/k.pem" | grep -m1 BOOLEAN | grep -q ':1$' && return 0
+    done
+    return 1
+}
+if tpm2_createprimary -Q -C o -P "file:$work/owner" -p "file:$work/parent" -g sha256 \
+    -G ecc256:aes128cfb -c "$work/kfp-parent.ctx" \
+    -a 'fixedtpm|fixedparent|sensitivedataorigin|userwithauth|noda|restricted|decrypt' &&
+    tpm2_evictcontrol -Q -C o -P "file:$work/owner" -c "$work/kfp-parent.ctx" 0x81000008 &&
+    tpm2_flushcontext -t >/dev/null 2>&1 &&
+    tpm2_create -Q -C 0x81000008 -P "file:$work/parent" -G ecc256 -u "$work/kfp.pub" \
+        -r "$work/kfp.priv" -a 'fixedtpm|fixedparent|sensitivedataorigin|userwithauth|sign' &&
+    encode_kfp && chmod 600 "$work/kfp/k.pem"; then
+    kf="tpm2:key-file=$work/kfp/k.pem"
+    echo -n "y" | openssl dgst -sha256 -binary >"$work/digest"
+    handles_before=$(tpm2_handles)
+    files_before=$(cd "$work/kfp" && ls -la --time-style=+%s . && sha256sum k.pem)
+    if $wrap "$test_tpm2" sign "$kf?parent-auth-source=$work/parent" <"$work/digest" \
+        >/dev/null; then
+        pass "key file under a parent with a password: parent-auth-source"
+    else
+        fail "key file under a parent with a password: sign with parent-auth-source"
+    fi
+    # sign_err WHAT ADDR: signing fails with ESTC_ERR_AUTH, a message that
+    # points at the password, and no password in it.
+    sign_err() {
+        local rc=0
+        $wrap "$test_tpm2" sign "$2" <"$work/digest" >/dev/null 2>"$work/err" || rc=$?
+        if [ "$rc" -ne 1 ] || ! grep -q ESTC_ERR_AUTH "$work/err" ||
+            ! grep -q 'wrong or missing owner or parent password' "$work/err"; then
+            fail "$1: rc $rc: $(cat "$work/err")"
+        elif grep -q -F -e "$owner_pw" -e 'wrong-Pw' -e 'parent-Pw' "$work/err"; then
+            fail "$1: a password in the message: $(cat "$work/err")"
+        else
+            pass "$1: ESTC_ERR_AUTH, the message points at the password"
+        fi
+    }
+    sign_err "key file sign, wrong parent-auth-source" \
+        "$kf?parent-auth-source=$work/parent-wrong"
+    sign_err "key file sign without parent-auth-source" "$kf"
+    run_err ESTC_ERR_AUTH "key file public key, wrong parent-auth-source" \
+        public "$kf?parent-auth-source=$work/parent-wrong"
+    [ "$(tpm2_handles)" = "$handles_before" ] &&
+        pass "handles unchanged by the refused key file uses" ||
+        fail "handles changed: before [$handles_before] after [$(tpm2_handles)]"
+    [ "$(cd "$work/kfp" && ls -la --time-style=+%s . && sha256sum k.pem)" = "$files_before" ] &&
+        pass "key folder unchanged by the refused key file uses" ||
+        fail "key folder changed: $(ls -la "$work/kfp")"
+    [ -z "$(tpm2_transient)" ] && pass "no transient object after the refused uses" ||
+        fail "transient objects left: $(tpm2_transient)"
+    tpm2_evictcontrol -Q -C o -P "file:$work/owner" -c 0x81000008 || fail "evict 0x81000008"
+else
+    fail "making a key file under a parent with a password"
+fi
+
 # The engine's storage primary key (0x81000001) stays: infrastructure.
-after=$(persistent | grep -v -i 0x81000001)
+after=$(tpm2_persistent 0x81000001)
 if [ "$before" = "$after" ]; then
     pass "persistent handles as before"
 else
     fail "handles differ: before [$before] after [$after]"
 fi
-transient=$(tpm2_getcap handles-transient)
+transient=$(tpm2_transient)
 [ -z "$transient" ] && pass "no transient object left loaded" ||
     fail "transient objects left: $transient"
 

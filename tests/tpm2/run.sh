@@ -15,28 +15,14 @@ test_tpm2=$2
 engine_test=${3:-}
 wrap=${ESTC_TEST_WRAPPER:-}
 
-# shellcheck source=../fixtures/swtpm.sh
-. "$fixture"
-swtpm_require 1 tpm2_getcap tpm2_readpublic openssl || exit $?
-swtpm_start || exit $?
-work=$(mktemp -d "${TMPDIR:-/tmp}/estc-tpm2-test.XXXXXX")
-trap 'swtpm_stop; rm -rf "$work"' EXIT
-
-failures=0
-pass() { echo "ok: $*"; }
-fail() {
-    echo "FAIL: $*"
-    failures=$((failures + 1))
-}
+# shellcheck source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+tpm2_lib_start "$fixture" tpm2-test tpm2_readpublic openssl
 
 # Handle lists without the storage primary keys the engine makes (0x81000001
 # by default, 0x81000002 in the custom-SRK check): they are the engine's
 # infrastructure, not test objects.
-handles() {
-    tpm2_getcap handles-persistent | grep -v -i -e 0x81000001 -e 0x81000002
-    echo "--"
-    tpm2_getcap handles-nv-index
-}
+handles() { tpm2_handles 0x81000001 0x81000002; }
 
 before=$(handles) || { fail "tpm2_getcap"; exit 1; }
 
@@ -120,7 +106,7 @@ if [ "$before" = "$after" ]; then
 else
     fail "handles differ: before [$before] after [$after]"
 fi
-transient=$(tpm2_getcap handles-transient)
+transient=$(tpm2_transient)
 if [ -z "$transient" ]; then
     pass "no transient object left loaded"
 else

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <check.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 #include <openssl/rsa.h>
@@ -591,6 +592,86 @@ START_TEST(custom_srk)
 }
 END_TEST
 
+/* Whether @sig over @digest verifies under SubjectPublicKeyInfo @spki. */
+static bool verifies(const estc_buf *spki, estc_sig_alg alg, const uint8_t *digest,
+                     const estc_buf *sig)
+{
+    const uint8_t *p = spki->data;
+    EVP_PKEY *pk = d2i_PUBKEY(NULL, &p, (long)spki->len);
+    EVP_PKEY_CTX *vc = pk != NULL ? EVP_PKEY_CTX_new(pk, NULL) : NULL;
+    bool ok =
+        vc != NULL && EVP_PKEY_verify_init(vc) == 1 &&
+        EVP_PKEY_CTX_set_signature_md(vc, EVP_sha256()) == 1 &&
+        (alg != ESTC_SIG_RSA_PKCS1 || EVP_PKEY_CTX_set_rsa_padding(vc, RSA_PKCS1_PADDING) == 1) &&
+        EVP_PKEY_verify(vc, sig->data, sig->len, digest, 32) == 1;
+    EVP_PKEY_CTX_free(vc);
+    EVP_PKEY_free(pk);
+    ERR_clear_error();
+    return ok;
+}
+
+/*
+ * steps ADDR STEP...: one context, so that the driver's cache of open keys
+ * lives across the steps, while other programs change the TPM in between:
+ *   sign:ecdsa | sign:pkcs1  signs a random SHA-256 digest; prints
+ *                            "sign ERR" (ESTC_OK or the error's name)
+ *   run:COMMAND              runs COMMAND with system(); prints "run RC"
+ *   public                   reads the public key; prints "public ERR" and,
+ *                            after a successful signature, "now yes|no"
+ *                            (whether the last signature verifies under it)
+ *                            and "first yes|no" (under the first public key
+ *                            read)
+ * The transcript on stdout is what cache.sh compares.
+ */
+static int steps(int argc, char **argv)
+{
+    estc_ctx *c = NULL;
+    if (estc_ctx_new(&c) != ESTC_OK)
+        return 2;
+    const char *addr = argv[2];
+    estc_buf first = {0}, now = {0}, sig = {0};
+    uint8_t digest[32];
+    estc_sig_alg alg = ESTC_SIG_ECDSA;
+    bool have_sig = false;
+    for (int i = 3; i < argc; i++) {
+        if (strncmp(argv[i], "sign:", 5) == 0) {
+            alg = strcmp(argv[i] + 5, "pkcs1") == 0 ? ESTC_SIG_RSA_PKCS1 : ESTC_SIG_ECDSA;
+            if (RAND_bytes(digest, sizeof(digest)) != 1)
+                return 2;
+            estc_buf_free(&sig);
+            estc_err err = estc_key_sign(c, addr, alg, ESTC_HASH_SHA256, digest, 32, &sig);
+            have_sig = err == ESTC_OK;
+            printf("sign %s\n", estc_err_name(err));
+            if (err != ESTC_OK)
+                fprintf(stderr, "sign: %s\n", estc_ctx_error_detail(c));
+        } else if (strncmp(argv[i], "run:", 4) == 0) {
+            fflush(stdout);
+            int rc = system(argv[i] + 4);
+            printf("run %d\n", rc);
+        } else if (strcmp(argv[i], "public") == 0) {
+            estc_buf_free(&now);
+            estc_err err = estc_key_public(c, addr, &now);
+            printf("public %s\n", estc_err_name(err));
+            if (err == ESTC_OK && first.len == 0)
+                if (estc_buf_set(&first, now.data, now.len) != ESTC_OK)
+                    return 2;
+            if (err == ESTC_OK && have_sig) {
+                printf("now %s\n", verifies(&now, alg, digest, &sig) ? "yes" : "no");
+                printf("first %s\n", verifies(&first, alg, digest, &sig) ? "yes" : "no");
+            }
+        } else {
+            fprintf(stderr, "steps: unknown step %s\n", argv[i]);
+            return 2;
+        }
+        fflush(stdout);
+    }
+    estc_buf_free(&first);
+    estc_buf_free(&now);
+    estc_buf_free(&sig);
+    estc_ctx_free(c);
+    return 0;
+}
+
 /* Helper modes for run.sh: keygen ADDR TYPE | public ADDR | sign ADDR | remove ADDR.
  * public writes the SPKI DER and sign reads a SHA-256 digest, both on stdio. */
 static int tool(int argc, char **argv)
@@ -643,6 +724,8 @@ static int tool(int argc, char **argv)
 
 int main(int argc, char **argv)
 {
+    if (argc > 2 && strcmp(argv[1], "steps") == 0)
+        return steps(argc, argv);
     if (argc > 1)
         return tool(argc, argv);
     Suite *s = suite_create("tpm2");
