@@ -401,6 +401,10 @@ estc_err estc__read_secret_file(estc_ctx *ctx, const char *shown, const char *wh
     } else if (!S_ISREG(st.st_mode)) {
         err = estc_error(ctx, bad_file, "%s: %s %s is not a regular file (%s); refused", shown,
                          what, path, file_kind(st.st_mode));
+    } else if (st.st_uid != geteuid() && st.st_uid != 0) {
+        /* Its owner can change it whatever its mode says. */
+        err = estc_error(ctx, refused, "%s: %s %s belongs to another user (uid %u); refused", shown,
+                         what, path, (unsigned)st.st_uid);
     } else if (secret && (st.st_mode & S_IRWXO) != 0) {
         err = estc_error(ctx, refused,
                          "%s: %s %s is open to others (mode %04o); refused: make it 0600 or 0640",

@@ -76,8 +76,8 @@ const char *estc__file_uri_path(const char *source);
 
 /* What estc__read_secret_file() accepts. Every file is opened without
  * following a symbolic link (O_NOFOLLOW) and without blocking (O_NONBLOCK),
- * and checked on the open descriptor (fstat): it must be a regular file, of
- * at most the given size. */
+ * and checked on the open descriptor (fstat): it must be a regular file
+ * owned by the effective user or root, of at most the given size. */
 enum estc__file_policy {
     /*
      * A secret (PIN, password): no permission bit for others (mode & 0007 is
@@ -90,8 +90,8 @@ enum estc__file_policy {
     /*
      * A file others may read but must not change (a key blob that only the
      * TPM can use): not writable by group or others (mode & 0022 is 0).
-     * Read as it is. A missing file is ESTC_ERR_NOT_FOUND, a mode or a
-     * symbolic link refused ESTC_ERR_AUTH, not a regular file or too large
+     * Read as it is. A missing file is ESTC_ERR_NOT_FOUND, a mode, an owner
+     * or a symbolic link refused ESTC_ERR_AUTH, not a regular file or too large
      * ESTC_ERR_FORMAT, a failed read ESTC_ERR_IO.
      */
     ESTC__FILE_UNWRITABLE,

@@ -4,7 +4,7 @@
  * estc__read_secret_file() (engines/util.c, built into this test as into the
  * drivers): which modes each policy takes and refuses, symbolic links, FIFOs
  * (refused without blocking: an alarm fails a test that hangs), folders,
- * devices, the size bound with and without a trailing newline, and that no
+ * devices, files of another user, the size bound with and without a trailing newline, and that no
  * detail text ever shows the content.
  */
 #include <errno.h>
@@ -218,6 +218,25 @@ START_TEST(unwritable_modes)
 }
 END_TEST
 
+START_TEST(other_owner_refused)
+{
+    if (geteuid() != 0)
+        return; /* only root can give a file away */
+    /* Another user can change a file of theirs whatever its mode: neither a
+     * secret nor a key file of theirs is taken (root's files are). */
+    const char *secret = make_file("theirs", SECRET, 0600);
+    ck_assert_int_eq(chown(secret, 65534, 65534), 0);
+    refused(secret, ESTC__FILE_SECRET, ESTC_ERR_AUTH, "belongs to another user (uid 65534)");
+    const char *kf = make_file("theirs.key", SECRET, 0644);
+    ck_assert_int_eq(chown(kf, 65534, 65534), 0);
+    refused(kf, ESTC__FILE_UNWRITABLE, ESTC_ERR_AUTH, "belongs to another user (uid 65534)");
+    estc_buf out = {0};
+    ck_assert_int_eq(chown(secret, 0, 65534), 0);
+    ck_assert_int_eq(read_secret(secret, 64, &out), ESTC_OK);
+    estc_buf_free(&out);
+}
+END_TEST
+
 START_TEST(arguments)
 {
     estc_buf out = {0};
@@ -251,6 +270,7 @@ int main(void)
     tcase_add_test(tc, other_kinds_refused);
     tcase_add_test(tc, newline_and_size);
     tcase_add_test(tc, unwritable_modes);
+    tcase_add_test(tc, other_owner_refused);
     tcase_add_test(tc, arguments);
     return unit_run_in_scratch(s, "secret-file");
 }
