@@ -93,6 +93,27 @@ estc_err estc_client_add_trust_anchor(estc_client *client, const char *source, b
  */
 estc_err estc_client_set_credentials(estc_client *client, const char *cert, const char *key);
 
+/** Which configured credentials estc_client_check_credentials() reads. */
+typedef enum estc_client_creds {
+    ESTC_CLIENT_CREDS_BOOTSTRAP = 1, /* estc_client_set_credentials()'s pair (/sen, /skg) */
+    ESTC_CLIENT_CREDS_ENROLLED,      /* the enrolled pair of estc_client_set_enrolled() (/sren) */
+} estc_client_creds;
+
+/**
+ * estc_client_check_credentials() - read the configured certificate and key
+ * now, before any network traffic, and check that they are a pair.
+ * @which: the bootstrap pair or the enrolled pair (both addresses must be
+ *          set; the enrolled certificate must exist).
+ * The objects read are kept for the next DTLS session that authenticates
+ * with them, so checking first costs no second read. Configuring other
+ * credentials, or that session, drops them.
+ * Returns ESTC_OK; ESTC_ERR_CRYPTO when the key does not belong to the
+ * certificate (their public keys differ); ESTC_ERR_STATE when @which is not
+ * configured; or the error of reading either (ESTC_ERR_IO, ESTC_ERR_FORMAT,
+ * ESTC_ERR_NOT_FOUND, ESTC_ERR_AUTH, an engine's). Nothing is sent.
+ */
+estc_err estc_client_check_credentials(estc_client *client, estc_client_creds which);
+
 /**
  * estc_client_set_enrolled() - where the enrolled credentials go.
  * @key: engine address of the enrolled key (NULL: keep the current one).
