@@ -88,11 +88,18 @@ static enum estc__creds best_creds(estc_client *c)
     return ESTC__CREDS_BOOTSTRAP;
 }
 
+/* Each certificate the codec parsed, into the client's memo. */
+static void keep_parsed(void *arg, const estc_buf *der, X509 *x)
+{
+    estc__x509_remember(arg, der, x);
+}
+
 /* Certificates from a 2.xx answer, by its Content-Format. */
 static estc_err certs_of(estc_client *c, const estc_response *r, const char *what,
                          estc__der_list *certs)
 {
-    estc_err err = estc__codec_certs(r->content_format, r->payload.data, r->payload.len, certs);
+    estc_err err = estc__codec_certs_keep(r->content_format, r->payload.data, r->payload.len,
+                                          certs, keep_parsed, c);
     if (err == ESTC_ERR_PROTOCOL)
         return estc_error(c->ctx, err, "%s: answered with Content-Format %d, not 281 or 287", what,
                           r->content_format);
