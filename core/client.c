@@ -66,10 +66,6 @@ estc_err estc_client_new(estc_ctx *ctx, estc_client **out)
     if (err == ESTC_OK)
         err = estc_lifecycle_new(ctx, &c->lc);
     c->own_lc = true;
-    /* Engine keys reach OpenSSL (CSR signing, libcoap's DTLS) through the
-     * provider in the default library context. */
-    if (err == ESTC_OK)
-        err = estc_provider_load(ctx, NULL, &c->provider);
     if (err != ESTC_OK) {
         estc_client_free(c);
         return err;

@@ -152,8 +152,24 @@ static estc_err load_key(estc_client *c, const char *src, EVP_PKEY **out)
         free(p);
         return err;
     }
+    /* Engine keys reach libssl through the provider, in the default library
+     * context: loaded the first time one is needed, since every decoder
+     * OpenSSL 3.0 builds walks the decoders of each loaded provider (a run
+     * with file keys need not pay that). An application that loaded it
+     * itself (ESTC_ERR_EXISTS) lends its own. */
+    estc_err err = ESTC_OK;
+    if (c->provider == NULL) {
+        err = estc_provider_load(c->ctx, NULL, &c->provider);
+        if (err == ESTC_ERR_EXISTS) {
+            estc_ctx_clear_error(c->ctx);
+            err = ESTC_OK;
+        }
+        if (err != ESTC_OK)
+            return estc_error(c->ctx, err, "%s: the estc OpenSSL provider cannot be loaded: %s",
+                              src, estc_ctx_error_detail(c->ctx));
+    }
     estc_buf pem = {0};
-    estc_err err = estc_keyref_pem(src, &pem);
+    err = estc_keyref_pem(src, &pem);
     if (err != ESTC_OK)
         return estc_error(c->ctx, err, "%s: no key reference", src);
     estc_ctx_clear_error(c->ctx);
