@@ -66,10 +66,6 @@ estc_err estc_client_new(estc_ctx *ctx, estc_client **out)
     if (err == ESTC_OK)
         err = estc_lifecycle_new(ctx, &c->lc);
     c->own_lc = true;
-    /* Engine keys reach OpenSSL (CSR signing, libcoap's DTLS) through the
-     * provider in the default library context. */
-    if (err == ESTC_OK)
-        err = estc_provider_load(ctx, NULL, &c->provider);
     if (err != ESTC_OK) {
         estc_client_free(c);
         return err;
@@ -97,6 +93,7 @@ void estc_client_free(estc_client *c)
     free(c->anchors);
     estc__der_list_free(&c->explicit_certs);
     estc__x509_cache_free(c);
+    estc__client_drop_checked(c);
     for (size_t i = 0; i < c->n_ca_addrs; i++)
         free(c->ca_addrs[i]);
     free(c->ca_addrs);
@@ -203,6 +200,9 @@ static estc_err read_pem_certs(estc_client *c, const char *path, estc__der_list 
         unsigned char *der = NULL;
         int n = i2d_X509(x, &der);
         err = n > 0 ? estc__der_list_add(out, der, (size_t)n) : ESTC_ERR_FORMAT;
+        /* Parsed once: the sessions and validations take this object. */
+        if (err == ESTC_OK)
+            estc__x509_remember(c, &out->items[out->n - 1], x);
         OPENSSL_free(der);
         X509_free(x);
     }
@@ -295,6 +295,7 @@ estc_err estc_client_set_credentials(estc_client *c, const char *cert, const cha
     }
     free(cert_abs);
     free(key_abs);
+    estc__client_drop_checked(c);
     estc__client_reset_transport(c);
     return err;
 }
@@ -343,6 +344,8 @@ estc_err estc_client_set_enrolled(estc_client *c, const char *key, const char *c
     }
     if (key != NULL || cert != NULL || ca_prefix != NULL)
         c->bases_configured = true;
+    if (c->checked.which == ESTC__CREDS_ENROLLED)
+        estc__client_drop_checked(c);
     /* A session made with the old enrolled credentials must not be reused. */
     if (c->transport_creds == ESTC__CREDS_ENROLLED)
         estc__client_reset_transport(c);

@@ -83,6 +83,16 @@ struct estc_client {
     /* While /sren runs: the enrolled certificate's DER, read once, for the
      * session's credentials too. Borrowed; NULL otherwise. */
     const estc_buf *held_cert;
+    /* A pair read and checked by estc_client_check_credentials(): taken by
+     * the next session with these credentials instead of reading them again
+     * (OpenSSL 3.0 builds a decoder for every key and certificate read). */
+    struct {
+        enum estc__creds which; /* ESTC__CREDS_NONE: empty */
+        char *cert_src;         /* the addresses or files they came from */
+        char *key_src;
+        X509 *cert;
+        EVP_PKEY *key;
+    } checked;
 
     /* certificates parsed already, by their DER (estc__x509_cached()) */
     struct estc__x509_memo {
@@ -149,17 +159,17 @@ struct estc_client {
 /* ---- csr.c -------------------------------------------------------------- */
 
 /* A DER PKCS#10 request for the key at @key_addr with @subject and @sans
- * (and the CSR-attribute hints), signed through the provider. With
+ * (and the CSR-attribute hints), signed by the key's engine. @made: the
+ * key's SubjectPublicKeyInfo as read when it was made; the request carries
+ * it, and the signature is checked against it (ESTC_ERR_VALIDATION when the
+ * key was swapped in between). NULL: read from the engine now. With
  * proof-of-possession it carries @pop_b64 (tls-unique in base64, see
  * estc__client_pop_value()) as its challengePassword, unless that is empty,
  * and the key is remembered for estc__csr_rebind(). A NULL @pop_b64: a CSR
  * for no session (estc_client_make_csr()), nothing remembered. */
-estc_err estc__csr_build(estc_client *c, const char *key_addr, const X509_NAME *subject,
-                         const GENERAL_NAMES *sans, const char *pop_b64, estc_buf *der);
-/* ESTC_OK when the public key in the DER request @csr is the
- * SubjectPublicKeyInfo @spki (read from the engine when the key was made);
- * ESTC_ERR_VALIDATION when the key was swapped in between. */
-estc_err estc__csr_key_check(estc_client *c, const estc_buf *csr, const estc_buf *spki);
+estc_err estc__csr_build(estc_client *c, const char *key_addr, const estc_buf *made,
+                         const X509_NAME *subject, const GENERAL_NAMES *sans, const char *pop_b64,
+                         estc_buf *der);
 /* With proof-of-possession: @der's challengePassword made @b64, signed
  * again with the key of the last estc__csr_build(), into @out; *@changed is
  * false (and @out untouched) when it already is. */
@@ -184,6 +194,8 @@ estc_err estc__parse_sans(estc_client *c, GENERAL_NAMES **out);
  * certificate's public key through a new decoder, which costs more than the
  * rest of the parse. */
 X509 *estc__x509_cached(estc_client *c, const estc_buf *der);
+/* Remembers @x, parsed elsewhere from exactly @der (a reference is taken). */
+void estc__x509_remember(estc_client *c, const estc_buf *der, X509 *x);
 /* Forgets them all (estc_client_free()). */
 void estc__x509_cache_free(estc_client *c);
 
@@ -265,6 +277,8 @@ estc_err estc__client_pop_value(estc_client *c, enum estc__creds creds,
 /* Drops the DTLS session, so the next exchange handshakes anew (new trust
  * store, other credentials). */
 void estc__client_reset_transport(estc_client *c);
+/* Drops a pair kept by estc_client_check_credentials(). */
+void estc__client_drop_checked(estc_client *c);
 estc_err estc__client_recheck_server(estc_client *c, enum estc__creds creds);
 /* Whether @s names an engine object (else it is a file path). */
 bool estc__is_engine_address(estc_client *c, const char *s);

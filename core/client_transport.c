@@ -152,8 +152,24 @@ static estc_err load_key(estc_client *c, const char *src, EVP_PKEY **out)
         free(p);
         return err;
     }
+    /* Engine keys reach libssl through the provider, in the default library
+     * context: loaded the first time one is needed, since every decoder
+     * OpenSSL 3.0 builds walks the decoders of each loaded provider (a run
+     * with file keys need not pay that). An application that loaded it
+     * itself (ESTC_ERR_EXISTS) lends its own. */
+    estc_err err = ESTC_OK;
+    if (c->provider == NULL) {
+        err = estc_provider_load(c->ctx, NULL, &c->provider);
+        if (err == ESTC_ERR_EXISTS) {
+            estc_ctx_clear_error(c->ctx);
+            err = ESTC_OK;
+        }
+        if (err != ESTC_OK)
+            return estc_error(c->ctx, err, "%s: the estc OpenSSL provider cannot be loaded: %s",
+                              src, estc_ctx_error_detail(c->ctx));
+    }
     estc_buf pem = {0};
-    estc_err err = estc_keyref_pem(src, &pem);
+    err = estc_keyref_pem(src, &pem);
     if (err != ESTC_OK)
         return estc_error(c->ctx, err, "%s: no key reference", src);
     estc_ctx_clear_error(c->ctx);
@@ -175,6 +191,80 @@ static estc_err load_key(estc_client *c, const char *src, EVP_PKEY **out)
     return ESTC_OK;
 }
 
+void estc__client_drop_checked(estc_client *c)
+{
+    X509_free(c->checked.cert);
+    EVP_PKEY_free(c->checked.key);
+    free(c->checked.cert_src);
+    free(c->checked.key_src);
+    memset(&c->checked, 0, sizeof(c->checked));
+}
+
+/* The configured pair for @creds: NULL addresses when none is. */
+static void creds_sources(const estc_client *c, enum estc__creds creds, const char **cert,
+                          const char **key)
+{
+    *cert = creds == ESTC__CREDS_ENROLLED ? c->cert_addr : c->boot_cert;
+    *key = creds == ESTC__CREDS_ENROLLED ? c->key_addr : c->boot_key;
+}
+
+/* The pair kept by estc_client_check_credentials() for @cert and @key, taken
+ * (the caller owns both then); false when none is kept for them. */
+static bool take_checked(estc_client *c, enum estc__creds creds, const char *cert,
+                         const char *key, X509 **x, EVP_PKEY **pkey)
+{
+    bool same = c->checked.which == creds && cert != NULL && key != NULL &&
+                strcmp(c->checked.cert_src, cert) == 0 && strcmp(c->checked.key_src, key) == 0;
+    if (same) {
+        *x = c->checked.cert;
+        *pkey = c->checked.key;
+        c->checked.cert = NULL;
+        c->checked.key = NULL;
+    }
+    estc__client_drop_checked(c);
+    return same;
+}
+
+estc_err estc_client_check_credentials(estc_client *c, estc_client_creds which)
+{
+    if (c == NULL || (which != ESTC_CLIENT_CREDS_BOOTSTRAP && which != ESTC_CLIENT_CREDS_ENROLLED))
+        return ESTC_ERR_INVALID_ARG;
+    enum estc__creds creds =
+        which == ESTC_CLIENT_CREDS_ENROLLED ? ESTC__CREDS_ENROLLED : ESTC__CREDS_BOOTSTRAP;
+    const char *cert, *key;
+    creds_sources(c, creds, &cert, &key);
+    estc__client_drop_checked(c);
+    if (cert == NULL || key == NULL)
+        return estc_error(c->ctx, ESTC_ERR_STATE, "no %s certificate and key configured",
+                          creds == ESTC__CREDS_ENROLLED ? "enrolled" : "bootstrap");
+    X509 *x = NULL;
+    EVP_PKEY *pkey = NULL;
+    estc_err err = load_cert(c, cert, &x);
+    if (err == ESTC_OK)
+        err = load_key(c, key, &pkey);
+    if (err == ESTC_OK && X509_check_private_key(x, pkey) != 1) {
+        ERR_clear_error();
+        err = estc_error(c->ctx, ESTC_ERR_CRYPTO,
+                         "the key does not belong to the certificate (their public keys differ)");
+    }
+    if (err == ESTC_OK) {
+        c->checked.cert_src = strdup(cert);
+        c->checked.key_src = strdup(key);
+        if (c->checked.cert_src == NULL || c->checked.key_src == NULL)
+            err = ESTC_ERR_NOMEM;
+    }
+    if (err != ESTC_OK) {
+        X509_free(x);
+        EVP_PKEY_free(pkey);
+        estc__client_drop_checked(c);
+        return err;
+    }
+    c->checked.which = creds;
+    c->checked.cert = x;
+    c->checked.key = pkey;
+    return ESTC_OK;
+}
+
 /* The transport's lines go to the context's log. */
 static void transport_log(void *arg, estc_log_level level, const char *msg)
 {
@@ -192,8 +282,8 @@ static estc_err open_transport(estc_client *c, enum estc__creds creds)
         return estc_error(c->ctx, ESTC_ERR_STATE, "no server configured");
     /* Without bootstrap credentials the session is anonymous on the client
      * side: enough for discovery, /crts and /att where the server allows it. */
-    const char *cert = creds == ESTC__CREDS_ENROLLED ? c->cert_addr : c->boot_cert;
-    const char *key = creds == ESTC__CREDS_ENROLLED ? c->key_addr : c->boot_key;
+    const char *cert, *key;
+    creds_sources(c, creds, &cert, &key);
 
     /* Credentials reach libcoap in memory: no file is written for it. */
     STACK_OF(X509) *trust = sk_X509_new_null();
@@ -201,9 +291,10 @@ static estc_err open_transport(estc_client *c, enum estc__creds creds)
     EVP_PKEY *pkey = NULL;
     char uri[600];
     estc_err err = trust != NULL ? load_trust(c, trust) : ESTC_ERR_NOMEM;
-    if (err == ESTC_OK && cert != NULL)
+    bool checked = err == ESTC_OK && take_checked(c, creds, cert, key, &x, &pkey);
+    if (err == ESTC_OK && cert != NULL && !checked)
         err = load_cert(c, cert, &x);
-    if (err == ESTC_OK && key != NULL)
+    if (err == ESTC_OK && key != NULL && !checked)
         err = load_key(c, key, &pkey);
     if (err == ESTC_OK) {
         bool v6 = strchr(c->host, ':') != NULL;

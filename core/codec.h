@@ -139,6 +139,15 @@ estc_err estc__codec_pkix_cert(const uint8_t *in, size_t len, estc__der_list *ou
  * other @cf (a server answering in a format we did not accept), else as above.
  */
 estc_err estc__codec_certs(int cf, const uint8_t *in, size_t len, estc__der_list *out);
+/* Receives each certificate estc__codec_certs_keep() parsed, with its DER
+ * as listed; it may take a reference to @x. */
+struct x509_st;
+typedef void (*estc__cert_keep_fn)(void *arg, const estc_buf *der, struct x509_st *x);
+/* estc__codec_certs() that hands each certificate it parsed to @keep, so
+ * that the caller need not parse it again (OpenSSL 3.0 decodes the public
+ * key of every parse through a new decoder). */
+estc_err estc__codec_certs_keep(int cf, const uint8_t *in, size_t len, estc__der_list *out,
+                                estc__cert_keep_fn keep, void *arg);
 
 /* ------------------------------------------------------------------------ */
 /* CF 62: multipart-core (RFC 8710)                                          */

@@ -193,8 +193,14 @@ static bool oid_is(const estc__der_tlv *t, const uint8_t *oid, size_t len)
     return t->contents.len == len && memcmp(t->contents.p, oid, len) == 0;
 }
 
+/* Who is handed each certificate parsed (estc__codec_certs_keep()). */
+struct keeper {
+    estc__cert_keep_fn fn;
+    void *arg;
+};
+
 /* A certificate element: a SEQUENCE that is DER all the way down and X.509. */
-static estc_err check_cert(const estc__der_tlv *t)
+static estc_err check_cert(const estc__der_tlv *t, X509 **parsed)
 {
     if (t->tag != ESTC__DER_SEQUENCE)
         return ESTC_ERR_FORMAT;
@@ -205,9 +211,24 @@ static estc_err check_cert(const estc__der_tlv *t)
     X509 *x = d2i_X509(NULL, &p, (long)t->tlv_len);
     if (x == NULL)
         return ESTC_ERR_FORMAT;
-    bool whole = (size_t)(p - t->tlv) == t->tlv_len;
+    if ((size_t)(p - t->tlv) != t->tlv_len) {
+        X509_free(x);
+        return ESTC_ERR_FORMAT;
+    }
+    *parsed = x;
+    return ESTC_OK;
+}
+
+/* Appends the certificate @t to @out and hands its parse @x (freed here) to
+ * @k, if any. */
+static estc_err add_cert(estc__der_list *out, const estc__der_tlv *t, X509 *x, size_t cap,
+                         const struct keeper *k)
+{
+    estc_err err = list_add(out, t->tlv, t->tlv_len, cap);
+    if (err == ESTC_OK && k != NULL && k->fn != NULL)
+        k->fn(k->arg, &out->items[out->n - 1], x);
     X509_free(x);
-    return whole ? ESTC_OK : ESTC_ERR_FORMAT;
+    return err;
 }
 
 /* A small non-negative INTEGER in DER (for the CMS version). */
@@ -224,7 +245,8 @@ static estc_err small_int(const estc__der_tlv *t, long *value)
     return ESTC_OK;
 }
 
-static estc_err parse_certs_only(const uint8_t *in, size_t len, estc__der_list *out)
+static estc_err parse_certs_only(const uint8_t *in, size_t len, estc__der_list *out,
+                                 const struct keeper *k)
 {
     estc__der top = {in, len};
     estc__der_tlv ci, t;
@@ -311,9 +333,10 @@ static estc_err parse_certs_only(const uint8_t *in, size_t len, estc__der_list *
         if ((err = estc__der_next(&cc, &cert)) != ESTC_OK)
             return err;
         /* CertificateChoices: only plain certificates, not the [0]..[3] forms. */
-        if ((err = check_cert(&cert)) != ESTC_OK)
+        X509 *x = NULL;
+        if ((err = check_cert(&cert, &x)) != ESTC_OK)
             return err;
-        if ((err = list_add(out, cert.tlv, cert.tlv_len, ESTC__MAX_CERTS)) != ESTC_OK)
+        if ((err = add_cert(out, &cert, x, ESTC__MAX_CERTS, k)) != ESTC_OK)
             return err;
     }
     return ESTC_OK;
@@ -330,44 +353,64 @@ static estc_err start_list(const uint8_t *in, size_t len, estc__der_list *out)
     return ESTC_OK;
 }
 
-estc_err estc__codec_certs_only(const uint8_t *in, size_t len, estc__der_list *out)
+static estc_err certs_only(const uint8_t *in, size_t len, estc__der_list *out,
+                           const struct keeper *k)
 {
     estc_err err = start_list(in, len, out);
     if (err != ESTC_OK)
         return err;
-    err = parse_certs_only(in, len, out);
+    err = parse_certs_only(in, len, out, k);
     if (err != ESTC_OK)
         estc__der_list_free(out);
     return err;
 }
 
-estc_err estc__codec_pkix_cert(const uint8_t *in, size_t len, estc__der_list *out)
+static estc_err pkix_cert(const uint8_t *in, size_t len, estc__der_list *out,
+                          const struct keeper *k)
 {
     estc_err err = start_list(in, len, out);
     if (err != ESTC_OK)
         return err;
     estc__der cur = {in, len};
     estc__der_tlv t;
+    X509 *x = NULL;
     err = estc__der_next(&cur, &t);
     if (err == ESTC_OK && cur.len != 0)
         err = ESTC_ERR_FORMAT;
     if (err == ESTC_OK)
-        err = check_cert(&t);
+        err = check_cert(&t, &x);
     if (err == ESTC_OK)
-        err = list_add(out, t.tlv, t.tlv_len, 1);
+        err = add_cert(out, &t, x, 1, k);
     if (err != ESTC_OK)
         estc__der_list_free(out);
     return err;
 }
 
-estc_err estc__codec_certs(int cf, const uint8_t *in, size_t len, estc__der_list *out)
+estc_err estc__codec_certs_only(const uint8_t *in, size_t len, estc__der_list *out)
 {
+    return certs_only(in, len, out, NULL);
+}
+
+estc_err estc__codec_pkix_cert(const uint8_t *in, size_t len, estc__der_list *out)
+{
+    return pkix_cert(in, len, out, NULL);
+}
+
+estc_err estc__codec_certs_keep(int cf, const uint8_t *in, size_t len, estc__der_list *out,
+                                estc__cert_keep_fn keep, void *arg)
+{
+    const struct keeper k = {keep, arg};
     if (cf == ESTC__CF_PKCS7_CERTS)
-        return estc__codec_certs_only(in, len, out);
+        return certs_only(in, len, out, &k);
     if (cf == ESTC__CF_PKIX_CERT)
-        return estc__codec_pkix_cert(in, len, out);
+        return pkix_cert(in, len, out, &k);
     estc_err err = start_list(in, len, out);
     return err != ESTC_OK ? err : ESTC_ERR_PROTOCOL;
+}
+
+estc_err estc__codec_certs(int cf, const uint8_t *in, size_t len, estc__der_list *out)
+{
+    return estc__codec_certs_keep(cf, in, len, out, NULL, NULL);
 }
 
 /* ------------------------------------------------------------------------ */

@@ -2,7 +2,10 @@
 /*
  * PKCS#10 requests: subject and subjectAltName from the configuration (or
  * the current certificate for /sren), what /att asked for, and a signature
- * made through the estc provider, so the key never leaves its engine.
+ * made by the key's engine (estc_key_sign()), so the key never leaves it.
+ * The request is assembled around the engine's SubjectPublicKeyInfo as it
+ * is: no private or public key object is built on this path (OpenSSL 3.0
+ * builds a decoder for each, the largest cost of an enrollment).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,7 +14,6 @@
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
-#include <openssl/store.h>
 #include <openssl/x509v3.h>
 
 #include "client_internal.h"
@@ -96,29 +98,165 @@ estc_err estc__parse_sans(estc_client *c, GENERAL_NAMES **out)
     return ESTC_OK;
 }
 
-/* The key at @addr as an EVP_PKEY: OpenSSL's own loader for file:, the
- * estc provider's STORE for every other engine. */
-static estc_err load_pkey(estc_client *c, const char *addr, EVP_PKEY **out)
+/* The public key of a request set from @spki's DER as it is, without
+ * decoding the key: the algorithm identifier and the key bits are copied. */
+static estc_err set_spki(estc_client *c, X509_REQ *req, const estc_buf *spki)
 {
-    ERR_clear_error(); /* a failure's detail is this load's */
-    OSSL_STORE_CTX *store = OSSL_STORE_open(addr, NULL, NULL, NULL, NULL);
-    if (store == NULL)
-        return openssl_fail(c, ESTC_ERR_NOT_FOUND, addr);
-    OSSL_STORE_expect(store, OSSL_STORE_INFO_PKEY);
-    EVP_PKEY *pkey = NULL;
-    while (pkey == NULL && !OSSL_STORE_eof(store)) {
-        OSSL_STORE_INFO *info = OSSL_STORE_load(store);
-        if (info == NULL)
-            break;
-        if (OSSL_STORE_INFO_get_type(info) == OSSL_STORE_INFO_PKEY)
-            pkey = OSSL_STORE_INFO_get1_PKEY(info);
-        OSSL_STORE_INFO_free(info);
+    estc__der cur = {spki->data, spki->len}, body;
+    estc__der_tlv outer, alg, bits;
+    if (estc__der_expect(&cur, ESTC__DER_SEQUENCE, &outer) != ESTC_OK || cur.len != 0)
+        return estc_error(c->ctx, ESTC_ERR_FORMAT, "the engine's public key is not DER");
+    body = outer.contents;
+    if (estc__der_expect(&body, ESTC__DER_SEQUENCE, &alg) != ESTC_OK ||
+        estc__der_expect(&body, 0x03, &bits) != ESTC_OK || body.len != 0 ||
+        bits.contents.len < 2 || bits.contents.p[0] != 0)
+        return estc_error(c->ctx, ESTC_ERR_FORMAT, "the engine's public key is malformed");
+    const unsigned char *p = alg.tlv;
+    X509_ALGOR *a = d2i_X509_ALGOR(NULL, &p, (long)alg.tlv_len);
+    unsigned char *key = OPENSSL_memdup(bits.contents.p + 1, bits.contents.len - 1);
+    const ASN1_OBJECT *obj = NULL;
+    int ptype = V_ASN1_UNDEF;
+    const void *pval = NULL;
+    if (a != NULL)
+        X509_ALGOR_get0(&obj, &ptype, &pval, a);
+    ASN1_OBJECT *obj_copy = obj != NULL ? OBJ_dup(obj) : NULL;
+    void *pval_copy = NULL;
+    bool ok = a != NULL && key != NULL && obj_copy != NULL;
+    if (ok && ptype == V_ASN1_OBJECT)
+        ok = (pval_copy = OBJ_dup(pval)) != NULL;
+    else if (ok && ptype == V_ASN1_SEQUENCE)
+        ok = (pval_copy = ASN1_STRING_dup(pval)) != NULL;
+    else if (ok && ptype != V_ASN1_NULL && ptype != V_ASN1_UNDEF)
+        ok = false; /* no key type of the driver API has other parameters */
+    if (ok &&
+        X509_PUBKEY_set0_param(X509_REQ_get_X509_PUBKEY(req), obj_copy, ptype, pval_copy, key,
+                               (int)(bits.contents.len - 1)) == 1) {
+        X509_ALGOR_free(a);
+        return ESTC_OK;
     }
-    OSSL_STORE_close(store);
-    if (pkey == NULL)
-        return openssl_fail(c, ESTC_ERR_NOT_FOUND, addr);
-    ERR_clear_error();
-    *out = pkey;
+    ASN1_OBJECT_free(obj_copy);
+    if (ptype == V_ASN1_OBJECT)
+        ASN1_OBJECT_free(pval_copy);
+    else
+        ASN1_STRING_free(pval_copy);
+    OPENSSL_free(key);
+    X509_ALGOR_free(a);
+    return openssl_fail(c, ESTC_ERR_FORMAT, "the engine's public key");
+}
+
+/* How a request for the key of @spki is signed: the engine's algorithm and
+ * the signature algorithm's NID for @hash (0: the one the key size asks). */
+static estc_err sig_algorithm(estc_client *c, const estc_buf *spki, estc_hash hash,
+                              estc_sig_alg *alg, estc_hash *used, int *sig_nid)
+{
+    /* The algorithm identifier only (d2i_X509_PUBKEY would decode the key). */
+    estc__der cur = {spki->data, spki->len}, body;
+    estc__der_tlv outer, algo;
+    if (estc__der_expect(&cur, ESTC__DER_SEQUENCE, &outer) != ESTC_OK)
+        return estc_error(c->ctx, ESTC_ERR_FORMAT, "the engine's public key is not DER");
+    body = outer.contents;
+    if (estc__der_expect(&body, ESTC__DER_SEQUENCE, &algo) != ESTC_OK)
+        return estc_error(c->ctx, ESTC_ERR_FORMAT, "the engine's public key is malformed");
+    const unsigned char *ap = algo.tlv;
+    X509_ALGOR *a = d2i_X509_ALGOR(NULL, &ap, (long)algo.tlv_len);
+    if (a == NULL)
+        return openssl_fail(c, ESTC_ERR_FORMAT, "the engine's public key");
+    const ASN1_OBJECT *obj = NULL;
+    int ptype = V_ASN1_UNDEF;
+    const void *pval = NULL;
+    X509_ALGOR_get0(&obj, &ptype, &pval, a);
+    int key_nid = OBJ_obj2nid(obj);
+    int curve = key_nid == NID_X9_62_id_ecPublicKey && ptype == V_ASN1_OBJECT ? OBJ_obj2nid(pval)
+                                                                               : NID_undef;
+    X509_ALGOR_free(a);
+    if (hash == 0)
+        hash = curve == NID_secp384r1 ? ESTC_HASH_SHA384 : ESTC_HASH_SHA256;
+    int md = hash == ESTC_HASH_SHA384   ? NID_sha384
+             : hash == ESTC_HASH_SHA512 ? NID_sha512
+                                        : NID_sha256;
+    if (key_nid == NID_X9_62_id_ecPublicKey)
+        *alg = ESTC_SIG_ECDSA;
+    else if (key_nid == NID_rsaEncryption)
+        *alg = ESTC_SIG_RSA_PKCS1;
+    else
+        return estc_error(c->ctx, ESTC_ERR_UNSUPPORTED,
+                          "a CSR for a key of type %s cannot be signed", OBJ_nid2sn(key_nid));
+    if (OBJ_find_sigid_by_algs(sig_nid, md, key_nid) != 1)
+        return estc_error(c->ctx, ESTC_ERR_UNSUPPORTED, "no signature algorithm for %s with %s",
+                          OBJ_nid2sn(key_nid), OBJ_nid2sn(md));
+    *used = hash;
+    return ESTC_OK;
+}
+
+/* Signs @req with the key at @addr, whose public key is @spki, by its
+ * engine. With @verify, the signature is checked against @spki: a key
+ * swapped at @addr since @spki was read is caught before anything is sent. */
+static estc_err sign_req(estc_client *c, X509_REQ *req, const char *addr, const estc_buf *spki,
+                         estc_hash hash, bool verify)
+{
+    estc_sig_alg alg = ESTC_SIG_ECDSA;
+    estc_hash used = ESTC_HASH_SHA256;
+    int sig_nid = NID_undef;
+    estc_err err = sig_algorithm(c, spki, hash, &alg, &used, &sig_nid);
+    if (err != ESTC_OK)
+        return err;
+    X509_ALGOR *sig_alg = X509_ALGOR_new();
+    if (sig_alg == NULL ||
+        X509_ALGOR_set0(sig_alg, OBJ_nid2obj(sig_nid),
+                        alg == ESTC_SIG_ECDSA ? V_ASN1_UNDEF : V_ASN1_NULL, NULL) != 1 ||
+        X509_REQ_set1_signature_algo(req, sig_alg) != 1) {
+        X509_ALGOR_free(sig_alg);
+        return openssl_fail(c, ESTC_ERR_NOMEM, "the CSR's signature algorithm");
+    }
+    X509_ALGOR_free(sig_alg);
+    unsigned char *tbs = NULL;
+    int tbs_len = i2d_re_X509_REQ_tbs(req, &tbs);
+    const EVP_MD *md = used == ESTC_HASH_SHA384   ? EVP_sha384()
+                       : used == ESTC_HASH_SHA512 ? EVP_sha512()
+                                                  : EVP_sha256();
+    unsigned char digest[EVP_MAX_MD_SIZE];
+    unsigned int digest_len = 0;
+    if (tbs_len <= 0 || EVP_Digest(tbs, (size_t)tbs_len, digest, &digest_len, md, NULL) != 1) {
+        OPENSSL_free(tbs);
+        return openssl_fail(c, ESTC_ERR_CRYPTO, "encoding the CSR");
+    }
+    OPENSSL_free(tbs);
+    estc_buf sig = {0};
+    err = estc_key_sign(c->ctx, addr, alg, used, digest, digest_len, &sig);
+    if (err != ESTC_OK)
+        return estc_error(c->ctx, err, "signing the CSR through the engine: %s",
+                          estc_ctx_error_detail(c->ctx));
+    if (verify) {
+        const unsigned char *p = spki->data;
+        EVP_PKEY *pub = d2i_PUBKEY(NULL, &p, (long)spki->len);
+        EVP_PKEY_CTX *vctx = pub != NULL ? EVP_PKEY_CTX_new_from_pkey(NULL, pub, NULL) : NULL;
+        bool good = vctx != NULL && EVP_PKEY_verify_init(vctx) == 1 &&
+                    EVP_PKEY_CTX_set_signature_md(vctx, md) == 1 &&
+                    (alg != ESTC_SIG_RSA_PKCS1 ||
+                     EVP_PKEY_CTX_set_rsa_padding(vctx, RSA_PKCS1_PADDING) == 1) &&
+                    EVP_PKEY_verify(vctx, sig.data, sig.len, digest, digest_len) == 1;
+        EVP_PKEY_CTX_free(vctx);
+        EVP_PKEY_free(pub);
+        ERR_clear_error();
+        if (!good) {
+            estc_buf_free(&sig);
+            return estc_error(c->ctx, ESTC_ERR_VALIDATION,
+                              "the CSR's public key is not the one of the key just made: the "
+                              "key was replaced after it was written (is its folder writable "
+                              "by others?); nothing sent");
+        }
+    }
+    ASN1_BIT_STRING *bits = ASN1_BIT_STRING_new();
+    if (bits == NULL || ASN1_BIT_STRING_set(bits, sig.data, (int)sig.len) != 1) {
+        ASN1_BIT_STRING_free(bits);
+        estc_buf_free(&sig);
+        return ESTC_ERR_NOMEM;
+    }
+    /* A signature is a whole number of bytes: no unused bits. */
+    bits->flags &= ~0x07L;
+    bits->flags |= ASN1_STRING_FLAG_BITS_LEFT;
+    X509_REQ_set0_signature(req, bits);
+    estc_buf_free(&sig);
     return ESTC_OK;
 }
 
@@ -156,8 +294,9 @@ static bool set_challenge(X509_REQ *req, const char *b64)
                                      (const unsigned char *)b64, -1) == 1;
 }
 
-estc_err estc__csr_build(estc_client *c, const char *key_addr, const X509_NAME *subject,
-                         const GENERAL_NAMES *sans, const char *pop_b64, estc_buf *der)
+estc_err estc__csr_build(estc_client *c, const char *key_addr, const estc_buf *made,
+                         const X509_NAME *subject, const GENERAL_NAMES *sans, const char *pop_b64,
+                         estc_buf *der)
 {
     if (c->pop && pop_b64 != NULL) {
         char *copy = strdup(key_addr);
@@ -166,17 +305,27 @@ estc_err estc__csr_build(estc_client *c, const char *key_addr, const X509_NAME *
         free(c->pop_key);
         c->pop_key = copy;
     }
-    EVP_PKEY *pkey = NULL;
-    estc_err err = load_pkey(c, key_addr, &pkey);
-    if (err != ESTC_OK)
-        return err;
+    estc_buf read = {0};
+    const estc_buf *spki = made;
+    estc_err err = ESTC_OK;
+    if (spki == NULL) {
+        err = estc_key_public(c->ctx, key_addr, &read);
+        if (err != ESTC_OK)
+            return estc_error(c->ctx, err, "%s: the key's public part: %s", key_addr,
+                              estc_ctx_error_detail(c->ctx));
+        spki = &read;
+    }
+    ERR_clear_error(); /* a failure's detail is this build's */
     X509_REQ *req = X509_REQ_new();
     STACK_OF(X509_EXTENSION) *exts = NULL;
     if (req == NULL || X509_REQ_set_version(req, 0) != 1 ||
-        X509_REQ_set_subject_name(req, subject) != 1 || X509_REQ_set_pubkey(req, pkey) != 1) {
+        X509_REQ_set_subject_name(req, subject) != 1) {
         err = openssl_fail(c, ESTC_ERR_CRYPTO, "building the CSR");
         goto done;
     }
+    err = set_spki(c, req, spki);
+    if (err != ESTC_OK)
+        goto done;
     if (sans != NULL &&
         X509V3_add1_i2d(&exts, NID_subject_alt_name, (void *)sans, 0, X509V3_ADD_DEFAULT) != 1) {
         err = openssl_fail(c, ESTC_ERR_CRYPTO, "subjectAltName");
@@ -194,15 +343,9 @@ estc_err estc__csr_build(estc_client *c, const char *key_addr, const X509_NAME *
         goto done;
     }
     /* The hash /att asked for; otherwise one that matches the key size. */
-    const EVP_MD *md = EVP_sha256();
-    if (c->hints.hash == ESTC_HASH_SHA384 || (c->hints.hash == 0 && EVP_PKEY_get_bits(pkey) == 384))
-        md = EVP_sha384();
-    else if (c->hints.hash == ESTC_HASH_SHA512)
-        md = EVP_sha512();
-    if (X509_REQ_sign(req, pkey, md) <= 0) {
-        err = openssl_fail(c, ESTC_ERR_CRYPTO, "signing the CSR through the engine");
+    err = sign_req(c, req, key_addr, spki, c->hints.hash, made != NULL);
+    if (err != ESTC_OK)
         goto done;
-    }
     unsigned char *out = NULL;
     int n = i2d_X509_REQ(req, &out);
     if (n <= 0) {
@@ -214,29 +357,7 @@ estc_err estc__csr_build(estc_client *c, const char *key_addr, const X509_NAME *
 done:
     sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
     X509_REQ_free(req);
-    EVP_PKEY_free(pkey);
-    return err;
-}
-
-estc_err estc__csr_key_check(estc_client *c, const estc_buf *csr, const estc_buf *spki)
-{
-    const unsigned char *p = csr->data;
-    X509_REQ *req = d2i_X509_REQ(NULL, &p, (long)csr->len);
-    EVP_PKEY *pub = req != NULL ? X509_REQ_get0_pubkey(req) : NULL;
-    unsigned char *der = NULL;
-    int n = pub != NULL ? i2d_PUBKEY(pub, &der) : -1;
-    estc_err err;
-    if (n <= 0)
-        err = openssl_fail(c, ESTC_ERR_CRYPTO, "the CSR's public key");
-    else if ((size_t)n != spki->len || CRYPTO_memcmp(der, spki->data, spki->len) != 0)
-        err = estc_error(c->ctx, ESTC_ERR_VALIDATION,
-                         "the CSR's public key is not the one of the key just made: the key was "
-                         "replaced after it was written (is its folder writable by others?); "
-                         "nothing sent");
-    else
-        err = ESTC_OK;
-    OPENSSL_free(der);
-    X509_REQ_free(req);
+    estc_buf_free(&read);
     return err;
 }
 
@@ -259,31 +380,42 @@ estc_err estc__csr_rebind(estc_client *c, const estc_buf *der, const char *b64, 
         X509_REQ_free(req);
         return ESTC_OK;
     }
-    /* Another session: sign again with the same key and hash. */
-    EVP_PKEY *pkey = NULL;
-    estc_err err = c->pop_key != NULL
-                       ? load_pkey(c, c->pop_key, &pkey)
-                       : estc_error(c->ctx, ESTC_ERR_STATE, "proof-of-possession: no CSR key");
-    if (err != ESTC_OK) {
-        X509_REQ_free(req);
-        return estc_error(c->ctx, err,
-                          "proof-of-possession: the DTLS session changed after the CSR was "
-                          "signed and its key is no longer there; try again");
-    }
+    /* Another session: sign again with the same key and hash, and check the
+     * signature against the request's own public key (the key at the
+     * address may have changed since). */
     int md_nid = NID_undef;
-    const EVP_MD *md = NULL;
+    estc_hash hash = 0;
     if (OBJ_find_sigid_algs(X509_REQ_get_signature_nid(req), &md_nid, NULL) == 1)
-        md = EVP_get_digestbynid(md_nid);
+        hash = md_nid == NID_sha256   ? ESTC_HASH_SHA256
+               : md_nid == NID_sha384 ? ESTC_HASH_SHA384
+               : md_nid == NID_sha512 ? ESTC_HASH_SHA512
+                                      : 0;
+    unsigned char *spki_der = NULL;
+    int spki_len = i2d_X509_PUBKEY(X509_REQ_get_X509_PUBKEY(req), &spki_der);
+    estc_err err = ESTC_OK;
+    if (c->pop_key == NULL)
+        err = estc_error(c->ctx, ESTC_ERR_STATE, "proof-of-possession: no CSR key");
+    else if (hash == 0 || spki_len <= 0)
+        err = openssl_fail(c, ESTC_ERR_CRYPTO, "proof-of-possession: the CSR's algorithms");
+    if (err == ESTC_OK && !set_challenge(req, b64))
+        err = openssl_fail(c, ESTC_ERR_CRYPTO, "proof-of-possession: challengePassword");
+    if (err == ESTC_OK) {
+        estc_buf spki = {spki_der, (size_t)spki_len};
+        err = sign_req(c, req, c->pop_key, &spki, hash, true);
+        if (err != ESTC_OK)
+            err = estc_error(c->ctx, err,
+                             "proof-of-possession: the DTLS session changed after the CSR was "
+                             "signed and its key is no longer there; try again");
+    }
     unsigned char *enc = NULL;
     int n = 0;
-    if (md == NULL || !set_challenge(req, b64) || X509_REQ_sign(req, pkey, md) <= 0 ||
-        (n = i2d_X509_REQ(req, &enc)) <= 0)
+    if (err == ESTC_OK && (n = i2d_X509_REQ(req, &enc)) <= 0)
         err = openssl_fail(c, ESTC_ERR_CRYPTO, "proof-of-possession: signing the CSR again");
-    else
+    else if (err == ESTC_OK)
         err = estc_buf_set(out, enc, (size_t)n);
     *changed = err == ESTC_OK;
     OPENSSL_free(enc);
-    EVP_PKEY_free(pkey);
+    OPENSSL_free(spki_der);
     X509_REQ_free(req);
     return err;
 }

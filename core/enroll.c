@@ -88,11 +88,18 @@ static enum estc__creds best_creds(estc_client *c)
     return ESTC__CREDS_BOOTSTRAP;
 }
 
+/* Each certificate the codec parsed, into the client's memo. */
+static void keep_parsed(void *arg, const estc_buf *der, X509 *x)
+{
+    estc__x509_remember(arg, der, x);
+}
+
 /* Certificates from a 2.xx answer, by its Content-Format. */
 static estc_err certs_of(estc_client *c, const estc_response *r, const char *what,
                          estc__der_list *certs)
 {
-    estc_err err = estc__codec_certs(r->content_format, r->payload.data, r->payload.len, certs);
+    estc_err err = estc__codec_certs_keep(r->content_format, r->payload.data, r->payload.len,
+                                          certs, keep_parsed, c);
     if (err == ESTC_ERR_PROTOCOL)
         return estc_error(c->ctx, err, "%s: answered with Content-Format %d, not 281 or 287", what,
                           r->content_format);
@@ -120,8 +127,8 @@ static enum estc__creds pop_creds(estc_client *c, const X509_NAME *subject)
 /* The CSR for the key at @key. With proof-of-possession it first completes
  * the handshake of the session the request will most likely go on and
  * carries its tls-unique value. */
-static estc_err build_csr(estc_client *c, const char *key, const X509_NAME *subject,
-                          const GENERAL_NAMES *sans, estc_buf *der)
+static estc_err build_csr(estc_client *c, const char *key, const estc_buf *made,
+                          const X509_NAME *subject, const GENERAL_NAMES *sans, estc_buf *der)
 {
     char b64[ESTC__POP_B64_MAX] = "";
     /* A failed handshake here is not the end: the exchange binds the CSR to
@@ -133,7 +140,7 @@ static estc_err build_csr(estc_client *c, const char *key, const X509_NAME *subj
         estc_ctx_clear_error(c->ctx);
         b64[0] = '\0';
     }
-    return estc__csr_build(c, key, subject, sans, b64, der);
+    return estc__csr_build(c, key, made, subject, sans, b64, der);
 }
 
 /* ---- /crts ---------------------------------------------------------------- */
@@ -371,9 +378,7 @@ static estc_err enroll_op(estc_client *c)
             err = estc_key_public(c->ctx, key, &made);
     }
     if (err == ESTC_OK)
-        err = build_csr(c, key, subject, sans, &csr);
-    if (err == ESTC_OK && key_is_new)
-        err = estc__csr_key_check(c, &csr, &made);
+        err = build_csr(c, key, key_is_new ? &made : NULL, subject, sans, &csr);
     if (err == ESTC_OK)
         err = estc__client_exchange(c, ESTC__CREDS_BOOTSTRAP, ESTC__EST_SEN, ESTC_COAP_POST,
                                     ESTC__CF_PKCS10, c->accept, csr.data, csr.len, &resp);
@@ -436,9 +441,7 @@ static estc_err reenroll_op(estc_client *c, bool rekey, const estc_buf *held)
     if (made_key)
         err = estc_key_public(c->ctx, key, &made);
     if (err == ESTC_OK)
-        err = build_csr(c, key, X509_get_subject_name(old), sans, &csr);
-    if (err == ESTC_OK && made_key)
-        err = estc__csr_key_check(c, &csr, &made);
+        err = build_csr(c, key, made_key ? &made : NULL, X509_get_subject_name(old), sans, &csr);
     if (err == ESTC_OK)
         err = estc__client_exchange(c, ESTC__CREDS_ENROLLED, ESTC__EST_SREN, ESTC_COAP_POST,
                                     ESTC__CF_PKCS10, c->accept, csr.data, csr.len, &resp);
@@ -525,7 +528,7 @@ estc_err estc_client_make_csr(estc_client *c, const char *key_addr, estc_buf *de
     if (err == ESTC_OK)
         err = estc__parse_sans(c, &sans);
     if (err == ESTC_OK)
-        err = estc__csr_build(c, key_addr, subject, sans, NULL, der);
+        err = estc__csr_build(c, key_addr, NULL, subject, sans, NULL, der);
     GENERAL_NAMES_free(sans);
     X509_NAME_free(subject);
     return err;
@@ -559,7 +562,7 @@ static estc_err serverkeygen_op(estc_client *c)
     if (err == ESTC_OK)
         err = estc_key_generate(c->ctx, temp, ESTC_KEY_EC_P256);
     if (err == ESTC_OK) {
-        err = build_csr(c, temp, subject, sans, &csr);
+        err = build_csr(c, temp, NULL, subject, sans, &csr);
         estc_key_remove(c->ctx, temp);
     }
     if (err == ESTC_OK)

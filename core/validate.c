@@ -2,12 +2,40 @@
 /*
  * Validation of what the server issued, before anything is committed.
  */
+#include <stdlib.h>
 #include <string.h>
 
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 
 #include "client_internal.h"
+
+void estc__x509_remember(estc_client *c, const estc_buf *der, X509 *x)
+{
+    for (size_t i = 0; i < c->n_x509_memo; i++) {
+        struct estc__x509_memo *m = &c->x509_memo[i];
+        if (m->der.len == der->len && memcmp(m->der.data, der->data, der->len) == 0)
+            return;
+    }
+    /* Remembered when there is room, or in place of the oldest one. */
+    size_t slot = c->n_x509_memo;
+    if (slot == sizeof(c->x509_memo) / sizeof(c->x509_memo[0])) {
+        slot = c->x509_memo_next;
+        c->x509_memo_next = (slot + 1) % (sizeof(c->x509_memo) / sizeof(c->x509_memo[0]));
+    }
+    estc_buf copy = {0};
+    if (estc_buf_set(&copy, der->data, der->len) != ESTC_OK || X509_up_ref(x) != 1) {
+        estc_buf_free(&copy);
+        return; /* parsed, just not remembered */
+    }
+    if (slot < c->n_x509_memo) {
+        estc_buf_free(&c->x509_memo[slot].der);
+        X509_free(c->x509_memo[slot].x509);
+    } else {
+        c->n_x509_memo++;
+    }
+    c->x509_memo[slot] = (struct estc__x509_memo){.der = copy, .x509 = x};
+}
 
 X509 *estc__x509_cached(estc_client *c, const estc_buf *der)
 {
@@ -18,26 +46,8 @@ X509 *estc__x509_cached(estc_client *c, const estc_buf *der)
     }
     const unsigned char *p = der->data;
     X509 *x = d2i_X509(NULL, &p, (long)der->len);
-    if (x == NULL)
-        return NULL;
-    /* Remembered when there is room, or in place of the oldest one. */
-    size_t slot = c->n_x509_memo;
-    if (slot == sizeof(c->x509_memo) / sizeof(c->x509_memo[0])) {
-        slot = c->x509_memo_next;
-        c->x509_memo_next = (slot + 1) % (sizeof(c->x509_memo) / sizeof(c->x509_memo[0]));
-    }
-    estc_buf copy = {0};
-    if (estc_buf_set(&copy, der->data, der->len) != ESTC_OK || X509_up_ref(x) != 1) {
-        estc_buf_free(&copy);
-        return x; /* parsed, just not remembered */
-    }
-    if (slot < c->n_x509_memo) {
-        estc_buf_free(&c->x509_memo[slot].der);
-        X509_free(c->x509_memo[slot].x509);
-    } else {
-        c->n_x509_memo++;
-    }
-    c->x509_memo[slot] = (struct estc__x509_memo){.der = copy, .x509 = x};
+    if (x != NULL)
+        estc__x509_remember(c, der, x);
     return x;
 }
 
@@ -120,32 +130,58 @@ static estc_err same_identity(estc_client *c, X509 *issued, X509 *old)
     return err;
 }
 
+/* Whether @x carries the key of @spki: byte for byte (the usual case: the
+ * CA copies the request's SubjectPublicKeyInfo), else, with @by_key, as the
+ * same key written otherwise (decoded once into *@ours). */
+static bool carries_key(const X509 *x, const estc_buf *spki, bool by_key, EVP_PKEY **ours)
+{
+    unsigned char *der = NULL;
+    int n = i2d_X509_PUBKEY(X509_get_X509_PUBKEY(x), &der);
+    bool same = n > 0 && (size_t)n == spki->len && memcmp(der, spki->data, spki->len) == 0;
+    OPENSSL_free(der);
+    if (same || !by_key)
+        return same;
+    if (*ours == NULL) {
+        const unsigned char *p = spki->data;
+        *ours = d2i_PUBKEY(NULL, &p, (long)spki->len);
+    }
+    return *ours != NULL && EVP_PKEY_eq(X509_get0_pubkey(x), *ours) == 1;
+}
+
 estc_err estc__validate_issued(estc_client *c, const estc__der_list *certs, const estc_buf *spki,
                                X509 *old, size_t *leaf)
 {
-    const unsigned char *p = spki->data;
-    EVP_PKEY *ours = d2i_PUBKEY(NULL, &p, (long)spki->len);
-    if (ours == NULL)
-        return estc_error(c->ctx, ESTC_ERR_FORMAT, "the engine's public key does not parse");
+    EVP_PKEY *ours = NULL;
     X509 *issued = NULL;
     STACK_OF(X509) *others = sk_X509_new_null();
-    estc_err err = others == NULL ? ESTC_ERR_NOMEM : ESTC_OK;
+    X509 **all = calloc(certs->n > 0 ? certs->n : 1, sizeof(*all));
+    estc_err err = others == NULL || all == NULL ? ESTC_ERR_NOMEM : ESTC_OK;
+    /* Remembered by the client: the provisioning view of the issued
+     * certificate then reads the same object, not a new parse. */
     for (size_t i = 0; i < certs->n && err == ESTC_OK; i++) {
-        /* Remembered by the client: the provisioning view of the issued
-         * certificate then reads the same object, not a new parse. */
-        X509 *x = estc__x509_cached(c, &certs->items[i]);
-        if (x == NULL) {
+        all[i] = estc__x509_cached(c, &certs->items[i]);
+        if (all[i] == NULL)
             err = estc_error(c->ctx, ESTC_ERR_FORMAT, "certificate %zu does not parse", i);
-            break;
-        }
-        if (issued == NULL && EVP_PKEY_eq(X509_get0_pubkey(x), ours) == 1) {
-            issued = x;
-            *leaf = i;
-        } else if (sk_X509_push(others, x) <= 0) {
-            X509_free(x);
-            err = ESTC_ERR_NOMEM;
+    }
+    /* The issued one: by its encoding first, by its key only if none is. */
+    for (int pass = 0; pass < 2 && err == ESTC_OK && issued == NULL; pass++) {
+        for (size_t i = 0; i < certs->n && issued == NULL; i++) {
+            if (carries_key(all[i], spki, pass == 1, &ours)) {
+                issued = all[i];
+                all[i] = NULL;
+                *leaf = i;
+            }
         }
     }
+    for (size_t i = 0; i < certs->n && err == ESTC_OK; i++) {
+        if (all[i] != NULL && sk_X509_push(others, all[i]) <= 0)
+            err = ESTC_ERR_NOMEM;
+        else
+            all[i] = NULL;
+    }
+    for (size_t i = 0; all != NULL && i < certs->n; i++)
+        X509_free(all[i]);
+    free(all);
     ERR_clear_error();
     if (err == ESTC_OK && issued == NULL)
         err = estc_error(c->ctx, ESTC_ERR_VALIDATION,

@@ -11,9 +11,9 @@ packages=(
   libssl-dev openssl libcoap3-dev libcoap3-bin
   libp11-kit-dev libtss2-dev libmbedtls-dev
   check
-  # estc run's Type=notify (sd_notify); the units' checks (systemd-analyze,
-  # tests/systemd) and the sandboxed run (unshare, setpriv: util-linux)
-  libsystemd-dev systemd util-linux
+  # the units' checks (systemd-analyze, tests/systemd) and the sandboxed
+  # run (unshare, setpriv: util-linux)
+  systemd util-linux
   # test peers and tools
   softhsm2 opensc p11-kit swtpm swtpm-tools tpm2-tools valgrind
   # the OpenSSL 3 TPM provider: tests/tpm2/keyfile.sh checks that TSS2 key

@@ -27,6 +27,64 @@
 
 #define MAX_PEM_FILE (256 * 1024)
 
+/*
+ * The driver's state: the last private key read or written, kept decoded.
+ * An enrollment reads the key it has just made for its public part and
+ * again for the CSR's signature, and OpenSSL 3.0 builds a decoder for every
+ * read (several million instructions each). The key is used only while its
+ * file is the very one it came from: same device, inode, size, mode, owner,
+ * modification and change time (a rename over it, a rewrite or a chmod each
+ * change one of them), and forgotten when the file is removed.
+ */
+struct file_state {
+    char *path;
+    struct stat id;
+    EVP_PKEY *key;
+};
+
+static bool same_file(const struct stat *a, const struct stat *b)
+{
+    return a->st_dev == b->st_dev && a->st_ino == b->st_ino && a->st_size == b->st_size &&
+           a->st_mode == b->st_mode && a->st_uid == b->st_uid &&
+           a->st_mtim.tv_sec == b->st_mtim.tv_sec && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec &&
+           a->st_ctim.tv_sec == b->st_ctim.tv_sec && a->st_ctim.tv_nsec == b->st_ctim.tv_nsec;
+}
+
+static void memo_drop(struct file_state *st)
+{
+    EVP_PKEY_free(st->key);
+    free(st->path);
+    memset(st, 0, sizeof(*st));
+}
+
+/* Keeps @key as the one in the file @path of identity @id (best effort: a
+ * failed copy only means the next use reads the file). */
+static void memo_set(struct file_state *st, const char *path, const struct stat *id, EVP_PKEY *key)
+{
+    memo_drop(st);
+    char *copy = strdup(path);
+    if (copy == NULL || EVP_PKEY_up_ref(key) != 1) {
+        free(copy);
+        return;
+    }
+    st->path = copy;
+    st->id = *id;
+    st->key = key;
+}
+
+/* The kept key when @path is still its file, with a reference; else NULL. */
+static EVP_PKEY *memo_get(struct file_state *st, const char *path)
+{
+    struct stat now;
+    if (st->key == NULL || strcmp(st->path, path) != 0)
+        return NULL;
+    if (stat(path, &now) != 0 || !same_file(&now, &st->id)) {
+        memo_drop(st);
+        return NULL;
+    }
+    return EVP_PKEY_up_ref(st->key) == 1 ? st->key : NULL;
+}
+
 static const char *kind_suffix(estc_obj_kind kind)
 {
     switch (kind) {
@@ -66,13 +124,14 @@ static estc_err io_fail(estc_ctx *ctx, const char *addr, const char *what, int e
  * else, so that a key renamed over ours by another user, or a symbolic link
  * to one, is refused rather than used (and certified).
  */
-static estc_err check_opened(estc_ctx *ctx, const char *addr, int fd, bool key)
+static estc_err check_opened(estc_ctx *ctx, const char *addr, int fd, bool key, struct stat *id)
 {
     struct stat st;
     if (fstat(fd, &st) != 0)
         return io_fail(ctx, addr, "fstat", errno);
     if (!S_ISREG(st.st_mode))
         return estc_error(ctx, ESTC_ERR_IO, "%s: not a regular file", addr);
+    *id = st;
     if (!key)
         return ESTC_OK;
     if (st.st_uid != geteuid() && st.st_uid != 0)
@@ -86,14 +145,15 @@ static estc_err check_opened(estc_ctx *ctx, const char *addr, int fd, bool key)
     return ESTC_OK;
 }
 
-/* Reads @path through one descriptor, checked by check_opened(). */
+/* Reads @path through one descriptor, checked by check_opened(); @id: what
+ * that descriptor was. */
 static estc_err read_file(estc_ctx *ctx, const char *addr, const char *path, bool key,
-                          estc_buf *out)
+                          estc_buf *out, struct stat *id)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
     if (fd < 0)
         return io_fail(ctx, addr, "open", errno);
-    estc_err err = check_opened(ctx, addr, fd, key);
+    estc_err err = check_opened(ctx, addr, fd, key, id);
     if (err != ESTC_OK) {
         close(fd);
         return err;
@@ -128,12 +188,13 @@ static estc_err read_file(estc_ctx *ctx, const char *addr, const char *path, boo
 }
 
 /* The file at @addr as a memory BIO (wiped and freed by pem_done()). */
-static estc_err pem_open(estc_ctx *ctx, const char *addr, bool key, estc_buf *pem, BIO **bio)
+static estc_err pem_open(estc_ctx *ctx, const char *addr, bool key, estc_buf *pem, BIO **bio,
+                         struct stat *id)
 {
     const char *path;
     estc_err err = path_of(ctx, addr, &path);
     if (err == ESTC_OK)
-        err = read_file(ctx, addr, path, key, pem);
+        err = read_file(ctx, addr, path, key, pem, id);
     if (err != ESTC_OK)
         return err;
     *bio = BIO_new_mem_buf(pem->data, (int)pem->len);
@@ -150,11 +211,18 @@ static void pem_done(estc_buf *pem, BIO *bio)
     estc_buf_free(pem);
 }
 
-static estc_err load_key(estc_ctx *ctx, const char *addr, EVP_PKEY **key)
+static estc_err load_key(estc_ctx *ctx, struct file_state *st, const char *addr, EVP_PKEY **key)
 {
+    const char *path;
+    estc_err err = path_of(ctx, addr, &path);
+    if (err != ESTC_OK)
+        return err;
+    if ((*key = memo_get(st, path)) != NULL)
+        return ESTC_OK;
     estc_buf pem = {0};
     BIO *bio = NULL;
-    estc_err err = pem_open(ctx, addr, true, &pem, &bio);
+    struct stat id;
+    err = pem_open(ctx, addr, true, &pem, &bio, &id);
     if (err != ESTC_OK)
         return err;
     ERR_clear_error(); /* a failure's detail is this read's */
@@ -162,6 +230,7 @@ static estc_err load_key(estc_ctx *ctx, const char *addr, EVP_PKEY **key)
     pem_done(&pem, bio);
     if (*key == NULL)
         return estc__sw_fail(ctx, ESTC_ERR_NOT_FOUND, addr, "no PEM private key in the file");
+    memo_set(st, path, &id, *key);
     return ESTC_OK;
 }
 
@@ -169,7 +238,8 @@ static estc_err load_cert(estc_ctx *ctx, const char *addr, X509 **cert)
 {
     estc_buf pem = {0};
     BIO *bio = NULL;
-    estc_err err = pem_open(ctx, addr, false, &pem, &bio);
+    struct stat id;
+    estc_err err = pem_open(ctx, addr, false, &pem, &bio, &id);
     if (err != ESTC_OK)
         return err;
     ERR_clear_error();
@@ -209,7 +279,40 @@ static estc_err check_key_folder(estc_ctx *ctx, const char *addr, const char *pa
     return err;
 }
 
-static estc_err store_key(estc_ctx *ctx, const char *addr, EVP_PKEY *key)
+/* Keeps @key for the file just written at @path when the file holds
+ * exactly @data: read back through one descriptor, whose identity is kept,
+ * so that nothing swapped in between is mistaken for ours. */
+static void remember_written(struct file_state *st, const char *path, const char *data, size_t n,
+                             EVP_PKEY *key)
+{
+    memo_drop(st);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY | O_NOFOLLOW);
+    if (fd < 0)
+        return;
+    struct stat id;
+    char *back = NULL;
+    if (fstat(fd, &id) == 0 && S_ISREG(id.st_mode) && (size_t)id.st_size == n &&
+        (back = malloc(n + 1)) != NULL) {
+        size_t got = 0;
+        for (;;) {
+            ssize_t r = read(fd, back + got, n + 1 - got);
+            if (r < 0 && errno == EINTR)
+                continue;
+            if (r <= 0)
+                break;
+            got += (size_t)r;
+            if (got == n + 1)
+                break;
+        }
+        if (got == n && memcmp(back, data, n) == 0)
+            memo_set(st, path, &id, key);
+        OPENSSL_cleanse(back, got);
+    }
+    free(back);
+    close(fd);
+}
+
+static estc_err store_key(estc_ctx *ctx, struct file_state *st, const char *addr, EVP_PKEY *key)
 {
     const char *path;
     estc_err err = path_of(ctx, addr, &path);
@@ -226,6 +329,8 @@ static estc_err store_key(estc_ctx *ctx, const char *addr, EVP_PKEY *key)
         err = estc__sw_fail(ctx, ESTC_ERR_CRYPTO, addr, "PEM encoding");
     else
         err = estc_file_write(ctx, path, data, (size_t)n, 0600, 0);
+    if (err == ESTC_OK)
+        remember_written(st, path, data, (size_t)n, key);
     BIO_free(bio); /* secure memory BIO: wiped on free */
     return err;
 }
@@ -234,7 +339,6 @@ static estc_err file_key_generate(estc_ctx *ctx, void *state, const estc_address
                                   estc_key_type type)
 {
     const char *addr = a->text;
-    (void)state;
     const char *path;
     EVP_PKEY *key = NULL;
     estc_err err = path_of(ctx, addr, &path);
@@ -249,7 +353,7 @@ static estc_err file_key_generate(estc_ctx *ctx, void *state, const estc_address
     err = estc__sw_generate(type, &key);
     if (err != ESTC_OK)
         return estc__sw_fail(ctx, err, addr, "key generation");
-    err = store_key(ctx, addr, key);
+    err = store_key(ctx, state, addr, key);
     EVP_PKEY_free(key);
     return err;
 }
@@ -258,12 +362,11 @@ static estc_err file_key_import(estc_ctx *ctx, void *state, const estc_address *
                                 const uint8_t *der, size_t len)
 {
     const char *addr = a->text;
-    (void)state;
     EVP_PKEY *key = NULL;
     estc_err err = estc__sw_from_pkcs8(der, len, &key);
     if (err != ESTC_OK)
         return estc__sw_fail(ctx, err, addr, "PKCS#8 import");
-    err = store_key(ctx, addr, key);
+    err = store_key(ctx, state, addr, key);
     EVP_PKEY_free(key);
     return err;
 }
@@ -271,9 +374,8 @@ static estc_err file_key_import(estc_ctx *ctx, void *state, const estc_address *
 static estc_err file_key_public(estc_ctx *ctx, void *state, const estc_address *a, estc_buf *spki)
 {
     const char *addr = a->text;
-    (void)state;
     EVP_PKEY *key = NULL;
-    estc_err err = load_key(ctx, addr, &key);
+    estc_err err = load_key(ctx, state, addr, &key);
     if (err == ESTC_OK)
         err = estc__sw_public(key, spki);
     EVP_PKEY_free(key);
@@ -284,9 +386,8 @@ static estc_err file_key_sign(estc_ctx *ctx, void *state, const estc_address *a,
                               estc_hash hash, const uint8_t *digest, size_t len, estc_buf *sig)
 {
     const char *addr = a->text;
-    (void)state;
     EVP_PKEY *key = NULL;
-    estc_err err = load_key(ctx, addr, &key);
+    estc_err err = load_key(ctx, state, addr, &key);
     if (err == ESTC_OK) {
         err = estc__sw_sign(key, alg, hash, digest, len, sig);
         if (err != ESTC_OK)
@@ -297,7 +398,7 @@ static estc_err file_key_sign(estc_ctx *ctx, void *state, const estc_address *a,
 }
 
 /* Removes the file at @addr after checking that it holds the right kind. */
-static estc_err remove_file(estc_ctx *ctx, const char *addr, bool key)
+static estc_err remove_file(estc_ctx *ctx, struct file_state *st, const char *addr, bool key)
 {
     const char *path;
     estc_err err = path_of(ctx, addr, &path);
@@ -305,7 +406,7 @@ static estc_err remove_file(estc_ctx *ctx, const char *addr, bool key)
         return err;
     if (key) {
         EVP_PKEY *k = NULL;
-        err = load_key(ctx, addr, &k);
+        err = load_key(ctx, st, addr, &k);
         EVP_PKEY_free(k);
     } else {
         X509 *x = NULL;
@@ -314,6 +415,8 @@ static estc_err remove_file(estc_ctx *ctx, const char *addr, bool key)
     }
     if (err != ESTC_OK)
         return err;
+    if (st->path != NULL && strcmp(st->path, path) == 0)
+        memo_drop(st);
     if (unlink(path) != 0)
         return io_fail(ctx, addr, "unlink", errno);
     return ESTC_OK;
@@ -322,8 +425,7 @@ static estc_err remove_file(estc_ctx *ctx, const char *addr, bool key)
 static estc_err file_key_remove(estc_ctx *ctx, void *state, const estc_address *a)
 {
     const char *addr = a->text;
-    (void)state;
-    return remove_file(ctx, addr, true);
+    return remove_file(ctx, state, addr, true);
 }
 
 static estc_err file_cert_store(estc_ctx *ctx, void *state, const estc_address *a,
@@ -374,8 +476,7 @@ static estc_err file_cert_load(estc_ctx *ctx, void *state, const estc_address *a
 static estc_err file_cert_remove(estc_ctx *ctx, void *state, const estc_address *a)
 {
     const char *addr = a->text;
-    (void)state;
-    return remove_file(ctx, addr, false);
+    return remove_file(ctx, state, addr, false);
 }
 
 static estc_err file_list(estc_ctx *ctx, void *state, const estc_address *pa, estc_obj_kind kind,
@@ -427,7 +528,6 @@ static estc_err file_exists(estc_ctx *ctx, void *state, const estc_address *a, e
                             bool *found)
 {
     const char *addr = a->text;
-    (void)state;
     const char *path;
     estc_err err = path_of(ctx, addr, &path);
     if (err != ESTC_OK)
@@ -440,7 +540,7 @@ static estc_err file_exists(estc_ctx *ctx, void *state, const estc_address *a, e
      * certificate file look alike; the derived name tells them apart). */
     if (kind == ESTC_OBJ_KEY) {
         EVP_PKEY *k = NULL;
-        *found = load_key(ctx, addr, &k) == ESTC_OK;
+        *found = load_key(ctx, state, addr, &k) == ESTC_OK;
         EVP_PKEY_free(k);
     } else {
         X509 *x = NULL;
@@ -481,11 +581,18 @@ static estc_err file_key_file_path(estc_ctx *ctx, void *state, const estc_addres
     return *out != NULL ? ESTC_OK : ESTC_ERR_NOMEM;
 }
 
+static void file_cleanup(estc_ctx *ctx, void *state)
+{
+    (void)ctx;
+    memo_drop(state);
+}
+
 const struct estc_driver estc__driver_file = {
     .api_version = ESTC_DRIVER_API_VERSION,
     .scheme = "file",
     .description = "software keys and certificates in PEM files (keys 0600)",
-    .state_size = 0,
+    .state_size = sizeof(struct file_state),
+    .cleanup = file_cleanup,
     /* Keys are PEM files: OpenSSL and libcoap read them themselves. */
     .caps = ESTC_CAP_FILES,
     .key_generate = file_key_generate,

@@ -451,6 +451,7 @@ int main(int argc, char **argv)
     struct device d;
     estc_client *client = NULL;
     estc_lwm2m *lw = NULL;
+    estc_provider *prov = NULL;
     char dir[] = "/tmp/lwm2m-device.XXXXXX", est_uri[512], subject[128];
     estc_err err;
 
@@ -510,7 +511,11 @@ int main(int argc, char **argv)
         .bootstrap_trust = trust,
         .cacerts_policy = ESTC_CACERTS_EST_AND_BOOTSTRAP,
     };
-    if (estc_ctx_new(&d.ectx) != ESTC_OK || estc_client_new(d.ectx, &client) != ESTC_OK ||
+    /* The DTLS sessions here are the device's own: libcoap reads engine keys
+     * as key references (estc_keyref_write()), through the estc provider,
+     * which the application loads (the client then uses the same one). */
+    if (estc_ctx_new(&d.ectx) != ESTC_OK || estc_provider_load(d.ectx, NULL, &prov) != ESTC_OK ||
+        estc_client_new(d.ectx, &client) != ESTC_OK ||
         estc_client_set_server(client, est_uri) != ESTC_OK ||
         estc_client_add_trust_anchor(client, trust, true) != ESTC_OK ||
         estc_client_set_credentials(client, bcert, bkey) != ESTC_OK ||
@@ -640,6 +645,7 @@ out:
     coap_delete_bin_const(d.token);
     estc_lwm2m_free(lw);
     estc_client_free(client);
+    estc_provider_unload(prov);
     estc_ctx_free(d.ectx);
     char p[sizeof(dir) + 16];
     const char *files[] = {"cert.pem", "key.pem", "trust.pem"};

@@ -7,8 +7,8 @@
  * server-side key generation (/skg, /skc) and CSR attributes (/att). Every
  * key, certificate and trust-store object goes through the engines of its
  * estc_ctx (see <estc/engine.h>): the private key is generated in its engine
- * and never leaves it; the CSR and the DTLS handshake sign through the estc
- * OpenSSL provider.
+ * and never leaves it; the CSR is signed by the key's engine, and the DTLS
+ * handshake signs with an engine-held key through the estc OpenSSL provider.
  *
  * Everything a server sends is validated before anything is committed: the
  * issued certificate's public key must be ours, it must chain to the trust
@@ -42,8 +42,9 @@ typedef struct estc_client estc_client;
  * CA certificates under "mem:" (one per certificate, named by the address
  * generator), key type EC P-256, Accept 281 for certificates, request
  * time-out 30 s, at most 5 waits on 5.03 of at most 300 s each.
- * Returns ESTC_OK, ESTC_ERR_INVALID_ARG, ESTC_ERR_NOMEM, or ESTC_ERR_CRYPTO
- * when the OpenSSL provider cannot be loaded.
+ * The estc OpenSSL provider is loaded when a DTLS session first needs an
+ * engine-held client key (not for PEM files or file: keys).
+ * Returns ESTC_OK, ESTC_ERR_INVALID_ARG or ESTC_ERR_NOMEM.
  */
 estc_err estc_client_new(estc_ctx *ctx, estc_client **out);
 
@@ -92,6 +93,27 @@ estc_err estc_client_add_trust_anchor(estc_client *client, const char *source, b
  * (where the server allows it).
  */
 estc_err estc_client_set_credentials(estc_client *client, const char *cert, const char *key);
+
+/** Which configured credentials estc_client_check_credentials() reads. */
+typedef enum estc_client_creds {
+    ESTC_CLIENT_CREDS_BOOTSTRAP = 1, /* estc_client_set_credentials()'s pair (/sen, /skg) */
+    ESTC_CLIENT_CREDS_ENROLLED,      /* the enrolled pair of estc_client_set_enrolled() (/sren) */
+} estc_client_creds;
+
+/**
+ * estc_client_check_credentials() - read the configured certificate and key
+ * now, before any network traffic, and check that they are a pair.
+ * @which: the bootstrap pair or the enrolled pair (both addresses must be
+ *          set; the enrolled certificate must exist).
+ * The objects read are kept for the next DTLS session that authenticates
+ * with them, so checking first costs no second read. Configuring other
+ * credentials, or that session, drops them.
+ * Returns ESTC_OK; ESTC_ERR_CRYPTO when the key does not belong to the
+ * certificate (their public keys differ); ESTC_ERR_STATE when @which is not
+ * configured; or the error of reading either (ESTC_ERR_IO, ESTC_ERR_FORMAT,
+ * ESTC_ERR_NOT_FOUND, ESTC_ERR_AUTH, an engine's). Nothing is sent.
+ */
+estc_err estc_client_check_credentials(estc_client *client, estc_client_creds which);
 
 /**
  * estc_client_set_enrolled() - where the enrolled credentials go.
@@ -246,7 +268,7 @@ estc_err estc_client_csrattrs(estc_client *client);
  * The Subject (estc_client_set_subject(), required), the subjectAltName
  * entries (estc_client_add_san()) and what a preceding estc_client_csrattrs()
  * asked for (extensions, hash) go in as enroll puts them; it is signed in the
- * key's engine through the provider. It carries no proof-of-possession
+ * key's engine (estc_key_sign()). It carries no proof-of-possession
  * value: that names a DTLS session, and there is none.
  * Returns ESTC_OK, ESTC_ERR_INVALID_ARG (NULL argument; a malformed subject
  * or subjectAltName), ESTC_ERR_STATE (no subject), ESTC_ERR_NOT_FOUND (no

@@ -1,7 +1,7 @@
 #!/bin/bash
 # SPDX-License-Identifier: Apache-2.0
 # Runs test-real against estc-server on loopback (real DTLS, libcoap).
-# usage: run-real.sh TEST_REAL identity|bomb|lossy|recheck|sessions
+# usage: run-real.sh TEST_REAL identity|bomb|lossy|recheck|sessions|credentials
 #   identity  the server's certificate does not name the host; an untrusted
 #             server chain; positive controls
 #   bomb      the server sends a /crts answer bigger than the client's
@@ -36,7 +36,7 @@ export HOSTILE_OTHER_CA=$tmp/idevid-ca.pem
 export ESTC_SERVER_RUNTIME=${ESTC_SERVER_RUNTIME:-280}
 
 case $mode in
-  identity)
+  identity | credentials)
     estc_server_start --client-ca "$tmp/idevid-ca.pem" || exit 1
     ;;
   bomb)

@@ -15,7 +15,7 @@
  *   HOSTILE_SPLIT_URI, HOSTILE_SPLIT_ANCHOR  a server whose own chain leads
  *                                     to the anchor, while its /crts answer
  *                                     is another CA (recheck)
- * usage: test-real identity|bomb|lossy|recheck|sessions
+ * usage: test-real identity|bomb|lossy|recheck|sessions|credentials
  */
 #include <signal.h>
 #include <stdio.h>
@@ -23,6 +23,11 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <sys/stat.h>
+
+#include <openssl/evp.h>
+#include <openssl/pem.h>
 
 #include <estc/client.h>
 
@@ -280,10 +285,95 @@ static void test_sessions(void)
     estc_ctx_free(ctx);
 }
 
+/* Writes @pkey (or a copy of the PEM file @from) to @path, 0600. */
+static bool write_key(const char *path, EVP_PKEY *pkey, const char *from)
+{
+    FILE *out = fopen(path, "wx");
+    if (out == NULL)
+        return false;
+    bool ok = chmod(path, 0600) == 0;
+    if (ok && pkey != NULL) {
+        ok = PEM_write_PrivateKey(out, pkey, NULL, NULL, 0, NULL, NULL) == 1;
+    } else if (ok) {
+        FILE *in = fopen(from, "r");
+        char buf[4096];
+        size_t n;
+        ok = in != NULL;
+        while (ok && (n = fread(buf, 1, sizeof(buf), in)) > 0)
+            ok = fwrite(buf, 1, n, out) == n;
+        if (in != NULL)
+            fclose(in);
+    }
+    return fclose(out) == 0 && ok;
+}
+
+/* estc_client_check_credentials(): the pair is read and checked before any
+ * traffic, and what was read serves the session (the enrollment succeeds
+ * with the key file gone after the check); a key of another certificate is
+ * refused; what was kept never stands in for other credentials. */
+static void test_credentials(void)
+{
+    estc_ctx *ctx = NULL;
+    CHECK(estc_ctx_new(&ctx) == ESTC_OK, "ctx");
+    char dir[] = "/tmp/estc-creds-XXXXXX", key[64], other[64];
+    CHECK(mkdtemp(dir) != NULL, "mkdtemp");
+    snprintf(key, sizeof(key), "%s/key.pem", dir);
+    snprintf(other, sizeof(other), "%s/other.pem", dir);
+    EVP_PKEY *stranger = EVP_EC_gen("P-256");
+    CHECK(stranger != NULL && write_key(other, stranger, NULL), "another key");
+    CHECK(write_key(key, NULL, env("HOSTILE_KEY")), "copy of the device key");
+    EVP_PKEY_free(stranger);
+
+    estc_client *c = NULL;
+    CHECK(estc_client_new(ctx, &c) == ESTC_OK, "client");
+    estc_err err = estc_client_check_credentials(c, ESTC_CLIENT_CREDS_BOOTSTRAP);
+    CHECK(err == ESTC_ERR_STATE, "nothing configured: got %s", estc_err_name(err));
+    /* The default enrolled addresses hold nothing yet. */
+    err = estc_client_check_credentials(c, ESTC_CLIENT_CREDS_ENROLLED);
+    CHECK(err == ESTC_ERR_NOT_FOUND, "no enrolled certificate: got %s", estc_err_name(err));
+    CHECK(estc_client_check_credentials(c, 0) == ESTC_ERR_INVALID_ARG, "bad which");
+    CHECK(estc_client_check_credentials(NULL, ESTC_CLIENT_CREDS_BOOTSTRAP) ==
+              ESTC_ERR_INVALID_ARG,
+          "NULL client");
+    estc_client_free(c);
+
+    c = make_client(ctx, env("ESTC_SERVER_URI"), env("ESTC_SERVER_CA"));
+    CHECK(estc_client_set_credentials(c, env("HOSTILE_CERT"), other) == ESTC_OK, "set other");
+    estc_ctx_clear_error(ctx);
+    err = estc_client_check_credentials(c, ESTC_CLIENT_CREDS_BOOTSTRAP);
+    printf("a key of another certificate: %s: %s\n", estc_err_name(err),
+           estc_ctx_error_detail(ctx));
+    CHECK(err == ESTC_ERR_CRYPTO, "another key: got %s", estc_err_name(err));
+
+    CHECK(estc_client_set_credentials(c, env("HOSTILE_CERT"), key) == ESTC_OK, "set key");
+    err = estc_client_check_credentials(c, ESTC_CLIENT_CREDS_BOOTSTRAP);
+    CHECK(err == ESTC_OK, "the pair: %s %s", estc_err_name(err), estc_ctx_error_detail(ctx));
+    /* Kept pair, other credentials: the other key is read and refused. */
+    CHECK(estc_client_set_credentials(c, env("HOSTILE_CERT"), other) == ESTC_OK, "set other");
+    estc_ctx_clear_error(ctx);
+    err = estc_client_enroll(c);
+    CHECK(err == ESTC_ERR_CRYPTO, "enroll with another key after a check: got %s %s",
+          estc_err_name(err), estc_ctx_error_detail(ctx));
+    /* Checked, then the file is gone: the session uses what was read. */
+    CHECK(estc_client_set_credentials(c, env("HOSTILE_CERT"), key) == ESTC_OK, "set key");
+    err = estc_client_check_credentials(c, ESTC_CLIENT_CREDS_BOOTSTRAP);
+    CHECK(err == ESTC_OK, "the pair again: %s", estc_err_name(err));
+    CHECK(unlink(key) == 0, "unlink");
+    estc_ctx_clear_error(ctx);
+    err = estc_client_enroll(c);
+    CHECK(err == ESTC_OK, "enroll after the check: %s %s", estc_err_name(err),
+          estc_ctx_error_detail(ctx));
+    /* Taken once: the next session reads the files again (now gone). */
+    estc_client_free(c);
+    unlink(other);
+    rmdir(dir);
+    estc_ctx_free(ctx);
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 2) {
-        fprintf(stderr, "usage: test-real identity|bomb|lossy|recheck|sessions\n");
+        fprintf(stderr, "usage: test-real identity|bomb|lossy|recheck|sessions|credentials\n");
         return 2;
     }
     if (strcmp(argv[1], "identity") == 0)
@@ -296,6 +386,8 @@ int main(int argc, char **argv)
         test_recheck();
     else if (strcmp(argv[1], "sessions") == 0)
         test_sessions();
+    else if (strcmp(argv[1], "credentials") == 0)
+        test_credentials();
     else
         return 2;
     return client_fixture_report(argv[1]);

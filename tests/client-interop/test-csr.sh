@@ -43,6 +43,26 @@ check "csr: exit 0" test "$RC" -eq 0
 check "csr: PEM on stdout that verifies" req_verifies "$T/stdout"
 check "csr -q: nothing on stderr" test ! -s "$T/stderr"
 
+# The signature the engine makes for each key type, with the hash that
+# goes with it: P-384 with SHA-384, P-256 and RSA with SHA-256.
+sigalg_of() { openssl req -in "$1" -noout -text 2>/dev/null | awk '/Signature Algorithm:/ {print $3; exit}'; }
+for kt in "P-384 ecdsa-with-SHA384" "RSA sha256WithRSAEncryption"; do
+  set -- $kt
+  if [ "$1" = RSA ]; then
+    openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$T/f/k-$1.pem" 2>/dev/null
+  else
+    openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:"$1" -out "$T/f/k-$1.pem" 2>/dev/null
+  fi
+  chmod 600 "$T/f/k-$1.pem"
+  run_estc csr --key "file:$T/f/k-$1.pem" --subject "/CN=element-$1" --out "$T/k-$1.csr"
+  expect_ok "csr for a $1 key"
+  check "csr $1: openssl req -verify" req_verifies "$T/k-$1.csr"
+  check "csr $1: signed with $2" test "$(sigalg_of "$T/k-$1.csr")" = "$2"
+  check "csr $1: the key's public key" \
+    test "$(openssl req -in "$T/k-$1.csr" -noout -pubkey)" = "$(pub_of_key "$T/f/k-$1.pem")"
+done
+set --
+
 # With the server's CSR attributes (/att over DTLS).
 run_estc csr --key "file:$T/f/key.pem" --subject /CN=element-1 --with-csrattrs "${NET[@]}"
 expect_ok "csr --with-csrattrs"

@@ -111,6 +111,20 @@ verify_issued "mem:" "$T/stdout"
 check "mem: a note says the objects vanish" grep -q "note: mem: objects vanish" "$T/stderr"
 
 # 04 and 06: a server that answers the first enrollment request of each
+# Other key types: the CSR is signed by the engine with the matching
+# algorithm and the server issues for the key.
+for kt in p384 rsa2048; do
+  mkdir -m 700 "$T/$kt"
+  run_estc enroll "${NET[@]}" "${BOOT[@]}" --subject "/CN=device-$kt" --key-type "$kt" \
+    --new-key "file:$T/$kt/key.pem" --new-cert "file:$T/$kt/cert.pem"
+  expect_ok "07 $kt: enroll"
+  cp "$T/stdout" "$T/$kt.pem"
+  verify_issued "07 $kt" "$T/$kt.pem"
+  same_key "07 $kt" "$T/$kt.pem" "$(openssl pkey -in "$T/$kt/key.pem" -pubout 2>/dev/null)"
+done
+check "07 p384: a P-384 key" bash -c "openssl x509 -in '$T/p384.pem' -noout -text | grep -q 'NIST CURVE: P-384'"
+check "07 rsa2048: an RSA 2048 key" bash -c "openssl x509 -in '$T/rsa2048.pem' -noout -text | grep -q 'Public-Key: (2048 bit)'"
+
 # client with 5.03 + Max-Age; with 64-byte blocks (Block1 and Block2).
 estc_server_stop
 start_server --delay-first 1 --max-age 1

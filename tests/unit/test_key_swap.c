@@ -168,6 +168,39 @@ START_TEST(key_file_of_other_user_refused)
 }
 END_TEST
 
+/* The file: engine keeps the last key it read or wrote decoded, to spare
+ * a second decode; a file replaced since (here renamed over it, as an
+ * update by another tool would) must be read again, never answered from
+ * what was kept. */
+START_TEST(key_replaced_after_use_is_read_again)
+{
+    char path[PATH_MAX], path2[PATH_MAX];
+    static char addr[PATH_MAX + 16];
+    snprintf(addr, sizeof(addr), "%s", made_key("r", path, sizeof(path)));
+    estc_buf first = {0}, second = {0}, now = {0}, sig = {0};
+    ck_assert_int_eq(estc_key_public(ctx, addr, &first), ESTC_OK);
+    const char *addr2 = made_key("r2", path2, sizeof(path2));
+    ck_assert_int_eq(estc_key_public(ctx, addr2, &second), ESTC_OK);
+    ck_assert(first.len != second.len || memcmp(first.data, second.data, first.len) != 0);
+    /* The engine last read the first key; the second is renamed over it. */
+    ck_assert_int_eq(estc_key_public(ctx, addr, &now), ESTC_OK);
+    ck_assert_int_eq(rename(path2, path), 0);
+    estc_buf_free(&now);
+    ck_assert_int_eq(estc_key_public(ctx, addr, &now), ESTC_OK);
+    ck_assert_msg(now.len == second.len && memcmp(now.data, second.data, now.len) == 0,
+                  "the key renamed over the file is not the one answered");
+    /* And a key removed is not answered either. */
+    uint8_t digest[32] = {1};
+    ck_assert_int_eq(estc_key_remove(ctx, addr), ESTC_OK);
+    ck_assert_int_eq(estc_key_sign(ctx, addr, ESTC_SIG_ECDSA, ESTC_HASH_SHA256, digest,
+                                   sizeof(digest), &sig),
+                     ESTC_ERR_NOT_FOUND);
+    estc_buf_free(&first);
+    estc_buf_free(&second);
+    estc_buf_free(&now);
+}
+END_TEST
+
 /* ---- the CSR's public key -------------------------------------------------- */
 
 /*
@@ -324,6 +357,7 @@ int main(void)
     tcase_add_test(tc, key_file_writable_by_others_refused);
     tcase_add_test(tc, key_path_fifo_refused_without_blocking);
     tcase_add_test(tc, key_file_of_other_user_refused);
+    tcase_add_test(tc, key_replaced_after_use_is_read_again);
     tc = unit_tcase(s, "CSR public key");
     tcase_add_test(tc, csr_with_swapped_key_refused);
     tcase_add_test(tc, csr_with_made_key_passes_the_check);

@@ -127,56 +127,14 @@ static int check_readable(const struct cli *cli, const char *opt, const char *sr
     return CLI_EXIT_OK;
 }
 
-/* Whether the key at @src (an engine address or a PEM file) is @cert's key.
- * *@known is false when a PEM file holds nothing estc can read here (the
- * library then reports it). An engine's key is compared by its
- * SubjectPublicKeyInfo; a PEM key with X509_check_private_key() on the
- * objects already decoded, without encoding either public key (OpenSSL 3.0
- * builds a new encoder for every i2d_PUBKEY()). */
-static int key_is_certs(const struct cli *cli, const char *opt, const char *src, X509 *cert,
-                        bool *known, bool *same)
-{
-    *known = false;
-    *same = false;
-    if (cli_is_address(cli->ctx, src)) {
-        estc_buf spki = {0};
-        estc_ctx_clear_error(cli->ctx);
-        estc_err err = estc_key_public(cli->ctx, src, &spki);
-        if (err != ESTC_OK) {
-            char what[600], shown[512];
-            cli_redact(src, shown, sizeof(shown));
-            snprintf(what, sizeof(what), "--%s %s", opt, shown);
-            return cli_fail(cli, err, what);
-        }
-        unsigned char *mine = NULL;
-        int len = i2d_PUBKEY(X509_get0_pubkey(cert), &mine);
-        *known = true;
-        *same = len > 0 && (size_t)len == spki.len && memcmp(mine, spki.data, spki.len) == 0;
-        OPENSSL_free(mine);
-        estc_buf_free(&spki);
-        return CLI_EXIT_OK;
-    }
-    BIO *bio = BIO_new_file(src, "r");
-    EVP_PKEY *pkey = NULL;
-    if (bio != NULL)
-        pkey = PEM_read_bio_PrivateKey(bio, NULL, NULL, (void *)"");
-    BIO_free(bio);
-    if (pkey != NULL) {
-        *known = true;
-        *same = X509_check_private_key(cert, pkey) == 1;
-    }
-    EVP_PKEY_free(pkey);
-    ERR_clear_error();
-    return CLI_EXIT_OK;
-}
-
 /* The DTLS client credentials must be a pair: a key that does not belong to
  * the certificate is named here, before any network traffic (the handshake
- * would only fail later, with a less helpful reason). */
-static int check_pair(const struct cli *cli, const char *cert_opt, const char *cert_src,
-                      const char *key_opt, const char *key_src)
+ * would only fail later, with a less helpful reason). The library reads and
+ * checks them, and keeps what it read for the session. */
+static int check_pair(const struct cli *cli, estc_client *client, estc_client_creds which,
+                      const char *cert_opt, const char *cert_src, const char *key_opt,
+                      const char *key_src)
 {
-    X509 *cert = NULL;
     int status = check_readable(cli, cert_opt, cert_src);
     if (status == CLI_EXIT_OK)
         status = check_readable(cli, key_opt, key_src);
@@ -194,18 +152,24 @@ static int check_pair(const struct cli *cli, const char *cert_opt, const char *c
             status = cli_fail(cli, err, what);
         }
     }
-    if (status == CLI_EXIT_OK)
-        status = cli_load_cert(cli, cert_src, &cert);
-    bool known = false, same = false;
-    if (status == CLI_EXIT_OK)
-        status = key_is_certs(cli, key_opt, key_src, cert, &known, &same);
-    if (status == CLI_EXIT_OK && known && !same)
-        status = cli_failf(cli, CLI_EXIT_FAILURE,
-                           "the key at --%s %s does not belong to the certificate at --%s %s "
-                           "(their public keys differ)",
-                           key_opt, key_src, cert_opt, cert_src);
-    X509_free(cert);
-    return status;
+    if (status != CLI_EXIT_OK)
+        return status;
+    estc_ctx_clear_error(cli->ctx);
+    estc_err err = estc_client_check_credentials(client, which);
+    if (err == ESTC_ERR_CRYPTO)
+        return cli_failf(cli, CLI_EXIT_FAILURE,
+                         "the key at --%s %s does not belong to the certificate at --%s %s "
+                         "(their public keys differ)",
+                         key_opt, key_src, cert_opt, cert_src);
+    if (err != ESTC_OK) {
+        char what[1100], cert_shown[512], key_shown[512];
+        cli_redact(cert_src, cert_shown, sizeof(cert_shown));
+        cli_redact(key_src, key_shown, sizeof(key_shown));
+        snprintf(what, sizeof(what), "--%s %s / --%s %s", cert_opt, cert_shown, key_opt,
+                 key_shown);
+        return cli_fail(cli, err, what);
+    }
+    return CLI_EXIT_OK;
 }
 
 /* Appends @text to the list of missing options in @buf (of @size bytes). */
@@ -303,16 +267,16 @@ int cli_configure(struct cli *cli, estc_client *client)
         int st = from_start_dir(cli, cli->cert, &cert);
         if (st == CLI_EXIT_OK)
             st = from_start_dir(cli, cli->key, &key);
+        err = st == CLI_EXIT_OK ? estc_client_set_credentials(client, cert, key) : ESTC_OK;
+        if (st == CLI_EXIT_OK && err != ESTC_OK)
+            st = config_fail(cli, err, "--cert/--key");
         /* estc run needs them only without a state: its own checks. */
         if (st == CLI_EXIT_OK && cli->cmd != CMD_RUN)
-            st = check_pair(cli, "cert", cert, "key", key);
-        err = st == CLI_EXIT_OK ? estc_client_set_credentials(client, cert, key) : ESTC_OK;
+            st = check_pair(cli, client, ESTC_CLIENT_CREDS_BOOTSTRAP, "cert", cert, "key", key);
         free(cert);
         free(key);
         if (st != CLI_EXIT_OK)
             return st;
-        if (err != ESTC_OK)
-            return config_fail(cli, err, "--cert/--key");
     }
     if (cli->subject != NULL) {
         err = estc_client_set_subject(client, cli->subject);
@@ -350,9 +314,6 @@ int cli_configure_enrolled(struct cli *cli, estc_client *client, char **cur_cert
         status = as_address(cli, cli->cert != NULL ? "cert" : "new-cert", cert, &cert_addr);
         if (status == CLI_EXIT_OK)
             status = as_address(cli, cli->key != NULL ? "key" : "new-key", key, &key_addr);
-        if (status == CLI_EXIT_OK)
-            status = check_pair(cli, cli->cert != NULL ? "cert" : "new-cert", cert_addr,
-                                cli->key != NULL ? "key" : "new-key", key_addr);
     } else {
         status = from_start_dir(cli, key, &key_addr);
         if (status == CLI_EXIT_OK)
@@ -374,6 +335,10 @@ int cli_configure_enrolled(struct cli *cli, estc_client *client, char **cur_cert
         if (err != ESTC_OK)
             status = config_fail(cli, err, "--cert/--key");
     }
+    if (status == CLI_EXIT_OK && cli->cmd == CMD_REENROLL)
+        status = check_pair(cli, client, ESTC_CLIENT_CREDS_ENROLLED,
+                            cli->cert != NULL ? "cert" : "new-cert", cert_addr,
+                            cli->key != NULL ? "key" : "new-key", key_addr);
     if (status == CLI_EXIT_OK && cli->cmd == CMD_REENROLL) {
         *cur_cert = cert_addr;
         *cur_key = key_addr;
