@@ -98,12 +98,28 @@ estc_err estc__parse_sans(estc_client *c, GENERAL_NAMES **out)
 
 /* The key at @addr as an EVP_PKEY: OpenSSL's own loader for file:, the
  * estc provider's STORE for every other engine. */
+static estc_err load_pkey_fail(estc_client *c, const char *addr)
+{
+    /* The provider leaves the engine's own reason (a plug-in that cannot be
+     * loaded, a wrong PIN) in the detail: say it rather than OpenSSL's. */
+    const char *why = estc_ctx_error_detail(c->ctx);
+    if (why[0] == '\0')
+        return openssl_fail(c, ESTC_ERR_NOT_FOUND, addr);
+    char *copy = strdup(why);
+    ERR_clear_error();
+    estc_err err = estc_error(c->ctx, ESTC_ERR_NOT_FOUND, "%s: %s", addr,
+                              copy != NULL ? copy : "the key cannot be loaded");
+    free(copy);
+    return err;
+}
+
 static estc_err load_pkey(estc_client *c, const char *addr, EVP_PKEY **out)
 {
     ERR_clear_error(); /* a failure's detail is this load's */
+    estc_ctx_clear_error(c->ctx);
     OSSL_STORE_CTX *store = OSSL_STORE_open(addr, NULL, NULL, NULL, NULL);
     if (store == NULL)
-        return openssl_fail(c, ESTC_ERR_NOT_FOUND, addr);
+        return load_pkey_fail(c, addr);
     OSSL_STORE_expect(store, OSSL_STORE_INFO_PKEY);
     EVP_PKEY *pkey = NULL;
     while (pkey == NULL && !OSSL_STORE_eof(store)) {
@@ -116,7 +132,7 @@ static estc_err load_pkey(estc_client *c, const char *addr, EVP_PKEY **out)
     }
     OSSL_STORE_close(store);
     if (pkey == NULL)
-        return openssl_fail(c, ESTC_ERR_NOT_FOUND, addr);
+        return load_pkey_fail(c, addr);
     ERR_clear_error();
     *out = pkey;
     return ESTC_OK;
