@@ -148,7 +148,8 @@ static estc_err load_plugin(estc_ctx *ctx, struct estc__engine *e)
             err = start_driver(ctx, driver, &state);
         if (err != ESTC_OK) {
             char why[sizeof(ctx->detail)];
-            snprintf(why, sizeof(why), "%s", ctx->detail[0] != '\0' ? ctx->detail : estc_strerror(err));
+            snprintf(why, sizeof(why), "%s",
+                     ctx->detail[0] != '\0' ? ctx->detail : estc_strerror(err));
             err = estc_error(ctx, err, "the %s: engine plug-in %s cannot be used: %s", scheme, path,
                              why);
         }

@@ -130,9 +130,9 @@ static estc_err module_ready(struct p11_op *op, struct p11_module *mod)
         return estc__p11_fail(op, "C_Initialize", rv);
     }
     mod->init_pid = getpid();
+    const char *shown = mod->path != NULL ? mod->path : mod->name;
     estc_log(op->ctx, ESTC_LOG_DEBUG, "pkcs11: module %s initialized in process %ld",
-             mod->path != NULL ? mod->path : mod->name != NULL ? mod->name : "?",
-             (long)mod->init_pid);
+             shown != NULL ? shown : "?", (long)mod->init_pid);
     return ESTC_OK;
 }
 

@@ -589,8 +589,7 @@ START_TEST(test_fork)
             rc = 3;
         }
         char initialized[64], opened[64];
-        snprintf(initialized, sizeof(initialized), " initialized in process %ld\n",
-                 (long)getpid());
+        snprintf(initialized, sizeof(initialized), " initialized in process %ld\n", (long)getpid());
         snprintf(opened, sizeof(opened), ": session opened in process %ld\n", (long)getpid());
         if (rc == 0 && strstr(log.text, "session retry") != NULL) {
             fprintf(stderr, "child: after fork a session retry was needed:\n%s", log.text);

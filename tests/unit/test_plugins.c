@@ -137,7 +137,8 @@ START_TEST(known_schemes_without_loading)
     for (size_t d = 0; d < 2; d++) {
         ck_assert_int_eq(setenv("ESTC_ENGINE_DIR", dirs[d], 1), 0);
         for (size_t i = 0; i < s.n; i++) {
-            char addr[ESTC_SCHEME_MAX + 16], upper[ESTC_SCHEME_MAX + 16], want[ESTC_SCHEME_MAX + 16];
+            char addr[ESTC_SCHEME_MAX + 16], upper[ESTC_SCHEME_MAX + 16],
+                want[ESTC_SCHEME_MAX + 16];
             snprintf(addr, sizeof(addr), "%s:object=k", s.names[i]);
             snprintf(upper, sizeof(upper), "%s:", s.names[i]);
             for (char *p = upper; *p != '\0'; p++)
@@ -156,13 +157,12 @@ START_TEST(known_schemes_without_loading)
     ck_assert(estc_engine_known(ctx, "file:"));
     /* Not an address: an unknown scheme, a path, no scheme at all. */
     static const char *const not_addresses[] = {
-        "nosuch:k", "nosuch:", "/etc/pkcs11:x", "./mem:k", "key.pem", "", "mem", "1mem:k",
-        "mem k:x",
+        "nosuch:k", "nosuch:", "/etc/pkcs11:x", "./mem:k", "key.pem",
+        "",         "mem",     "1mem:k",        "mem k:x",
     };
     for (size_t i = 0; i < UNIT_ARRAY_LEN(not_addresses); i++) {
         estc_ctx_clear_error(ctx);
-        ck_assert_msg(!estc_engine_known(ctx, not_addresses[i]), "\"%s\" known",
-                      not_addresses[i]);
+        ck_assert_msg(!estc_engine_known(ctx, not_addresses[i]), "\"%s\" known", not_addresses[i]);
         ck_assert_str_eq(estc_ctx_error_detail(ctx), "");
     }
     ck_assert(!estc_engine_known(NULL, "mem:k"));

@@ -74,8 +74,11 @@ static estc_err m_derive(estc_ctx *c, void *s, const estc_address *p, estc_obj_k
 }
 
 static const struct estc_driver module_driver = {
-    .api_version = UNIT_MODULE_VARIANT == 2 || UNIT_MODULE_VARIANT == 4 ? 1 : ESTC_DRIVER_API_VERSION,
-    .scheme = UNIT_MODULE_VARIANT == 2 ? "unitmodv1" : UNIT_MODULE_VARIANT == 4 ? "pkcs11" : "unitmod",
+    .api_version =
+        UNIT_MODULE_VARIANT == 2 || UNIT_MODULE_VARIANT == 4 ? 1 : ESTC_DRIVER_API_VERSION,
+    .scheme = UNIT_MODULE_VARIANT == 2   ? "unitmodv1"
+              : UNIT_MODULE_VARIANT == 4 ? "pkcs11"
+                                         : "unitmod",
     .description = "unit test module",
     .key_generate = m_generate,
     .key_public = m_public,

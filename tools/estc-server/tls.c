@@ -809,8 +809,8 @@ static void drop_stale_session(coap_session_t *session, const coap_address_t *pe
         char a[INET6_ADDRSTRLEN + 16];
         if (coap_print_addr(peer, (uint8_t *)a, sizeof(a)) == 0)
             strcpy(a, "?");
-        srv_log(SRV_LOG_DEBUG, "%s: a new handshake from the address of a session: the old one is dropped",
-                a);
+        srv_log(SRV_LOG_DEBUG,
+                "%s: a new handshake from the address of a session: the old one is dropped", a);
     }
     /* libcoap frees a closed server session before it reads the next datagram. */
     coap_session_disconnected(session, COAP_NACK_TLS_FAILED);
