@@ -46,8 +46,12 @@ slot() {
   done
   echo "$n $slow" >"$out/$port"
 }
-for i in $(seq 1 "$slots"); do slot $((base + i)) & done
-wait
+pids=()
+for i in $(seq 1 "$slots"); do
+  slot $((base + i)) &
+  pids+=($!)
+done
+wait "${pids[@]}" # not the server, a child of this shell too
 cat "$out"/* | awk -v w="$workers" '{ n += $1; s += $2 }
   END { printf "%d worker(s): %d restarted clients, %d slow or unanswered\n", w, n, s }'
 rm -rf "$out"
