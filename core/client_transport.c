@@ -37,15 +37,7 @@ void estc__client_reset_transport(estc_client *c)
 
 bool estc__is_engine_address(estc_client *c, const char *s)
 {
-    const struct estc_driver *drv;
-    char scheme[ESTC_SCHEME_MAX + 1];
-    if (s[0] == '/' || s[0] == '.' || estc_address_scheme(s, scheme) != ESTC_OK)
-        return false;
-    estc_err err = estc_engine_find(c->ctx, s, &drv);
-    estc_ctx_clear_error(c->ctx);
-    /* A registered scheme whose plug-in cannot be loaded is still an
-     * address: its use then says why. */
-    return err == ESTC_OK || err == ESTC_ERR_UNSUPPORTED;
+    return estc_engine_known(c->ctx, s);
 }
 
 /* ---- the DTLS session ---------------------------------------------------- */

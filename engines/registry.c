@@ -139,11 +139,21 @@ static estc_err load_plugin(estc_ctx *ctx, struct estc__engine *e)
         err = estc_error(ctx, ESTC_ERR_UNSUPPORTED,
                          "the %s: engine plug-in %s holds another driver (\"%s\")", scheme, path,
                          driver->scheme != NULL ? driver->scheme : "(null)");
-    if (err == ESTC_OK)
-        err = check_driver(ctx, driver);
     void *state = NULL;
-    if (err == ESTC_OK)
-        err = start_driver(ctx, driver, &state);
+    if (err == ESTC_OK) {
+        /* The driver's own complaint, with the plug-in it came from. */
+        ctx->detail[0] = '\0';
+        err = check_driver(ctx, driver);
+        if (err == ESTC_OK)
+            err = start_driver(ctx, driver, &state);
+        if (err != ESTC_OK) {
+            char why[sizeof(ctx->detail)];
+            snprintf(why, sizeof(why), "%s",
+                     ctx->detail[0] != '\0' ? ctx->detail : estc_strerror(err));
+            err = estc_error(ctx, err, "the %s: engine plug-in %s cannot be used: %s", scheme, path,
+                             why);
+        }
+    }
     if (err != ESTC_OK) {
         dlclose(module);
         return err;
@@ -371,6 +381,14 @@ estc_err estc_engine_set_default(estc_ctx *ctx, const char *scheme, const char *
     free(e->defaults);
     e->defaults = rebuilt;
     return ESTC_OK;
+}
+
+bool estc_engine_known(estc_ctx *ctx, const char *addr)
+{
+    char scheme[ESTC_SCHEME_MAX + 1];
+    /* A placeholder counts: its scheme is taken whether it loads or not. */
+    return ctx != NULL && addr != NULL && estc_address_scheme(addr, scheme) == ESTC_OK &&
+           lookup(ctx, scheme) != NULL;
 }
 
 unsigned estc_engine_caps(estc_ctx *ctx, const char *addr)

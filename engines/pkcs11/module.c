@@ -84,12 +84,16 @@ estc_err estc__p11_nomem(struct p11_op *op)
 
 /* Forget everything that belongs to the parent after fork(): the child must
  * initialize the modules again and open its own sessions. */
-void estc__p11_check_fork(struct p11_state *st)
+void estc__p11_check_fork(estc_ctx *ctx, struct p11_state *st)
 {
     pid_t pid = getpid();
     if (st->pid == pid) {
         return;
     }
+    estc_log(ctx, ESTC_LOG_DEBUG,
+             "pkcs11: after fork: process %ld drops the sessions and object handles of process "
+             "%ld and initializes its modules again",
+             (long)pid, (long)st->pid);
     st->pid = pid;
     for (struct p11_token *t = st->tokens; t != NULL; t = t->next) {
         /* The parent's session and handles mean nothing here (and may name
@@ -126,6 +130,9 @@ static estc_err module_ready(struct p11_op *op, struct p11_module *mod)
         return estc__p11_fail(op, "C_Initialize", rv);
     }
     mod->init_pid = getpid();
+    const char *shown = mod->path != NULL ? mod->path : mod->name;
+    estc_log(op->ctx, ESTC_LOG_DEBUG, "pkcs11: module %s initialized in process %ld",
+             shown != NULL ? shown : "?", (long)mod->init_pid);
     return ESTC_OK;
 }
 
@@ -508,6 +515,8 @@ static estc_err session_ready(struct p11_op *op)
         }
         t->has_session = true;
         t->login_known = false;
+        estc_log(op->ctx, ESTC_LOG_DEBUG, "pkcs11: %s: session opened in process %ld", op->shown,
+                 (long)getpid());
         /* Handles need not survive a new session (or a fork). */
         memset(t->hc, 0, sizeof(t->hc));
     }

@@ -138,7 +138,7 @@ struct p11_op {
 /* Record a failed PKCS#11 call in the detail text; the estc error for @rv. */
 estc_err estc__p11_fail(struct p11_op *op, const char *call, CK_RV rv);
 estc_err estc__p11_nomem(struct p11_op *op);
-void estc__p11_check_fork(struct p11_state *st);
+void estc__p11_check_fork(estc_ctx *ctx, struct p11_state *st);
 /* Read the PIN, find the token, open its session, log in; with P11_USER the
  * user must be logged in. */
 estc_err estc__p11_session(struct p11_op *op);

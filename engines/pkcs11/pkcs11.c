@@ -7,6 +7,7 @@
  * modules. This file holds the prologue every operation runs and the
  * driver's entry points; see p11_internal.h for the other files.
  */
+#include "ckr.h"
 #include "p11_internal.h"
 
 #include <openssl/crypto.h>
@@ -35,7 +36,7 @@ static estc_err op_begin(struct p11_op *op, estc_ctx *ctx, void *state, const es
     op->addr = addr;
     op->shown = addr->redacted;
     op->needs = needs;
-    estc__p11_check_fork(op->st);
+    estc__p11_check_fork(ctx, op->st);
     estc_err err = estc__p11_uri_load(op);
     if (err == ESTC_OK) {
         err = estc__p11_uri_check(op, needs);
@@ -52,9 +53,15 @@ static estc_err op_begin(struct p11_op *op, estc_ctx *ctx, void *state, const es
  * making the token ready again. At most once per operation. */
 static bool op_again(struct p11_op *op, estc_err *err)
 {
+    CK_RV rv = op->rv;
     if (op->retried || !estc__p11_recover(op, *err)) {
         return false;
     }
+    /* A debug line per retry: the tests see that none was needed where the
+     * session state should have been right at once (after fork()). */
+    const char *name = rv != CKR_OK ? estc__ckr_name(rv) : NULL;
+    estc_log(op->ctx, ESTC_LOG_DEBUG, "pkcs11: %s: session retry after %s", op->shown,
+             name != NULL ? name : "a failure");
     op->retried = true;
     op->rv = CKR_OK;
     *err = (op->needs & P11_TOKEN) != 0 ? estc__p11_session(op) : ESTC_OK;

@@ -395,6 +395,22 @@ estc_err estc_engine_load_module(estc_ctx *ctx, const char *path);
 estc_err estc_engine_find(estc_ctx *ctx, const char *addr, const struct estc_driver **driver);
 
 /**
+ * estc_engine_known() - whether the scheme of @addr is registered: a
+ * built-in driver, one registered by the application or loaded with
+ * estc_engine_load_module(), or an optional driver built as a plug-in
+ * (pkcs11, tpm2, psa), loaded or not.
+ *
+ * Nothing is loaded here: a plug-in's scheme is known even when its plug-in
+ * is missing or cannot be loaded, and the first use of such an address then
+ * fails with the reason (see estc_engine_find()). This is how the library
+ * and the estc tool tell an engine address from a file name. @addr may be a
+ * bare scheme with ':'. False for a NULL argument and for a string without a
+ * valid scheme (a path such as "/etc/key.pem" or "./a:b"); no error detail
+ * is set either way.
+ */
+bool estc_engine_known(estc_ctx *ctx, const char *addr);
+
+/**
  * estc_engine_caps() - the capability flags (enum estc_driver_cap) of the
  * driver for the scheme of @addr; 0 when there is none or @addr is bad.
  * @addr may be a bare scheme with ':'.

@@ -143,4 +143,28 @@ grep -qi "time" "$T/stderr" && pass "server silent: a time-out error" || fail "s
 check "server silent: bounded in time (${SECONDS}s)" test "$SECONDS" -lt 60
 check "server silent: nothing created" empty_dir
 
+# ---- an engine whose plug-in cannot be loaded ----------------------------
+# The pkcs11: scheme is known without its plug-in: its addresses are not
+# taken for file names, and their use says why the plug-in did not load (a
+# missing plug-in; a fake one standing for the plug-in of an older library).
+# An unknown scheme is a file name.
+OLD_PLUGIN=$ESTC_BUILD_ROOT/tests/unit/libunit-driver-old-pkcs11.so
+if [ -e "${ESTC_ENGINE_DIR:-}/estc-pkcs11.so" ] && [ -e "$OLD_PLUGIN" ]; then
+  mkdir "$T/no-plugins" "$T/old-plugins"
+  ln -s "$OLD_PLUGIN" "$T/old-plugins/estc-pkcs11.so"
+  P11KEY="pkcs11:token=none;object=k;pin-value=93521"
+  ESTC_ENGINE_DIR=$T/no-plugins run_estc csr --key "$P11KEY" --subject /CN=x
+  expect_fail "pkcs11: plug-in missing" 1 'the pkcs11: engine is a plug-in that cannot be loaded: .*no-plugins/estc-pkcs11\.so: cannot open shared object file'
+  check "pkcs11: plug-in missing: no PIN echoed" bash -c "! grep -q 93521 '$T/stderr'"
+  ESTC_ENGINE_DIR=$T/old-plugins run_estc csr --key "$P11KEY" --subject /CN=x
+  expect_fail "pkcs11: plug-in of an older library" 1 'the pkcs11: engine plug-in .*old-plugins/estc-pkcs11\.so cannot be used: driver API version 1'
+  ESTC_ENGINE_DIR=$T/old-plugins run_estc cacerts --server coaps://127.0.0.1:9 --trust "pkcs11:token=none;object=ca"
+  expect_fail "pkcs11: trust anchor with a plug-in of an older library" 1 'pkcs11: engine plug-in .* cannot be used: driver API version 1'
+  run_estc csr --key "nosuch:k" --subject /CN=x
+  expect_fail "an unknown scheme is a file name" 1 'nosuch:k: No such file'
+  check "plug-in errors: nothing created" empty_dir
+else
+  echo "# skip: plug-in errors: no pkcs11: plug-in built"
+fi
+
 finish

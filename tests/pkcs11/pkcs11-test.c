@@ -545,6 +545,22 @@ START_TEST(test_two_tokens)
 }
 END_TEST
 
+/* The driver's debug lines of a child, kept to read after its operations. */
+struct fork_log {
+    char text[16384];
+    size_t len;
+};
+
+static void fork_log_line(void *arg, estc_log_level level, const char *msg)
+{
+    struct fork_log *l = arg;
+    (void)level;
+    int n = snprintf(l->text + l->len, sizeof(l->text) - l->len, "%s\n", msg);
+    if (n > 0 && (size_t)n < sizeof(l->text) - l->len) {
+        l->len += (size_t)n;
+    }
+}
+
 START_TEST(test_fork)
 {
     estc_ctx *ctx = new_ctx();
@@ -558,7 +574,13 @@ START_TEST(test_fork)
     pid_t pid = fork();
     ck_assert_int_ge(pid, 0);
     if (pid == 0) {
-        /* The child uses the parent's context: the driver must notice. */
+        /* The child uses the parent's context: the driver must notice,
+         * initialize the module again and open a session of this process
+         * before its first call, so that no operation needs the retry after
+         * a session error (which would hide a missing reset). The driver's
+         * debug lines tell. */
+        static struct fork_log log;
+        estc_ctx_set_log(ctx, ESTC_LOG_DEBUG, fork_log_line, &log);
         int rc = signs_as(ctx, a, pa) ? 0 : 1;
         if (rc == 0 && estc_key_generate(ctx, b, ESTC_KEY_EC_P256) != ESTC_OK) {
             fprintf(stderr, "child keygen: %s\n", estc_ctx_error_detail(ctx));
@@ -566,6 +588,21 @@ START_TEST(test_fork)
         }
         if (rc == 0 && estc_key_remove(ctx, b) != ESTC_OK) {
             rc = 3;
+        }
+        char initialized[64], opened[64];
+        snprintf(initialized, sizeof(initialized), " initialized in process %ld\n", (long)getpid());
+        snprintf(opened, sizeof(opened), ": session opened in process %ld\n", (long)getpid());
+        if (rc == 0 && strstr(log.text, "session retry") != NULL) {
+            fprintf(stderr, "child: after fork a session retry was needed:\n%s", log.text);
+            rc = 4;
+        }
+        if (rc == 0 && strstr(log.text, initialized) == NULL) {
+            fprintf(stderr, "child: the module was not initialized in the child:\n%s", log.text);
+            rc = 5;
+        }
+        if (rc == 0 && strstr(log.text, opened) == NULL) {
+            fprintf(stderr, "child: the parent's session was used:\n%s", log.text);
+            rc = 6;
         }
         estc_ctx_free(ctx);
         _exit(rc);

@@ -4,10 +4,17 @@
  * context registers their schemes without loading anything, mem: and file:
  * work without them, the first use of a scheme loads its plug-in, and a
  * plug-in that cannot be loaded gives ESTC_ERR_UNSUPPORTED with the scheme
- * and dlerror()'s reason. ESTC_ENGINE_DIR (set by meson) is the build
- * folder's plug-ins.
+ * and dlerror()'s reason. estc_engine_known() knows a plug-in's scheme
+ * without loading it, also when its plug-in is missing or unusable, so the
+ * library takes such an address for one (and its use says why it fails)
+ * rather than for a file name. ESTC_ENGINE_DIR (set by meson) is the build
+ * folder's plug-ins; ESTC_UNIT_MODULE_OLD_PKCS11 a fake plug-in of an older
+ * library (unit_driver_module.c).
  */
+#include <estc/client.h>
+
 #include <link.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -115,11 +122,109 @@ START_TEST(missing_plugin_named_with_dlerror)
 }
 END_TEST
 
+START_TEST(known_schemes_without_loading)
+{
+    const char *built = getenv("ESTC_ENGINE_DIR");
+    ck_assert_ptr_nonnull(built);
+    char keep[1024];
+    snprintf(keep, sizeof(keep), "%s", built);
+    struct schemes s = {0};
+    ck_assert_int_eq(estc_engine_schemes(ctx, collect, &s), ESTC_OK);
+    char empty[256];
+    unit_mkdtemp(empty, sizeof(empty));
+    /* Where the plug-ins are, and where none is: known alike, none loaded. */
+    const char *dirs[] = {keep, empty};
+    for (size_t d = 0; d < 2; d++) {
+        ck_assert_int_eq(setenv("ESTC_ENGINE_DIR", dirs[d], 1), 0);
+        for (size_t i = 0; i < s.n; i++) {
+            char addr[ESTC_SCHEME_MAX + 16], upper[ESTC_SCHEME_MAX + 16],
+                want[ESTC_SCHEME_MAX + 16];
+            snprintf(addr, sizeof(addr), "%s:object=k", s.names[i]);
+            snprintf(upper, sizeof(upper), "%s:", s.names[i]);
+            for (char *p = upper; *p != '\0'; p++)
+                *p = (char)(*p >= 'a' && *p <= 'z' ? *p - 'a' + 'A' : *p);
+            snprintf(want, sizeof(want), "estc-%s.so", s.names[i]);
+            estc_ctx_clear_error(ctx);
+            ck_assert_msg(estc_engine_known(ctx, addr), "%s not known", addr);
+            ck_assert_msg(estc_engine_known(ctx, upper), "%s not known", upper);
+            ck_assert_str_eq(estc_ctx_error_detail(ctx), "");
+            ck_assert_msg(!loaded(want), "%s loaded by estc_engine_known()", want);
+        }
+    }
+    ck_assert_int_eq(setenv("ESTC_ENGINE_DIR", keep, 1), 0);
+    ck_assert(estc_engine_known(ctx, "mem:k"));
+    ck_assert(estc_engine_known(ctx, "file:/etc/key.pem"));
+    ck_assert(estc_engine_known(ctx, "file:"));
+    /* Not an address: an unknown scheme, a path, no scheme at all. */
+    static const char *const not_addresses[] = {
+        "nosuch:k", "nosuch:", "/etc/pkcs11:x", "./mem:k", "key.pem",
+        "",         "mem",     "1mem:k",        "mem k:x",
+    };
+    for (size_t i = 0; i < UNIT_ARRAY_LEN(not_addresses); i++) {
+        estc_ctx_clear_error(ctx);
+        ck_assert_msg(!estc_engine_known(ctx, not_addresses[i]), "\"%s\" known", not_addresses[i]);
+        ck_assert_str_eq(estc_ctx_error_detail(ctx), "");
+    }
+    ck_assert(!estc_engine_known(NULL, "mem:k"));
+    ck_assert(!estc_engine_known(ctx, NULL));
+    unit_rm_rf(empty);
+}
+END_TEST
+
+/* The detail of the last error, for the messages of failed checks. */
+#define DETAIL() estc_ctx_error_detail(ctx)
+
+START_TEST(unusable_plugin_is_an_address_that_says_why)
+{
+    const char *built = getenv("ESTC_ENGINE_DIR");
+    const char *old = getenv("ESTC_UNIT_MODULE_OLD_PKCS11");
+    ck_assert_ptr_nonnull(built);
+    ck_assert_ptr_nonnull(old);
+    if (!estc_engine_known(ctx, "pkcs11:"))
+        return; /* built without the PKCS#11 driver */
+    char keep[1024], dir[256], so[300];
+    snprintf(keep, sizeof(keep), "%s", built);
+    unit_mkdtemp(dir, sizeof(dir));
+    snprintf(so, sizeof(so), "%s/estc-pkcs11.so", dir);
+    ck_assert_int_eq(symlink(old, so), 0);
+    ck_assert_int_eq(setenv("ESTC_ENGINE_DIR", dir, 1), 0);
+
+    const char *addr = "pkcs11:token=t;object=ca";
+    ck_assert(estc_engine_known(ctx, addr));
+    const struct estc_driver *d = NULL;
+    ck_assert_int_eq(estc_engine_find(ctx, addr, &d), ESTC_ERR_DRIVER);
+    ck_assert_msg(unit_has(DETAIL(), "pkcs11:") && unit_has(DETAIL(), so) &&
+                      unit_has(DETAIL(), "cannot be used") &&
+                      unit_has(DETAIL(), "driver API version 1"),
+                  "detail: %s", DETAIL());
+
+    /* The client takes it for an address too, not for a file name: its use
+     * fails with the plug-in's reason. */
+    estc_client *c = NULL;
+    ck_assert_int_eq(estc_client_new(ctx, &c), ESTC_OK);
+    estc_ctx_clear_error(ctx);
+    ck_assert_int_eq(estc_client_add_trust_anchor(c, addr, false), ESTC_ERR_DRIVER);
+    ck_assert_msg(unit_has(DETAIL(), "driver API version 1"), "detail: %s", DETAIL());
+    /* An unknown scheme is a file name. */
+    estc_ctx_clear_error(ctx);
+    ck_assert_int_ne(estc_client_add_trust_anchor(c, "nosuch:ca", false), ESTC_OK);
+    ck_assert_msg(unit_has(DETAIL(), "nosuch:ca") && !unit_has(DETAIL(), "scheme"), "detail: %s",
+                  DETAIL());
+    estc_client_free(c);
+
+    ck_assert_int_eq(setenv("ESTC_ENGINE_DIR", keep, 1), 0);
+    ck_assert_int_eq(unlink(so), 0);
+    unit_rm_rf(dir);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("plug-ins");
     TCase *tc = unit_tcase(s, "loading");
     tcase_add_test(tc, software_use_loads_no_plugin);
     tcase_add_test(tc, missing_plugin_named_with_dlerror);
+    tcase_add_test(tc, known_schemes_without_loading);
+    tcase_add_test(tc, unusable_plugin_is_an_address_that_says_why);
     return unit_run(s);
 }

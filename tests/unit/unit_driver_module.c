@@ -7,6 +7,9 @@
  *   1  an entry point that returns NULL
  *   2  a version-1 driver "unitmodv1"
  *   3  no entry point at all
+ *   4  a version-1 driver "pkcs11": a stand-in (a fake) for the plug-in of
+ *      an older library left in the plug-in folder, which the registry
+ *      loads and then refuses
  * It uses the header only: nothing of libestc is linked in.
  */
 #include <stddef.h>
@@ -71,8 +74,11 @@ static estc_err m_derive(estc_ctx *c, void *s, const estc_address *p, estc_obj_k
 }
 
 static const struct estc_driver module_driver = {
-    .api_version = UNIT_MODULE_VARIANT == 2 ? 1 : ESTC_DRIVER_API_VERSION,
-    .scheme = UNIT_MODULE_VARIANT == 2 ? "unitmodv1" : "unitmod",
+    .api_version =
+        UNIT_MODULE_VARIANT == 2 || UNIT_MODULE_VARIANT == 4 ? 1 : ESTC_DRIVER_API_VERSION,
+    .scheme = UNIT_MODULE_VARIANT == 2   ? "unitmodv1"
+              : UNIT_MODULE_VARIANT == 4 ? "pkcs11"
+                                         : "unitmod",
     .description = "unit test module",
     .key_generate = m_generate,
     .key_public = m_public,

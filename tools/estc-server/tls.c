@@ -343,6 +343,20 @@ void srv_tls_client_id(coap_session_t *session, uint8_t id[32])
  * a HelloVerifyRequest and dropped, no state kept. Only peers that showed
  * they receive at their address reach libcoap (which then runs its own
  * cookie exchange, one more round trip).
+ *
+ * A client that restarts on the address and port of a session it left
+ * behind (killed in the handshake or after it, without a close_notify)
+ * sends a new ClientHello, with a random of its own, into that session:
+ * libcoap hands it to the old session's OpenSSL state, which ignores it (or
+ * answers with its own old flight), and the new client goes unanswered
+ * until the old session dies (its handshake retransmissions given up, or
+ * --idle-timeout). The guard therefore treats a ClientHello from the
+ * address of a session whose ClientHello random differs as a new peer: it
+ * must carry a valid cookie, which proves that it receives at the address,
+ * and then the old session is dropped and libcoap starts a new one (RFC 6347
+ * §4.2.8). A retransmitted ClientHello of the session itself keeps its
+ * random and goes to libcoap as before; without a cookie, a ClientHello
+ * cannot disturb a session.
  */
 #define GUARD_COOKIE_LEN 16
 #define GUARD_EPOCH_SECONDS 30
@@ -357,6 +371,7 @@ static _Thread_local int guard_head_set[SRV_MAX_LISTEN];
 /* One secret for all workers: written before they start, then only read. */
 static unsigned char guard_secret[32];
 static atomic_ulong guard_answered;
+static atomic_ulong guard_replaced;
 
 int srv_hello_guard_init(void)
 {
@@ -374,6 +389,10 @@ void srv_hello_guard_report(void)
     OPENSSL_cleanse(guard_secret, sizeof(guard_secret));
     if (n > 0)
         srv_log(SRV_LOG_INFO, "%lu ClientHello(s) without a cookie answered statelessly", n);
+    n = atomic_load(&guard_replaced);
+    if (n > 0)
+        srv_log(SRV_LOG_INFO,
+                "%lu session(s) replaced by a new handshake from the same address and port", n);
 }
 
 /*
@@ -760,6 +779,45 @@ static void send_hello_verify(int fd, const uint8_t *hello, const struct msghdr 
 }
 
 /*
+ * Whether the ClientHello `hello` (checked by parse_client_hello()) comes
+ * from another client than the one of `session`, a server session on its
+ * address: its random differs from the one the session's handshake began
+ * with. A session without TLS state yet (libcoap's stateless hello stage)
+ * or with none left (closed, to be freed) is not asked.
+ */
+static int hello_from_new_client(coap_session_t *session, const uint8_t *hello)
+{
+    coap_tls_library_t lib;
+    unsigned char random[32];
+    SSL *ssl;
+
+    if (coap_session_get_type(session) != COAP_SESSION_TYPE_SERVER)
+        return 0;
+    ssl = coap_session_get_tls(session, &lib);
+    if (ssl == NULL || lib != COAP_TLS_LIBRARY_OPENSSL)
+        return 0;
+    if (SSL_get_client_random(ssl, random, sizeof(random)) != sizeof(random))
+        return 0;
+    /* Record header 13, handshake header 12, client_version 2: the random. */
+    return CRYPTO_memcmp(random, hello + 25 + 2, sizeof(random)) != 0;
+}
+
+/* Drops the session a restarted client left on its address (see above). */
+static void drop_stale_session(coap_session_t *session, const coap_address_t *peer)
+{
+    if (srv_verbosity >= SRV_LOG_DEBUG) {
+        char a[INET6_ADDRSTRLEN + 16];
+        if (coap_print_addr(peer, (uint8_t *)a, sizeof(a)) == 0)
+            strcpy(a, "?");
+        srv_log(SRV_LOG_DEBUG,
+                "%s: a new handshake from the address of a session: the old one is dropped", a);
+    }
+    /* libcoap frees a closed server session before it reads the next datagram. */
+    coap_session_disconnected(session, COAP_NACK_TLS_FAILED);
+    guard_replaced++;
+}
+
+/*
  * 1 when the datagram first in line on fd is one for libcoap, 0 when none
  * waits, 2 when GUARD_BURST ClientHellos were answered and more may wait.
  */
@@ -811,8 +869,15 @@ static int guard_one(coap_context_t *ctx, int slot)
                 ifindex = (int)pi.ipi6_ifindex;
             }
         }
-        if (coap_session_get_by_peer(ctx, &peer, ifindex) != NULL ||
-            (rc == 1 && guard_cookie_ok(&peer, cookie, cl))) {
+        coap_session_t *known = coap_session_get_by_peer(ctx, &peer, ifindex);
+        int cookie_ok = rc == 1 && guard_cookie_ok(&peer, cookie, cl);
+        if (known != NULL && hello_from_new_client(known, buf)) {
+            /* A restarted client on a session's address: a new peer. */
+            if (cookie_ok)
+                drop_stale_session(known, &peer);
+            known = NULL;
+        }
+        if (known != NULL || cookie_ok) {
             /* A peer libcoap knows (a retransmission, a new handshake) or a good cookie. */
             coap_address_copy(&guard_head[slot], &peer);
             guard_head_set[slot] = 1;

@@ -73,15 +73,7 @@ int cli_failf(const struct cli *cli, int status, const char *fmt, ...)
 
 bool cli_is_address(estc_ctx *ctx, const char *s)
 {
-    char scheme[ESTC_SCHEME_MAX + 1];
-    const struct estc_driver *drv;
-    if (s[0] == '/' || s[0] == '.' || estc_address_scheme(s, scheme) != ESTC_OK)
-        return false;
-    estc_err err = estc_engine_find(ctx, s, &drv);
-    estc_ctx_clear_error(ctx);
-    /* A registered scheme whose plug-in cannot be loaded is still an
-     * address: its use then says why. */
-    return err == ESTC_OK || err == ESTC_ERR_UNSUPPORTED;
+    return estc_engine_known(ctx, s);
 }
 
 int cli_write_pem(const struct cli *cli, const estc_buf *certs, size_t n, const char *path)
