@@ -28,6 +28,18 @@ static estc_err openssl_fail(estc_client *c, estc_err err, const char *what)
     return estc_error(c->ctx, err, "%s: %s", what, reason);
 }
 
+/* @err with @what and the engine's own reason, which is in the context's
+ * detail: copied first, since estc_error() writes the same buffer. */
+static estc_err engine_fail(estc_client *c, estc_err err, const char *what)
+{
+    const char *why = estc_ctx_error_detail(c->ctx);
+    char *copy = why[0] != '\0' ? strdup(why) : NULL;
+    err = estc_error(c->ctx, err, "%s%s%s", what, copy != NULL ? ": " : "",
+                     copy != NULL ? copy : "");
+    free(copy);
+    return err;
+}
+
 estc_err estc__parse_subject(estc_client *c, const char *text, X509_NAME **out)
 {
     if (text[0] != '/')
@@ -224,8 +236,7 @@ static estc_err sign_req(estc_client *c, X509_REQ *req, const char *addr, const 
     estc_buf sig = {0};
     err = estc_key_sign(c->ctx, addr, alg, used, digest, digest_len, &sig);
     if (err != ESTC_OK)
-        return estc_error(c->ctx, err, "signing the CSR through the engine: %s",
-                          estc_ctx_error_detail(c->ctx));
+        return engine_fail(c, err, "signing the CSR through the engine");
     if (verify) {
         const unsigned char *p = spki->data;
         EVP_PKEY *pub = d2i_PUBKEY(NULL, &p, (long)spki->len);
@@ -311,8 +322,7 @@ estc_err estc__csr_build(estc_client *c, const char *key_addr, const estc_buf *m
     if (spki == NULL) {
         err = estc_key_public(c->ctx, key_addr, &read);
         if (err != ESTC_OK)
-            return estc_error(c->ctx, err, "%s: the key's public part: %s", key_addr,
-                              estc_ctx_error_detail(c->ctx));
+            return engine_fail(c, err, "the key's public part");
         spki = &read;
     }
     ERR_clear_error(); /* a failure's detail is this build's */

@@ -27,6 +27,7 @@
 
 #include <estc/transport.h>
 
+#include "codec.h"
 #include "transport_coap.h"
 
 #define DEFAULT_TIMEOUT_MS 30000u
@@ -166,6 +167,46 @@ static bool identity_ok(struct coap_impl *impl, X509 *x)
     return true;
 }
 
+/*
+ * A certificate object that holds only the extensions of the certificate
+ * @der (no names, no key): all the identity check reads (subjectAltName and
+ * extendedKeyUsage; the subject is never checked). libcoap hands the
+ * callback the DER of the certificate libssl has already verified, and
+ * parsing it whole would decode its public key once more (OpenSSL 3.0
+ * builds a decoder for that, the largest part of a parse). NULL when @der
+ * does not have a certificate's shape or memory runs out.
+ */
+static X509 *extensions_only(const uint8_t *der, size_t len)
+{
+    estc__der cur = {der, len}, body, fields;
+    estc__der_tlv cert, tbs, t;
+    if (estc__der_expect(&cur, ESTC__DER_SEQUENCE, &cert) != ESTC_OK || cur.len != 0)
+        return NULL;
+    body = cert.contents;
+    if (estc__der_expect(&body, ESTC__DER_SEQUENCE, &tbs) != ESTC_OK)
+        return NULL;
+    fields = tbs.contents;
+    X509 *x = X509_new();
+    bool ok = x != NULL;
+    while (ok && fields.len > 0) {
+        ok = estc__der_next(&fields, &t) == ESTC_OK;
+        if (!ok || t.tag != ESTC__DER_CTX_CONS(3))
+            continue; /* extensions: [3] EXPLICIT Extensions */
+        const unsigned char *p = t.contents.p;
+        STACK_OF(X509_EXTENSION) *exts = d2i_X509_EXTENSIONS(NULL, &p, (long)t.contents.len);
+        ok = exts != NULL && p == t.contents.p + t.contents.len;
+        for (int i = 0; ok && i < sk_X509_EXTENSION_num(exts); i++)
+            ok = X509_add_ext(x, sk_X509_EXTENSION_value(exts, i), -1) == 1;
+        sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
+    }
+    if (!ok) {
+        X509_free(x);
+        ERR_clear_error();
+        return NULL;
+    }
+    return x;
+}
+
 /* libcoap calls this only with @validated set once OpenSSL has verified the
  * chain to our trust anchors. */
 static int check_identity(const char *cn, const uint8_t *der, size_t der_len,
@@ -181,8 +222,7 @@ static int check_identity(const char *cn, const uint8_t *der, size_t der_len,
     }
     if (depth != 0)
         return 1;
-    const unsigned char *p = der;
-    X509 *x = d2i_X509(NULL, &p, (long)der_len);
+    X509 *x = extensions_only(der, der_len);
     if (x == NULL) {
         impl->identity_failed = true;
         fail(impl, ESTC_ERR_VALIDATION, "server certificate unreadable");
