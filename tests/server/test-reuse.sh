@@ -63,4 +63,15 @@ for workers in 1 2; do
     "$ESTC_SERVER_LOG"
   estc_server_stop
 done
+
+# No session ticket and no session cache: a client that offers the ticket
+# extension gets none and no session ID, so it has nothing to resume by
+# (OpenSSL would otherwise make and encrypt a ticket at every handshake).
+estc_server_start || exit 1
+timeout 20 openssl s_client -dtls1_2 -connect "127.0.0.1:$ESTC_SERVER_PORT" \
+  -CAfile "$ESTC_SERVER_CA" -sess_out "$T/session.pem" </dev/null >"$T/s_client" 2>&1
+check "s_client: the handshake completed" grep -q '^ *Protocol *: DTLSv1.2' "$T/s_client"
+check "s_client: no session ticket issued" bash -c "! grep -q 'TLS session ticket' '$T/s_client'"
+check "s_client: no session ID to resume by" grep -Eq '^ *Session-ID: *$' "$T/s_client"
+estc_server_stop
 finish
