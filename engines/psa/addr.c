@@ -221,13 +221,21 @@ void psa__compose(estc_obj_kind kind, uint64_t id, char buf[PSA_ADDR_BUF])
 
 estc_err psa__pick_id(const struct psa_range *r, const char *name, uint64_t *id)
 {
-    char hex[17];
-    estc_err err = estc__sha256_hex(name, strlen(name), hex, 16);
-    if (err != ESTC_OK)
-        return err;
+    /* The first 8 bytes of SHA-256(name), big-endian. Hashed by PSA itself:
+     * through OpenSSL, the first derived address loaded OpenSSL's
+     * configuration and default provider into a process that otherwise
+     * does not use OpenSSL (about 3 MiB of its pages and 130 KiB of heap). */
+    uint8_t digest[32];
+    size_t len = 0;
+    psa_status_t s = psa_crypto_init();
+    if (s == PSA_SUCCESS)
+        s = psa_hash_compute(PSA_ALG_SHA_256, (const uint8_t *)name, strlen(name), digest,
+                             sizeof(digest), &len);
+    if (s != PSA_SUCCESS || len != sizeof(digest))
+        return ESTC_ERR_CRYPTO;
     uint64_t h = 0;
-    for (size_t i = 0; i < 16; i++)
-        h = (h << 4) | (uint64_t)estc__hex_digit(hex[i]);
+    for (size_t i = 0; i < 8; i++)
+        h = (h << 8) | digest[i];
     *id = r->lo + h % (r->hi - r->lo + 1);
     return ESTC_OK;
 }

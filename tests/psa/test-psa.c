@@ -517,9 +517,13 @@ START_TEST(derive_is_deterministic_and_in_range)
     ck_assert_str_eq(a, b);
     unsigned long id = key_id_of(a);
     ck_assert(id >= 0x50000 && id <= 0x5ffff);
+    /* The id is the first 8 bytes of SHA-256(name), big-endian, modulo the
+     * range: fixed, or keys stored by an earlier version are not found by
+     * their name. */
+    ck_assert_uint_eq(id, 0x58cc0);
     char *t = NULL;
     OK(estc_address_derive(ctx, "psa:", ESTC_OBJ_TRUST, "x", &t));
-    ck_assert_ptr_nonnull(strstr(t, "psa:uid=0x3"));
+    ck_assert_str_eq(t, "psa:uid=0x3b044");
     char *one = NULL;
     OK(estc_address_derive(ctx, "psa:key-id-range=0x100-0x100", ESTC_OBJ_KEY, "any", &one));
     ck_assert_str_eq(one, "psa:key-id=0x100");
