@@ -28,6 +28,18 @@ struct estc_ctx {
     void *log_arg;
     estc_log_level log_level;
     char detail[512];
+    /* The last address parsed for an operation, kept for the next one on
+     * the same address (a signer signs with one key again and again, and a
+     * parse costs more than some engines' signature): valid while
+     * @registry_gen is the context's, handed to one operation at a time. */
+    unsigned registry_gen; /* changed by every registration or default */
+    struct {
+        char *text;
+        const struct estc__engine *engine;
+        estc_address *parsed;
+        unsigned gen;
+        bool in_use;
+    } addr_memo;
 };
 
 /* The engine for @addr, with the checks of estc_engine_find(). */
@@ -37,6 +49,12 @@ estc_err estc__engine_for(estc_ctx *ctx, const char *addr, struct estc__engine *
  * *@parsed with estc_address_free()); errors carry a detail text. */
 estc_err estc__engine_parse(estc_ctx *ctx, const char *addr, struct estc__engine **engine,
                             estc_address **parsed);
+/* Gives back what estc__engine_parse() returned for @e: kept for the next
+ * operation on the same address, or freed. Drivers get the parsed address
+ * for the length of one call and never keep it. */
+void estc__engine_release(estc_ctx *ctx, const struct estc__engine *e, estc_address *parsed);
+/* Forgets the kept address (a registration or default changed). */
+void estc__addr_memo_drop(estc_ctx *ctx);
 
 /* Parses @text like estc_address_parse() with attributes, then adds each
  * attribute of @defaults (a query string) that the address lacks to its

@@ -13,7 +13,7 @@
 #include "util.h"
 
 /* Finds the engine for @addr and parses it once, or returns the error; for
- * the entry points. The caller frees @pa with estc_address_free(). */
+ * the entry points. The caller gives @pa back with estc__engine_release(). */
 #define ENGINE_OR_RETURN(ctx, addr, e, pa)                                                         \
     do {                                                                                           \
         estc_err err_ = estc__engine_parse((ctx), (addr), &(e), &(pa));                            \
@@ -27,7 +27,7 @@
         estc_address *pa_;                                                                         \
         ENGINE_OR_RETURN(ctx, addr, e, pa_);                                                       \
         estc_err r_ = (expr);                                                                      \
-        estc_address_free(pa_);                                                                    \
+        estc__engine_release((ctx), (e), pa_);                                                     \
         return r_;                                                                                 \
     } while (0)
 #define PA pa_
@@ -73,7 +73,7 @@ estc_err estc_key_import(estc_ctx *ctx, const char *addr, const uint8_t *pkcs8, 
         e->driver->key_import == NULL
             ? estc_error(ctx, ESTC_ERR_UNSUPPORTED, "%s: engine cannot import keys", pa->redacted)
             : e->driver->key_import(ctx, e->state, pa, pkcs8, len);
-    estc_address_free(pa);
+    estc__engine_release(ctx, e, pa);
     return err;
 }
 
@@ -186,7 +186,7 @@ estc_err estc_object_exists(estc_ctx *ctx, const char *addr, estc_obj_kind kind,
     ENGINE_OR_RETURN(ctx, addr, e, pa);
     bool f = false;
     estc_err err = e->driver->exists(ctx, e->state, pa, kind, &f);
-    estc_address_free(pa);
+    estc__engine_release(ctx, e, pa);
     if (err == ESTC_OK)
         *found = f;
     return err;
@@ -212,7 +212,7 @@ estc_err estc_address_derive(estc_ctx *ctx, const char *prefix, estc_obj_kind ki
     ENGINE_OR_RETURN(ctx, prefix, e, pa);
     char *out = NULL;
     estc_err err = e->driver->address_derive(ctx, e->state, pa, kind, name, &out);
-    estc_address_free(pa);
+    estc__engine_release(ctx, e, pa);
     if (err != ESTC_OK) {
         free(out);
         return err;
@@ -237,7 +237,7 @@ estc_err estc_key_export(estc_ctx *ctx, const char *addr, estc_buf *pkcs8)
                        ? estc_error(ctx, ESTC_ERR_UNSUPPORTED,
                                     "%s: the engine keeps its keys to itself", pa->redacted)
                        : into(e->driver->key_export(ctx, e->state, pa, &tmp), &tmp, pkcs8);
-    estc_address_free(pa);
+    estc__engine_release(ctx, e, pa);
     return err;
 }
 
@@ -253,7 +253,7 @@ estc_err estc_key_file_path(estc_ctx *ctx, const char *addr, char **path)
                        ? estc_error(ctx, ESTC_ERR_UNSUPPORTED,
                                     "%s: the engine's keys are not files", pa->redacted)
                        : e->driver->key_file_path(ctx, e->state, pa, &out);
-    estc_address_free(pa);
+    estc__engine_release(ctx, e, pa);
     if (err != ESTC_OK) {
         free(out);
         return err;

@@ -158,6 +158,7 @@ static estc_err load_plugin(estc_ctx *ctx, struct estc__engine *e)
         dlclose(module);
         return err;
     }
+    estc__addr_memo_drop(ctx);
     e->driver = driver;
     e->state = state;
     e->module = module;
@@ -202,6 +203,7 @@ estc_err estc__register_plugin(estc_ctx *ctx, const struct estc_driver *placehol
                           placeholder->scheme);
     if (grow(ctx) != ESTC_OK)
         return ESTC_ERR_NOMEM;
+    estc__addr_memo_drop(ctx);
     ctx->engines[ctx->n_engines++] = (struct estc__engine){.driver = placeholder, .pending = true};
     return ESTC_OK;
 }
@@ -222,6 +224,7 @@ static estc_err add_engine(estc_ctx *ctx, const struct estc_driver *driver, void
     err = start_driver(ctx, driver, &state);
     if (err != ESTC_OK)
         return err;
+    estc__addr_memo_drop(ctx);
     ctx->engines[ctx->n_engines++] = (struct estc__engine){.driver = driver,
                                                            .state = state,
                                                            .module = module,
@@ -277,6 +280,44 @@ estc_err estc__engine_for(estc_ctx *ctx, const char *addr, struct estc__engine *
     return ESTC_OK;
 }
 
+static void memo_clear(estc_ctx *ctx)
+{
+    estc_address_free(ctx->addr_memo.parsed);
+    free(ctx->addr_memo.text);
+    memset(&ctx->addr_memo, 0, sizeof(ctx->addr_memo));
+}
+
+void estc__addr_memo_drop(estc_ctx *ctx)
+{
+    ctx->registry_gen++;
+    if (!ctx->addr_memo.in_use)
+        memo_clear(ctx); /* else its release frees it: its generation is old */
+}
+
+void estc__engine_release(estc_ctx *ctx, const struct estc__engine *e, estc_address *parsed)
+{
+    if (parsed == NULL)
+        return;
+    if (parsed == ctx->addr_memo.parsed) {
+        ctx->addr_memo.in_use = false;
+        if (ctx->addr_memo.gen != ctx->registry_gen)
+            memo_clear(ctx);
+        return;
+    }
+    /* Kept in place of the last one, unless that one is in the hands of an
+     * operation this one ran inside (from a driver's callback). */
+    char *text = ctx->addr_memo.in_use ? NULL : strdup(parsed->text);
+    if (text == NULL) {
+        estc_address_free(parsed);
+        return;
+    }
+    memo_clear(ctx);
+    ctx->addr_memo.text = text;
+    ctx->addr_memo.parsed = parsed;
+    ctx->addr_memo.engine = e;
+    ctx->addr_memo.gen = ctx->registry_gen;
+}
+
 estc_err estc__engine_parse(estc_ctx *ctx, const char *addr, struct estc__engine **engine,
                             estc_address **parsed)
 {
@@ -284,6 +325,14 @@ estc_err estc__engine_parse(estc_ctx *ctx, const char *addr, struct estc__engine
     estc_err err = estc__engine_for(ctx, addr, &e);
     if (err != ESTC_OK)
         return err;
+    if (!ctx->addr_memo.in_use && ctx->addr_memo.parsed != NULL &&
+        ctx->addr_memo.gen == ctx->registry_gen && ctx->addr_memo.engine == e &&
+        strcmp(ctx->addr_memo.text, addr) == 0) {
+        ctx->addr_memo.in_use = true;
+        *engine = e;
+        *parsed = ctx->addr_memo.parsed;
+        return ESTC_OK;
+    }
     estc_address *a = NULL;
     if (e->defaults != NULL)
         err = estc__address_parse_defaults(addr, e->defaults, &a);
@@ -378,6 +427,7 @@ estc_err estc_engine_set_default(estc_ctx *ctx, const char *scheme, const char *
         free(rebuilt);
         return err != ESTC_OK ? err : ESTC_ERR_NOMEM;
     }
+    estc__addr_memo_drop(ctx);
     free(e->defaults);
     e->defaults = rebuilt;
     return ESTC_OK;
@@ -455,6 +505,7 @@ void estc_ctx_free(estc_ctx *ctx)
         if (e->module != NULL)
             dlclose(e->module);
     }
+    memo_clear(ctx);
     free(ctx->engines);
     free(ctx);
 }

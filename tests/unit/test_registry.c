@@ -497,6 +497,82 @@ END_TEST
 
 /* Context-wide defaults reach the driver as query attributes when the
  * address lacks them; the address itself is shown as given. */
+/* ---- the parsed address kept between operations ------------------------ */
+
+/* A driver that records what each key_public call got: the parsed address
+ * object, and its "x" attribute. Its list runs key_public on @nested_addr
+ * from inside (an operation from a driver's callback). */
+static const estc_address *rec_seen;
+static char rec_x[32];
+static const char *rec_nested;
+
+static estc_err rec_public(estc_ctx *c, void *s, const estc_address *a, estc_buf *spki)
+{
+    (void)c, (void)s;
+    rec_seen = a;
+    const estc_attr *x = estc_address_get(a, "x");
+    snprintf(rec_x, sizeof(rec_x), "%s", x != NULL ? x->value : "-");
+    return estc_buf_set(spki, a->text, strlen(a->text));
+}
+
+static estc_err rec_list(estc_ctx *c, void *s, const estc_address *p, estc_obj_kind k,
+                         estc_list_fn f, void *arg)
+{
+    (void)s, (void)k, (void)f, (void)arg;
+    estc_buf b = {0};
+    estc_err err = estc_key_public(c, rec_nested, &b);
+    /* The outer address must still be whole after the inner operation. */
+    if (err == ESTC_OK && strcmp(p->text, "rec:object=k?x=1") != 0 && strcmp(p->text, "rec:object=k") != 0)
+        err = ESTC_ERR_STATE;
+    estc_buf_free(&b);
+    return err;
+}
+
+static bool rec_ignore(void *arg, const char *addr, estc_obj_kind kind)
+{
+    (void)arg, (void)addr, (void)kind;
+    return true;
+}
+
+START_TEST(parsed_address_kept)
+{
+    static struct estc_driver d;
+    d = unit_stub_driver("rec", ESTC_CAP_ATTRIBUTES);
+    d.key_public = rec_public;
+    d.list = rec_list;
+    ck_assert_int_eq(estc_engine_register(ctx, &d), ESTC_OK);
+    estc_buf b = {0};
+    /* The same address twice: one parse serves both. */
+    ck_assert_int_eq(estc_key_public(ctx, "rec:object=k", &b), ESTC_OK);
+    const estc_address *first = rec_seen;
+    estc_buf_free(&b);
+    ck_assert_int_eq(estc_key_public(ctx, "rec:object=k", &b), ESTC_OK);
+    ck_assert_ptr_eq(rec_seen, first);
+    ck_assert_str_eq(rec_x, "-");
+    estc_buf_free(&b);
+    /* A default set since is seen by the next operation on the address. */
+    ck_assert_int_eq(estc_engine_set_default(ctx, "rec", "x", "1"), ESTC_OK);
+    ck_assert_int_eq(estc_key_public(ctx, "rec:object=k", &b), ESTC_OK);
+    ck_assert_str_eq(rec_x, "1");
+    estc_buf_free(&b);
+    /* Another address is parsed for itself. */
+    ck_assert_int_eq(estc_key_public(ctx, "rec:object=k?x=2", &b), ESTC_OK);
+    ck_assert_str_eq(rec_x, "2");
+    ck_assert_mem_eq(b.data, "rec:object=k?x=2", b.len);
+    estc_buf_free(&b);
+    /* Operations inside an operation, on its address and on another, leave
+     * the outer one's address whole (ASan checks the memory). */
+    const char *nested[] = {"rec:object=k", "rec:object=other", "rec:object=k"};
+    for (size_t i = 0; i < 3; i++) {
+        rec_nested = nested[i];
+        ck_assert_int_eq(estc_object_list(ctx, "rec:object=k", ESTC_OBJ_KEY, rec_ignore, NULL), ESTC_OK);
+        ck_assert_int_eq(estc_key_public(ctx, "rec:object=k", &b), ESTC_OK);
+        ck_assert_mem_eq(b.data, "rec:object=k", b.len);
+        estc_buf_free(&b);
+    }
+}
+END_TEST
+
 START_TEST(defaults_fill_missing_attributes)
 {
     static struct estc_driver d;
@@ -866,6 +942,7 @@ int main(void)
     tcase_add_test(tc, key_export_by_capability);
     tcase_add_test(tc, key_export_mem_round_trip);
     tcase_add_test(tc, defaults_fill_missing_attributes);
+    tcase_add_test(tc, parsed_address_kept);
     tcase_add_test(tc, query_text_verbatim);
     tcase_add_test(tc, key_file_path_by_capability);
     tcase_add_test(tc, address_derive_checks);
