@@ -74,53 +74,10 @@ tpm2__stop() {
 
 tpm2_lib_broker() {
     swtpm_require 77 tpm2-abrmd dbus-daemon dbus-send || return 77
-    local lifetime=${SWTPM_LIFETIME:-900} _ up=
-    mkdir -p "$work/bus" || return 1
-    cat >"$work/bus.conf" <<CONF
-<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>session</type>
-  <listen>unix:dir=$work/bus</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow send_destination="*" eavesdrop="true"/>
-    <allow eavesdrop="true"/>
-    <allow own="*"/>
-  </policy>
-</busconfig>
-CONF
-    timeout "$lifetime" dbus-daemon --config-file="$work/bus.conf" --nofork \
-        --print-address=1 >"$work/bus.address" 2>"$work/dbus.log" &
-    tpm2__broker_pids+=($!)
-    for _ in $(seq 1 50); do
-        [ -s "$work/bus.address" ] && break
-        sleep 0.1
-    done
-    [ -s "$work/bus.address" ] || {
-        echo "dbus-daemon did not start: $(cat "$work/dbus.log")" >&2
-        return 1
-    }
-    DBUS_SESSION_BUS_ADDRESS=$(head -n1 "$work/bus.address")
-    export DBUS_SESSION_BUS_ADDRESS
-    local root=()
-    [ "$(id -u)" = 0 ] && root=(--allow-root)
-    timeout "$lifetime" tpm2-abrmd --session "${root[@]}" --flush-all \
-        --tcti="swtpm:host=127.0.0.1,port=$SWTPM_PORT" >"$work/abrmd.log" 2>&1 &
-    tpm2__broker_pids+=($!)
-    for _ in $(seq 1 100); do
-        if dbus-send --session --print-reply --dest=org.freedesktop.DBus /org/freedesktop/DBus \
-            org.freedesktop.DBus.NameHasOwner string:com.intel.tss2.Tabrmd 2>/dev/null |
-            grep -q 'boolean true'; then
-            up=1
-            break
-        fi
-        sleep 0.1
-    done
-    [ -n "$up" ] || {
-        echo "tpm2-abrmd did not start: $(cat "$work/abrmd.log")" >&2
-        return 1
-    }
+    local rc=0
+    swtpm_broker_start "$work" || rc=1
+    tpm2__broker_pids+=($SWTPM_BUS_PID $SWTPM_BROKER_PID)
+    [ "$rc" = 0 ] || return 1
     export ESTC_TPM2_TCTI="tabrmd:bus_type=session"
     export TPM2TOOLS_TCTI="$ESTC_TPM2_TCTI"
 }
