@@ -112,28 +112,43 @@ estc_err estc__parse_sans(estc_client *c, GENERAL_NAMES **out)
 
 /* The public key of a request set from @spki's DER as it is, without
  * decoding the key: the algorithm identifier and the key bits are copied. */
-static estc_err set_spki(estc_client *c, X509_REQ *req, const estc_buf *spki)
+/* @spki split into its algorithm identifier (*@alg, to free) and its key
+ * bits (*@key, inside @spki), without decoding the key. */
+static estc_err spki_split(estc_client *c, const estc_buf *spki, X509_ALGOR **alg, estc__der *key)
 {
     estc__der cur = {spki->data, spki->len}, body;
-    estc__der_tlv outer, alg, bits;
+    estc__der_tlv outer, algo, bits;
     if (estc__der_expect(&cur, ESTC__DER_SEQUENCE, &outer) != ESTC_OK || cur.len != 0)
         return estc_error(c->ctx, ESTC_ERR_FORMAT, "the engine's public key is not DER");
     body = outer.contents;
-    if (estc__der_expect(&body, ESTC__DER_SEQUENCE, &alg) != ESTC_OK ||
+    if (estc__der_expect(&body, ESTC__DER_SEQUENCE, &algo) != ESTC_OK ||
         estc__der_expect(&body, 0x03, &bits) != ESTC_OK || body.len != 0 ||
         bits.contents.len < 2 || bits.contents.p[0] != 0)
         return estc_error(c->ctx, ESTC_ERR_FORMAT, "the engine's public key is malformed");
-    const unsigned char *p = alg.tlv;
-    X509_ALGOR *a = d2i_X509_ALGOR(NULL, &p, (long)alg.tlv_len);
-    unsigned char *key = OPENSSL_memdup(bits.contents.p + 1, bits.contents.len - 1);
+    const unsigned char *p = algo.tlv;
+    *alg = d2i_X509_ALGOR(NULL, &p, (long)algo.tlv_len);
+    if (*alg == NULL)
+        return openssl_fail(c, ESTC_ERR_FORMAT, "the engine's public key");
+    key->p = bits.contents.p + 1;
+    key->len = bits.contents.len - 1;
+    return ESTC_OK;
+}
+
+static estc_err set_spki(estc_client *c, X509_REQ *req, const estc_buf *spki)
+{
+    X509_ALGOR *a = NULL;
+    estc__der bits;
+    estc_err err = spki_split(c, spki, &a, &bits);
+    if (err != ESTC_OK)
+        return err;
+    unsigned char *key = OPENSSL_memdup(bits.p, bits.len);
     const ASN1_OBJECT *obj = NULL;
     int ptype = V_ASN1_UNDEF;
     const void *pval = NULL;
-    if (a != NULL)
-        X509_ALGOR_get0(&obj, &ptype, &pval, a);
+    X509_ALGOR_get0(&obj, &ptype, &pval, a);
     ASN1_OBJECT *obj_copy = obj != NULL ? OBJ_dup(obj) : NULL;
     void *pval_copy = NULL;
-    bool ok = a != NULL && key != NULL && obj_copy != NULL;
+    bool ok = key != NULL && obj_copy != NULL;
     if (ok && ptype == V_ASN1_OBJECT)
         ok = (pval_copy = OBJ_dup(pval)) != NULL;
     else if (ok && ptype == V_ASN1_SEQUENCE)
@@ -142,7 +157,7 @@ static estc_err set_spki(estc_client *c, X509_REQ *req, const estc_buf *spki)
         ok = false; /* no key type of the driver API has other parameters */
     if (ok &&
         X509_PUBKEY_set0_param(X509_REQ_get_X509_PUBKEY(req), obj_copy, ptype, pval_copy, key,
-                               (int)(bits.contents.len - 1)) == 1) {
+                               (int)bits.len) == 1) {
         X509_ALGOR_free(a);
         return ESTC_OK;
     }
@@ -161,18 +176,11 @@ static estc_err set_spki(estc_client *c, X509_REQ *req, const estc_buf *spki)
 static estc_err sig_algorithm(estc_client *c, const estc_buf *spki, estc_hash hash,
                               estc_sig_alg *alg, estc_hash *used, int *sig_nid)
 {
-    /* The algorithm identifier only (d2i_X509_PUBKEY would decode the key). */
-    estc__der cur = {spki->data, spki->len}, body;
-    estc__der_tlv outer, algo;
-    if (estc__der_expect(&cur, ESTC__DER_SEQUENCE, &outer) != ESTC_OK)
-        return estc_error(c->ctx, ESTC_ERR_FORMAT, "the engine's public key is not DER");
-    body = outer.contents;
-    if (estc__der_expect(&body, ESTC__DER_SEQUENCE, &algo) != ESTC_OK)
-        return estc_error(c->ctx, ESTC_ERR_FORMAT, "the engine's public key is malformed");
-    const unsigned char *ap = algo.tlv;
-    X509_ALGOR *a = d2i_X509_ALGOR(NULL, &ap, (long)algo.tlv_len);
-    if (a == NULL)
-        return openssl_fail(c, ESTC_ERR_FORMAT, "the engine's public key");
+    X509_ALGOR *a = NULL;
+    estc__der bits;
+    estc_err err = spki_split(c, spki, &a, &bits);
+    if (err != ESTC_OK)
+        return err;
     const ASN1_OBJECT *obj = NULL;
     int ptype = V_ASN1_UNDEF;
     const void *pval = NULL;

@@ -37,11 +37,7 @@ static void secret_teardown(void)
 /* @name inside the scratch folder. */
 static const char *in_dir(const char *name)
 {
-    static char path[2][PATH_MAX];
-    static int which;
-    which ^= 1;
-    snprintf(path[which], sizeof(path[which]), "%s/%s", dir, name);
-    return path[which];
+    return unit_path_in(dir, name);
 }
 
 /* Makes file @name with @content and @mode (set after writing, umask aside). */

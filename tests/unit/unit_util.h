@@ -11,6 +11,7 @@
 #define ESTC_UNIT_UTIL_H
 
 #include <dirent.h>
+#include <limits.h>
 #include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,6 +28,16 @@
 #include "../fixtures/check_main.h"
 
 #define UNIT_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+/* @name inside the folder @dir; two results stay valid at a time. */
+static inline const char *unit_path_in(const char *dir, const char *name)
+{
+    static char path[2][PATH_MAX];
+    static int which;
+    which ^= 1;
+    snprintf(path[which], sizeof(path[which]), "%s/%s", dir, name);
+    return path[which];
+}
 
 /* ---- the context of each test ------------------------------------------ */
 
