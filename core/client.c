@@ -344,8 +344,7 @@ estc_err estc_client_set_enrolled(estc_client *c, const char *key, const char *c
     }
     if (key != NULL || cert != NULL || ca_prefix != NULL)
         c->bases_configured = true;
-    if (c->checked.which == ESTC__CREDS_ENROLLED)
-        estc__client_drop_checked(c);
+    estc__client_drop_checked(c);
     /* A session made with the old enrolled credentials must not be reused. */
     if (c->transport_creds == ESTC__CREDS_ENROLLED)
         estc__client_reset_transport(c);

@@ -87,8 +87,7 @@ struct estc_client {
      * the next session with these credentials instead of reading them again
      * (OpenSSL 3.0 builds a decoder for every key and certificate read). */
     struct {
-        enum estc__creds which; /* ESTC__CREDS_NONE: empty */
-        char *cert_src;         /* the addresses or files they came from */
+        char *cert_src; /* the addresses or files they came from; NULL: empty */
         char *key_src;
         X509 *cert;
         EVP_PKEY *key;

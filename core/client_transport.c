@@ -202,10 +202,12 @@ static void creds_sources(const estc_client *c, enum estc__creds creds, const ch
 
 /* The pair kept by estc_client_check_credentials() for @cert and @key, taken
  * (the caller owns both then); false when none is kept for them. */
-static bool take_checked(estc_client *c, enum estc__creds creds, const char *cert,
-                         const char *key, X509 **x, EVP_PKEY **pkey)
+static bool take_checked(estc_client *c, const char *cert, const char *key, X509 **x,
+                         EVP_PKEY **pkey)
 {
-    bool same = c->checked.which == creds && cert != NULL && key != NULL &&
+    /* What was read is named by where it came from, whichever role the
+     * session gives it (a re-enrollment's pair is both). */
+    bool same = c->checked.cert_src != NULL && cert != NULL && key != NULL &&
                 strcmp(c->checked.cert_src, cert) == 0 && strcmp(c->checked.key_src, key) == 0;
     if (same) {
         *x = c->checked.cert;
@@ -251,7 +253,6 @@ estc_err estc_client_check_credentials(estc_client *c, estc_client_creds which)
         estc__client_drop_checked(c);
         return err;
     }
-    c->checked.which = creds;
     c->checked.cert = x;
     c->checked.key = pkey;
     return ESTC_OK;
@@ -283,7 +284,7 @@ static estc_err open_transport(estc_client *c, enum estc__creds creds)
     EVP_PKEY *pkey = NULL;
     char uri[600];
     estc_err err = trust != NULL ? load_trust(c, trust) : ESTC_ERR_NOMEM;
-    bool checked = err == ESTC_OK && take_checked(c, creds, cert, key, &x, &pkey);
+    bool checked = err == ESTC_OK && take_checked(c, cert, key, &x, &pkey);
     if (err == ESTC_OK && cert != NULL && !checked)
         err = load_cert(c, cert, &x);
     if (err == ESTC_OK && key != NULL && !checked)
